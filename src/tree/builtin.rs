@@ -1,0 +1,63 @@
+//! The MOs omadmd defines itself: DevInfo, DM Account and SessionInfo (PROTOCOL.md §12).
+//! Their DDFs live next to this file, are compiled in, and are installed to
+//! `/usr/share/omadmd/ddf/` for servers and tools to read.
+
+use super::ddf;
+use super::mo_type::MoType;
+
+/// MOID of the DevInfo MO.
+pub const DEVINFO: &str = "urn:oma:mo:oma-dm-devinfo:1.0";
+/// MOID of the DM Account MO.
+pub const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
+/// MOID of the SessionInfo MO.
+pub const SESSIONINFO: &str = "urn:oma:mo:oma-sessioninfomo:1.0";
+
+/// The built-in DDF files: (file name, contents).
+pub const DDF_FILES: [(&str, &str); 3] = [
+    ("devinfo.ddf", include_str!("builtin/devinfo.ddf")),
+    ("dmacc.ddf", include_str!("builtin/dmacc.ddf")),
+    ("sessioninfo.ddf", include_str!("builtin/sessioninfo.ddf")),
+];
+
+/// The MO types of the built-in DDFs.
+pub fn types() -> Vec<MoType> {
+    DDF_FILES
+        .iter()
+        .flat_map(|(name, text)| {
+            // Invariant: the built-in DDFs are constants that the tests below parse.
+            ddf::parse(text)
+                .unwrap_or_else(|e| panic!("built-in {name}: {e}"))
+                .mo_types()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::format::Format;
+
+    #[test]
+    fn builtin_ddfs_parse_and_define_their_moids() {
+        let types = types();
+        let moids: Vec<_> = types.iter().map(|t| t.moid.as_str()).collect();
+        assert_eq!(moids, [DEVINFO, DMACC, SESSIONINFO]);
+        let roots: Vec<_> = types.iter().map(MoType::root_name).collect();
+        assert_eq!(roots, ["DevInfo", "DMAcc", "SessionInfo"]);
+    }
+
+    #[test]
+    fn secrets_are_no_get_and_devinfo_is_read_only() {
+        let types = types();
+        let dmacc = &types[1];
+        for secret in ["Auth/Noti/Secret", "Auth/Trsp/Secret", "Auth/Bootstrap/ClientSecretKey", "Ext/ClientKey", "Perm/x/MOID"] {
+            assert!(dmacc.def_at(secret).unwrap().access.is_no_get(), "{secret}");
+        }
+        assert!(!dmacc.def_at("SrvURI").unwrap().access.is_no_get());
+        assert_eq!(dmacc.def_at("Ext/Priority").unwrap().format, Format::Int);
+        let devinfo = &types[0];
+        for child in &devinfo.root.children {
+            assert_eq!(child.access.to_string(), "Get", "{}", child.name);
+        }
+    }
+}

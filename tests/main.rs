@@ -1,0 +1,6 @@
+//! omadmd's integration tests: one binary, one module per area. Shared helpers live in
+//! `support/`.
+
+mod support;
+
+mod ddf_corpus;
