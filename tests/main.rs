@@ -4,3 +4,4 @@
 mod support;
 
 mod ddf_corpus;
+mod tnds_corpus;

@@ -14,7 +14,9 @@ pub mod builtin;
 pub mod ddf;
 pub mod format;
 pub mod mo_type;
+pub mod tnds;
 pub mod node;
+pub mod uri;
 pub mod value;
 pub mod xml;
 

@@ -1,0 +1,1 @@
+//! TNDS XML import and export (being written).

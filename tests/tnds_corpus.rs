@@ -1,0 +1,1 @@
+//! TNDS import against the real corpus files (being written).
