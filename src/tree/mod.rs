@@ -13,9 +13,11 @@
 pub mod builtin;
 pub mod ddf;
 pub mod format;
+pub mod json;
 pub mod mo_type;
 pub mod tnds;
 pub mod node;
+pub mod resolve;
 pub mod uri;
 pub mod value;
 pub mod xml;

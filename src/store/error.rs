@@ -1,0 +1,33 @@
+//! Errors of the store.
+
+use crate::tree::uri::NodeAddr;
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {context}: {source}")]
+    Db {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store schema version {found} is newer than this omadmd supports ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("{0}: no such node")]
+    NoSuchNode(NodeAddr),
+    #[error("{moid}/{miid}/: the instance already exists")]
+    InstanceExists { moid: String, miid: String },
+    #[error("{0}: the parent is a leaf or does not exist")]
+    NoParent(NodeAddr),
+    #[error("{0}: an instance root is always an interior node")]
+    RootIsLeaf(NodeAddr),
+    #[error("store row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Wraps a SQLite error with what the store was doing.
+    pub(super) fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        move |source| StoreError::Db { context, source }
+    }
+}

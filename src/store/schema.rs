@@ -1,0 +1,87 @@
+//! Tables and migrations. `PRAGMA user_version` holds the schema version; each migration
+//! runs in its own transaction, so an interrupted upgrade leaves the previous version.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::StoreError;
+
+/// The schema version this build writes.
+pub const VERSION: i64 = 1;
+
+/// Migrations: entry `i` upgrades version `i` to `i + 1`.
+const MIGRATIONS: [&str; VERSION as usize] = [r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- One row per MO instance. cv_seq is the journal sequence of its last change and the
+-- source of its cache validator.
+CREATE TABLE instances (
+    id        INTEGER PRIMARY KEY,
+    moid      TEXT NOT NULL,
+    miid      TEXT NOT NULL,
+    root_name TEXT NOT NULL,
+    owner     TEXT NOT NULL,
+    cv_seq    INTEGER NOT NULL,
+    UNIQUE (moid, miid)
+);
+
+-- Every node below an instance root; the root itself is the instance row. parent is the
+-- path of the parent below the root ('' for the root's children).
+CREATE TABLE nodes (
+    inst   INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+    parent TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    format TEXT NOT NULL,
+    value,
+    writer TEXT NOT NULL,
+    PRIMARY KEY (inst, parent, name)
+) WITHOUT ROWID;
+
+-- The change journal: one row per change target, in commit order.
+CREATE TABLE journal (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    moid   TEXT NOT NULL,
+    miid   TEXT NOT NULL,
+    path   TEXT NOT NULL,
+    change TEXT NOT NULL CHECK (change IN ('added', 'replaced', 'deleted')),
+    writer TEXT NOT NULL,
+    at     INTEGER NOT NULL
+);
+"#];
+
+/// Brings the database to [`VERSION`] and returns its epoch (see [`super::Store`]).
+pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(StoreError::db("reading the schema version"))?;
+    if found > VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: VERSION,
+        });
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction().map_err(StoreError::db("starting a migration"))?;
+        tx.execute_batch(sql).map_err(StoreError::db("migrating the schema"))?;
+        if from == 0 {
+            let mut bytes = [0u8; 4];
+            getrandom::fill(&mut bytes).map_err(|e| StoreError::Corrupt(format!("no randomness for the epoch: {e}")))?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('epoch', ?1), ('next_miid', 1)",
+                [i64::from(u32::from_le_bytes(bytes))],
+            )
+            .map_err(StoreError::db("initialising metadata"))?;
+        }
+        tx.pragma_update(None, "user_version", from as i64 + 1)
+            .map_err(StoreError::db("recording the schema version"))?;
+        tx.commit().map_err(StoreError::db("committing a migration"))?;
+    }
+    let epoch: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))
+        .optional()
+        .map_err(StoreError::db("reading the epoch"))?;
+    let epoch = epoch.ok_or_else(|| StoreError::Corrupt("meta has no epoch".into()))?;
+    u32::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("epoch {epoch} out of range")))
+}

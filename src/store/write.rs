@@ -1,0 +1,225 @@
+//! Changing the store. All changes go through a [`Txn`] inside [`Store::write`]: one SQLite
+//! transaction, committed whole or not at all. Each change target gets one journal entry,
+//! and the cache validator of its instance moves to that entry's sequence number.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Transaction, params};
+
+use super::read::{Change, ChangeKind, instance_id, kind_in, split, subtree_bounds};
+use super::{Store, StoreError, codec};
+use crate::tree::node::Node;
+use crate::tree::resolve::NodeKind;
+use crate::tree::uri::{NodeAddr, join};
+
+/// An open write transaction. Dropped without commit (an error in the closure), it rolls
+/// back.
+pub struct Txn<'a> {
+    tx: Transaction<'a>,
+    now: i64,
+    changes: Vec<Change>,
+}
+
+impl Store {
+    /// Runs `f` in one transaction and commits it if `f` succeeds. Returns `f`'s result and
+    /// the journal entries written, in order.
+    pub fn write<T>(&mut self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, StoreError>) -> Result<(T, Vec<Change>), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StoreError::db("starting a write"))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut txn = Txn {
+            tx,
+            now,
+            changes: Vec::new(),
+        };
+        let out = f(&mut txn)?;
+        let Txn { tx, changes, .. } = txn;
+        tx.commit().map_err(StoreError::db("committing a write"))?;
+        Ok((out, changes))
+    }
+}
+
+impl Txn<'_> {
+    /// Creates an instance of `moid` with root node `root_name` holding `content` (an
+    /// interior node). `miid: None` lets the store assign a fresh MIID. Returns the root.
+    pub fn create_instance(
+        &mut self,
+        moid: &str,
+        miid: Option<&str>,
+        root_name: &str,
+        content: &Node,
+        owner: &str,
+    ) -> Result<NodeAddr, StoreError> {
+        let miid = match miid {
+            Some(m) => m.to_owned(),
+            None => self.fresh_miid(moid)?,
+        };
+        let root = NodeAddr::root(moid, &miid);
+        if !matches!(content, Node::Interior(_)) {
+            return Err(StoreError::RootIsLeaf(root));
+        }
+        if instance_id(&self.tx, moid, &miid)?.is_some() {
+            return Err(StoreError::InstanceExists {
+                moid: moid.to_owned(),
+                miid,
+            });
+        }
+        self.tx
+            .execute(
+                "INSERT INTO instances (moid, miid, root_name, owner, cv_seq) VALUES (?1, ?2, ?3, ?4, 0)",
+                params![moid, miid, root_name, owner],
+            )
+            .map_err(StoreError::db("creating an instance"))?;
+        let inst = self.tx.last_insert_rowid();
+        self.insert_children(inst, "", content, owner)?;
+        self.journal(inst, &root, ChangeKind::Added, owner)?;
+        Ok(root)
+    }
+
+    /// Puts `node` (a leaf or a subtree) at `addr`, replacing whatever is there; the parent
+    /// must exist and be interior. At an instance root it replaces the instance's content.
+    pub fn put(&mut self, addr: &NodeAddr, node: &Node, writer: &str) -> Result<ChangeKind, StoreError> {
+        let inst = self.inst(addr)?;
+        if addr.path.is_empty() {
+            if !matches!(node, Node::Interior(_)) {
+                return Err(StoreError::RootIsLeaf(addr.clone()));
+            }
+            self.tx
+                .execute("DELETE FROM nodes WHERE inst = ?1", [inst])
+                .map_err(StoreError::db("clearing an instance"))?;
+            self.insert_children(inst, "", node, writer)?;
+            self.journal(inst, addr, ChangeKind::Replaced, writer)?;
+            return Ok(ChangeKind::Replaced);
+        }
+        let (parent, name) = split(&addr.path);
+        if kind_in(&self.tx, inst, parent)? != Some(NodeKind::Interior) {
+            return Err(StoreError::NoParent(addr.clone()));
+        }
+        let existing = kind_in(&self.tx, inst, &addr.path)?;
+        match (existing, node) {
+            (Some(NodeKind::Leaf), Node::Leaf(v)) => {
+                self.tx
+                    .prepare_cached(
+                        "UPDATE nodes SET format = ?4, value = ?5, writer = ?6 WHERE inst = ?1 AND parent = ?2 AND name = ?3",
+                    )
+                    .and_then(|mut s| s.execute(params![inst, parent, name, v.format().as_str(), codec::to_sql(v), writer]))
+                    .map_err(StoreError::db("replacing a leaf"))?;
+            }
+            _ => {
+                if existing.is_some() {
+                    self.delete_rows(inst, &addr.path)?;
+                }
+                self.insert_node(inst, parent, name, node, writer)?;
+                self.insert_children(inst, &addr.path, node, writer)?;
+            }
+        }
+        let kind = if existing.is_some() {
+            ChangeKind::Replaced
+        } else {
+            ChangeKind::Added
+        };
+        self.journal(inst, addr, kind, writer)?;
+        Ok(kind)
+    }
+
+    /// Deletes the node at `addr` with everything under it; at an instance root, the
+    /// instance.
+    pub fn delete(&mut self, addr: &NodeAddr, writer: &str) -> Result<(), StoreError> {
+        let inst = self.inst(addr)?;
+        if addr.path.is_empty() {
+            self.journal(inst, addr, ChangeKind::Deleted, writer)?;
+            self.tx
+                .execute("DELETE FROM instances WHERE id = ?1", [inst])
+                .map_err(StoreError::db("deleting an instance"))?;
+            return Ok(());
+        }
+        if kind_in(&self.tx, inst, &addr.path)?.is_none() {
+            return Err(StoreError::NoSuchNode(addr.clone()));
+        }
+        self.delete_rows(inst, &addr.path)?;
+        self.journal(inst, addr, ChangeKind::Deleted, writer)
+    }
+
+    fn inst(&self, addr: &NodeAddr) -> Result<i64, StoreError> {
+        instance_id(&self.tx, &addr.moid, &addr.miid)?.ok_or_else(|| StoreError::NoSuchNode(addr.clone()))
+    }
+
+    fn fresh_miid(&mut self, moid: &str) -> Result<String, StoreError> {
+        loop {
+            let n: i64 = self
+                .tx
+                .query_row(
+                    "UPDATE meta SET value = value + 1 WHERE key = 'next_miid' RETURNING value - 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(StoreError::db("assigning a MIID"))?;
+            let miid = n.to_string();
+            if instance_id(&self.tx, moid, &miid)?.is_none() {
+                return Ok(miid);
+            }
+        }
+    }
+
+    fn insert_node(&self, inst: i64, parent: &str, name: &str, node: &Node, writer: &str) -> Result<(), StoreError> {
+        let (format, value) = match node {
+            Node::Interior(_) => ("node", rusqlite::types::Value::Null),
+            Node::Leaf(v) => (v.format().as_str(), codec::to_sql(v)),
+        };
+        self.tx
+            .prepare_cached("INSERT INTO nodes (inst, parent, name, format, value, writer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .and_then(|mut s| s.execute(params![inst, parent, name, format, value, writer]))
+            .map_err(StoreError::db("inserting a node"))?;
+        Ok(())
+    }
+
+    /// Inserts everything below `node`, which sits at `path`.
+    fn insert_children(&self, inst: i64, path: &str, node: &Node, writer: &str) -> Result<(), StoreError> {
+        let mut result = Ok(());
+        node.walk(&mut |rel, child| {
+            if result.is_ok() {
+                let full = join(path, rel);
+                let (parent, name) = split(&full);
+                result = self.insert_node(inst, parent, name, child, writer);
+            }
+        });
+        result
+    }
+
+    fn delete_rows(&self, inst: i64, path: &str) -> Result<(), StoreError> {
+        let (parent, name) = split(path);
+        let (lo, hi) = subtree_bounds(path);
+        self.tx
+            .prepare_cached(
+                "DELETE FROM nodes WHERE inst = ?1 AND ((parent = ?2 AND name = ?3) OR parent = ?4 OR (parent >= ?5 AND parent < ?6))",
+            )
+            .and_then(|mut s| s.execute(params![inst, parent, name, path, lo, hi]))
+            .map_err(StoreError::db("deleting nodes"))?;
+        Ok(())
+    }
+
+    fn journal(&mut self, inst: i64, addr: &NodeAddr, kind: ChangeKind, writer: &str) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("INSERT INTO journal (moid, miid, path, change, writer, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .and_then(|mut s| s.execute(params![addr.moid, addr.miid, addr.path, kind.as_str(), writer, self.now]))
+            .map_err(StoreError::db("writing the journal"))?;
+        let seq = self.tx.last_insert_rowid();
+        self.tx
+            .prepare_cached("UPDATE instances SET cv_seq = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![inst, seq]))
+            .map_err(StoreError::db("moving the cache validator"))?;
+        self.changes.push(Change {
+            seq: seq as u64,
+            addr: addr.clone(),
+            kind,
+            writer: writer.to_owned(),
+            at: self.now,
+        });
+        Ok(())
+    }
+}
