@@ -4,4 +4,6 @@
 mod support;
 
 mod ddf_corpus;
+mod store_crash;
+mod store_uri;
 mod tnds_corpus;

@@ -21,6 +21,8 @@ pub enum StoreError {
     NoParent(NodeAddr),
     #[error("{0}: an instance root is always an interior node")]
     RootIsLeaf(NodeAddr),
+    #[error("{uri}: {reason}")]
+    BadItem { uri: String, reason: String },
     #[error("store row is corrupt: {0}")]
     Corrupt(String),
 }

@@ -5,6 +5,7 @@
 //! - [`read`]: queries, and [`crate::tree::resolve::TreeRead`] over the store;
 //! - [`write`]: [`Txn`], the only way to change anything — one SQLite transaction per
 //!   [`Store::write`], so a crash leaves the old state or the new one, never a mix;
+//! - [`import`]: writing MO serialization items (HGET, bootstrap files);
 //! - [`error`]: [`StoreError`].
 //!
 //! The database runs in WAL mode: readers on other connections see the last committed
@@ -13,6 +14,7 @@
 
 mod codec;
 mod error;
+mod import;
 mod read;
 mod schema;
 mod write;

@@ -145,6 +145,11 @@ impl Txn<'_> {
         self.journal(inst, addr, ChangeKind::Deleted, writer)
     }
 
+    /// Whether the instance `moid`/`miid` exists.
+    pub fn has_instance(&self, moid: &str, miid: &str) -> Result<bool, StoreError> {
+        Ok(instance_id(&self.tx, moid, miid)?.is_some())
+    }
+
     fn inst(&self, addr: &NodeAddr) -> Result<i64, StoreError> {
         instance_id(&self.tx, &addr.moid, &addr.miid)?.ok_or_else(|| StoreError::NoSuchNode(addr.clone()))
     }
