@@ -248,6 +248,32 @@ impl Store {
         Ok(item)
     }
 
+    /// The rights (bit set) `principal` was granted on the instance of `addr`.
+    pub fn grant(&self, addr: &NodeAddr, principal: &str) -> Result<Option<u8>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT g.rights FROM instances i JOIN grants g ON g.inst = i.id \
+                 WHERE i.moid = ?1 AND i.miid = ?2 AND g.principal = ?3",
+            )
+            .and_then(|mut s| s.query_row(params![addr.moid, addr.miid, principal], |r| r.get(0)).optional())
+            .map_err(StoreError::db("reading a grant"))
+    }
+
+    /// Every grant on the instance of `addr`, by principal.
+    pub fn grants(&self, addr: &NodeAddr) -> Result<Vec<(String, u8)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT g.principal, g.rights FROM instances i JOIN grants g ON g.inst = i.id \
+                 WHERE i.moid = ?1 AND i.miid = ?2 ORDER BY g.principal",
+            )
+            .map_err(StoreError::db("preparing a grants query"))?;
+        let rows = stmt
+            .query_map(params![addr.moid, addr.miid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(StoreError::db("reading grants"))?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::db("reading grants"))
+    }
+
     /// Journal entries after `seq`, oldest first, at most `limit`.
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
         let mut stmt = self

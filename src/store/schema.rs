@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// Migrations: entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [r#"
@@ -49,6 +49,15 @@ CREATE TABLE journal (
     writer TEXT NOT NULL,
     at     INTEGER NOT NULL
 );
+"#, r#"
+-- Rights a principal holds on an instance besides its owner's (bit set, see
+-- authority::Rights).
+CREATE TABLE grants (
+    inst      INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+    principal TEXT NOT NULL,
+    rights    INTEGER NOT NULL,
+    PRIMARY KEY (inst, principal)
+) WITHOUT ROWID;
 "#];
 
 /// Brings the database to [`VERSION`] and returns its epoch (see [`super::Store`]).

@@ -47,7 +47,7 @@ fn instances_round_trip_with_journal_and_owner() {
     let info = store.instance(MOID, "1").unwrap().unwrap();
     assert_eq!((info.owner.as_str(), info.root_name.as_str()), ("app:demo", "Test"));
     assert_eq!(store.leaf(&root.child("ID")).unwrap(), Some((Value::Chr("GPS".into()), "app:demo".into())));
-    assert_eq!(store.stats().unwrap(), Stats { schema_version: 1, instances: 1, nodes: 6, last_seq: 1 });
+    assert_eq!(store.stats().unwrap(), Stats { schema_version: 2, instances: 1, nodes: 6, last_seq: 1 });
 }
 
 #[test]
@@ -185,5 +185,23 @@ fn a_newer_schema_is_refused() {
     drop(conn);
     let err = Store::open(&path).err().unwrap();
     assert!(err.to_string().contains("version 99 is newer"), "{err}");
-    assert_eq!(schema::VERSION, 1);
+    assert_eq!(schema::VERSION, 2);
+}
+
+#[test]
+fn grants_are_kept_per_instance_and_go_with_it() {
+    let mut store = Store::open_in_memory().unwrap();
+    let root = create(&mut store, "a");
+    store.write(|tx| tx.set_grant(&root, "app:x", 1)).unwrap();
+    store.write(|tx| tx.set_grant(&root, "app:y", 3)).unwrap();
+    store.write(|tx| tx.set_grant(&root, "app:y", 2)).unwrap();
+    assert_eq!(store.grant(&root, "app:x").unwrap(), Some(1));
+    assert_eq!(store.grants(&root).unwrap(), [("app:x".to_owned(), 1), ("app:y".to_owned(), 2)]);
+    store.write(|tx| tx.set_grant(&root, "app:x", 0)).unwrap();
+    assert_eq!(store.grant(&root, "app:x").unwrap(), None);
+    let err = store.write(|tx| tx.set_grant(&NodeAddr::root(MOID, "zz"), "app:x", 1)).unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchNode(_)));
+    store.write(|tx| tx.delete(&root, "l")).unwrap();
+    create(&mut store, "a");
+    assert_eq!(store.grants(&root).unwrap(), [], "a recreated instance starts without grants");
 }

@@ -145,6 +145,24 @@ impl Txn<'_> {
         self.journal(inst, addr, ChangeKind::Deleted, writer)
     }
 
+    /// Sets the rights (a bit set) `principal` holds on the instance of `root`; 0 removes
+    /// them. Not journaled: grants are not MO data.
+    pub fn set_grant(&mut self, root: &NodeAddr, principal: &str, rights: u8) -> Result<(), StoreError> {
+        let inst = self.inst(root)?;
+        let result = if rights == 0 {
+            self.tx
+                .execute("DELETE FROM grants WHERE inst = ?1 AND principal = ?2", params![inst, principal])
+        } else {
+            self.tx.execute(
+                "INSERT INTO grants (inst, principal, rights) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (inst, principal) DO UPDATE SET rights = excluded.rights",
+                params![inst, principal, rights],
+            )
+        };
+        result.map_err(StoreError::db("writing a grant"))?;
+        Ok(())
+    }
+
     /// Whether the instance `moid`/`miid` exists.
     pub fn has_instance(&self, moid: &str, miid: &str) -> Result<bool, StoreError> {
         Ok(instance_id(&self.tx, moid, miid)?.is_some())

@@ -17,6 +17,7 @@ pub mod json;
 pub mod mo_type;
 pub mod tnds;
 pub mod node;
+pub mod registry;
 pub mod resolve;
 pub mod uri;
 pub mod value;

@@ -99,6 +99,32 @@ impl ClientUri {
     }
 }
 
+impl ClientUri {
+    /// Whether a change at `addr` concerns what this URI addresses: `addr` is one of the
+    /// nodes it could address, lies below one, or is an ancestor of one (deleting or
+    /// replacing a parent changes its children). x-names match any node here; `nv=`
+    /// values are not consulted, so watchers may see changes to nodes whose values no
+    /// longer satisfy a condition.
+    pub fn covers(&self, addr: &NodeAddr) -> bool {
+        if addr.moid != self.moid {
+            return false;
+        }
+        if let InstanceSel::Miid(m) = &self.instance {
+            if *m != addr.miid {
+                return false;
+            }
+        }
+        addr.path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .zip(&self.path)
+            .all(|(name, seg)| match seg {
+                Segment::Name(n) => n == name,
+                Segment::XName(_) | Segment::Any => true,
+            })
+    }
+}
+
 impl fmt::Display for ClientUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/", self.moid)?;
@@ -362,6 +388,26 @@ mod tests {
         let back = ClientUri::parse(&addr.to_string()).unwrap();
         assert_eq!(back.instance, InstanceSel::Miid("m:1".into()));
         assert_eq!(back.path, [Segment::Name("a b".into()), Segment::Name("c".into())]);
+    }
+
+    #[test]
+    fn covers_nodes_below_above_and_through_wildcards() {
+        let uri = ClientUri::parse("urn:a:1.0/*/Data/(x)/Value?nv=(x)/Date:1").unwrap();
+        let at = |miid: &str, path: &str| NodeAddr {
+            moid: "urn:a:1.0".into(),
+            miid: miid.into(),
+            path: path.into(),
+        };
+        assert!(uri.covers(&at("l", "Data/1/Value")));
+        assert!(uri.covers(&at("r", "Data/2/Value/deeper")));
+        assert!(uri.covers(&at("r", "Data")), "a parent's change reaches the watched nodes");
+        assert!(uri.covers(&at("r", "")), "so does an instance's");
+        assert!(!uri.covers(&at("r", "ID")));
+        assert!(!uri.covers(&at("r", "Data/1/Date")));
+        let one = ClientUri::parse("urn:a:1.0/l/ID").unwrap();
+        assert!(one.covers(&at("l", "ID")));
+        assert!(!one.covers(&at("r", "ID")));
+        assert!(!one.covers(&NodeAddr { moid: "urn:b:1.0".into(), miid: "l".into(), path: "ID".into() }));
     }
 
     #[test]

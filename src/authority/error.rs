@@ -1,0 +1,54 @@
+//! What an operation on MOs can fail with, in terms every face (D-Bus, sessions) maps to
+//! its own codes.
+
+use crate::store::StoreError;
+use crate::tree::resolve::ResolveError;
+use crate::tree::uri::UriError;
+
+/// Why an operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    InvalidUri(String),
+    #[error("{0}")]
+    InvalidValue(String),
+    /// The DDF does not allow the operation on that node (access type, scope).
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<UriError> for AccessError {
+    fn from(e: UriError) -> Self {
+        AccessError::InvalidUri(e.to_string())
+    }
+}
+
+impl From<ResolveError<StoreError>> for AccessError {
+    fn from(e: ResolveError<StoreError>) -> Self {
+        match e {
+            ResolveError::Tree(s) => AccessError::from(s),
+            ResolveError::Ambiguous { .. } => AccessError::InvalidUri(e.to_string()),
+            other => AccessError::NotFound(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for AccessError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSuchNode(_) => AccessError::NotFound(e.to_string()),
+            StoreError::NoParent(_) => AccessError::NotFound(e.to_string()),
+            StoreError::InstanceExists { .. } => AccessError::Conflict(e.to_string()),
+            StoreError::RootIsLeaf(_) | StoreError::BadItem { .. } => AccessError::InvalidValue(e.to_string()),
+            other => AccessError::Store(other),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Principals (who acts) and rights (what they may do on an MO instance).
+
+use std::fmt;
+
+/// Who performs an operation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Principal {
+    /// A privileged local administrator (uid 0): all rights on every instance.
+    Admin,
+    /// A local application, by the id the daemon derived from its credentials.
+    App(String),
+    /// A DM server (Management Authority), by SrvID.
+    Server(String),
+}
+
+/// The logical rights of PROTOCOL.md §11 as a bit set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Rights(u8);
+
+/// A right name that is not Read, Write, Exec or Delegate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown right {0:?} (expected Read, Write, Exec or Delegate)")]
+pub struct UnknownRight(pub String);
+
+/// A principal string that is not `app:<id>`, `app:*` or `srv:<SrvID>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("principal {0:?} must be app:<id>, app:* or srv:<SrvID>")]
+pub struct BadPrincipal(pub String);
+
+/// The principal that stands for every local application in grants.
+pub const ANY_APP: &str = "app:*";
+
+impl Principal {
+    /// Parses `app:<id>` or `srv:<SrvID>` (as stored in grants and owners).
+    pub fn parse(text: &str) -> Result<Principal, BadPrincipal> {
+        match text.split_once(':') {
+            Some(("app", id)) if !id.is_empty() => Ok(Principal::App(id.to_owned())),
+            Some(("srv", id)) if !id.is_empty() => Ok(Principal::Server(id.to_owned())),
+            _ => Err(BadPrincipal(text.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::Admin => f.write_str("admin"),
+            Principal::App(id) => write!(f, "app:{id}"),
+            Principal::Server(id) => write!(f, "srv:{id}"),
+        }
+    }
+}
+
+impl Rights {
+    pub const READ: Rights = Rights(1);
+    pub const WRITE: Rights = Rights(2);
+    pub const EXEC: Rights = Rights(4);
+    pub const DELEGATE: Rights = Rights(8);
+    pub const ALL: Rights = Rights(15);
+    pub const NONE: Rights = Rights(0);
+
+    const NAMES: [(Rights, &'static str); 4] = [
+        (Rights::READ, "Read"),
+        (Rights::WRITE, "Write"),
+        (Rights::EXEC, "Exec"),
+        (Rights::DELEGATE, "Delegate"),
+    ];
+
+    /// Parses right names (`Read`, `Write`, `Exec`, `Delegate`).
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Rights, UnknownRight> {
+        names.into_iter().try_fold(Rights::NONE, |acc, n| {
+            Self::NAMES
+                .iter()
+                .find(|(_, name)| *name == n)
+                .map(|(r, _)| Rights(acc.0 | r.0))
+                .ok_or_else(|| UnknownRight(n.to_owned()))
+        })
+    }
+
+    /// The stored bit set.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// From a stored bit set (unknown bits dropped).
+    pub fn from_bits(bits: u8) -> Rights {
+        Rights(bits & Rights::ALL.0)
+    }
+
+    pub fn contains(self, other: Rights) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn union(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+
+    /// The right names held.
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES.iter().filter(|(r, _)| self.contains(*r)).map(|(_, n)| *n).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rights_parse_and_print() {
+        let r = Rights::parse(["Read", "Exec"]).unwrap();
+        assert!(r.contains(Rights::READ) && !r.contains(Rights::WRITE));
+        assert_eq!(r.names(), ["Read", "Exec"]);
+        assert_eq!(Rights::from_bits(0xff), Rights::ALL);
+        assert_eq!(Rights::parse(["read"]).unwrap_err().to_string(), "unknown right \"read\" (expected Read, Write, Exec or Delegate)");
+    }
+
+    #[test]
+    fn principals_parse_and_print() {
+        assert_eq!(Principal::parse("app:org.example.App").unwrap(), Principal::App("org.example.App".into()));
+        assert_eq!(Principal::parse("srv:acme").unwrap().to_string(), "srv:acme");
+        assert_eq!(Principal::parse(ANY_APP).unwrap(), Principal::App("*".into()));
+        for bad in ["app:", "root", "usr:x", "admin"] {
+            assert!(Principal::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
