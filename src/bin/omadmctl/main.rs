@@ -27,6 +27,9 @@ enum Command {
     /// Check Device Description Framework (DDF) files offline.
     #[command(subcommand)]
     Ddf(DdfCommand),
+    /// Check TNDS (MO tree XML) documents offline.
+    #[command(subcommand)]
+    Tnds(TndsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -40,10 +43,32 @@ enum DdfCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum TndsCommand {
+    /// Validate TNDS documents and print a summary of each: its node count and MOID, or
+    /// every problem with its line. Trees whose MOID one of the DDFs defines are checked
+    /// against that MO type. Exits 1 if any file is invalid.
+    Check {
+        /// DDF file defining MO types to check against (repeatable).
+        #[arg(long = "ddf", value_name = "FILE")]
+        ddfs: Vec<PathBuf>,
+        /// TNDS files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ok = match cli.command {
         Command::Ddf(DdfCommand::Check { files }) => offline::ddf_check(&files, cli.json),
+        Command::Tnds(TndsCommand::Check { ddfs, files }) => {
+            offline::tnds_check(&ddfs, &files, cli.json)
+        }
     };
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
