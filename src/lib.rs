@@ -16,6 +16,7 @@
 //! these parts together.
 
 pub mod authority;
+pub mod bus;
 pub mod config;
 pub mod device;
 pub mod store;

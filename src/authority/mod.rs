@@ -265,6 +265,12 @@ impl Authority {
         Ok(())
     }
 
+    /// Waits for any write in progress, then makes everything durable. Called once on
+    /// shutdown, after the faces stopped taking requests.
+    pub fn shutdown(&self) -> Result<(), AccessError> {
+        Ok(self.writer().sync()?)
+    }
+
     fn readable(&self, who: &Principal, store: &Store, uri: &ClientUri) -> Result<Vec<NodeAddr>, AccessError> {
         let addrs = resolve(uri, store)?;
         let found = addrs.len();

@@ -1,47 +1,163 @@
 //! `omadmd`: the OMA DM 2.0 client daemon. Wiring only: the parts live in the library.
 
-use std::path::PathBuf;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
+use omadmd::authority::{Authority, Rights};
+use omadmd::bus::{self, Bus};
+use omadmd::config::{self, Config};
+use omadmd::device::HostFacts;
 use omadmd::store::Store;
+use omadmd::tree::builtin;
+use omadmd::tree::registry::Registry;
 
 /// OMA Device Management 2.0 client daemon.
 ///
-/// omadmd keeps the device's Management Objects in an SQLite store under its state
-/// directory. This build opens (creating or migrating) the store, reports what it holds and
-/// exits; the D-Bus service and DM sessions are being added on top of it.
+/// omadmd keeps the device's Management Objects in an SQLite store and serves them to local
+/// applications as org.omadm.Client1 on the D-Bus system bus, with polkit deciding what each
+/// caller may do. It is normally started by systemd (omadmd.service) or by D-Bus activation.
+///
+/// Logs go to the journal when started by systemd, otherwise to standard error; set
+/// RUST_LOG (for example RUST_LOG=omadmd=debug) to change the level.
 #[derive(Parser, Debug)]
 #[command(name = "omadmd", version, about, long_about)]
 struct Args {
+    /// Serve on the session bus instead of the system bus (development).
+    #[arg(long)]
+    session: bool,
+
     /// Directory holding the store (store.db).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/omadmd")]
     state_dir: PathBuf,
+
+    /// Configuration file; every key is optional.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = std::fs::create_dir_all(&args.state_dir) {
-        eprintln!("omadmd: cannot create {}: {e}", args.state_dir.display());
-        return ExitCode::FAILURE;
-    }
-    let path = args.state_dir.join("store.db");
-    match Store::open(&path).and_then(|s| s.stats()) {
-        Ok(stats) => {
-            println!(
-                "omadmd: store {}: schema v{}, {} MO instance(s), {} node(s), change sequence {}",
-                path.display(),
-                stats.schema_version,
-                stats.instances,
-                stats.nodes,
-                stats.last_seq
-            );
-            ExitCode::SUCCESS
-        }
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
         Err(e) => {
-            eprintln!("omadmd: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let config = match &args.config {
+        Some(path) => Config::load(path, true),
+        None => Config::load(Path::new(config::DEFAULT_PATH), false),
+    }
+    .map_err(|e| e.to_string())?;
+    let registry = load_types(&config);
+
+    std::fs::create_dir_all(&args.state_dir).map_err(|e| format!("{}: {e}", args.state_dir.display()))?;
+    let db = args.state_dir.join("store.db");
+    let open = |what| Store::open(&db).map_err(|e| format!("{what} {}: {e}", db.display()));
+    let (writer, reader) = (open("opening")?, open("opening a reader on")?);
+
+    let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+    let auth = Arc::new(Authority::new(
+        writer,
+        reader,
+        registry,
+        Box::new(move |changes| {
+            // The receiver lives as long as the bus service; after that nobody listens.
+            let _ = changes_tx.send(changes.to_vec());
+        }),
+    ));
+
+    let lang = std::env::var("LANG").ok();
+    let facts = HostFacts::read(Path::new("/"), lang.as_deref()).map_err(|e| e.to_string())?;
+    auth.provide(builtin::DEVINFO, "0", "DevInfo", &facts.devinfo(), Rights::READ)
+        .map_err(|e| format!("providing DevInfo: {e}"))?;
+
+    let bus = if args.session { Bus::Session } else { Bus::System };
+    let service = bus::serve(bus, auth.clone(), changes_rx, facts.dev_id.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        "serving {} on the {} bus; store {}",
+        bus::NAME,
+        if args.session { "session" } else { "system" },
+        db.display()
+    );
+    notify(&[sd_notify::NotifyState::Ready]);
+
+    wait_for_stop().await?;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    drop(service);
+    auth.shutdown().map_err(|e| format!("closing the store: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The built-in MO types plus every DDF in the configured directories; a bad file is
+/// logged and skipped.
+fn load_types(config: &Config) -> Registry {
+    let mut registry = Registry::with_builtin();
+    for dir in &config.ddf.dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        files.sort();
+        for file in files {
+            match registry.add_file(&file) {
+                Ok(n) => tracing::debug!("{}: {n} MO type(s)", file.display()),
+                Err(e) => tracing::warn!("skipping DDF {e}"),
+            }
+        }
+    }
+    registry
+}
+
+async fn wait_for_stop() -> Result<(), String> {
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    Ok(())
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(state) {
+            tracing::warn!("sd_notify failed: {e}");
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let journald = std::env::var_os("JOURNAL_STREAM")
+        .is_some()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    match journald {
+        Some(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()))
+            .init(),
     }
 }

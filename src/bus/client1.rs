@@ -1,0 +1,206 @@
+//! `org.omadm.Client1` at `/org/omadm/Client1`: the tree part of the API
+//! (`dbus/org.omadm.Client1.xml` is the contract). Each method authorizes the caller with
+//! polkit ([`super::access`]), then hands the work to the [`Authority`], which applies the
+//! MO access model.
+
+use std::sync::Arc;
+
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{OwnedVariant, Variant, interface};
+
+use super::access::{Access, Action};
+use super::error::Error;
+use super::watch::Watches;
+use crate::authority::{Authority, Input, Rights};
+use crate::tree::format::Format;
+use crate::tree::uri::{ClientUri, InstanceSel};
+use crate::tree::value::Value;
+
+/// The optional features this client offers (DM-HLF-019), as listed in `Features`.
+pub const FEATURES: [&str; 6] = [
+    "mo-serialization-json",
+    "tnds",
+    "client-uri-nv",
+    "cache-validator",
+    "watch",
+    "constructed-format-json",
+];
+
+/// The interface object.
+pub struct Client1 {
+    pub(super) auth: Arc<Authority>,
+    pub(super) access: Arc<Access>,
+    pub(super) watches: Arc<Watches>,
+    pub(super) dev_id: String,
+}
+
+#[interface(name = "org.omadm.Client1")]
+impl Client1 {
+    #[zbus(out_args("nodes"))]
+    async fn get(&self, client_uri: String, #[zbus(header)] header: Header<'_>) -> Result<Vec<(String, String, OwnedVariant)>, Error> {
+        let caller = self.access.authorize(&header, Action::Read, &client_uri).await?;
+        let found = self.auth.get(&caller.principal, &client_uri)?;
+        Ok(found
+            .into_iter()
+            .map(|f| match f.value {
+                None => (f.addr.to_string(), Format::Node.as_str().to_owned(), OwnedVariant::from(zbus::Str::from(""))),
+                Some(v) => (f.addr.to_string(), v.format().as_str().to_owned(), to_variant(v)),
+            })
+            .collect())
+    }
+
+    #[zbus(out_args("json"))]
+    async fn get_json(&self, client_uri: String, #[zbus(header)] header: Header<'_>) -> Result<String, Error> {
+        let caller = self.access.authorize(&header, Action::Read, &client_uri).await?;
+        let items = self.auth.get_items(&caller.principal, &client_uri)?;
+        serde_json::to_string(&items).map_err(|e| Error::Failed(e.to_string()))
+    }
+
+    async fn set(&self, client_uri: String, format: String, value: Variant<'_>, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
+        let caller = self.access.authorize(&header, Action::Write, &client_uri).await?;
+        let format = match format.as_str() {
+            "" => None,
+            f => Some(f.parse::<Format>().map_err(|e| Error::InvalidValue(e.to_string()))?),
+        };
+        let input = from_variant(value)?;
+        self.auth.set(&caller.principal, &client_uri, format, input)?;
+        Ok(())
+    }
+
+    async fn delete(&self, client_uri: String, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
+        let caller = self.access.authorize(&header, Action::Write, &client_uri).await?;
+        self.auth.delete(&caller.principal, &client_uri)?;
+        Ok(())
+    }
+
+    #[zbus(out_args("client_uri"))]
+    async fn create_instance(&self, moid: String, modata_json: String, #[zbus(header)] header: Header<'_>) -> Result<String, Error> {
+        let caller = self.access.authorize(&header, Action::Write, &format!("{moid}/")).await?;
+        let root = self.auth.create_instance(&caller.principal, &moid, &modata_json)?;
+        tracing::info!(principal = %caller.principal, "created {root}");
+        Ok(root.to_string())
+    }
+
+    #[zbus(out_args("watch_id"))]
+    async fn watch(&self, client_uri: String, #[zbus(header)] header: Header<'_>) -> Result<u64, Error> {
+        let caller = self.access.authorize(&header, Action::Watch, &client_uri).await?;
+        let uri = ClientUri::parse(&client_uri).map_err(|e| Error::InvalidUri(e.to_string()))?;
+        if let InstanceSel::Miid(miid) = &uri.instance {
+            let root = crate::tree::uri::NodeAddr::root(&uri.moid, miid);
+            if !self.auth.may_read(&caller.principal, &root)? {
+                return Err(Error::AccessDenied(format!("{client_uri}: {} may not read this instance", caller.principal)));
+            }
+        }
+        let owner = sender(&header)?;
+        Ok(self.watches.add(&owner, caller.principal, uri))
+    }
+
+    async fn unwatch(&self, watch_id: u64, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
+        let owner = sender(&header)?;
+        if self.watches.remove(&owner, watch_id) {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("no watch {watch_id} of {owner}")))
+        }
+    }
+
+    #[zbus(out_args("current_seq", "changes"))]
+    async fn changes_since(
+        &self,
+        client_uri: String,
+        seq: u64,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(u64, Vec<(String, String, u64)>), Error> {
+        let caller = self.access.authorize(&header, Action::Read, &client_uri).await?;
+        let (current, changes) = self.auth.changes_since(&caller.principal, &client_uri, seq)?;
+        Ok((
+            current,
+            changes
+                .into_iter()
+                .map(|c| (c.addr.to_string(), c.kind.as_str().to_owned(), c.seq))
+                .collect(),
+        ))
+    }
+
+    async fn grant(&self, instance_uri: String, principal: String, rights: Vec<String>, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
+        let caller = self.access.authorize(&header, Action::Manage, &instance_uri).await?;
+        let rights = Rights::parse(rights.iter().map(String::as_str)).map_err(|e| Error::InvalidValue(e.to_string()))?;
+        self.auth.grant(&caller.principal, &instance_uri, &principal, rights)?;
+        tracing::info!(by = %caller.principal, "granted {principal} {:?} on {instance_uri}", rights.names());
+        Ok(())
+    }
+
+    async fn revoke(&self, instance_uri: String, principal: String, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
+        let caller = self.access.authorize(&header, Action::Manage, &instance_uri).await?;
+        self.auth.grant(&caller.principal, &instance_uri, &principal, Rights::NONE)?;
+        tracing::info!(by = %caller.principal, "revoked {principal} on {instance_uri}");
+        Ok(())
+    }
+
+    /// Sent with a destination (the watcher) by [`super::watch::dispatch`]; declared here so
+    /// that introspection shows it.
+    #[zbus(signal)]
+    async fn changed(emitter: &SignalEmitter<'_>, watch_id: u64, client_uri: &str, change: &str, seq: u64) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    #[zbus(property)]
+    fn dev_id(&self) -> String {
+        self.dev_id.clone()
+    }
+
+    #[zbus(property)]
+    fn features(&self) -> Vec<String> {
+        FEATURES.iter().map(|f| (*f).to_owned()).collect()
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> String {
+        "idle".to_owned()
+    }
+}
+
+fn sender(header: &Header<'_>) -> Result<String, Error> {
+    header
+        .sender()
+        .map(|s| s.to_string())
+        .ok_or_else(|| Error::AccessDenied("message has no sender".into()))
+}
+
+/// A leaf value as a D-Bus variant: int as x, bool as b, float as d, b64/bin as ay,
+/// everything else as its text.
+fn to_variant(value: Value) -> OwnedVariant {
+    match value {
+        Value::Int(i) => OwnedVariant::from(i),
+        Value::Bool(b) => OwnedVariant::from(b),
+        Value::Float(f) => OwnedVariant::from(f),
+        Value::B64(bytes) | Value::Bin(bytes) => {
+            // Invariant: a byte array holds no file descriptors, so ownership cannot fail.
+            OwnedVariant::try_from(Variant::from(bytes)).unwrap_or_else(|_| OwnedVariant::from(zbus::Str::from("")))
+        }
+        other => OwnedVariant::from(zbus::Str::from(other.to_text())),
+    }
+}
+
+fn from_variant(value: Variant<'_>) -> Result<Input, Error> {
+    Ok(match value {
+        Variant::Str(s) => Input::Text(s.to_string()),
+        Variant::Bool(b) => Input::Bool(b),
+        Variant::I16(i) => Input::Int(i.into()),
+        Variant::U16(i) => Input::Int(i.into()),
+        Variant::I32(i) => Input::Int(i.into()),
+        Variant::U32(i) => Input::Int(i.into()),
+        Variant::I64(i) => Input::Int(i),
+        Variant::U64(i) => Input::Int(i64::try_from(i).map_err(|_| Error::InvalidValue(format!("{i} is out of range")))?),
+        Variant::F64(f) => Input::Float(f),
+        Variant::U8(b) => Input::Int(b.into()),
+        other => match Vec::<u8>::try_from(other) {
+            Ok(bytes) => Input::Bytes(bytes),
+            Err(_) => return Err(Error::InvalidValue("value must be a string, number, boolean or byte array".into())),
+        },
+    })
+}

@@ -1,0 +1,102 @@
+//! The D-Bus face of omadmd: `org.omadm.Client1` on the system bus (or the session bus for
+//! development), with polkit authorization.
+//!
+//! - [`client1`]: the interface; `dbus/org.omadm.Client1.xml` is its contract;
+//! - [`access`]: caller identity and polkit checks, with the read cache;
+//! - [`peer`]: app ids from process credentials;
+//! - [`watch`]: watches and unicast `Changed` delivery;
+//! - [`error`]: the `org.omadm.Client1.Error.*` names.
+
+pub mod access;
+pub mod client1;
+pub mod error;
+pub mod peer;
+pub mod watch;
+
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+
+use crate::authority::Authority;
+use crate::store::Change;
+
+/// The well-known bus name.
+pub const NAME: &str = "org.omadm.Client1";
+/// The main object.
+pub const PATH: &str = "/org/omadm/Client1";
+/// The main interface.
+pub const INTERFACE: &str = "org.omadm.Client1";
+
+/// Which bus to serve on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bus {
+    System,
+    Session,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot connect to the {bus:?} bus: {source}")]
+    Connect { bus: Bus, source: zbus::Error },
+    #[error("cannot export {PATH}: {0}")]
+    Export(zbus::Error),
+    #[error("cannot own {NAME} (is another omadmd running, or does the bus policy forbid it?): {0}")]
+    Name(zbus::Error),
+}
+
+/// The running service. Dropping it leaves the bus.
+pub struct Service {
+    pub conn: zbus::Connection,
+    pub access: Arc<access::Access>,
+    pub watches: Arc<watch::Watches>,
+}
+
+/// Connects to `bus`, exports the interface and the object manager, starts change
+/// delivery from `changes`, and only then takes the well-known name.
+pub async fn serve(bus: Bus, auth: Arc<Authority>, changes: mpsc::UnboundedReceiver<Vec<Change>>, dev_id: String) -> Result<Service, ServeError> {
+    let builder = match bus {
+        Bus::System => zbus::connection::Builder::system(),
+        Bus::Session => zbus::connection::Builder::session(),
+    };
+    let conn = builder.build().await.map_err(|source| ServeError::Connect { bus: bus.clone(), source })?;
+    let access = Arc::new(access::Access::new(conn.clone()));
+    let watches = Arc::new(watch::Watches::default());
+    let iface = client1::Client1 {
+        auth: auth.clone(),
+        access: access.clone(),
+        watches: watches.clone(),
+        dev_id,
+    };
+    let server = conn.object_server();
+    server.at(PATH, iface).await.map_err(ServeError::Export)?;
+    server.at(PATH, zbus::fdo::ObjectManager).await.map_err(ServeError::Export)?;
+    tokio::spawn(watch::dispatch(conn.clone(), auth, watches.clone(), changes));
+    tokio::spawn(forget_departed(conn.clone(), access.clone(), watches.clone()));
+    conn.request_name(NAME).await.map_err(ServeError::Name)?;
+    Ok(Service { conn, access, watches })
+}
+
+/// Drops identities, cached answers and watches of connections that leave the bus.
+async fn forget_departed(conn: zbus::Connection, access: Arc<access::Access>, watches: Arc<watch::Watches>) {
+    let stream = async {
+        let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
+        dbus.receive_name_owner_changed().await
+    };
+    let mut stream = match stream.await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot follow bus departures; caches will not be cleared: {e}");
+            return;
+        }
+    };
+    while let Some(signal) = stream.next().await {
+        let Ok(args) = signal.args() else { continue };
+        if args.new_owner().is_none() && args.name().starts_with(':') {
+            let name = args.name().to_string();
+            access.forget(&name);
+            watches.forget(&name);
+        }
+    }
+}
