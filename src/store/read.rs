@@ -165,8 +165,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT n.format, n.value, n.writer FROM instances i JOIN nodes n ON n.inst = i.id \
-                 WHERE i.moid = ?1 AND i.miid = ?2 AND n.parent = ?3 AND n.name = ?4",
+                "SELECT format, value, writer FROM nodes \
+                 WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) AND parent = ?3 AND name = ?4",
             )
             .map_err(StoreError::db("preparing a node query"))?;
         let mut rows = stmt
@@ -252,8 +252,8 @@ impl Store {
     pub fn grant(&self, addr: &NodeAddr, principal: &str) -> Result<Option<u8>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT g.rights FROM instances i JOIN grants g ON g.inst = i.id \
-                 WHERE i.moid = ?1 AND i.miid = ?2 AND g.principal = ?3",
+                "SELECT rights FROM grants \
+                 WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) AND principal = ?3",
             )
             .and_then(|mut s| s.query_row(params![addr.moid, addr.miid, principal], |r| r.get(0)).optional())
             .map_err(StoreError::db("reading a grant"))
@@ -264,8 +264,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT g.principal, g.rights FROM instances i JOIN grants g ON g.inst = i.id \
-                 WHERE i.moid = ?1 AND i.miid = ?2 ORDER BY g.principal",
+                "SELECT principal, rights FROM grants \
+                 WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) ORDER BY principal",
             )
             .map_err(StoreError::db("preparing a grants query"))?;
         let rows = stmt
@@ -371,18 +371,27 @@ impl TreeRead for Store {
     }
 
     fn kind(&self, moid: &str, miid: &str, path: &str) -> Result<Option<NodeKind>, StoreError> {
-        match self.instance_id(moid, miid)? {
-            Some(inst) => self.kind_in(inst, path),
-            None => Ok(None),
+        if path.is_empty() {
+            return Ok(self.instance_id(moid, miid)?.map(|_| NodeKind::Interior));
         }
+        let (parent, name) = split(path);
+        let format: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT format FROM nodes \
+                 WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) AND parent = ?3 AND name = ?4",
+            )
+            .and_then(|mut s| s.query_row(params![moid, miid, parent, name], |r| r.get(0)).optional())
+            .map_err(StoreError::db("reading a node"))?;
+        Ok(format.map(|f| if f == "node" { NodeKind::Interior } else { NodeKind::Leaf }))
     }
 
     fn children(&self, moid: &str, miid: &str, path: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT n.name FROM instances i JOIN nodes n ON n.inst = i.id \
-                 WHERE i.moid = ?1 AND i.miid = ?2 AND n.parent = ?3 ORDER BY n.name",
+                "SELECT name FROM nodes \
+                 WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) AND parent = ?3 ORDER BY name",
             )
             .map_err(StoreError::db("preparing a children query"))?;
         let rows = stmt

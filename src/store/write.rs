@@ -214,15 +214,20 @@ impl Txn<'_> {
         result
     }
 
+    /// Deletes the node at `path` and its subtree: the node, its children, and every row
+    /// whose parent lies in `[path/, path0)` — three statements so each uses the full key.
     fn delete_rows(&self, inst: i64, path: &str) -> Result<(), StoreError> {
         let (parent, name) = split(path);
         let (lo, hi) = subtree_bounds(path);
-        self.tx
-            .prepare_cached(
-                "DELETE FROM nodes WHERE inst = ?1 AND ((parent = ?2 AND name = ?3) OR parent = ?4 OR (parent >= ?5 AND parent < ?6))",
-            )
-            .and_then(|mut s| s.execute(params![inst, parent, name, path, lo, hi]))
-            .map_err(StoreError::db("deleting nodes"))?;
+        let run = |sql: &str, args: &[&dyn rusqlite::ToSql]| {
+            self.tx
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute(args))
+                .map_err(StoreError::db("deleting nodes"))
+        };
+        run("DELETE FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3", params![inst, parent, name])?;
+        run("DELETE FROM nodes WHERE inst = ?1 AND parent = ?2", params![inst, path])?;
+        run("DELETE FROM nodes WHERE inst = ?1 AND parent >= ?2 AND parent < ?3", params![inst, lo, hi])?;
         Ok(())
     }
 

@@ -1,0 +1,789 @@
+//! Store benchmark: how fast the SQLite store of Management Objects is on a realistic
+//! 100,000-node tree, next to raw rusqlite doing the same work on the same data and schema.
+//!
+//! Run it with `cargo bench --bench store` (release build; a few seconds of work).
+//!
+//! It builds, in a temporary directory, a store of 1,000 instances of 100 nodes each (a
+//! root with 10 interior groups `G0`..`G9` of 9 leaves `L0`..`L8`, chr and int) plus one
+//! instance of 10,000 nodes, and measures:
+//!
+//! 1. bulk import rate: [`Store::write`] creating the 1,000 instances, 100 per transaction;
+//! 2. leaf Get by ClientURI: parse + resolve + [`Store::leaf`] on random leaves;
+//! 3. wildcard resolve `*/G3/L4` across the 1,000 instances;
+//! 4. the 10,000-node instance as an MO serialization item (JSON text);
+//! 5. one-leaf replace, journal entry and cache validator included;
+//! 6. peak RSS of the whole process (`VmHWM`).
+//!
+//! Each operation also runs as a raw-rusqlite baseline without the store's layers: plain
+//! prepared statements on an identically shaped schema (imports and replaces go to a
+//! second database file, reads go to the store's own file), with the store's pragmas (WAL,
+//! `synchronous=NORMAL`, foreign keys on). The table reports both, their ratio and the
+//! target. A missed target is reported, not a failure; any error exits non-zero.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::hint::black_box;
+use std::ops::Range;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use omadmd::store::Store;
+use omadmd::tree::json::MoItem;
+use omadmd::tree::resolve::resolve;
+use omadmd::tree::uri::{ClientUri, NodeAddr};
+use omadmd::tree::{Node, Value};
+use rusqlite::types::{Value as Sql, ValueRef};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use serde::Serialize;
+use serde_json::{Map, Value as J};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+/// MOID of the 1,000 small instances.
+const MOID: &str = "urn:oma:mo:ext-bench-device:1.0";
+const ROOT_NAME: &str = "Device";
+const INSTANCES: usize = 1_000;
+const GROUPS: usize = 10;
+const LEAVES: usize = 9;
+/// Nodes per small instance (the root is the instance row, not a node).
+const NODES_PER_INSTANCE: usize = GROUPS * (1 + LEAVES);
+/// Instances per import transaction.
+const BATCH: usize = 100;
+
+/// MOID, MIID and root name of the 10,000-node instance: 100 entries `E000`..`E099`, each
+/// with 9 leaves `A0`..`A8` and 10 sub-groups `S0`..`S9` of 8 leaves `B0`..`B7`.
+const BIG_MOID: &str = "urn:oma:mo:ext-bench-log:1.0";
+const BIG_MIID: &str = "big";
+const BIG_ROOT: &str = "Log";
+const BIG_NODES: usize = 10_000;
+
+const OWNER: &str = "srv:bench";
+const WILDCARD: &str = "urn:oma:mo:ext-bench-device:1.0/*/G3/L4";
+
+/// The store's tables that the measured operations touch, as in `src/store/schema.rs`, for
+/// the baseline database.
+const BASELINE_SCHEMA: &str = r#"
+CREATE TABLE instances (
+    id        INTEGER PRIMARY KEY,
+    moid      TEXT NOT NULL,
+    miid      TEXT NOT NULL,
+    root_name TEXT NOT NULL,
+    owner     TEXT NOT NULL,
+    cv_seq    INTEGER NOT NULL,
+    UNIQUE (moid, miid)
+);
+CREATE TABLE nodes (
+    inst   INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+    parent TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    format TEXT NOT NULL,
+    value,
+    writer TEXT NOT NULL,
+    PRIMARY KEY (inst, parent, name)
+) WITHOUT ROWID;
+CREATE TABLE journal (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    moid   TEXT NOT NULL,
+    miid   TEXT NOT NULL,
+    path   TEXT NOT NULL,
+    change TEXT NOT NULL CHECK (change IN ('added', 'replaced', 'deleted')),
+    writer TEXT NOT NULL,
+    at     INTEGER NOT NULL
+);
+"#;
+
+fn main() -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "omadmd store bench: {cores} cores, SQLite {}, {} build",
+        rusqlite::version(),
+        if cfg!(debug_assertions) {
+            "DEBUG (numbers meaningless)"
+        } else {
+            "release"
+        }
+    );
+    println!(
+        "columns: ours = the store's public API, base = raw rusqlite on the same data and schema; \
+         median and p99 per op; ratio = ours/base (nodes/s: < 1 is slower; times: > 1 is slower); \
+         targets apply to ours (median)"
+    );
+
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let mut store = Store::open(&dir.path().join("store.db"))?;
+    let mut base = open_raw(&dir.path().join("baseline.db"))?;
+    base.execute_batch(BASELINE_SCHEMA)?;
+    let raw = open_raw(&dir.path().join("store.db"))?;
+
+    let mut rows = vec![bulk_import(&mut store, &mut base)?];
+    create_big_instance(&mut store)?;
+    let stats = store.stats()?;
+    let want = (INSTANCES * NODES_PER_INSTANCE + BIG_NODES) as u64;
+    if stats.nodes != want || stats.instances != INSTANCES as u64 + 1 {
+        return Err(format!(
+            "store holds {} instances, {} nodes; expected {} and {want}",
+            stats.instances,
+            stats.nodes,
+            INSTANCES + 1
+        )
+        .into());
+    }
+    rows.push(leaf_get(&store, &raw)?);
+    rows.push(wildcard_resolve(&store, &raw)?);
+    rows.push(instance_to_json(&store, &raw)?);
+    rows.push(leaf_replace(&mut store, &mut base)?);
+    rows.push(peak_rss()?);
+
+    print_table(&rows);
+    let targets = rows.iter().filter(|r| r.target.is_some()).count();
+    let met = rows.iter().filter(|r| r.passed() == Some(true)).count();
+    println!("store bench: {met} of {targets} targets met");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Harness
+
+/// Times an operation of ours against its baseline: `warmup` untimed calls of each, then
+/// `iters` timed calls of each, alternating in slices so that both see the same machine
+/// (other processes, CPU frequency, WAL checkpoints).
+struct Bench {
+    warmup: usize,
+    iters: usize,
+}
+
+/// Sorted per-call durations.
+struct Samples(Vec<Duration>);
+
+/// Alternations between ours and the baseline per measurement.
+const SLICES: usize = 10;
+
+impl Bench {
+    /// Each closure gets a call index (warm-up calls included) to pick its input; the two
+    /// see the same indices.
+    fn compare(
+        &self,
+        mut ours: impl FnMut(usize) -> Result<()>,
+        mut base: impl FnMut(usize) -> Result<()>,
+    ) -> Result<(Samples, Samples)> {
+        for i in 0..self.warmup {
+            ours(i)?;
+            base(i)?;
+        }
+        let (mut a, mut b) = (
+            Vec::with_capacity(self.iters),
+            Vec::with_capacity(self.iters),
+        );
+        let slice = self.iters.div_ceil(SLICES);
+        let mut next = self.warmup;
+        while a.len() < self.iters {
+            let calls = next..next + slice.min(self.iters - a.len());
+            time(&mut ours, calls.clone(), &mut a)?;
+            time(&mut base, calls.clone(), &mut b)?;
+            next = calls.end;
+        }
+        a.sort_unstable();
+        b.sort_unstable();
+        Ok((Samples(a), Samples(b)))
+    }
+}
+
+/// Calls `op` for each index of `calls`, recording how long each call took.
+fn time(
+    op: &mut impl FnMut(usize) -> Result<()>,
+    calls: Range<usize>,
+    samples: &mut Vec<Duration>,
+) -> Result<()> {
+    for i in calls {
+        let start = Instant::now();
+        op(i)?;
+        samples.push(start.elapsed());
+    }
+    Ok(())
+}
+
+impl Samples {
+    fn median(&self) -> Duration {
+        let n = self.0.len();
+        if n % 2 == 1 {
+            self.0[n / 2]
+        } else {
+            (self.0[n / 2 - 1] + self.0[n / 2]) / 2
+        }
+    }
+
+    /// Nearest-rank 99th percentile.
+    fn p99(&self) -> Duration {
+        let rank = (self.0.len() * 99).div_ceil(100).max(1);
+        self.0[rank - 1]
+    }
+}
+
+/// A small deterministic PRNG (SplitMix64), so every run picks the same "random" nodes.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+/// One line of the result table.
+struct Row {
+    name: &'static str,
+    unit: &'static str,
+    ours: f64,
+    ours_p99: Option<f64>,
+    base: Option<f64>,
+    base_p99: Option<f64>,
+    target: Option<Target>,
+}
+
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Row {
+    /// A timed operation, in units of `unit_secs` seconds (1e-6 for µs).
+    fn timed(
+        name: &'static str,
+        unit: &'static str,
+        unit_secs: f64,
+        ours: &Samples,
+        base: &Samples,
+        target: Option<Target>,
+    ) -> Row {
+        let f = |d: Duration| d.as_secs_f64() / unit_secs;
+        Row {
+            name,
+            unit,
+            ours: f(ours.median()),
+            ours_p99: Some(f(ours.p99())),
+            base: Some(f(base.median())),
+            base_p99: Some(f(base.p99())),
+            target,
+        }
+    }
+
+    fn passed(&self) -> Option<bool> {
+        self.target.as_ref().map(|t| match *t {
+            Target::AtLeast(min) => self.ours >= min,
+            Target::AtMost(max) => self.ours <= max,
+        })
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), num);
+    println!();
+    println!(
+        "{:<34} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10}  result",
+        "operation", "unit", "ours", "ours p99", "base", "base p99", "ratio", "target"
+    );
+    for r in rows {
+        let ratio = r
+            .base
+            .map_or_else(|| "-".to_owned(), |b| format!("{:.2}x", r.ours / b));
+        let target = match r.target {
+            Some(Target::AtLeast(v)) => format!(">= {}", num(v)),
+            Some(Target::AtMost(v)) => format!("<= {}", num(v)),
+            None => "-".to_owned(),
+        };
+        let result = match r.passed() {
+            Some(true) => "PASS",
+            Some(false) => "MISS",
+            None => "-",
+        };
+        println!(
+            "{:<34} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10}  {result}",
+            r.name,
+            r.unit,
+            num(r.ours),
+            opt(r.ours_p99),
+            opt(r.base),
+            opt(r.base_p99),
+            ratio,
+            target
+        );
+    }
+    println!();
+}
+
+/// A figure with sensible precision; thousands separated.
+fn num(v: f64) -> String {
+    if v >= 10_000.0 {
+        let digits = format!("{v:.0}");
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// A raw connection with the store's pragmas.
+fn open_raw(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+// ---------------------------------------------------------------------------------------
+// Data
+
+fn miid(i: usize) -> String {
+    format!("m{i:04}")
+}
+
+/// Leaf `L<l>` of group `G<g>` of instance `i`: chr for L0..L4, int for L5..L8.
+fn leaf_value(i: usize, g: usize, l: usize) -> Value {
+    if l < 5 {
+        Value::Chr(format!("value {i}.{g}.{l}"))
+    } else {
+        Value::Int((i * 1_000 + g * 10 + l) as i64)
+    }
+}
+
+/// The content of small instance `i` as a tree, for the store.
+fn device_node(i: usize) -> Node {
+    let groups = (0..GROUPS).map(|g| {
+        let leaves = (0..LEAVES).map(|l| (format!("L{l}"), Node::Leaf(leaf_value(i, g, l))));
+        (format!("G{g}"), Node::Interior(leaves.collect()))
+    });
+    Node::Interior(groups.collect())
+}
+
+/// The same content as `(parent, name, format, value)` rows, for the baseline.
+fn device_rows(i: usize) -> Vec<(String, String, &'static str, Sql)> {
+    let mut rows = Vec::with_capacity(NODES_PER_INSTANCE);
+    for g in 0..GROUPS {
+        rows.push((String::new(), format!("G{g}"), "node", Sql::Null));
+        for l in 0..LEAVES {
+            let (format, cell) = match leaf_value(i, g, l) {
+                Value::Chr(s) => ("chr", Sql::Text(s)),
+                Value::Int(n) => ("int", Sql::Integer(n)),
+                other => unreachable!("bench data holds only chr and int, not {other:?}"),
+            };
+            rows.push((format!("G{g}"), format!("L{l}"), format, cell));
+        }
+    }
+    rows
+}
+
+fn big_node() -> Node {
+    let leaf = |s: String| Node::Leaf(Value::Chr(s));
+    let entries = (0..100).map(|e| {
+        let mut children: BTreeMap<String, Node> = (0..9)
+            .map(|a| (format!("A{a}"), leaf(format!("entry {e} field {a}"))))
+            .collect();
+        for s in 0..10 {
+            let sub = (0..8).map(|b| {
+                (
+                    format!("B{b}"),
+                    Node::Leaf(Value::Int((e * 100 + s * 10 + b) as i64)),
+                )
+            });
+            children.insert(format!("S{s}"), Node::Interior(sub.collect()));
+        }
+        (format!("E{e:03}"), Node::Interior(children))
+    });
+    Node::Interior(entries.collect())
+}
+
+fn create_big_instance(store: &mut Store) -> Result<()> {
+    let node = big_node();
+    if node.count() != BIG_NODES + 1 {
+        return Err(format!(
+            "big instance has {} nodes, expected {BIG_NODES}",
+            node.count() - 1
+        )
+        .into());
+    }
+    store.write(|tx| tx.create_instance(BIG_MOID, Some(BIG_MIID), BIG_ROOT, &node, OWNER))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurements
+
+/// 1. Creating the 1,000 small instances, `BATCH` per transaction; batches of the store
+///    and of the baseline alternate so that both see the same machine. Inputs are built
+///    before the clock starts.
+fn bulk_import(store: &mut Store, base: &mut Connection) -> Result<Row> {
+    let (mut ours, mut raw) = (Duration::ZERO, Duration::ZERO);
+    for first in (0..INSTANCES).step_by(BATCH) {
+        let batch: Vec<(String, Node)> = (first..first + BATCH)
+            .map(|i| (miid(i), device_node(i)))
+            .collect();
+        let start = Instant::now();
+        store.write(|tx| {
+            for (m, node) in &batch {
+                tx.create_instance(MOID, Some(m), ROOT_NAME, node, OWNER)?;
+            }
+            Ok(())
+        })?;
+        ours += start.elapsed();
+        drop(batch);
+
+        let batch: Vec<(String, Vec<_>)> = (first..first + BATCH)
+            .map(|i| (miid(i), device_rows(i)))
+            .collect();
+        let start = Instant::now();
+        raw_import_batch(base, &batch)?;
+        raw += start.elapsed();
+    }
+    let nodes = (INSTANCES * NODES_PER_INSTANCE) as f64;
+    Ok(Row {
+        name: "bulk import (1,000 x 100 nodes)",
+        unit: "nodes/s",
+        ours: nodes / ours.as_secs_f64(),
+        ours_p99: None,
+        base: Some(nodes / raw.as_secs_f64()),
+        base_p99: None,
+        target: Some(Target::AtLeast(100_000.0)),
+    })
+}
+
+type InstanceRows = (String, Vec<(String, String, &'static str, Sql)>);
+
+fn raw_import_batch(conn: &mut Connection, batch: &[InstanceRows]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let at = now_secs();
+    {
+        let mut journal = tx.prepare_cached(
+            "INSERT INTO journal (moid, miid, path, change, writer, at) VALUES (?1, ?2, '', 'added', ?3, ?4)",
+        )?;
+        let mut instance = tx.prepare_cached(
+            "INSERT INTO instances (moid, miid, root_name, owner, cv_seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut node = tx.prepare_cached(
+            "INSERT INTO nodes (inst, parent, name, format, value, writer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (m, rows) in batch {
+            let seq = journal.insert(params![MOID, m, OWNER, at])?;
+            let inst = instance.insert(params![MOID, m, ROOT_NAME, OWNER, seq])?;
+            for (parent, name, format, value) in rows {
+                node.execute(params![inst, parent, name, format, value, OWNER])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// 2. Get one leaf by its ClientURI text: random leaves across the 1,000 instances.
+fn leaf_get(store: &Store, raw: &Connection) -> Result<Row> {
+    let mut rng = Rng(1);
+    let picks: Vec<(String, String, String)> = (0..4_096)
+        .map(|_| {
+            (
+                miid(rng.below(INSTANCES)),
+                format!("G{}", rng.below(GROUPS)),
+                format!("L{}", rng.below(LEAVES)),
+            )
+        })
+        .collect();
+    let uris: Vec<String> = picks
+        .iter()
+        .map(|(m, g, l)| format!("{MOID}/{m}/{g}/{l}"))
+        .collect();
+    let bench = Bench {
+        warmup: 2_000,
+        iters: 20_000,
+    };
+
+    let mut stmt = raw.prepare(
+        "SELECT n.format, n.value, n.writer FROM instances i JOIN nodes n ON n.inst = i.id \
+         WHERE i.moid = ?1 AND i.miid = ?2 AND n.parent = ?3 AND n.name = ?4",
+    )?;
+    let ours = |i: usize| {
+        let uri = ClientUri::parse(&uris[i % uris.len()])?;
+        let addrs = resolve(&uri, store)?;
+        let leaf = store.leaf(&addrs[0])?.ok_or("a picked leaf is missing")?;
+        black_box(leaf);
+        Ok(())
+    };
+    let base = |i: usize| {
+        let (m, g, l) = &picks[i % picks.len()];
+        let row = stmt.query_row(params![MOID, m, g, l], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Sql>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        black_box(row);
+        Ok(())
+    };
+    let (ours, base) = bench.compare(ours, base)?;
+    Ok(Row::timed(
+        "leaf Get by ClientURI",
+        "µs/op",
+        1e-6,
+        &ours,
+        &base,
+        Some(Target::AtMost(20.0)),
+    ))
+}
+
+/// 3. `<MOID>/*/G3/L4`: one leaf in each of the 1,000 instances.
+fn wildcard_resolve(store: &Store, raw: &Connection) -> Result<Row> {
+    let bench = Bench {
+        warmup: 5,
+        iters: 50,
+    };
+    let mut stmt = raw.prepare(
+        "SELECT i.miid FROM instances i JOIN nodes n ON n.inst = i.id \
+         WHERE i.moid = ?1 AND n.parent = ?2 AND n.name = ?3 ORDER BY i.miid",
+    )?;
+    let ours = |_| {
+        let uri = ClientUri::parse(WILDCARD)?;
+        let addrs = resolve(&uri, store)?;
+        if addrs.len() != INSTANCES {
+            return Err(format!(
+                "{WILDCARD} resolved to {} nodes, expected {INSTANCES}",
+                addrs.len()
+            )
+            .into());
+        }
+        black_box(addrs);
+        Ok(())
+    };
+    let base = |_| {
+        let addrs = stmt
+            .query_map(params![MOID, "G3", "L4"], |r| {
+                Ok(NodeAddr {
+                    moid: MOID.to_owned(),
+                    miid: r.get(0)?,
+                    path: "G3/L4".to_owned(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if addrs.len() != INSTANCES {
+            return Err(format!(
+                "the baseline wildcard found {} nodes, expected {INSTANCES}",
+                addrs.len()
+            )
+            .into());
+        }
+        black_box(addrs);
+        Ok(())
+    };
+    let (ours, base) = bench.compare(ours, base)?;
+    Ok(Row::timed(
+        "wildcard */G3/L4 (1,000 instances)",
+        "ms/op",
+        1e-3,
+        &ours,
+        &base,
+        None,
+    ))
+}
+
+/// 4. The 10,000-node instance as MO serialization text. The baseline builds the same
+///    nested JSON from one SELECT; both texts must be identical.
+fn instance_to_json(store: &Store, raw: &Connection) -> Result<Row> {
+    let root = NodeAddr::root(BIG_MOID, BIG_MIID);
+    let bench = Bench {
+        warmup: 3,
+        iters: 30,
+    };
+    let epoch: i64 = raw.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+        r.get(0)
+    })?;
+    let (mut ours_text, mut base_text) = (String::new(), String::new());
+    let (ours, base) = bench.compare(
+        |_| {
+            ours_text = serde_json::to_string(&store.mo_item(&root)?)?;
+            Ok(())
+        },
+        |_| {
+            base_text = raw_instance_json(raw, epoch, BIG_MOID, BIG_MIID)?;
+            Ok(())
+        },
+    )?;
+    if ours_text != base_text {
+        return Err(format!(
+            "the baseline JSON ({} bytes) differs from the store's ({} bytes)",
+            base_text.len(),
+            ours_text.len()
+        )
+        .into());
+    }
+    if serde_json::from_str::<MoItem>(&ours_text)?.cv.is_none() {
+        return Err("the store's item has no cache validator".into());
+    }
+    Ok(Row::timed(
+        "10k-node instance to JSON",
+        "ms/op",
+        1e-3,
+        &ours,
+        &base,
+        Some(Target::AtMost(20.0)),
+    ))
+}
+
+/// An MO serialization item in the field order of [`MoItem`].
+#[derive(Serialize)]
+struct RawItem {
+    #[serde(rename = "ClientURI")]
+    client_uri: String,
+    #[serde(rename = "CV")]
+    cv: String,
+    #[serde(rename = "MOData")]
+    mo_data: Map<String, J>,
+}
+
+fn raw_instance_json(conn: &Connection, epoch: i64, moid: &str, miid: &str) -> Result<String> {
+    let (inst, root_name, seq): (i64, String, i64) = conn
+        .prepare_cached(
+            "SELECT id, root_name, cv_seq FROM instances WHERE moid = ?1 AND miid = ?2",
+        )?
+        .query_row(params![moid, miid], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    let mut tree = Map::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT parent, name, format, value FROM nodes WHERE inst = ?1 ORDER BY parent, name",
+    )?;
+    let mut rows = stmt.query([inst])?;
+    // Parents sort before their children, so each row's parent object already exists.
+    while let Some(row) = rows.next()? {
+        let parent = row.get_ref(0)?.as_str()?;
+        let name = row.get_ref(1)?.as_str()?.to_owned();
+        let value = match (row.get_ref(2)?.as_str()?, row.get_ref(3)?) {
+            ("node", _) => J::Object(Map::new()),
+            (_, ValueRef::Integer(n)) => J::from(n),
+            (_, ValueRef::Real(f)) => J::from(f),
+            (_, ValueRef::Text(t)) => J::String(std::str::from_utf8(t)?.to_owned()),
+            (_, ValueRef::Null) => J::Null,
+            (format, ValueRef::Blob(_)) => {
+                return Err(format!("bench data has no {format} blobs").into());
+            }
+        };
+        let mut at = &mut tree;
+        for seg in parent.split('/').filter(|s| !s.is_empty()) {
+            at = match at.get_mut(seg) {
+                Some(J::Object(children)) => children,
+                _ => return Err(format!("row {parent}/{name} has no parent object").into()),
+            };
+        }
+        at.insert(name, value);
+    }
+    let mut mo_data = Map::new();
+    mo_data.insert(root_name, J::Object(tree));
+    let item = RawItem {
+        client_uri: format!("{moid}/{miid}/"),
+        cv: format!("{epoch:08x}{seq:x}"),
+        mo_data,
+    };
+    Ok(serde_json::to_string(&item)?)
+}
+
+/// 5. Replace one chr leaf of a random small instance: journal entry and cache validator
+///    included. The baseline does the same three statements on the baseline database.
+fn leaf_replace(store: &mut Store, base: &mut Connection) -> Result<Row> {
+    let mut rng = Rng(2);
+    let picks: Vec<(String, String, String)> = (0..4_096)
+        .map(|_| {
+            (
+                miid(rng.below(INSTANCES)),
+                format!("G{}", rng.below(GROUPS)),
+                format!("L{}", rng.below(5)),
+            )
+        })
+        .collect();
+    let addrs: Vec<NodeAddr> = picks
+        .iter()
+        .map(|(m, g, l)| NodeAddr::root(MOID, m).child(g).child(l))
+        .collect();
+    let bench = Bench {
+        warmup: 300,
+        iters: 3_000,
+    };
+
+    let ours = |i: usize| {
+        let node = Node::Leaf(Value::Chr(format!("replaced {i}")));
+        store.write(|tx| tx.put(&addrs[i % addrs.len()], &node, "bench"))?;
+        Ok(())
+    };
+    let base = |i: usize| {
+        let (m, g, l) = &picks[i % picks.len()];
+        let value = format!("replaced {i}");
+        let tx = base.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx
+            .prepare_cached(
+                "UPDATE nodes SET format = 'chr', value = ?1, writer = ?2 \
+                 WHERE inst = (SELECT id FROM instances WHERE moid = ?3 AND miid = ?4) AND parent = ?5 AND name = ?6",
+            )?
+            .execute(params![value, "bench", MOID, m, g, l])?;
+        if changed != 1 {
+            return Err(format!("baseline replace of {m}/{g}/{l} changed {changed} rows").into());
+        }
+        let seq = tx
+            .prepare_cached(
+                "INSERT INTO journal (moid, miid, path, change, writer, at) VALUES (?1, ?2, ?3, 'replaced', ?4, ?5)",
+            )?
+            .insert(params![MOID, m, format!("{g}/{l}"), "bench", now_secs()])?;
+        tx.prepare_cached("UPDATE instances SET cv_seq = ?1 WHERE moid = ?2 AND miid = ?3")?
+            .execute(params![seq, MOID, m])?;
+        tx.commit()?;
+        Ok(())
+    };
+    let (ours, base) = bench.compare(ours, base)?;
+    Ok(Row::timed(
+        "one-leaf replace (+journal, cv)",
+        "µs/op",
+        1e-6,
+        &ours,
+        &base,
+        Some(Target::AtMost(200.0)),
+    ))
+}
+
+/// 6. Peak resident set size of this process so far (store, baseline and bench data).
+fn peak_rss() -> Result<Row> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmHWM in /proc/self/status")?;
+    Ok(Row {
+        name: "peak RSS (VmHWM, whole process)",
+        unit: "MB",
+        ours: kb / 1024.0,
+        ours_p99: None,
+        base: None,
+        base_p99: None,
+        target: Some(Target::AtMost(40.0)),
+    })
+}
