@@ -3,7 +3,10 @@
 
 mod support;
 
+mod dbus_service;
 mod ddf_corpus;
+mod harness;
+mod omadmctl_cli;
 mod store_crash;
 mod store_uri;
 mod tnds_corpus;

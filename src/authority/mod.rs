@@ -5,7 +5,7 @@
 //! nodes. Changes are reported to an observer (the daemon routes them to watchers).
 //!
 //! - [`principal`]: [`Principal`] and [`Rights`];
-//! - [`error`]: [`AccessError`].
+//! - [`error`] — [`AccessError`].
 
 mod error;
 mod principal;
@@ -27,12 +27,15 @@ use crate::tree::resolve::{TreeRead as _, resolve};
 use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, Segment};
 use crate::tree::value::Value;
 
+/// Called with the journal entries of every committed write.
+pub type Observer = Box<dyn Fn(&[Change]) + Send + Sync>;
+
 /// Rules over the store; see the module documentation.
 pub struct Authority {
     writer: Mutex<Store>,
     reader: Mutex<Store>,
     types: Registry,
-    observer: Box<dyn Fn(&[Change]) + Send + Sync>,
+    observer: Observer,
 }
 
 /// A value handed in for a leaf, before the node's format is known.
@@ -58,7 +61,7 @@ pub const MAX_CHANGES: usize = 10_000;
 impl Authority {
     /// `writer` and `reader` are two connections to the same store; reads never wait for
     /// writes. `observer` is called with the journal entries of every committed write.
-    pub fn new(writer: Store, reader: Store, types: Registry, observer: Box<dyn Fn(&[Change]) + Send + Sync>) -> Authority {
+    pub fn new(writer: Store, reader: Store, types: Registry, observer: Observer) -> Authority {
         Authority {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
@@ -177,11 +180,10 @@ impl Authority {
             unreachable!("checked to have one key")
         };
         let ty = self.types.get(moid);
-        if let Some(t) = ty {
-            if *name != t.root_name() {
+        if let Some(t) = ty
+            && *name != t.root_name() {
                 return Err(AccessError::InvalidValue(format!("{moid} instances are rooted at {}, not {name}", t.root_name())));
             }
-        }
         let node = node_from_json(content, ty.map(|t| &t.root), name).map_err(|e| AccessError::InvalidValue(e.to_string()))?;
         if !matches!(node, Node::Interior(_)) {
             return Err(AccessError::InvalidValue(format!("{name}: an instance root must be a JSON object")));

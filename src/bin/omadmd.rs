@@ -140,11 +140,10 @@ async fn wait_for_stop() -> Result<(), String> {
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(state) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(state) {
             tracing::warn!("sd_notify failed: {e}");
         }
-    }
 }
 
 fn init_logging() {

@@ -42,11 +42,10 @@ fn flatpak_app(info: &str) -> Option<String> {
     for line in info.lines().map(str::trim) {
         if line.starts_with('[') {
             in_app = line == "[Application]";
-        } else if in_app {
-            if let Some(name) = line.strip_prefix("name=") {
+        } else if in_app
+            && let Some(name) = line.strip_prefix("name=") {
                 return Some(name.trim().to_owned()).filter(|n| !n.is_empty());
             }
-        }
     }
     None
 }

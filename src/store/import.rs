@@ -40,11 +40,10 @@ impl Txn<'_> {
             None => None,
         };
         if path.is_empty() {
-            if let Some(t) = ty {
-                if name != t.root_name() {
+            if let Some(t) = ty
+                && name != t.root_name() {
                     return Err(bad(format!("MOData holds {name}, but {} instances are rooted at {}", t.moid, t.root_name())));
                 }
-            }
         } else if path.rsplit('/').next() != Some(name) {
             return Err(bad(format!("MOData holds {name}, but the ClientURI names {path}")));
         }

@@ -6,7 +6,7 @@
 //! - [`write`]: [`Txn`], the only way to change anything — one SQLite transaction per
 //!   [`Store::write`], so a crash leaves the old state or the new one, never a mix;
 //! - [`import`]: writing MO serialization items (HGET, bootstrap files);
-//! - [`error`]: [`StoreError`].
+//! - [`error`] — [`StoreError`].
 //!
 //! The database runs in WAL mode: readers on other connections see the last committed
 //! state and never wait for a writer. Every change appends to the journal with a

@@ -172,11 +172,10 @@ fn node_def(n: &Element) -> Result<NodeDef, DdfError> {
     let mut seen = HashSet::new();
     for c in n.children_named("Node") {
         let child = node_def(c)?;
-        if let DefName::Fixed(fixed) = &child.name {
-            if !seen.insert(fixed.clone()) {
+        if let DefName::Fixed(fixed) = &child.name
+            && !seen.insert(fixed.clone()) {
                 return Err(at(c, format!("node {name} has two children named {fixed}")));
             }
-        }
         children.push(child);
     }
     if format != Format::Node && !children.is_empty() {

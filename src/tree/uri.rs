@@ -109,11 +109,10 @@ impl ClientUri {
         if addr.moid != self.moid {
             return false;
         }
-        if let InstanceSel::Miid(m) = &self.instance {
-            if *m != addr.miid {
+        if let InstanceSel::Miid(m) = &self.instance
+            && *m != addr.miid {
                 return false;
             }
-        }
         addr.path
             .split('/')
             .filter(|s| !s.is_empty())

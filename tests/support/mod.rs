@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+pub mod daemon;
+pub mod sysbus;
+
 /// The shared real-world corpus (`../shared/corpus` next to the checkout).
 pub fn corpus_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");

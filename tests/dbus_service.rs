@@ -1,0 +1,236 @@
+//! omadmd's D-Bus service on a real system bus (our bus policy), with a real polkitd (our
+//! actions), callers running as separate Unix users and as separate apps (copies of a
+//! client binary at their own paths, so each has its own app id).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::support::daemon::{Daemon, app_binary, call, call_err, call_ok};
+use crate::support::sysbus::{SysBus, test_user};
+
+const SETTINGS: &str = "urn:oma:mo:ext-example-weather:1.0";
+
+fn quoted(s: &str) -> String {
+    format!("'{s}'")
+}
+
+#[test]
+fn introspection_matches_the_contract() {
+    let bus = SysBus::start();
+    let _daemon = Daemon::start(&bus);
+    let out = bus
+        .command(None, "gdbus")
+        .args(["introspect", "--system", "--xml", "--dest", "org.omadm.Client1", "--object-path", "/org/omadm/Client1"])
+        .output()
+        .expect("gdbus introspect");
+    assert!(out.status.success(), "{}", crate::support::sysbus::show(&out));
+    let live = String::from_utf8_lossy(&out.stdout).into_owned();
+    let contract = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.omadm.Client1.xml")).unwrap();
+    let interface = |doc: &str| -> BTreeSet<String> {
+        let start = doc.find("<interface name=\"org.omadm.Client1\"").expect("interface present");
+        let end = start + doc[start..].find("</interface>").expect("interface closed");
+        signature_lines(&doc[start..end])
+    };
+    let (live, expected) = (interface(&live), interface(&contract));
+    assert!(expected.len() > 30, "the contract parsed into too few members: {expected:?}");
+    assert!(expected.contains("method name=ChangesSince / arg direction=out name=current_seq type=t"), "{expected:?}");
+    assert_eq!(live, expected);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("<interface name=\"org.freedesktop.DBus.ObjectManager\">"));
+}
+
+/// The method, signal, property and arg elements of an interface as normalized lines
+/// (attributes sorted, `direction="in"` made explicit on method args).
+fn signature_lines(xml: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut member = String::new();
+    for tag in xml.split('<').skip(1) {
+        let tag = tag.split('>').next().unwrap_or_default().trim_end_matches('/').trim();
+        let mut parts = tag.splitn(2, char::is_whitespace);
+        let kind = parts.next().unwrap_or_default();
+        let mut attrs: Vec<String> = parts
+            .next()
+            .unwrap_or_default()
+            .split('"')
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| format!("{}{}", c[0].trim(), c[1]))
+            .collect();
+        match kind {
+            "method" | "signal" | "property" => {
+                attrs.sort();
+                member = format!("{kind} {}", attrs.join(" "));
+                out.insert(member.clone());
+            }
+            "arg" => {
+                if member.starts_with("method") && !attrs.iter().any(|a| a.starts_with("direction=")) {
+                    attrs.push("direction=in".into());
+                }
+                attrs.sort();
+                out.insert(format!("{member} / arg {}", attrs.join(" ")));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn polkit_and_the_mo_access_model_decide_together() {
+    let bus = SysBus::start();
+    let daemon = Daemon::start(&bus);
+    let apps = tempfile::tempdir().unwrap();
+    let gdbus = Path::new("/usr/bin/gdbus");
+    let (alice, bob) = (test_user("omadm-t-alice"), test_user("omadm-t-bob"));
+    let app_a = app_binary(apps.path(), "app-a", gdbus);
+    let app_b = app_binary(apps.path(), "app-b", gdbus);
+    let as_app = |user, app: &Path, method: &str, args: &[&str]| {
+        bus.command(Some(user), app)
+            .args(["call", "--system", "--dest", "org.omadm.Client1", "--object-path", "/org/omadm/Client1"])
+            .arg("--method")
+            .arg(format!("org.omadm.Client1.{method}"))
+            .args(args)
+            .output()
+            .expect("app gdbus")
+    };
+    let err_name = |out: &std::process::Output| {
+        let e = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
+        e
+    };
+    let modata = quoted(r#"{"Weather": {"Server": "https://weather.example", "Units": "metric"}}"#);
+
+    // Write is not for everyone: polkit says no to an app without a rule.
+    let e = err_name(&as_app(&alice, &app_a, "CreateInstance", &[&quoted(SETTINGS), &modata]));
+    assert!(e.contains("Error.AccessDenied") && e.contains("org.omadm.client1.write"), "{e}");
+
+    // A rule for app A's id opens write (and only for app A).
+    let rule = format!(
+        "polkit.addRule(function(action, subject) {{\n  if (action.id == \"org.omadm.client1.write\" && action.lookup(\"app_id\") == \"{}\") return polkit.Result.YES;\n}});\n",
+        app_a.display()
+    );
+    bus.add_polkit_rules("60-omadmd-test.rules", &rule);
+    let out = as_app(&alice, &app_a, "CreateInstance", &[&quoted(SETTINGS), &modata]);
+    assert!(out.status.success(), "{}", crate::support::sysbus::show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let root = stdout.split('\'').nth(1).expect("a ClientURI").to_owned();
+    let server = format!("{root}Server");
+    assert!(daemon.log().contains(&format!("created {root}")), "{}", daemon.log());
+
+    // The creator owns it: reads and writes.
+    let out = as_app(&alice, &app_a, "Set", &[&quoted(&server), "''", "<'https://new.example'>"]);
+    assert!(out.status.success(), "{}", crate::support::sysbus::show(&out));
+    let out = as_app(&alice, &app_a, "Get", &[&quoted(&server)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("https://new.example"));
+
+    // App B: polkit lets it read, the MO access model does not (no grant).
+    let e = err_name(&as_app(&bob, &app_b, "Get", &[&quoted(&server)]));
+    assert!(e.contains("Error.AccessDenied") && e.contains("may not read"), "{e}");
+    // The same user running app A's binary is app A, so identity is per app, not per user.
+    let out = as_app(&bob, &app_a, "Get", &[&quoted(&server)]);
+    assert!(out.status.success(), "{}", crate::support::sysbus::show(&out));
+
+    // Granting is the manage action: not for apps without a rule; root may.
+    let grant_args = [quoted(&root), quoted(&format!("app:{}", app_b.display())), "['Read']".to_owned()];
+    let grant_args: Vec<&str> = grant_args.iter().map(String::as_str).collect();
+    let e = err_name(&as_app(&alice, &app_a, "Grant", &grant_args));
+    assert!(e.contains("Error.AccessDenied") && e.contains("org.omadm.client1.manage"), "{e}");
+    call_ok(&bus, None, "Grant", &grant_args);
+    let out = as_app(&bob, &app_b, "Get", &[&quoted(&server)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("https://new.example"), "{}", crate::support::sysbus::show(&out));
+    // Read was granted, not Write; and polkit does not let B write anyway.
+    let e = err_name(&as_app(&bob, &app_b, "Set", &[&quoted(&server), "''", "<'x'>"]));
+    assert!(e.contains("Error.AccessDenied"), "{e}");
+
+    // Revoking takes effect at once, although polkit's read answer for B is cached.
+    call_ok(&bus, None, "Revoke", &[&quoted(&root), &quoted(&format!("app:{}", app_b.display()))]);
+    let e = err_name(&as_app(&bob, &app_b, "Get", &[&quoted(&server)]));
+    assert!(e.contains("Error.AccessDenied"), "{e}");
+}
+
+#[test]
+fn errors_carry_our_names() {
+    let bus = SysBus::start();
+    let _daemon = Daemon::start(&bus);
+    call_err(&bus, None, "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//Nope'"], "NotFound");
+    call_err(&bus, None, "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//%zz'"], "InvalidUri");
+    call_err(&bus, None, "Get", &["'not-a-uri'"], "InvalidUri");
+    call_err(&bus, None, "Set", &["'urn:x:1.0/*/A'", "''", "<'v'>"], "InvalidUri");
+    call_err(&bus, None, "Set", &["'urn:oma:mo:oma-dm-devinfo:1.0//DevID'", "'int'", "<'x'>"], "InvalidValue");
+    call_err(&bus, None, "Delete", &["'urn:oma:mo:oma-dm-devinfo:1.0//'"], "NotAllowed");
+    call_err(&bus, None, "CreateInstance", &["'urn:x:1.0'", "'[1]'"], "InvalidValue");
+    call_err(&bus, None, "Unwatch", &["uint64 77"], "NotFound");
+    call_err(&bus, None, "Grant", &["'urn:oma:mo:oma-dm-devinfo:1.0//'", "'root'", "['Read']"], "InvalidValue");
+}
+
+#[test]
+fn devinfo_is_readable_by_every_app_and_secrets_by_nobody() {
+    let bus = SysBus::start();
+    let _daemon = Daemon::start(&bus);
+    let carol = test_user("omadm-t-carol");
+    let out = call(&bus, Some(&carol), "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//DevID'"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("urn:uuid:"), "{}", crate::support::sysbus::show(&out));
+    let props = bus
+        .command(Some(&carol), "busctl")
+        .args(["get-property", "org.omadm.Client1", "/org/omadm/Client1", "org.omadm.Client1", "DevId"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&props.stdout).contains(text.split('\'').nth(5).unwrap_or("?")));
+
+    let account = r#"{"DMAcc": {"SrvID": "dev", "SrvURI": "https://localhost/dm", "Perm": {}, "Auth": {"Trsp": {"Data": "u", "Secret": "hunter2"}}}}"#;
+    let root = call_ok(&bus, None, "CreateInstance", &["'urn:oma:mo:oma-dm-dmacc:1.2'", &quoted(account)]);
+    let root = root.split('\'').nth(1).unwrap().to_owned();
+    let json = call_ok(&bus, None, "GetJson", &[&quoted(&root)]);
+    assert!(json.contains("\"u\"") && !json.contains("hunter2") && !json.contains("Secret"), "{json}");
+    call_err(&bus, None, "Get", &[&quoted(&format!("{root}Auth/Trsp/Secret"))], "AccessDenied");
+    call_err(&bus, Some(&carol), "GetJson", &[&quoted(&root)], "AccessDenied");
+}
+
+#[test]
+fn without_polkit_only_root_gets_through() {
+    let bus = SysBus::start();
+    let _daemon = Daemon::start(&bus);
+    let dave = test_user("omadm-t-dave");
+    call_ok(&bus, Some(&dave), "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//Man'"]);
+    let pids = std::fs::read_to_string(bus.dir().join("pids")).unwrap();
+    let polkitd = pids
+        .lines()
+        .find_map(|l| l.strip_prefix("polkitd ")?.split_whitespace().next().map(str::to_owned))
+        .expect("polkitd in the harness pids");
+    assert!(std::process::Command::new("kill").args(["-KILL", &polkitd]).status().unwrap().success());
+    let e = call_err(&bus, Some(&dave), "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//Mod'"], "AccessDenied");
+    assert!(e.contains("polkit unreachable"), "{e}");
+    call_ok(&bus, None, "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//Mod'"]);
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_data_survives() {
+    let bus = SysBus::start();
+    let daemon = Daemon::start(&bus);
+    let root = call_ok(&bus, None, "CreateInstance", &[&quoted(SETTINGS), "'{\"Weather\": {\"Units\": \"metric\"}}'"]);
+    let root = root.split('\'').nth(1).unwrap().to_owned();
+    let before = call_ok(&bus, None, "GetJson", &["'urn:oma:mo:oma-dm-devinfo:1.0//'"]);
+    let log = daemon.log();
+    let (clean, state) = daemon.stop();
+    assert!(clean, "omadmd exited with failure:\n{log}");
+    let restarted = bus
+        .command(None, env!("CARGO_BIN_EXE_omadmd"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--config", "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut restarted = crate::support::sysbus::KillOnDrop(restarted);
+    assert!(bus.wait_for_name("org.omadm.Client1", std::time::Duration::from_secs(20)));
+    let out = call_ok(&bus, None, "Get", &[&quoted(&format!("{root}Units"))]);
+    assert!(out.contains("metric"), "{out}");
+    let after = call_ok(&bus, None, "GetJson", &["'urn:oma:mo:oma-dm-devinfo:1.0//'"]);
+    assert_eq!(after, before, "DevInfo and its cache validator are stable across restarts");
+    std::process::Command::new("kill").args(["-TERM", &restarted.id().to_string()]).status().unwrap();
+    assert!(restarted.wait().unwrap().success());
+}

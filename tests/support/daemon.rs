@@ -1,0 +1,108 @@
+//! Running the real `omadmd` against a private system bus for a test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use super::sysbus::{KillOnDrop, SysBus, TestUser, show};
+
+/// An `omadmd` process with its own state directory, stopped (SIGTERM) on drop.
+pub struct Daemon {
+    child: Option<KillOnDrop>,
+    state: Option<tempfile::TempDir>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `omadmd` as root on `bus` and waits until it owns `org.omadm.Client1`.
+    pub fn start(bus: &SysBus) -> Daemon {
+        let state = tempfile::tempdir().expect("state dir");
+        let log = state.path().join("omadmd.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = bus.command(None, env!("CARGO_BIN_EXE_omadmd"));
+        cmd.arg("--state-dir")
+            .arg(state.path())
+            .args(["--config", "/dev/null"])
+            .env("RUST_LOG", "omadmd=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let child = KillOnDrop::spawn(&mut cmd);
+        let daemon = Daemon {
+            child: Some(child),
+            state: Some(state),
+            log,
+        };
+        assert!(
+            bus.wait_for_name("org.omadm.Client1", Duration::from_secs(20)),
+            "omadmd did not take its name:\n{}",
+            daemon.log()
+        );
+        daemon
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it was clean, and the state
+    /// directory, which lives on for a restart.
+    pub fn stop(mut self) -> (bool, tempfile::TempDir) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let status = child.wait().expect("wait for omadmd");
+        (status.success(), self.state.take().expect("state dir"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- omadmd log ---\n{}", self.log());
+        }
+    }
+}
+
+/// `gdbus call` on omadmd's main object as `user` (None: root); returns the output.
+pub fn call(bus: &SysBus, user: Option<&TestUser>, method: &str, args: &[&str]) -> Output {
+    bus.command(user, "gdbus")
+        .args(["call", "--system", "--dest", "org.omadm.Client1", "--object-path", "/org/omadm/Client1"])
+        .arg("--method")
+        .arg(format!("org.omadm.Client1.{method}"))
+        .args(args)
+        .output()
+        .expect("gdbus")
+}
+
+/// Like [`call`], but the call must succeed; returns its stdout.
+pub fn call_ok(bus: &SysBus, user: Option<&TestUser>, method: &str, args: &[&str]) -> String {
+    let out = call(bus, user, method, args);
+    assert!(out.status.success(), "{method} {args:?} failed: {}", show(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Like [`call`], but the call must fail with `org.omadm.Client1.Error.<name>`; returns
+/// the error message.
+pub fn call_err(bus: &SysBus, user: Option<&TestUser>, method: &str, args: &[&str], name: &str) -> String {
+    let out = call(bus, user, method, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{method} {args:?} succeeded: {}", show(&out));
+    let wanted = format!("org.omadm.Client1.Error.{name}");
+    assert!(stderr.contains(&wanted), "{method} {args:?}: expected {wanted}, got: {stderr}");
+    stderr
+}
+
+/// A copy of `program` at `<dir>/<app>/<file name>`, so that processes running it have
+/// their own executable path — and so their own app id.
+pub fn app_binary(dir: &Path, app: &str, program: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let app_dir = dir.join(app);
+    std::fs::create_dir_all(&app_dir).expect("app dir");
+    std::fs::set_permissions(&app_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let target = app_dir.join(program.file_name().expect("file name"));
+    std::fs::copy(program, &target).unwrap_or_else(|e| panic!("copy {}: {e}", program.display()));
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    target
+}
