@@ -1,0 +1,572 @@
+//! The command line: the clap definition of every command and option, their help texts,
+//! the examples per command and the exit-status table. `--help`, the man pages and the
+//! shell completions are all generated from what is here.
+
+use std::path::PathBuf;
+
+use clap::builder::styling::Styles;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::failure::EXIT_STATUS;
+
+/// Inspect and manage omadmd, the OMA DM 2.0 client.
+///
+/// omadmctl reads and changes the Management Objects (MOs) that omadmd keeps, watches them for
+/// changes and manages who may use them, by calling org.omadm.Client1 on the D-Bus system bus.
+/// The ddf and tnds commands check files offline and need no daemon.
+///
+/// Nodes are addressed by ClientURI: MOID "/" instance "/" path. An empty instance selects the
+/// MOID's only instance (urn:oma:mo:oma-dm-devinfo:1.0//DevID), "*" every instance
+/// (urn:oma:mo:oma-dm-dmacc:1.2/*/SrvURI), and "*" in the path every child. An x-name "(x)"
+/// with an nv= query selects by value: urn:oma:mo:moid:1.0/(x)/Data?nv=(x)/ID:GPS. Quote
+/// ClientURIs in the shell, since "*", "(" and "?" are special there.
+///
+/// What a caller may do is decided twice: polkit decides whether the user may read, write,
+/// watch or manage at all, then the grants on each MO instance decide for the calling app.
+/// root acts as the administrator; other users ask the administrator for a polkit rule or for
+/// a grant (see omadmctl grant).
+///
+/// --json switches every command that prints something to JSON output, for scripts.
+#[derive(Parser, Debug)]
+#[command(name = "omadmctl", version)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Talk to omadmd on the session bus instead of the system bus (for development, with
+    /// `omadmd --session`).
+    #[arg(long, global = true)]
+    pub session: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show the daemon's version, device ID, state and features.
+    ///
+    /// Prints the properties of org.omadm.Client1: Version (omadmd's version), DevId (the
+    /// device's DevInfo/DevID, stable for this machine), State (idle, session while a DM
+    /// session with a server runs, or offline) and Features (the optional features this
+    /// client supports). Needs no polkit authorization.
+    Status,
+
+    /// Print the nodes a ClientURI resolves to, with their formats and values.
+    ///
+    /// Prints one line per node: its ClientURI, its format and its value, in aligned
+    /// columns. Interior nodes have the format "node" and no value; use tree to see a
+    /// subtree. Values of the b64 and bin formats are printed in base64; control characters
+    /// in text values are escaped as \n, \t, ... (use --value or --json for the exact text).
+    /// Nodes whose DDF forbids Get (secrets) are never shown.
+    ///
+    /// With --json, prints a JSON array of {"client_uri", "format", "value"} objects whose
+    /// values are JSON-typed: numbers for int and float, booleans for bool, base64 strings for
+    /// b64 and bin, any JSON value for json, null for null and for interior nodes, strings
+    /// otherwise.
+    Get(GetArgs),
+
+    /// Print the subtrees a ClientURI resolves to as an indented tree.
+    ///
+    /// Fetches the MO serialization (the JSON the DM 2.0 protocol uses) of every node the
+    /// ClientURI resolves to and prints each as a tree headed by its ClientURI, with the
+    /// cache validator (CV) of instance roots. Interior nodes end in "/"; leaves show their
+    /// values, followed by their format in brackets unless it is chr (dimmed on a terminal
+    /// unless NO_COLOR is set).
+    ///
+    /// With --json, prints the MO serialization itself, pretty-printed; it can be fed back
+    /// to omadmctl create (its MOData) or used as a factory bootstrap file.
+    Tree(UriArgs),
+
+    /// Replace or add one leaf node.
+    ///
+    /// Sets the leaf at CLIENT_URI, which must name one node (no "*" or x-names), to VALUE,
+    /// given in the text form of its format: decimal for int and float, true/false for bool,
+    /// base64 for b64 and bin, ISO 8601 for date and time. The node's format comes from its
+    /// DDF unless --format gives one. A missing leaf is added if its DDF allows it.
+    Set(SetArgs),
+
+    /// Delete a node and its subtree, or a whole MO instance.
+    ///
+    /// Deletes the node at CLIENT_URI with everything below it. At an instance root (MOID
+    /// "/" MIID "/"), deletes the instance. The DDF decides which nodes may be deleted.
+    Delete(UriArgs),
+
+    /// Create an MO instance and print its ClientURI.
+    ///
+    /// Creates an instance of MOID from MODATA_JSON, the MOData object of the MO
+    /// serialization: one key, the MO's root node name from its DDF, holding the instance's
+    /// nodes, e.g. {"DMAcc": {"SrvID": "ma1", ...}}. The instance must satisfy the DDF
+    /// (required nodes present, formats right). The calling app becomes the instance's owner
+    /// with every right on it. Prints the new instance's ClientURI (MOID "/" MIID "/").
+    Create(CreateArgs),
+
+    /// Stream changes to the nodes a ClientURI covers until interrupted.
+    ///
+    /// Registers a watch with omadmd and prints one line per change as it happens: the
+    /// change's journal sequence number, the kind of change (added, replaced or deleted) and
+    /// the ClientURI of the node. A watch covers the nodes the ClientURI resolves to, their
+    /// subtrees and their ancestors; x-names match any node. Only changes to nodes the caller
+    /// may read are reported, and values are not included: read them with get. Stops on
+    /// Ctrl-C or SIGTERM (exit status 0), or with exit status 3 when omadmd leaves the bus.
+    ///
+    /// With --json, prints one JSON object {"seq", "change", "client_uri"} per line.
+    /// To catch up after a restart, pass the last seq seen to omadmctl changes --since.
+    Watch(UriArgs),
+
+    /// Print the changes after a sequence number to the nodes a ClientURI covers.
+    ///
+    /// Asks omadmd's change journal what changed after sequence number SEQ (0: everything the
+    /// journal still holds) to the nodes CLIENT_URI covers that the caller may read. Prints
+    /// "current seq: N", then one line per change as watch does: seq, change (added, replaced
+    /// or deleted) and ClientURI. Pass N as --since next time to get only newer changes.
+    ///
+    /// With --json, prints {"current_seq": N, "changes": [{"seq", "change", "client_uri"},
+    /// ...]}.
+    Changes(ChangesArgs),
+
+    /// Give a principal rights on an MO instance.
+    ///
+    /// Gives PRINCIPAL the RIGHTs on the instance at INSTANCE_URI (MOID "/" MIID "/"),
+    /// replacing the rights it had. PRINCIPAL is app:<app id> for a local app (its Flatpak
+    /// app id, systemd unit or executable path, as omadmd derives it from the caller's
+    /// credentials), app:* for every local app, or srv:<SrvID> for a DM server. RIGHTs are
+    /// Read, Write, Exec and Delegate. Needs the manage polkit action and the Delegate right
+    /// on the instance (or root).
+    Grant(GrantArgs),
+
+    /// Remove every right a principal has on an MO instance.
+    ///
+    /// Takes all rights that omadmctl grant gave PRINCIPAL on the instance at INSTANCE_URI.
+    /// The owner of an instance (the app that created it) keeps its rights.
+    Revoke(RevokeArgs),
+
+    /// Check Device Description Framework (DDF) files offline.
+    #[command(subcommand)]
+    Ddf(DdfCommand),
+
+    /// Check TNDS (MO tree XML) documents offline.
+    #[command(subcommand)]
+    Tnds(TndsCommand),
+
+    /// Print a shell completion script.
+    ///
+    /// Prints the completion script for SHELL on standard output. Install it where the shell
+    /// looks for completions, or source it from the shell's startup file.
+    Completions(CompletionsArgs),
+
+    /// Print a man page in roff.
+    ///
+    /// Prints omadmctl(1), or with a command name the page of that command (e.g.
+    /// omadmctl-get(1)), as roff on standard output. View it with man -l -, or install it
+    /// under /usr/share/man/man1/.
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UriArgs {
+    /// The ClientURI (quote it in the shell).
+    pub client_uri: String,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// Print only the values, one per line, exactly as stored (b64 and bin in base64).
+    #[arg(long, conflicts_with = "json")]
+    pub value: bool,
+
+    /// The ClientURI (quote it in the shell).
+    pub client_uri: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    /// The node's format (chr, int, bool, float, b64, bin, date, time, xml, json, null);
+    /// by default the DDF's.
+    #[arg(long, value_name = "FORMAT", value_parser = FORMATS)]
+    pub format: Option<String>,
+
+    /// Read the value from FILE instead (e.g. a PEM certificate). Files that are not UTF-8
+    /// text, or any file for the b64 and bin formats, are sent as raw bytes.
+    #[arg(long, value_name = "FILE", conflicts_with = "value")]
+    pub from_file: Option<PathBuf>,
+
+    /// The ClientURI of one leaf node (quote it in the shell).
+    pub client_uri: String,
+
+    /// The new value, in the text form of the node's format.
+    #[arg(required_unless_present = "from_file", allow_hyphen_values = true)]
+    pub value: Option<String>,
+}
+
+/// Leaf formats `set --format` accepts (the daemon checks again).
+const FORMATS: [&str; 11] = [
+    "chr", "int", "bool", "float", "b64", "bin", "date", "time", "xml", "json", "null",
+];
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The MOID of the MO type, e.g. urn:oma:mo:oma-dm-dmacc:1.2.
+    pub moid: String,
+
+    /// The MOData JSON object ({"<RootName>": {...}}); @FILE reads it from FILE, "-" from
+    /// standard input.
+    pub modata_json: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ChangesArgs {
+    /// Report changes with a sequence number greater than SEQ.
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    pub since: u64,
+
+    /// The ClientURI (quote it in the shell).
+    pub client_uri: String,
+}
+
+#[derive(Args, Debug)]
+pub struct GrantArgs {
+    /// The instance root, MOID "/" MIID "/".
+    pub instance_uri: String,
+
+    /// app:<app id>, app:* or srv:<SrvID>.
+    pub principal: String,
+
+    /// The rights to give (any of Read, Write, Exec, Delegate).
+    #[arg(required = true, value_name = "RIGHT", ignore_case = true, value_parser = right_parser())]
+    pub rights: Vec<String>,
+}
+
+/// The rights `grant` accepts, as the daemon spells them.
+const RIGHTS: [&str; 4] = ["Read", "Write", "Exec", "Delegate"];
+
+/// Accepts a right in any case and yields the daemon's spelling.
+fn right_parser() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(RIGHTS).map(|given: String| {
+        RIGHTS
+            .iter()
+            .find(|r| r.eq_ignore_ascii_case(&given))
+            .map_or(given, |r| (*r).to_owned())
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    /// The instance root, MOID "/" MIID "/".
+    pub instance_uri: String,
+
+    /// app:<app id>, app:* or srv:<SrvID>.
+    pub principal: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DdfCommand {
+    /// Validate DDF files and summarize each.
+    ///
+    /// Prints a summary of each file: the MOs it defines (MOID, root node, node count), or
+    /// the line and reason it was refused. Needs no daemon. Exits 1 if any file is invalid.
+    Check {
+        /// DDF files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TndsCommand {
+    /// Validate TNDS documents and summarize each.
+    ///
+    /// Prints a summary of each document: its node count and MOID, or every problem with its
+    /// line. Trees whose MOID one of the --ddf files defines are checked against that MO
+    /// type. Needs no daemon. Exits 1 if any file is invalid.
+    Check {
+        /// DDF file defining MO types to check against (repeatable).
+        #[arg(long = "ddf", value_name = "FILE")]
+        ddfs: Vec<PathBuf>,
+        /// TNDS files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// The command whose page to print (e.g. get, or ddf check); none for omadmctl(1).
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// One example of a command's use: what it does, and the command line.
+pub type Example = (&'static str, &'static str);
+
+/// The examples of a command, by its path below omadmctl ("" for omadmctl itself).
+pub fn examples(path: &str) -> &'static [Example] {
+    match path {
+        "" => &[
+            (
+                "Is omadmd running, and which device is this?",
+                "omadmctl status",
+            ),
+            (
+                "Show the device information MO",
+                "omadmctl tree 'urn:oma:mo:oma-dm-devinfo:1.0//'",
+            ),
+            (
+                "Print every DM server's URI",
+                "omadmctl get 'urn:oma:mo:oma-dm-dmacc:1.2/*/SrvURI'",
+            ),
+            (
+                "Follow changes to the DM accounts",
+                "omadmctl watch 'urn:oma:mo:oma-dm-dmacc:1.2/*/'",
+            ),
+        ],
+        "status" => &[
+            ("Show the daemon's properties", "omadmctl status"),
+            (
+                "Print the device ID in a script",
+                "omadmctl status --json | jq -r .dev_id",
+            ),
+        ],
+        "get" => &[
+            (
+                "Read the device ID",
+                "omadmctl get 'urn:oma:mo:oma-dm-devinfo:1.0//DevID'",
+            ),
+            (
+                "List the top-level nodes of every DM account",
+                "omadmctl get 'urn:oma:mo:oma-dm-dmacc:1.2/*/*'",
+            ),
+            (
+                "Print only the value, for a script",
+                "omadmctl get --value 'urn:oma:mo:oma-dm-devinfo:1.0//SwV'",
+            ),
+            (
+                "JSON-typed values",
+                "omadmctl get --json 'urn:oma:mo:oma-dm-dmacc:1.2/*/Ext/Priority'",
+            ),
+        ],
+        "tree" => &[
+            (
+                "Show the DevInfo MO",
+                "omadmctl tree 'urn:oma:mo:oma-dm-devinfo:1.0//'",
+            ),
+            (
+                "Show every DM account",
+                "omadmctl tree 'urn:oma:mo:oma-dm-dmacc:1.2/*/'",
+            ),
+            (
+                "Save one instance as an MO serialization",
+                "omadmctl tree --json 'urn:oma:mo:oma-dm-dmacc:1.2/1/' > dmacc-1.json",
+            ),
+        ],
+        "set" => &[
+            (
+                "Rename a DM account",
+                "omadmctl set 'urn:oma:mo:oma-dm-dmacc:1.2/1/Name' 'Example MA'",
+            ),
+            (
+                "Set a number, naming its format",
+                "omadmctl set --format int 'urn:oma:mo:oma-dm-dmacc:1.2/1/Ext/Priority' 10",
+            ),
+            (
+                "Pin a server's CA certificate from a PEM file",
+                "omadmctl set 'urn:oma:mo:oma-dm-dmacc:1.2/1/Ext/CACert' --from-file ca.pem",
+            ),
+        ],
+        "delete" => &[
+            (
+                "Delete a leaf",
+                "omadmctl delete 'urn:oma:mo:oma-dm-dmacc:1.2/1/Name'",
+            ),
+            (
+                "Delete a whole instance",
+                "omadmctl delete 'urn:oma:mo:oma-dm-dmacc:1.2/1/'",
+            ),
+        ],
+        "create" => &[
+            (
+                "Add a DM account",
+                "omadmctl create urn:oma:mo:oma-dm-dmacc:1.2 '{\"DMAcc\": {\"SrvID\": \"ma1\", \
+                 \"SrvURI\": \"https://dm.example.com/dm\", \"Perm\": {\"1\": {\"MOID\": \
+                 \"urn:oma:mo:oma-dm-devinfo:1.0\"}}}}'",
+            ),
+            (
+                "Take the MOData from a file",
+                "omadmctl create urn:oma:mo:oma-dm-dmacc:1.2 @dmacc.json",
+            ),
+        ],
+        "watch" => &[
+            (
+                "Follow changes to every DM account",
+                "omadmctl watch 'urn:oma:mo:oma-dm-dmacc:1.2/*/'",
+            ),
+            (
+                "Feed changes to a script as JSON lines",
+                "omadmctl watch --json 'urn:oma:mo:oma-dm-devinfo:1.0//' | jq -r .client_uri",
+            ),
+        ],
+        "changes" => &[
+            (
+                "Everything the journal holds about DM accounts",
+                "omadmctl changes 'urn:oma:mo:oma-dm-dmacc:1.2/*/'",
+            ),
+            (
+                "Only what changed after seq 42",
+                "omadmctl changes --since 42 'urn:oma:mo:oma-dm-dmacc:1.2/*/'",
+            ),
+        ],
+        "grant" => &[
+            (
+                "Let a systemd service read and write an instance",
+                "omadmctl grant 'urn:oma:mo:ext-example-sensor:1.0/1/' app:sensord.service Read \
+                 Write",
+            ),
+            (
+                "Let every local app read the DevInfo MO",
+                "omadmctl grant 'urn:oma:mo:oma-dm-devinfo:1.0/0/' 'app:*' Read",
+            ),
+        ],
+        "revoke" => &[(
+            "Take the rights given to a service",
+            "omadmctl revoke 'urn:oma:mo:ext-example-sensor:1.0/1/' app:sensord.service",
+        )],
+        "ddf check" => &[
+            (
+                "Check a vendor DDF",
+                "omadmctl ddf check /usr/share/omadmd/ddf/*.ddf",
+            ),
+            ("Summaries as JSON", "omadmctl ddf check --json vendor.ddf"),
+        ],
+        "tnds check" => &[(
+            "Check a bootstrap tree against its MO type",
+            "omadmctl tnds check --ddf vendor.ddf bootstrap.xml",
+        )],
+        "completions" => &[
+            (
+                "Install bash completions for the current user",
+                "omadmctl completions bash > ~/.local/share/bash-completion/completions/omadmctl",
+            ),
+            (
+                "Load zsh completions",
+                "omadmctl completions zsh > \"${fpath[1]}/_omadmctl\"",
+            ),
+        ],
+        "man" => &[
+            ("Read the main page", "omadmctl man | man -l -"),
+            ("Read the page of get", "omadmctl man get | man -l -"),
+        ],
+        _ => &[],
+    }
+}
+
+/// The environment variables omadmctl reads, with what they do.
+pub const ENVIRONMENT: [(&str, &str); 3] = [
+    (
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        "The address of the system bus (default unix:path=/run/dbus/system_bus_socket).",
+    ),
+    (
+        "DBUS_SESSION_BUS_ADDRESS",
+        "The address of the session bus, used with --session.",
+    ),
+    (
+        "NO_COLOR",
+        "When set, tree prints no colours or dimmed text.",
+    ),
+];
+
+/// The full clap command: the derive definition plus, in every command's long help, its
+/// examples, and in omadmctl's the exit statuses and the environment.
+pub fn command() -> clap::Command {
+    let cmd = Cli::command().after_long_help(top_after_help());
+    add_examples(cmd, "")
+}
+
+fn add_examples(mut cmd: clap::Command, path: &str) -> clap::Command {
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in names {
+        let sub_path = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        cmd = cmd.mut_subcommand(&name, |sub| {
+            let text = examples_text(&sub_path);
+            let sub = if text.is_empty() {
+                sub
+            } else {
+                sub.after_long_help(text)
+            };
+            add_examples(sub, &sub_path)
+        });
+    }
+    cmd
+}
+
+fn heading(text: &str) -> String {
+    let style = Styles::default().get_header().to_owned();
+    format!("{style}{text}{style:#}")
+}
+
+fn examples_text(path: &str) -> String {
+    let list = examples(path);
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("{}\n", heading("EXAMPLES:"));
+    for (what, command) in list {
+        text.push_str(&format!("  {what}:\n      $ {command}\n"));
+    }
+    text
+}
+
+fn top_after_help() -> String {
+    let mut text = examples_text("");
+    text.push_str(&format!("\n{}\n", heading("EXIT STATUS:")));
+    for (code, meaning) in EXIT_STATUS {
+        text.push_str(&hanging(&format!("  {code}  "), meaning));
+    }
+    text.push_str(&format!("\n{}\n", heading("ENVIRONMENT:")));
+    for (name, meaning) in ENVIRONMENT {
+        text.push_str(&format!("  {name}\n"));
+        text.push_str(&hanging("      ", meaning));
+    }
+    text
+}
+
+/// `text` after `first`, wrapped to 79 columns with later lines indented as far as `first`
+/// (clap does not re-wrap lines that fit the terminal).
+fn hanging(first: &str, text: &str) -> String {
+    const WIDTH: usize = 79;
+    let indent = " ".repeat(first.len());
+    let mut out = String::new();
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.len() + 1 + word.len() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = indent.clone();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}

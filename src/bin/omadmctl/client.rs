@@ -1,0 +1,105 @@
+//! The D-Bus side: the `org.omadm.Client1` proxy (the contract is
+//! `dbus/org.omadm.Client1.xml`) and the connection to the system or session bus.
+
+use zbus::OwnedVariant;
+use zbus::proxy::CacheProperties;
+
+use crate::failure::{Bus, Failure};
+
+#[zbus::proxy(
+    interface = "org.omadm.Client1",
+    default_service = "org.omadm.Client1",
+    default_path = "/org/omadm/Client1"
+)]
+pub trait Client1 {
+    /// Every node the ClientURI resolves to, as (client_uri, format, value).
+    fn get(&self, client_uri: &str) -> zbus::Result<Vec<(String, String, OwnedVariant)>>;
+
+    /// The MO serialization of the resolved nodes and their subtrees.
+    fn get_json(&self, client_uri: &str) -> zbus::Result<String>;
+
+    fn set(&self, client_uri: &str, format: &str, value: &zbus::Variant<'_>) -> zbus::Result<()>;
+
+    fn delete(&self, client_uri: &str) -> zbus::Result<()>;
+
+    fn create_instance(&self, moid: &str, modata_json: &str) -> zbus::Result<String>;
+
+    fn watch(&self, client_uri: &str) -> zbus::Result<u64>;
+
+    fn unwatch(&self, watch_id: u64) -> zbus::Result<()>;
+
+    /// (current_seq, [(client_uri, change, seq)]).
+    fn changes_since(
+        &self,
+        client_uri: &str,
+        seq: u64,
+    ) -> zbus::Result<(u64, Vec<(String, String, u64)>)>;
+
+    fn grant(&self, instance_uri: &str, principal: &str, rights: &[&str]) -> zbus::Result<()>;
+
+    fn revoke(&self, instance_uri: &str, principal: &str) -> zbus::Result<()>;
+
+    /// Sent to the watcher only.
+    #[zbus(signal)]
+    fn changed(
+        &self,
+        watch_id: u64,
+        client_uri: String,
+        change: String,
+        seq: u64,
+    ) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn dev_id(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn features(&self) -> zbus::Result<Vec<String>>;
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+}
+
+/// A connection to omadmd: the proxy, and which bus it is on (for error messages).
+pub struct Client {
+    pub proxy: Client1Proxy<'static>,
+    pub bus: Bus,
+}
+
+impl Client {
+    /// Connects to `bus` (the system bus honours `DBUS_SYSTEM_BUS_ADDRESS`, the session bus
+    /// `DBUS_SESSION_BUS_ADDRESS`). Properties are not cached: each read asks the daemon.
+    pub async fn connect(bus: Bus) -> Result<Client, Failure> {
+        let conn = match bus {
+            Bus::System => zbus::Connection::system().await,
+            Bus::Session => zbus::Connection::session().await,
+        }
+        .map_err(|e| connect_failure(e, bus))?;
+        let proxy = Client1Proxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| Failure::from_dbus(e, bus))?;
+        Ok(Client { proxy, bus })
+    }
+
+    /// Maps a failed call to its exit status and message.
+    pub fn fail(&self, error: zbus::Error) -> Failure {
+        Failure::from_dbus(error, self.bus)
+    }
+}
+
+/// A connection that could not be made: always status 3, with the reason.
+fn connect_failure(error: zbus::Error, bus: Bus) -> Failure {
+    let failure = Failure::from_dbus(error, bus);
+    if failure.status == 3 {
+        failure
+    } else {
+        Failure::new(
+            3,
+            format!("cannot connect to the {bus} bus: {}", failure.message),
+        )
+    }
+}
