@@ -52,7 +52,9 @@ impl Config {
                 path: path.to_owned(),
                 message,
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
             Err(source) => Err(ConfigError::Read {
                 path: path.to_owned(),
                 source,
@@ -73,7 +75,10 @@ mod tests {
     #[test]
     fn empty_file_gives_the_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
-        assert_eq!(Config::default().ddf.dirs[1], PathBuf::from("/etc/omadmd/ddf"));
+        assert_eq!(
+            Config::default().ddf.dirs[1],
+            PathBuf::from("/etc/omadmd/ddf")
+        );
     }
 
     #[test]
@@ -91,6 +96,9 @@ mod tests {
         let missing = Path::new("/nonexistent/omadmd.toml");
         assert_eq!(Config::load(missing, false).unwrap(), Config::default());
         let err = Config::load(missing, true).unwrap_err();
-        assert!(err.to_string().starts_with("/nonexistent/omadmd.toml: "), "{err}");
+        assert!(
+            err.to_string().starts_with("/nonexistent/omadmd.toml: "),
+            "{err}"
+        );
     }
 }

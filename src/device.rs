@@ -36,10 +36,11 @@ impl HostFacts {
     /// locale to report (from `LANG`).
     pub fn read(root: &Path, lang: Option<&str>) -> Result<HostFacts, DeviceError> {
         let machine_id_path = root.join("etc/machine-id");
-        let machine_id = std::fs::read_to_string(&machine_id_path).map_err(|e| DeviceError::MachineId {
-            path: machine_id_path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let machine_id =
+            std::fs::read_to_string(&machine_id_path).map_err(|e| DeviceError::MachineId {
+                path: machine_id_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         let machine_id = machine_id.trim();
         if machine_id.len() != 32 || !machine_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(DeviceError::MachineId {
@@ -82,7 +83,12 @@ impl HostFacts {
             ("DevType".to_owned(), chr("computer")),
             ("Ext".to_owned(), Node::empty()),
         ]);
-        for (name, value) in [("OEM", &self.oem), ("FwV", &self.fw_version), ("SwV", &self.os), ("HwV", &self.hw_version)] {
+        for (name, value) in [
+            ("OEM", &self.oem),
+            ("FwV", &self.fw_version),
+            ("SwV", &self.os),
+            ("HwV", &self.hw_version),
+        ] {
             if let Some(v) = value {
                 nodes.insert(name.to_owned(), chr(v));
             }
@@ -99,7 +105,14 @@ fn dev_id(machine_id: &str) -> String {
         .chain_update(b"omadmd DevID")
         .finalize();
     let h: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("urn:uuid:{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn os_release_value(text: &str, key: &str) -> Option<String> {
@@ -126,10 +139,22 @@ mod tests {
         let p = dir.path();
         std::fs::create_dir_all(p.join("etc")).unwrap();
         std::fs::create_dir_all(p.join("sys/class/dmi/id")).unwrap();
-        std::fs::write(p.join("etc/machine-id"), "0123456789abcdef0123456789abcdef\n").unwrap();
-        std::fs::write(p.join("etc/os-release"), "NAME=Debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n").unwrap();
+        std::fs::write(
+            p.join("etc/machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("etc/os-release"),
+            "NAME=Debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+        )
+        .unwrap();
         std::fs::write(p.join("sys/class/dmi/id/sys_vendor"), "ACME\n").unwrap();
-        std::fs::write(p.join("sys/class/dmi/id/product_name"), "To be filled by O.E.M.\n").unwrap();
+        std::fs::write(
+            p.join("sys/class/dmi/id/product_name"),
+            "To be filled by O.E.M.\n",
+        )
+        .unwrap();
         dir
     }
 
@@ -141,12 +166,30 @@ mod tests {
         assert_eq!(facts.model, None, "placeholder DMI strings are not facts");
         assert_eq!(facts.os.as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
         assert_eq!(facts.lang, "de-DE");
-        assert!(facts.dev_id.starts_with("urn:uuid:") && facts.dev_id.len() == 45, "{}", facts.dev_id);
-        assert!(!facts.dev_id.contains("0123456789abcdef"), "the machine id does not leak");
-        assert_eq!(HostFacts::read(root.path(), None).unwrap().dev_id, facts.dev_id);
+        assert!(
+            facts.dev_id.starts_with("urn:uuid:") && facts.dev_id.len() == 45,
+            "{}",
+            facts.dev_id
+        );
+        assert!(
+            !facts.dev_id.contains("0123456789abcdef"),
+            "the machine id does not leak"
+        );
+        assert_eq!(
+            HostFacts::read(root.path(), None).unwrap().dev_id,
+            facts.dev_id
+        );
         let info = facts.devinfo();
-        assert_eq!(info.get("Mod"), Some(&Node::Leaf(Value::Chr("unknown".into()))));
-        assert_eq!(info.get("SwV"), Some(&Node::Leaf(Value::Chr("Debian GNU/Linux 12 (bookworm)".into()))));
+        assert_eq!(
+            info.get("Mod"),
+            Some(&Node::Leaf(Value::Chr("unknown".into())))
+        );
+        assert_eq!(
+            info.get("SwV"),
+            Some(&Node::Leaf(Value::Chr(
+                "Debian GNU/Linux 12 (bookworm)".into()
+            )))
+        );
         assert_eq!(info.get("HwV"), None);
     }
 

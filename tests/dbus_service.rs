@@ -20,20 +20,43 @@ fn introspection_matches_the_contract() {
     let _daemon = Daemon::start(&bus);
     let out = bus
         .command(None, "gdbus")
-        .args(["introspect", "--system", "--xml", "--dest", "org.omadm.Client1", "--object-path", "/org/omadm/Client1"])
+        .args([
+            "introspect",
+            "--system",
+            "--xml",
+            "--dest",
+            "org.omadm.Client1",
+            "--object-path",
+            "/org/omadm/Client1",
+        ])
         .output()
         .expect("gdbus introspect");
-    assert!(out.status.success(), "{}", crate::support::sysbus::show(&out));
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
     let live = String::from_utf8_lossy(&out.stdout).into_owned();
-    let contract = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.omadm.Client1.xml")).unwrap();
+    let contract = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.omadm.Client1.xml"),
+    )
+    .unwrap();
     let interface = |doc: &str| -> BTreeSet<String> {
-        let start = doc.find("<interface name=\"org.omadm.Client1\"").expect("interface present");
+        let start = doc
+            .find("<interface name=\"org.omadm.Client1\"")
+            .expect("interface present");
         let end = start + doc[start..].find("</interface>").expect("interface closed");
         signature_lines(&doc[start..end])
     };
     let (live, expected) = (interface(&live), interface(&contract));
-    assert!(expected.len() > 30, "the contract parsed into too few members: {expected:?}");
-    assert!(expected.contains("method name=ChangesSince / arg direction=out name=current_seq type=t"), "{expected:?}");
+    assert!(
+        expected.len() > 30,
+        "the contract parsed into too few members: {expected:?}"
+    );
+    assert!(
+        expected.contains("method name=ChangesSince / arg direction=out name=current_seq type=t"),
+        "{expected:?}"
+    );
     assert_eq!(live, expected);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("<interface name=\"org.freedesktop.DBus.ObjectManager\">"));
@@ -45,7 +68,12 @@ fn signature_lines(xml: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut member = String::new();
     for tag in xml.split('<').skip(1) {
-        let tag = tag.split('>').next().unwrap_or_default().trim_end_matches('/').trim();
+        let tag = tag
+            .split('>')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .trim();
         let mut parts = tag.splitn(2, char::is_whitespace);
         let kind = parts.next().unwrap_or_default();
         let mut attrs: Vec<String> = parts
@@ -64,7 +92,9 @@ fn signature_lines(xml: &str) -> BTreeSet<String> {
                 out.insert(member.clone());
             }
             "arg" => {
-                if member.starts_with("method") && !attrs.iter().any(|a| a.starts_with("direction=")) {
+                if member.starts_with("method")
+                    && !attrs.iter().any(|a| a.starts_with("direction="))
+                {
                     attrs.push("direction=in".into());
                 }
                 attrs.sort();
@@ -87,7 +117,14 @@ fn polkit_and_the_mo_access_model_decide_together() {
     let app_b = app_binary(apps.path(), "app-b", gdbus);
     let as_app = |user, app: &Path, method: &str, args: &[&str]| {
         bus.command(Some(user), app)
-            .args(["call", "--system", "--dest", "org.omadm.Client1", "--object-path", "/org/omadm/Client1"])
+            .args([
+                "call",
+                "--system",
+                "--dest",
+                "org.omadm.Client1",
+                "--object-path",
+                "/org/omadm/Client1",
+            ])
             .arg("--method")
             .arg(format!("org.omadm.Client1.{method}"))
             .args(args)
@@ -96,14 +133,26 @@ fn polkit_and_the_mo_access_model_decide_together() {
     };
     let err_name = |out: &std::process::Output| {
         let e = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "unexpected success: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "unexpected success: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         e
     };
     let modata = quoted(r#"{"Weather": {"Server": "https://weather.example", "Units": "metric"}}"#);
 
     // Write is not for everyone: polkit says no to an app without a rule.
-    let e = err_name(&as_app(&alice, &app_a, "CreateInstance", &[&quoted(SETTINGS), &modata]));
-    assert!(e.contains("Error.AccessDenied") && e.contains("org.omadm.client1.write"), "{e}");
+    let e = err_name(&as_app(
+        &alice,
+        &app_a,
+        "CreateInstance",
+        &[&quoted(SETTINGS), &modata],
+    ));
+    assert!(
+        e.contains("Error.AccessDenied") && e.contains("org.omadm.client1.write"),
+        "{e}"
+    );
 
     // A rule for app A's id opens write (and only for app A).
     let rule = format!(
@@ -111,40 +160,90 @@ fn polkit_and_the_mo_access_model_decide_together() {
         app_a.display()
     );
     bus.add_polkit_rules("60-omadmd-test.rules", &rule);
-    let out = as_app(&alice, &app_a, "CreateInstance", &[&quoted(SETTINGS), &modata]);
-    assert!(out.status.success(), "{}", crate::support::sysbus::show(&out));
+    let out = as_app(
+        &alice,
+        &app_a,
+        "CreateInstance",
+        &[&quoted(SETTINGS), &modata],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let root = stdout.split('\'').nth(1).expect("a ClientURI").to_owned();
     let server = format!("{root}Server");
-    assert!(daemon.log().contains(&format!("created {root}")), "{}", daemon.log());
+    assert!(
+        daemon.log().contains(&format!("created {root}")),
+        "{}",
+        daemon.log()
+    );
 
     // The creator owns it: reads and writes.
-    let out = as_app(&alice, &app_a, "Set", &[&quoted(&server), "''", "<'https://new.example'>"]);
-    assert!(out.status.success(), "{}", crate::support::sysbus::show(&out));
+    let out = as_app(
+        &alice,
+        &app_a,
+        "Set",
+        &[&quoted(&server), "''", "<'https://new.example'>"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
     let out = as_app(&alice, &app_a, "Get", &[&quoted(&server)]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("https://new.example"));
 
     // App B: polkit lets it read, the MO access model does not (no grant).
     let e = err_name(&as_app(&bob, &app_b, "Get", &[&quoted(&server)]));
-    assert!(e.contains("Error.AccessDenied") && e.contains("may not read"), "{e}");
+    assert!(
+        e.contains("Error.AccessDenied") && e.contains("may not read"),
+        "{e}"
+    );
     // The same user running app A's binary is app A, so identity is per app, not per user.
     let out = as_app(&bob, &app_a, "Get", &[&quoted(&server)]);
-    assert!(out.status.success(), "{}", crate::support::sysbus::show(&out));
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
 
     // Granting is the manage action: not for apps without a rule; root may.
-    let grant_args = [quoted(&root), quoted(&format!("app:{}", app_b.display())), "['Read']".to_owned()];
+    let grant_args = [
+        quoted(&root),
+        quoted(&format!("app:{}", app_b.display())),
+        "['Read']".to_owned(),
+    ];
     let grant_args: Vec<&str> = grant_args.iter().map(String::as_str).collect();
     let e = err_name(&as_app(&alice, &app_a, "Grant", &grant_args));
-    assert!(e.contains("Error.AccessDenied") && e.contains("org.omadm.client1.manage"), "{e}");
+    assert!(
+        e.contains("Error.AccessDenied") && e.contains("org.omadm.client1.manage"),
+        "{e}"
+    );
     call_ok(&bus, None, "Grant", &grant_args);
     let out = as_app(&bob, &app_b, "Get", &[&quoted(&server)]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("https://new.example"), "{}", crate::support::sysbus::show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("https://new.example"),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
     // Read was granted, not Write; and polkit does not let B write anyway.
-    let e = err_name(&as_app(&bob, &app_b, "Set", &[&quoted(&server), "''", "<'x'>"]));
+    let e = err_name(&as_app(
+        &bob,
+        &app_b,
+        "Set",
+        &[&quoted(&server), "''", "<'x'>"],
+    ));
     assert!(e.contains("Error.AccessDenied"), "{e}");
 
     // Revoking takes effect at once, although polkit's read answer for B is cached.
-    call_ok(&bus, None, "Revoke", &[&quoted(&root), &quoted(&format!("app:{}", app_b.display()))]);
+    call_ok(
+        &bus,
+        None,
+        "Revoke",
+        &[&quoted(&root), &quoted(&format!("app:{}", app_b.display()))],
+    );
     let e = err_name(&as_app(&bob, &app_b, "Get", &[&quoted(&server)]));
     assert!(e.contains("Error.AccessDenied"), "{e}");
 }
@@ -153,15 +252,57 @@ fn polkit_and_the_mo_access_model_decide_together() {
 fn errors_carry_our_names() {
     let bus = SysBus::start();
     let _daemon = Daemon::start(&bus);
-    call_err(&bus, None, "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//Nope'"], "NotFound");
-    call_err(&bus, None, "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//%zz'"], "InvalidUri");
+    call_err(
+        &bus,
+        None,
+        "Get",
+        &["'urn:oma:mo:oma-dm-devinfo:1.0//Nope'"],
+        "NotFound",
+    );
+    call_err(
+        &bus,
+        None,
+        "Get",
+        &["'urn:oma:mo:oma-dm-devinfo:1.0//%zz'"],
+        "InvalidUri",
+    );
     call_err(&bus, None, "Get", &["'not-a-uri'"], "InvalidUri");
-    call_err(&bus, None, "Set", &["'urn:x:1.0/*/A'", "''", "<'v'>"], "InvalidUri");
-    call_err(&bus, None, "Set", &["'urn:oma:mo:oma-dm-devinfo:1.0//DevID'", "'int'", "<'x'>"], "InvalidValue");
-    call_err(&bus, None, "Delete", &["'urn:oma:mo:oma-dm-devinfo:1.0//'"], "NotAllowed");
-    call_err(&bus, None, "CreateInstance", &["'urn:x:1.0'", "'[1]'"], "InvalidValue");
+    call_err(
+        &bus,
+        None,
+        "Set",
+        &["'urn:x:1.0/*/A'", "''", "<'v'>"],
+        "InvalidUri",
+    );
+    call_err(
+        &bus,
+        None,
+        "Set",
+        &["'urn:oma:mo:oma-dm-devinfo:1.0//DevID'", "'int'", "<'x'>"],
+        "InvalidValue",
+    );
+    call_err(
+        &bus,
+        None,
+        "Delete",
+        &["'urn:oma:mo:oma-dm-devinfo:1.0//'"],
+        "NotAllowed",
+    );
+    call_err(
+        &bus,
+        None,
+        "CreateInstance",
+        &["'urn:x:1.0'", "'[1]'"],
+        "InvalidValue",
+    );
     call_err(&bus, None, "Unwatch", &["uint64 77"], "NotFound");
-    call_err(&bus, None, "Grant", &["'urn:oma:mo:oma-dm-devinfo:1.0//'", "'root'", "['Read']"], "InvalidValue");
+    call_err(
+        &bus,
+        None,
+        "Grant",
+        &["'urn:oma:mo:oma-dm-devinfo:1.0//'", "'root'", "['Read']"],
+        "InvalidValue",
+    );
 }
 
 #[test]
@@ -169,23 +310,60 @@ fn devinfo_is_readable_by_every_app_and_secrets_by_nobody() {
     let bus = SysBus::start();
     let _daemon = Daemon::start(&bus);
     let carol = test_user("omadm-t-carol");
-    let out = call(&bus, Some(&carol), "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//DevID'"]);
+    let out = call(
+        &bus,
+        Some(&carol),
+        "Get",
+        &["'urn:oma:mo:oma-dm-devinfo:1.0//DevID'"],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("urn:uuid:"), "{}", crate::support::sysbus::show(&out));
+    assert!(
+        out.status.success() && text.contains("urn:uuid:"),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
     let props = bus
         .command(Some(&carol), "busctl")
-        .args(["get-property", "org.omadm.Client1", "/org/omadm/Client1", "org.omadm.Client1", "DevId"])
+        .args([
+            "get-property",
+            "org.omadm.Client1",
+            "/org/omadm/Client1",
+            "org.omadm.Client1",
+            "DevId",
+        ])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&props.stdout).contains(text.split('\'').nth(5).unwrap_or("?")));
+    assert!(
+        String::from_utf8_lossy(&props.stdout).contains(text.split('\'').nth(5).unwrap_or("?"))
+    );
 
     let account = r#"{"DMAcc": {"SrvID": "dev", "SrvURI": "https://localhost/dm", "Perm": {}, "Auth": {"Trsp": {"Data": "u", "Secret": "hunter2"}}}}"#;
-    let root = call_ok(&bus, None, "CreateInstance", &["'urn:oma:mo:oma-dm-dmacc:1.2'", &quoted(account)]);
+    let root = call_ok(
+        &bus,
+        None,
+        "CreateInstance",
+        &["'urn:oma:mo:oma-dm-dmacc:1.2'", &quoted(account)],
+    );
     let root = root.split('\'').nth(1).unwrap().to_owned();
     let json = call_ok(&bus, None, "GetJson", &[&quoted(&root)]);
-    assert!(json.contains("\"u\"") && !json.contains("hunter2") && !json.contains("Secret"), "{json}");
-    call_err(&bus, None, "Get", &[&quoted(&format!("{root}Auth/Trsp/Secret"))], "AccessDenied");
-    call_err(&bus, Some(&carol), "GetJson", &[&quoted(&root)], "AccessDenied");
+    assert!(
+        json.contains("\"u\"") && !json.contains("hunter2") && !json.contains("Secret"),
+        "{json}"
+    );
+    call_err(
+        &bus,
+        None,
+        "Get",
+        &[&quoted(&format!("{root}Auth/Trsp/Secret"))],
+        "AccessDenied",
+    );
+    call_err(
+        &bus,
+        Some(&carol),
+        "GetJson",
+        &[&quoted(&root)],
+        "AccessDenied",
+    );
 }
 
 #[test]
@@ -193,14 +371,27 @@ fn without_polkit_only_root_gets_through() {
     let bus = SysBus::start();
     let _daemon = Daemon::start(&bus);
     let dave = test_user("omadm-t-dave");
-    call_ok(&bus, Some(&dave), "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//Man'"]);
-    let pids = std::fs::read_to_string(bus.dir().join("pids")).unwrap();
-    let polkitd = pids
-        .lines()
-        .find_map(|l| l.strip_prefix("polkitd ")?.split_whitespace().next().map(str::to_owned))
-        .expect("polkitd in the harness pids");
-    assert!(std::process::Command::new("kill").args(["-KILL", &polkitd]).status().unwrap().success());
-    let e = call_err(&bus, Some(&dave), "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//Mod'"], "AccessDenied");
+    call_ok(
+        &bus,
+        Some(&dave),
+        "Get",
+        &["'urn:oma:mo:oma-dm-devinfo:1.0//Man'"],
+    );
+    let polkitd = harness_pid(&bus, "polkitd");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &polkitd])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = call_err(
+        &bus,
+        Some(&dave),
+        "Get",
+        &["'urn:oma:mo:oma-dm-devinfo:1.0//Mod'"],
+        "AccessDenied",
+    );
     assert!(e.contains("polkit unreachable"), "{e}");
     call_ok(&bus, None, "Get", &["'urn:oma:mo:oma-dm-devinfo:1.0//Mod'"]);
 }
@@ -209,9 +400,22 @@ fn without_polkit_only_root_gets_through() {
 fn sigterm_stops_cleanly_and_data_survives() {
     let bus = SysBus::start();
     let daemon = Daemon::start(&bus);
-    let root = call_ok(&bus, None, "CreateInstance", &[&quoted(SETTINGS), "'{\"Weather\": {\"Units\": \"metric\"}}'"]);
+    let root = call_ok(
+        &bus,
+        None,
+        "CreateInstance",
+        &[
+            &quoted(SETTINGS),
+            "'{\"Weather\": {\"Units\": \"metric\"}}'",
+        ],
+    );
     let root = root.split('\'').nth(1).unwrap().to_owned();
-    let before = call_ok(&bus, None, "GetJson", &["'urn:oma:mo:oma-dm-devinfo:1.0//'"]);
+    let before = call_ok(
+        &bus,
+        None,
+        "GetJson",
+        &["'urn:oma:mo:oma-dm-devinfo:1.0//'"],
+    );
     let log = daemon.log();
     let (clean, state) = daemon.stop();
     assert!(clean, "omadmd exited with failure:\n{log}");
@@ -229,8 +433,239 @@ fn sigterm_stops_cleanly_and_data_survives() {
     assert!(bus.wait_for_name("org.omadm.Client1", std::time::Duration::from_secs(20)));
     let out = call_ok(&bus, None, "Get", &[&quoted(&format!("{root}Units"))]);
     assert!(out.contains("metric"), "{out}");
-    let after = call_ok(&bus, None, "GetJson", &["'urn:oma:mo:oma-dm-devinfo:1.0//'"]);
-    assert_eq!(after, before, "DevInfo and its cache validator are stable across restarts");
-    std::process::Command::new("kill").args(["-TERM", &restarted.id().to_string()]).status().unwrap();
+    let after = call_ok(
+        &bus,
+        None,
+        "GetJson",
+        &["'urn:oma:mo:oma-dm-devinfo:1.0//'"],
+    );
+    assert_eq!(
+        after, before,
+        "DevInfo and its cache validator are stable across restarts"
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &restarted.id().to_string()])
+        .status()
+        .unwrap();
     assert!(restarted.wait().unwrap().success());
+}
+
+/// The pid the harness recorded for one of its processes (`dbus`, `polkitd`).
+fn harness_pid(bus: &SysBus, name: &str) -> String {
+    let pids = std::fs::read_to_string(bus.dir().join("pids")).unwrap();
+    pids.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name} "))?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no {name} in the harness pids:\n{pids}"))
+}
+
+#[test]
+fn the_daemon_exits_with_failure_when_the_bus_goes_away() {
+    let bus = SysBus::start();
+    let mut daemon = Daemon::start(&bus);
+    let dbus_daemon = harness_pid(&bus, "dbus");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &dbus_daemon])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = daemon
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("omadmd exits when its bus is gone");
+    assert!(
+        !status.success(),
+        "exit status {status} should ask systemd to restart it"
+    );
+    assert!(
+        daemon.log().contains("lost the connection to the bus"),
+        "{}",
+        daemon.log()
+    );
+}
+
+/// Use case B.2: an installed app reads the settings a Management Authority provisioned for
+/// it, is told when they change, and is refused what it was not granted; another app never
+/// sees those notifications, even with a broad match rule or by trying to eavesdrop.
+#[test]
+fn use_case_b2_an_app_reads_and_watches_its_settings() {
+    use crate::support::sysbus::{KillOnDrop, wait_until};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let bus = SysBus::start();
+    let _daemon = Daemon::start(&bus);
+    let apps = tempfile::tempdir().unwrap();
+    let (alice, bob) = (test_user("omadm-t-alice"), test_user("omadm-t-bob"));
+    let app_a = app_binary(
+        apps.path(),
+        "weather",
+        Path::new(env!("CARGO_BIN_EXE_omadmctl")),
+    );
+
+    // The MA provisions settings for app A (here: the admin does, as a session would).
+    let created = call_ok(
+        &bus,
+        None,
+        "CreateInstance",
+        &[
+            &quoted(SETTINGS),
+            "'{\"Weather\": {\"Server\": \"https://weather.example\"}}'",
+        ],
+    );
+    let root = created.split('\'').nth(1).unwrap().to_owned();
+    let other = call_ok(
+        &bus,
+        None,
+        "CreateInstance",
+        &[
+            &quoted(SETTINGS),
+            "'{\"Weather\": {\"Server\": \"https://private.example\"}}'",
+        ],
+    );
+    let other = other.split('\'').nth(1).unwrap().to_owned();
+    call_ok(
+        &bus,
+        None,
+        "Grant",
+        &[
+            &quoted(&root),
+            &quoted(&format!("app:{}", app_a.display())),
+            "['Read']",
+        ],
+    );
+    let server = format!("{root}Server");
+
+    // App A reads its settings.
+    let out = bus
+        .command(Some(&alice), &app_a)
+        .args(["get", "--value", &server])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "https://weather.example"
+    );
+
+    // ... and is refused the instance it has no grant for (exit 5: AccessDenied).
+    let out = bus
+        .command(Some(&alice), &app_a)
+        .args(["get", &format!("{other}Server")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
+
+    // App A watches; app B listens as broadly as the bus lets it.
+    let logs = tempfile::tempdir().unwrap();
+    let file = |name: &str| std::fs::File::create(logs.path().join(name)).unwrap();
+    let read = |name: &str| std::fs::read_to_string(logs.path().join(name)).unwrap_or_default();
+    let mut watch = KillOnDrop::spawn(
+        bus.command(Some(&alice), &app_a)
+            .args(["watch", &root])
+            .stdin(Stdio::null())
+            .stdout(file("a.out"))
+            .stderr(file("a.err")),
+    );
+    let _monitor = KillOnDrop::spawn(
+        bus.command(Some(&bob), "gdbus")
+            .args(["monitor", "--system", "--dest", "org.omadm.Client1"])
+            .stdin(Stdio::null())
+            .stdout(file("b-monitor.out"))
+            .stderr(file("b-monitor.err")),
+    );
+    let _eavesdrop = KillOnDrop::spawn(
+        bus.command(Some(&bob), "dbus-monitor")
+            .args(["--system", "type='signal',interface='org.omadm.Client1'"])
+            .stdin(Stdio::null())
+            .stdout(file("b-eavesdrop.out"))
+            .stderr(file("b-eavesdrop.err")),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || read("a.err")
+            .contains("Watching")),
+        "A's watch did not start ({:?}): {} / {}",
+        watch.try_wait(),
+        read("a.out"),
+        read("a.err")
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || read("b-monitor.out")
+            .contains("is owned by")),
+        "B's monitor is subscribed to omadmd's signals: {}",
+        read("b-monitor.out")
+    );
+
+    // The MA replaces the value: A is told (no value in the signal), B sees nothing.
+    call_ok(
+        &bus,
+        None,
+        "Set",
+        &[&quoted(&server), "''", "<'https://new.example'>"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || read("a.out")
+            .contains("replaced")),
+        "A got no Changed: {} / {}",
+        read("a.out"),
+        read("a.err")
+    );
+    let line = read("a.out");
+    assert!(
+        line.contains(&server) && !line.contains("new.example"),
+        "{line}"
+    );
+    // Changes to an instance A may not read are not announced to A either.
+    call_ok(
+        &bus,
+        None,
+        "Set",
+        &[&quoted(&format!("{other}Server")), "''", "<'x'>"],
+    );
+    call_ok(
+        &bus,
+        None,
+        "Set",
+        &[&quoted(&server), "''", "<'https://newer.example'>"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || read("a.out").lines().count()
+            == 2),
+        "{}",
+        read("a.out")
+    );
+    assert!(!read("a.out").contains(&other), "{}", read("a.out"));
+    std::thread::sleep(Duration::from_millis(300));
+    for log in ["b-monitor.out", "b-eavesdrop.out"] {
+        assert!(
+            !read(log).contains("Changed"),
+            "{log} saw A's signal:\n{}",
+            read(log)
+        );
+    }
+
+    // A reads the new value.
+    let out = bus
+        .command(Some(&alice), &app_a)
+        .args(["get", "--value", &server])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "https://newer.example"
+    );
 }

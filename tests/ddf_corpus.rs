@@ -20,12 +20,18 @@ fn every_windows_csp_ddf_loads() {
 fn windows_dmacc_keeps_its_structure() {
     let ddf = ddf::load(&corpus_dir().join("ddf/windows/dmacc-ddf-file.xml")).unwrap();
     let types = ddf.mo_types();
-    let dmacc = types.iter().find(|t| t.moid == "urn:oma:mo:oma-dm-dmacc:1.0").expect("DMAcc MOID");
+    let dmacc = types
+        .iter()
+        .find(|t| t.moid == "urn:oma:mo:oma-dm-dmacc:1.0")
+        .expect("DMAcc MOID");
     assert_eq!(dmacc.root_name(), "DMAcc");
     assert_eq!(ddf.nodes[0].path.as_deref(), Some("./SyncML"));
     let account = &dmacc.root.children[0];
     assert!(matches!(&account.name, DefName::Placeholder(p) if p == "*"));
-    assert_eq!(dmacc.def_at("acct1/AppID").map(|d| d.format), Some(Format::Chr));
+    assert_eq!(
+        dmacc.def_at("acct1/AppID").map(|d| d.format),
+        Some(Format::Chr)
+    );
 }
 
 #[test]
@@ -47,6 +53,8 @@ fn empty_node_names_are_placeholders() {
         }
         d.children.iter().for_each(|c| count(c, n));
     }
-    ddf.nodes.iter().for_each(|t| count(&t.def, &mut placeholders));
+    ddf.nodes
+        .iter()
+        .for_each(|t| count(&t.def, &mut placeholders));
     assert!(placeholders >= 1);
 }

@@ -21,8 +21,18 @@ const ENV: &str = "OMADMD_CRASH_STORE";
 
 /// The content of the `main` instance at generation `g`: 10 groups of 5 leaves, all `g`.
 fn generation(g: i64) -> Node {
-    let group = |_| Node::Interior((0..5).map(|i| (format!("v{i}"), Node::Leaf(Value::Int(g)))).collect());
-    Node::Interior((0..10).map(|k| (format!("g{k}"), group(k))).collect::<BTreeMap<_, _>>())
+    let group = |_| {
+        Node::Interior(
+            (0..5)
+                .map(|i| (format!("v{i}"), Node::Leaf(Value::Int(g))))
+                .collect(),
+        )
+    };
+    Node::Interior(
+        (0..10)
+            .map(|k| (format!("g{k}"), group(k)))
+            .collect::<BTreeMap<_, _>>(),
+    )
 }
 
 /// One writer round: three kinds of multi-statement transactions.
@@ -47,7 +57,13 @@ fn write_round(store: &mut Store, g: i64) {
                 }
                 _ => {
                     tx.put(&main, &generation(g), "local")?;
-                    tx.create_instance(MOID, Some(&format!("t{g}")), "Crash", &Node::empty(), "local")?;
+                    tx.create_instance(
+                        MOID,
+                        Some(&format!("t{g}")),
+                        "Crash",
+                        &Node::empty(),
+                        "local",
+                    )?;
                     let old = format!("t{}", g - 3);
                     if tx.has_instance(MOID, &old)? {
                         tx.delete(&NodeAddr::root(MOID, &old), "local")?;
@@ -63,7 +79,9 @@ fn write_round(store: &mut Store, g: i64) {
 fn check_invariants(path: &Path) -> i64 {
     let store = Store::open(path).expect("the store opens (and migrates) after any crash");
     let conn = rusqlite::Connection::open(path).unwrap();
-    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(integrity, "ok");
     let stale: i64 = conn
         .query_row(
@@ -73,7 +91,10 @@ fn check_invariants(path: &Path) -> i64 {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(stale, 0, "every cache validator matches the instance's last journal entry");
+    assert_eq!(
+        stale, 0,
+        "every cache validator matches the instance's last journal entry"
+    );
     drop(conn);
 
     let Some(_) = store.instance(MOID, "main").unwrap() else {
@@ -89,7 +110,10 @@ fn check_invariants(path: &Path) -> i64 {
     });
     assert_eq!(values.len(), 50, "no node of the instance is missing");
     let g = values[0];
-    assert!(values.iter().all(|v| *v == g), "all leaves come from one transaction: {values:?}");
+    assert!(
+        values.iter().all(|v| *v == g),
+        "all leaves come from one transaction: {values:?}"
+    );
     let temps: Vec<String> = store
         .list_instances()
         .unwrap()
@@ -102,7 +126,10 @@ fn check_invariants(path: &Path) -> i64 {
         ..2 => vec![],
         _ => vec![format!("t{}", g - (g - 2).rem_euclid(3))],
     };
-    assert_eq!(temps, expected, "create and delete happened together (generation {g})");
+    assert_eq!(
+        temps, expected,
+        "create and delete happened together (generation {g})"
+    );
     g
 }
 
@@ -143,7 +170,12 @@ fn store_survives_kill_9_at_random_points() {
     let mut progressed = 0;
     for round in 0..25 {
         let mut child = Command::new(&exe)
-            .args(["store_crash::writer_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "store_crash::writer_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ENV, &path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -156,11 +188,17 @@ fn store_survives_kill_9_at_random_points() {
         child.kill().unwrap();
         child.wait().unwrap();
         let g = check_invariants(&path);
-        assert!(g >= last, "round {round}: committed generation went back from {last} to {g}");
+        assert!(
+            g >= last,
+            "round {round}: committed generation went back from {last} to {g}"
+        );
         if g > last {
             progressed += 1;
         }
         last = g;
     }
-    assert!(progressed >= 10, "the writer made progress in only {progressed} of 25 rounds");
+    assert!(
+        progressed >= 10,
+        "the writer made progress in only {progressed} of 25 rounds"
+    );
 }

@@ -47,7 +47,9 @@ impl From<StoreError> for AccessError {
             StoreError::NoSuchNode(_) => AccessError::NotFound(e.to_string()),
             StoreError::NoParent(_) => AccessError::NotFound(e.to_string()),
             StoreError::InstanceExists { .. } => AccessError::Conflict(e.to_string()),
-            StoreError::RootIsLeaf(_) | StoreError::BadItem { .. } => AccessError::InvalidValue(e.to_string()),
+            StoreError::RootIsLeaf(_) | StoreError::BadItem { .. } => {
+                AccessError::InvalidValue(e.to_string())
+            }
             other => AccessError::Store(other),
         }
     }

@@ -112,34 +112,55 @@ impl Authority {
 
     /// Replaces or adds the leaf at `uri`. `format: None` takes the DDF's format, or infers
     /// one from the input.
-    pub fn set(&self, who: &Principal, uri: &str, format: Option<Format>, input: Input) -> Result<Vec<Change>, AccessError> {
+    pub fn set(
+        &self,
+        who: &Principal,
+        uri: &str,
+        format: Option<Format>,
+        input: Input,
+    ) -> Result<Vec<Change>, AccessError> {
         let uri = ClientUri::parse(uri)?;
         let mut store = self.writer();
         let addr = single_target(&uri, &store)?;
         if addr.path.is_empty() {
-            return Err(AccessError::InvalidUri(format!("{addr}: Set needs a leaf, not an instance root")));
+            return Err(AccessError::InvalidUri(format!(
+                "{addr}: Set needs a leaf, not an instance root"
+            )));
         }
         self.require(who, &store, &addr, Rights::WRITE)?;
         let exists = store.kind(&addr.moid, &addr.miid, &addr.path)?.is_some();
         let def = self.def_checked(&addr)?;
         let format = match (format, def) {
             (Some(f), Some(d)) if f != d.format => {
-                return Err(AccessError::InvalidValue(format!("{addr}: the DDF says {}, not {f}", d.format)));
+                return Err(AccessError::InvalidValue(format!(
+                    "{addr}: the DDF says {}, not {f}",
+                    d.format
+                )));
             }
             (Some(f), _) => f,
             (None, Some(d)) => d.format,
             (None, None) => infer(&input),
         };
         if format == Format::Node {
-            return Err(AccessError::InvalidValue(format!("{addr}: Set writes leaves; this is an interior node")));
+            return Err(AccessError::InvalidValue(format!(
+                "{addr}: Set writes leaves; this is an interior node"
+            )));
         }
         if let Some(d) = def {
-            let needed = if exists { AccessTypes::REPLACE } else { AccessTypes::ADD };
+            let needed = if exists {
+                AccessTypes::REPLACE
+            } else {
+                AccessTypes::ADD
+            };
             if *who != Principal::Admin && !d.access.contains(needed) {
-                return Err(AccessError::NotAllowed(format!("{addr}: the DDF allows only {}", d.access)));
+                return Err(AccessError::NotAllowed(format!(
+                    "{addr}: the DDF allows only {}",
+                    d.access
+                )));
             }
         }
-        let value = convert(format, input).map_err(|e| AccessError::InvalidValue(format!("{addr}: {e}")))?;
+        let value = convert(format, input)
+            .map_err(|e| AccessError::InvalidValue(format!("{addr}: {e}")))?;
         let who_s = who.to_string();
         let (_, changes) = store.write(|tx| tx.put(&addr, &Node::Leaf(value), &who_s))?;
         drop(store);
@@ -155,10 +176,15 @@ impl Authority {
         self.require(who, &store, &addr, Rights::WRITE)?;
         if let Some(d) = self.def(&addr) {
             if d.scope == Scope::Permanent {
-                return Err(AccessError::NotAllowed(format!("{addr}: permanent nodes cannot be deleted")));
+                return Err(AccessError::NotAllowed(format!(
+                    "{addr}: permanent nodes cannot be deleted"
+                )));
             }
             if *who != Principal::Admin && !d.access.contains(AccessTypes::DELETE) {
-                return Err(AccessError::NotAllowed(format!("{addr}: the DDF allows only {}", d.access)));
+                return Err(AccessError::NotAllowed(format!(
+                    "{addr}: the DDF allows only {}",
+                    d.access
+                )));
             }
         }
         let who_s = who.to_string();
@@ -169,27 +195,46 @@ impl Authority {
     }
 
     /// Creates an instance of `moid` from `modata` (`{"RootName": {...}}`), owned by `who`.
-    pub fn create_instance(&self, who: &Principal, moid: &str, modata: &str) -> Result<NodeAddr, AccessError> {
+    pub fn create_instance(
+        &self,
+        who: &Principal,
+        moid: &str,
+        modata: &str,
+    ) -> Result<NodeAddr, AccessError> {
         ClientUri::parse(&format!("{moid}//"))?;
-        let json: J = serde_json::from_str(modata).map_err(|e| AccessError::InvalidValue(format!("MOData is not JSON: {e}")))?;
-        let object = json
-            .as_object()
-            .filter(|o| o.len() == 1)
-            .ok_or_else(|| AccessError::InvalidValue("MOData must be an object with one key, the MO's root node name".into()))?;
+        let json: J = serde_json::from_str(modata)
+            .map_err(|e| AccessError::InvalidValue(format!("MOData is not JSON: {e}")))?;
+        let object = json.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
+            AccessError::InvalidValue(
+                "MOData must be an object with one key, the MO's root node name".into(),
+            )
+        })?;
         let Some((name, content)) = object.iter().next() else {
             unreachable!("checked to have one key")
         };
         let ty = self.types.get(moid);
         if let Some(t) = ty
-            && *name != t.root_name() {
-                return Err(AccessError::InvalidValue(format!("{moid} instances are rooted at {}, not {name}", t.root_name())));
-            }
-        let node = node_from_json(content, ty.map(|t| &t.root), name).map_err(|e| AccessError::InvalidValue(e.to_string()))?;
+            && *name != t.root_name()
+        {
+            return Err(AccessError::InvalidValue(format!(
+                "{moid} instances are rooted at {}, not {name}",
+                t.root_name()
+            )));
+        }
+        let node = node_from_json(content, ty.map(|t| &t.root), name)
+            .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
         if !matches!(node, Node::Interior(_)) {
-            return Err(AccessError::InvalidValue(format!("{name}: an instance root must be a JSON object")));
+            return Err(AccessError::InvalidValue(format!(
+                "{name}: an instance root must be a JSON object"
+            )));
         }
         if let Some(t) = ty {
-            let problems: Vec<String> = t.root.check(&node).into_iter().map(|m| format!("{name}/{}: {}", m.path, m.reason)).collect();
+            let problems: Vec<String> = t
+                .root
+                .check(&node)
+                .into_iter()
+                .map(|m| format!("{name}/{}: {}", m.path, m.reason))
+                .collect();
             if !problems.is_empty() {
                 return Err(AccessError::InvalidValue(problems.join("; ")));
             }
@@ -204,7 +249,12 @@ impl Authority {
 
     /// The current journal sequence and the changes after `seq` that `uri` covers and `who`
     /// may read (at most [`MAX_CHANGES`]; ask again from the last one for more).
-    pub fn changes_since(&self, who: &Principal, uri: &str, seq: u64) -> Result<(u64, Vec<Change>), AccessError> {
+    pub fn changes_since(
+        &self,
+        who: &Principal,
+        uri: &str,
+        seq: u64,
+    ) -> Result<(u64, Vec<Change>), AccessError> {
         let uri = ClientUri::parse(uri)?;
         let store = self.reader();
         let current = store.last_seq()?;
@@ -226,13 +276,21 @@ impl Authority {
 
     /// Gives `principal` `rights` on the instance at `instance_uri` (replacing earlier ones;
     /// none removes them). `who` must be the admin or hold Delegate on the instance.
-    pub fn grant(&self, who: &Principal, instance_uri: &str, principal: &str, rights: Rights) -> Result<(), AccessError> {
+    pub fn grant(
+        &self,
+        who: &Principal,
+        instance_uri: &str,
+        principal: &str,
+        rights: Rights,
+    ) -> Result<(), AccessError> {
         let uri = ClientUri::parse(instance_uri)?;
         Principal::parse(principal).map_err(|e| AccessError::InvalidValue(e.to_string()))?;
         let mut store = self.writer();
         let addr = single_target(&uri, &store)?;
         if !addr.path.is_empty() {
-            return Err(AccessError::InvalidUri(format!("{addr}: grants are per instance; name its root")));
+            return Err(AccessError::InvalidUri(format!(
+                "{addr}: grants are per instance; name its root"
+            )));
         }
         self.require(who, &store, &addr, Rights::DELEGATE)?;
         store.write(|tx| tx.set_grant(&addr, principal, rights.bits()))?;
@@ -242,7 +300,14 @@ impl Authority {
     /// Puts `content` into the instance `moid`/`miid` (created, owned by the admin, if
     /// missing), only when it differs — so the cache validator stays put across restarts
     /// when nothing changed — and grants every app `reader_rights` on it.
-    pub fn provide(&self, moid: &str, miid: &str, root_name: &str, content: &Node, reader_rights: Rights) -> Result<(), AccessError> {
+    pub fn provide(
+        &self,
+        moid: &str,
+        miid: &str,
+        root_name: &str,
+        content: &Node,
+        reader_rights: Rights,
+    ) -> Result<(), AccessError> {
         let root = NodeAddr::root(moid, miid);
         let mut store = self.writer();
         let current = match store.instance(moid, miid)? {
@@ -273,7 +338,12 @@ impl Authority {
         Ok(self.writer().sync()?)
     }
 
-    fn readable(&self, who: &Principal, store: &Store, uri: &ClientUri) -> Result<Vec<NodeAddr>, AccessError> {
+    fn readable(
+        &self,
+        who: &Principal,
+        store: &Store,
+        uri: &ClientUri,
+    ) -> Result<Vec<NodeAddr>, AccessError> {
         let addrs = resolve(uri, store)?;
         let found = addrs.len();
         let mut out = Vec::with_capacity(found);
@@ -286,21 +356,42 @@ impl Authority {
             }
         }
         if out.is_empty() {
-            return Err(AccessError::Denied(format!("{uri}: {who} may not read {}", if found == 1 { "this node" } else { "these nodes" })));
+            return Err(AccessError::Denied(format!(
+                "{uri}: {who} may not read {}",
+                if found == 1 {
+                    "this node"
+                } else {
+                    "these nodes"
+                }
+            )));
         }
         Ok(out)
     }
 
-    fn require(&self, who: &Principal, store: &Store, addr: &NodeAddr, needed: Rights) -> Result<(), AccessError> {
+    fn require(
+        &self,
+        who: &Principal,
+        store: &Store,
+        addr: &NodeAddr,
+        needed: Rights,
+    ) -> Result<(), AccessError> {
         if self.rights(who, store, addr)?.contains(needed) {
             Ok(())
         } else {
-            Err(AccessError::Denied(format!("{addr}: {who} lacks {} on this instance", needed.names().join(","))))
+            Err(AccessError::Denied(format!(
+                "{addr}: {who} lacks {} on this instance",
+                needed.names().join(",")
+            )))
         }
     }
 
     /// The rights `who` holds on the instance of `addr`.
-    fn rights(&self, who: &Principal, store: &Store, addr: &NodeAddr) -> Result<Rights, AccessError> {
+    fn rights(
+        &self,
+        who: &Principal,
+        store: &Store,
+        addr: &NodeAddr,
+    ) -> Result<Rights, AccessError> {
         if *who == Principal::Admin {
             return Ok(Rights::ALL);
         }
@@ -327,10 +418,9 @@ impl Authority {
     fn def_checked(&self, addr: &NodeAddr) -> Result<Option<&NodeDef>, AccessError> {
         match self.types.get(&addr.moid) {
             None => Ok(None),
-            Some(t) => t
-                .def_at(&addr.path)
-                .map(Some)
-                .ok_or_else(|| AccessError::InvalidUri(format!("{addr}: not a node of {}", t.moid))),
+            Some(t) => t.def_at(&addr.path).map(Some).ok_or_else(|| {
+                AccessError::InvalidUri(format!("{addr}: not a node of {}", t.moid))
+            }),
         }
     }
 
@@ -349,7 +439,9 @@ impl Authority {
 fn single_target(uri: &ClientUri, store: &Store) -> Result<NodeAddr, AccessError> {
     let fixed = uri.path.iter().all(|s| matches!(s, Segment::Name(_)));
     if !fixed || !matches!(uri.instance, InstanceSel::Miid(_) | InstanceSel::Only) {
-        return Err(AccessError::InvalidUri(format!("{uri}: writes need one node: no x-names or *")));
+        return Err(AccessError::InvalidUri(format!(
+            "{uri}: writes need one node: no x-names or *"
+        )));
     }
     let root_uri = ClientUri {
         path: vec![],

@@ -97,7 +97,11 @@ impl Rights {
 
     /// The right names held.
     pub fn names(self) -> Vec<&'static str> {
-        Self::NAMES.iter().filter(|(r, _)| self.contains(*r)).map(|(_, n)| *n).collect()
+        Self::NAMES
+            .iter()
+            .filter(|(r, _)| self.contains(*r))
+            .map(|(_, n)| *n)
+            .collect()
     }
 }
 
@@ -111,14 +115,26 @@ mod tests {
         assert!(r.contains(Rights::READ) && !r.contains(Rights::WRITE));
         assert_eq!(r.names(), ["Read", "Exec"]);
         assert_eq!(Rights::from_bits(0xff), Rights::ALL);
-        assert_eq!(Rights::parse(["read"]).unwrap_err().to_string(), "unknown right \"read\" (expected Read, Write, Exec or Delegate)");
+        assert_eq!(
+            Rights::parse(["read"]).unwrap_err().to_string(),
+            "unknown right \"read\" (expected Read, Write, Exec or Delegate)"
+        );
     }
 
     #[test]
     fn principals_parse_and_print() {
-        assert_eq!(Principal::parse("app:org.example.App").unwrap(), Principal::App("org.example.App".into()));
-        assert_eq!(Principal::parse("srv:acme").unwrap().to_string(), "srv:acme");
-        assert_eq!(Principal::parse(ANY_APP).unwrap(), Principal::App("*".into()));
+        assert_eq!(
+            Principal::parse("app:org.example.App").unwrap(),
+            Principal::App("org.example.App".into())
+        );
+        assert_eq!(
+            Principal::parse("srv:acme").unwrap().to_string(),
+            "srv:acme"
+        );
+        assert_eq!(
+            Principal::parse(ANY_APP).unwrap(),
+            Principal::App("*".into())
+        );
         for bad in ["app:", "root", "usr:x", "admin"] {
             assert!(Principal::parse(bad).is_err(), "{bad}");
         }

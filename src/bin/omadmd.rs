@@ -46,7 +46,10 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
@@ -70,7 +73,8 @@ async fn run(args: Args) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let registry = load_types(&config);
 
-    std::fs::create_dir_all(&args.state_dir).map_err(|e| format!("{}: {e}", args.state_dir.display()))?;
+    std::fs::create_dir_all(&args.state_dir)
+        .map_err(|e| format!("{}: {e}", args.state_dir.display()))?;
     let db = args.state_dir.join("store.db");
     let open = |what| Store::open(&db).map_err(|e| format!("{what} {}: {e}", db.display()));
     let (writer, reader) = (open("opening")?, open("opening a reader on")?);
@@ -88,10 +92,20 @@ async fn run(args: Args) -> Result<(), String> {
 
     let lang = std::env::var("LANG").ok();
     let facts = HostFacts::read(Path::new("/"), lang.as_deref()).map_err(|e| e.to_string())?;
-    auth.provide(builtin::DEVINFO, "0", "DevInfo", &facts.devinfo(), Rights::READ)
-        .map_err(|e| format!("providing DevInfo: {e}"))?;
+    auth.provide(
+        builtin::DEVINFO,
+        "0",
+        "DevInfo",
+        &facts.devinfo(),
+        Rights::READ,
+    )
+    .map_err(|e| format!("providing DevInfo: {e}"))?;
 
-    let bus = if args.session { Bus::Session } else { Bus::System };
+    let bus = if args.session {
+        Bus::Session
+    } else {
+        Bus::System
+    };
     let service = bus::serve(bus, auth.clone(), changes_rx, facts.dev_id.clone())
         .await
         .map_err(|e| e.to_string())?;
@@ -103,12 +117,17 @@ async fn run(args: Args) -> Result<(), String> {
     );
     notify(&[sd_notify::NotifyState::Ready]);
 
-    wait_for_stop().await?;
+    let bus::Service { conn, lost } = service;
+    let outcome = tokio::select! {
+        stop = wait_for_stop() => stop,
+        _ = lost => Err("lost the connection to the bus".to_owned()),
+    };
     notify(&[sd_notify::NotifyState::Stopping]);
-    drop(service);
-    auth.shutdown().map_err(|e| format!("closing the store: {e}"))?;
+    drop(conn);
+    auth.shutdown()
+        .map_err(|e| format!("closing the store: {e}"))?;
     tracing::info!("stopped");
-    Ok(())
+    outcome
 }
 
 /// The built-in MO types plus every DDF in the configured directories; a bad file is
@@ -116,8 +135,13 @@ async fn run(args: Args) -> Result<(), String> {
 fn load_types(config: &Config) -> Registry {
     let mut registry = Registry::with_builtin();
     for dir in &config.ddf.dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
         files.sort();
         for file in files {
             match registry.add_file(&file) {
@@ -130,8 +154,10 @@ fn load_types(config: &Config) -> Registry {
 }
 
 async fn wait_for_stop() -> Result<(), String> {
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
@@ -141,9 +167,10 @@ async fn wait_for_stop() -> Result<(), String> {
 
 fn notify(state: &[sd_notify::NotifyState]) {
     if std::env::var_os("NOTIFY_SOCKET").is_some()
-        && let Err(e) = sd_notify::notify(state) {
-            tracing::warn!("sd_notify failed: {e}");
-        }
+        && let Err(e) = sd_notify::notify(state)
+    {
+        tracing::warn!("sd_notify failed: {e}");
+    }
 }
 
 fn init_logging() {
@@ -153,10 +180,17 @@ fn init_logging() {
         .then(|| tracing_journald::layer().ok())
         .flatten();
     match journald {
-        Some(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
+        Some(layer) => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init(),
         None => tracing_subscriber::registry()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .init(),
     }
 }

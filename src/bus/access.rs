@@ -71,7 +71,12 @@ impl Access {
 
     /// Identifies the sender of `header` and checks `action` with polkit, passing the
     /// details `client_uri`, `moid` and `app_id` for rules to use.
-    pub async fn authorize(&self, header: &Header<'_>, action: Action, client_uri: &str) -> Result<Caller, Error> {
+    pub async fn authorize(
+        &self,
+        header: &Header<'_>,
+        action: Action,
+        client_uri: &str,
+    ) -> Result<Caller, Error> {
         let sender = header
             .sender()
             .ok_or_else(|| Error::AccessDenied("message has no sender".into()))?
@@ -99,7 +104,10 @@ impl Access {
 
     /// Forgets everything about a connection that left the bus.
     pub fn forget(&self, unique_name: &str) {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(unique_name);
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(unique_name);
         self.lock_yes().retain(|(s, _, _)| s != unique_name);
     }
 
@@ -109,7 +117,12 @@ impl Access {
     }
 
     async fn peer(&self, sender: &str) -> Result<Peer, Error> {
-        if let Some(p) = self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(sender) {
+        if let Some(p) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sender)
+        {
             return Ok(p.clone());
         }
         let dbus = zbus::fdo::DBusProxy::new(&self.conn).await?;
@@ -119,10 +132,15 @@ impl Access {
             .await
             .map_err(|e| Error::AccessDenied(format!("cannot identify {sender}: {e}")))?;
         let (Some(uid), Some(pid)) = (creds.unix_user_id(), creds.process_id()) else {
-            return Err(Error::AccessDenied(format!("the bus reports no uid/pid for {sender}")));
+            return Err(Error::AccessDenied(format!(
+                "the bus reports no uid/pid for {sender}"
+            )));
         };
-        let app_id = peer::app_id(&self.proc_root, pid)
-            .ok_or_else(|| Error::AccessDenied(format!("cannot identify the application behind {sender} (pid {pid})")))?;
+        let app_id = peer::app_id(&self.proc_root, pid).ok_or_else(|| {
+            Error::AccessDenied(format!(
+                "cannot identify the application behind {sender} (pid {pid})"
+            ))
+        })?;
         let p = Peer { uid, pid, app_id };
         self.peers
             .lock()
@@ -131,20 +149,41 @@ impl Access {
         Ok(p)
     }
 
-    async fn polkit(&self, header: &Header<'_>, action: Action, client_uri: &str, peer: &Peer) -> Result<(), Error> {
-        self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    async fn polkit(
+        &self,
+        header: &Header<'_>,
+        action: Action,
+        client_uri: &str,
+        peer: &Peer,
+    ) -> Result<(), Error> {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let denied = |why: String| {
             tracing::info!(app_id = %peer.app_id, uid = peer.uid, action = action.id(), client_uri, "denied: {why}");
-            Error::AccessDenied(format!("{} is not authorized for {}: {why}", peer.app_id, action.id()))
+            Error::AccessDenied(format!(
+                "{} is not authorized for {}: {why}",
+                peer.app_id,
+                action.id()
+            ))
         };
         let subject = Subject::new_for_message_header(header).map_err(|e| denied(e.to_string()))?;
         let moid = client_uri.split('/').next().unwrap_or_default();
-        let details = HashMap::from([("client_uri", client_uri), ("moid", moid), ("app_id", peer.app_id.as_str())]);
+        let details = HashMap::from([
+            ("client_uri", client_uri),
+            ("moid", moid),
+            ("app_id", peer.app_id.as_str()),
+        ]);
         let authority = AuthorityProxy::new(&self.conn)
             .await
             .map_err(|e| denied(format!("polkit unreachable ({e})")))?;
         let result = authority
-            .check_authorization(&subject, action.id(), &details, CheckAuthorizationFlags::empty(), "")
+            .check_authorization(
+                &subject,
+                action.id(),
+                &details,
+                CheckAuthorizationFlags::empty(),
+                "",
+            )
             .await
             .map_err(|e| denied(format!("polkit unreachable ({e})")))?;
         if result.is_authorized {

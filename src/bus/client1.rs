@@ -38,65 +38,131 @@ pub struct Client1 {
 #[interface(name = "org.omadm.Client1")]
 impl Client1 {
     #[zbus(out_args("nodes"))]
-    async fn get(&self, client_uri: String, #[zbus(header)] header: Header<'_>) -> Result<Vec<(String, String, OwnedVariant)>, Error> {
-        let caller = self.access.authorize(&header, Action::Read, &client_uri).await?;
+    async fn get(
+        &self,
+        client_uri: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<(String, String, OwnedVariant)>, Error> {
+        let caller = self
+            .access
+            .authorize(&header, Action::Read, &client_uri)
+            .await?;
         let found = self.auth.get(&caller.principal, &client_uri)?;
         Ok(found
             .into_iter()
             .map(|f| match f.value {
-                None => (f.addr.to_string(), Format::Node.as_str().to_owned(), OwnedVariant::from(zbus::Str::from(""))),
-                Some(v) => (f.addr.to_string(), v.format().as_str().to_owned(), to_variant(v)),
+                None => (
+                    f.addr.to_string(),
+                    Format::Node.as_str().to_owned(),
+                    OwnedVariant::from(zbus::Str::from("")),
+                ),
+                Some(v) => (
+                    f.addr.to_string(),
+                    v.format().as_str().to_owned(),
+                    to_variant(v),
+                ),
             })
             .collect())
     }
 
     #[zbus(out_args("json"))]
-    async fn get_json(&self, client_uri: String, #[zbus(header)] header: Header<'_>) -> Result<String, Error> {
-        let caller = self.access.authorize(&header, Action::Read, &client_uri).await?;
+    async fn get_json(
+        &self,
+        client_uri: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, Error> {
+        let caller = self
+            .access
+            .authorize(&header, Action::Read, &client_uri)
+            .await?;
         let items = self.auth.get_items(&caller.principal, &client_uri)?;
         serde_json::to_string(&items).map_err(|e| Error::Failed(e.to_string()))
     }
 
-    async fn set(&self, client_uri: String, format: String, value: Variant<'_>, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
-        let caller = self.access.authorize(&header, Action::Write, &client_uri).await?;
+    async fn set(
+        &self,
+        client_uri: String,
+        format: String,
+        value: Variant<'_>,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
+        let caller = self
+            .access
+            .authorize(&header, Action::Write, &client_uri)
+            .await?;
         let format = match format.as_str() {
             "" => None,
-            f => Some(f.parse::<Format>().map_err(|e| Error::InvalidValue(e.to_string()))?),
+            f => Some(
+                f.parse::<Format>()
+                    .map_err(|e| Error::InvalidValue(e.to_string()))?,
+            ),
         };
         let input = from_variant(value)?;
-        self.auth.set(&caller.principal, &client_uri, format, input)?;
+        self.auth
+            .set(&caller.principal, &client_uri, format, input)?;
         Ok(())
     }
 
-    async fn delete(&self, client_uri: String, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
-        let caller = self.access.authorize(&header, Action::Write, &client_uri).await?;
+    async fn delete(
+        &self,
+        client_uri: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
+        let caller = self
+            .access
+            .authorize(&header, Action::Write, &client_uri)
+            .await?;
         self.auth.delete(&caller.principal, &client_uri)?;
         Ok(())
     }
 
     #[zbus(out_args("client_uri"))]
-    async fn create_instance(&self, moid: String, modata_json: String, #[zbus(header)] header: Header<'_>) -> Result<String, Error> {
-        let caller = self.access.authorize(&header, Action::Write, &format!("{moid}/")).await?;
-        let root = self.auth.create_instance(&caller.principal, &moid, &modata_json)?;
+    async fn create_instance(
+        &self,
+        moid: String,
+        modata_json: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, Error> {
+        let caller = self
+            .access
+            .authorize(&header, Action::Write, &format!("{moid}/"))
+            .await?;
+        let root = self
+            .auth
+            .create_instance(&caller.principal, &moid, &modata_json)?;
         tracing::info!(principal = %caller.principal, "created {root}");
         Ok(root.to_string())
     }
 
     #[zbus(out_args("watch_id"))]
-    async fn watch(&self, client_uri: String, #[zbus(header)] header: Header<'_>) -> Result<u64, Error> {
-        let caller = self.access.authorize(&header, Action::Watch, &client_uri).await?;
+    async fn watch(
+        &self,
+        client_uri: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<u64, Error> {
+        let caller = self
+            .access
+            .authorize(&header, Action::Watch, &client_uri)
+            .await?;
         let uri = ClientUri::parse(&client_uri).map_err(|e| Error::InvalidUri(e.to_string()))?;
         if let InstanceSel::Miid(miid) = &uri.instance {
             let root = crate::tree::uri::NodeAddr::root(&uri.moid, miid);
             if !self.auth.may_read(&caller.principal, &root)? {
-                return Err(Error::AccessDenied(format!("{client_uri}: {} may not read this instance", caller.principal)));
+                return Err(Error::AccessDenied(format!(
+                    "{client_uri}: {} may not read this instance",
+                    caller.principal
+                )));
             }
         }
         let owner = sender(&header)?;
         Ok(self.watches.add(&owner, caller.principal, uri))
     }
 
-    async fn unwatch(&self, watch_id: u64, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
+    async fn unwatch(
+        &self,
+        watch_id: u64,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
         let owner = sender(&header)?;
         if self.watches.remove(&owner, watch_id) {
             Ok(())
@@ -112,8 +178,13 @@ impl Client1 {
         seq: u64,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(u64, Vec<(String, String, u64)>), Error> {
-        let caller = self.access.authorize(&header, Action::Read, &client_uri).await?;
-        let (current, changes) = self.auth.changes_since(&caller.principal, &client_uri, seq)?;
+        let caller = self
+            .access
+            .authorize(&header, Action::Read, &client_uri)
+            .await?;
+        let (current, changes) = self
+            .auth
+            .changes_since(&caller.principal, &client_uri, seq)?;
         Ok((
             current,
             changes
@@ -123,17 +194,37 @@ impl Client1 {
         ))
     }
 
-    async fn grant(&self, instance_uri: String, principal: String, rights: Vec<String>, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
-        let caller = self.access.authorize(&header, Action::Manage, &instance_uri).await?;
-        let rights = Rights::parse(rights.iter().map(String::as_str)).map_err(|e| Error::InvalidValue(e.to_string()))?;
-        self.auth.grant(&caller.principal, &instance_uri, &principal, rights)?;
+    async fn grant(
+        &self,
+        instance_uri: String,
+        principal: String,
+        rights: Vec<String>,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
+        let caller = self
+            .access
+            .authorize(&header, Action::Manage, &instance_uri)
+            .await?;
+        let rights = Rights::parse(rights.iter().map(String::as_str))
+            .map_err(|e| Error::InvalidValue(e.to_string()))?;
+        self.auth
+            .grant(&caller.principal, &instance_uri, &principal, rights)?;
         tracing::info!(by = %caller.principal, "granted {principal} {:?} on {instance_uri}", rights.names());
         Ok(())
     }
 
-    async fn revoke(&self, instance_uri: String, principal: String, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
-        let caller = self.access.authorize(&header, Action::Manage, &instance_uri).await?;
-        self.auth.grant(&caller.principal, &instance_uri, &principal, Rights::NONE)?;
+    async fn revoke(
+        &self,
+        instance_uri: String,
+        principal: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
+        let caller = self
+            .access
+            .authorize(&header, Action::Manage, &instance_uri)
+            .await?;
+        self.auth
+            .grant(&caller.principal, &instance_uri, &principal, Rights::NONE)?;
         tracing::info!(by = %caller.principal, "revoked {principal} on {instance_uri}");
         Ok(())
     }
@@ -141,7 +232,13 @@ impl Client1 {
     /// Sent with a destination (the watcher) by [`super::watch::dispatch`]; declared here so
     /// that introspection shows it.
     #[zbus(signal)]
-    async fn changed(emitter: &SignalEmitter<'_>, watch_id: u64, client_uri: &str, change: &str, seq: u64) -> zbus::Result<()>;
+    async fn changed(
+        emitter: &SignalEmitter<'_>,
+        watch_id: u64,
+        client_uri: &str,
+        change: &str,
+        seq: u64,
+    ) -> zbus::Result<()>;
 
     #[zbus(property)]
     fn version(&self) -> String {
@@ -180,7 +277,8 @@ fn to_variant(value: Value) -> OwnedVariant {
         Value::Float(f) => OwnedVariant::from(f),
         Value::B64(bytes) | Value::Bin(bytes) => {
             // Invariant: a byte array holds no file descriptors, so ownership cannot fail.
-            OwnedVariant::try_from(Variant::from(bytes)).unwrap_or_else(|_| OwnedVariant::from(zbus::Str::from("")))
+            OwnedVariant::try_from(Variant::from(bytes))
+                .unwrap_or_else(|_| OwnedVariant::from(zbus::Str::from("")))
         }
         other => OwnedVariant::from(zbus::Str::from(other.to_text())),
     }
@@ -195,12 +293,18 @@ fn from_variant(value: Variant<'_>) -> Result<Input, Error> {
         Variant::I32(i) => Input::Int(i.into()),
         Variant::U32(i) => Input::Int(i.into()),
         Variant::I64(i) => Input::Int(i),
-        Variant::U64(i) => Input::Int(i64::try_from(i).map_err(|_| Error::InvalidValue(format!("{i} is out of range")))?),
+        Variant::U64(i) => Input::Int(
+            i64::try_from(i).map_err(|_| Error::InvalidValue(format!("{i} is out of range")))?,
+        ),
         Variant::F64(f) => Input::Float(f),
         Variant::U8(b) => Input::Int(b.into()),
         other => match Vec::<u8>::try_from(other) {
             Ok(bytes) => Input::Bytes(bytes),
-            Err(_) => return Err(Error::InvalidValue("value must be a string, number, boolean or byte array".into())),
+            Err(_) => {
+                return Err(Error::InvalidValue(
+                    "value must be a string, number, boolean or byte array".into(),
+                ));
+            }
         },
     })
 }

@@ -42,25 +42,38 @@ pub enum ServeError {
     Connect { bus: Bus, source: zbus::Error },
     #[error("cannot export {PATH}: {0}")]
     Export(zbus::Error),
-    #[error("cannot own {NAME} (is another omadmd running, or does the bus policy forbid it?): {0}")]
+    #[error(
+        "cannot own {NAME} (is another omadmd running, or does the bus policy forbid it?): {0}"
+    )]
     Name(zbus::Error),
 }
 
 /// The running service. Dropping it leaves the bus.
 pub struct Service {
     pub conn: zbus::Connection,
-    pub access: Arc<access::Access>,
-    pub watches: Arc<watch::Watches>,
+    /// Fires when the connection to the bus is lost (the bus stopped or dropped us).
+    pub lost: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// Connects to `bus`, exports the interface and the object manager, starts change
 /// delivery from `changes`, and only then takes the well-known name.
-pub async fn serve(bus: Bus, auth: Arc<Authority>, changes: mpsc::UnboundedReceiver<Vec<Change>>, dev_id: String) -> Result<Service, ServeError> {
+pub async fn serve(
+    bus: Bus,
+    auth: Arc<Authority>,
+    changes: mpsc::UnboundedReceiver<Vec<Change>>,
+    dev_id: String,
+) -> Result<Service, ServeError> {
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
         Bus::Session => zbus::connection::Builder::session(),
     };
-    let conn = builder.build().await.map_err(|source| ServeError::Connect { bus: bus.clone(), source })?;
+    let conn = builder
+        .build()
+        .await
+        .map_err(|source| ServeError::Connect {
+            bus: bus.clone(),
+            source,
+        })?;
     let access = Arc::new(access::Access::new(conn.clone()));
     let watches = Arc::new(watch::Watches::default());
     let iface = client1::Client1 {
@@ -71,15 +84,34 @@ pub async fn serve(bus: Bus, auth: Arc<Authority>, changes: mpsc::UnboundedRecei
     };
     let server = conn.object_server();
     server.at(PATH, iface).await.map_err(ServeError::Export)?;
-    server.at(PATH, zbus::fdo::ObjectManager).await.map_err(ServeError::Export)?;
-    tokio::spawn(watch::dispatch(conn.clone(), auth, watches.clone(), changes));
-    tokio::spawn(forget_departed(conn.clone(), access.clone(), watches.clone()));
+    server
+        .at(PATH, zbus::fdo::ObjectManager)
+        .await
+        .map_err(ServeError::Export)?;
+    tokio::spawn(watch::dispatch(
+        conn.clone(),
+        auth,
+        watches.clone(),
+        changes,
+    ));
+    let (lost_tx, lost) = tokio::sync::oneshot::channel();
+    let departures = forget_departed(conn.clone(), access, watches);
+    tokio::spawn(async move {
+        departures.await;
+        // The receiver is gone only when the daemon is already stopping.
+        let _ = lost_tx.send(());
+    });
     conn.request_name(NAME).await.map_err(ServeError::Name)?;
-    Ok(Service { conn, access, watches })
+    Ok(Service { conn, lost })
 }
 
 /// Drops identities, cached answers and watches of connections that leave the bus.
-async fn forget_departed(conn: zbus::Connection, access: Arc<access::Access>, watches: Arc<watch::Watches>) {
+/// Returns when the bus connection is gone.
+async fn forget_departed(
+    conn: zbus::Connection,
+    access: Arc<access::Access>,
+    watches: Arc<watch::Watches>,
+) {
     let stream = async {
         let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
         dbus.receive_name_owner_changed().await

@@ -42,10 +42,9 @@ fn flatpak_app(info: &str) -> Option<String> {
     for line in info.lines().map(str::trim) {
         if line.starts_with('[') {
             in_app = line == "[Application]";
-        } else if in_app
-            && let Some(name) = line.strip_prefix("name=") {
-                return Some(name.trim().to_owned()).filter(|n| !n.is_empty());
-            }
+        } else if in_app && let Some(name) = line.strip_prefix("name=") {
+            return Some(name.trim().to_owned()).filter(|n| !n.is_empty());
+        }
     }
     None
 }
@@ -71,8 +70,16 @@ mod tests {
 
     #[test]
     fn only_system_units_count() {
-        assert_eq!(system_unit("0::/system.slice/weather.service\n").as_deref(), Some("weather.service"));
-        assert_eq!(system_unit("0::/user.slice/user-1000.slice/user@1000.service/app.slice/weather.service\n"), None);
+        assert_eq!(
+            system_unit("0::/system.slice/weather.service\n").as_deref(),
+            Some("weather.service")
+        );
+        assert_eq!(
+            system_unit(
+                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/weather.service\n"
+            ),
+            None
+        );
         assert_eq!(system_unit("0::/system.slice/cron.scope\n"), None);
         assert_eq!(system_unit("0::/\n"), None);
     }
@@ -82,8 +89,12 @@ mod tests {
         let me = std::process::id();
         let id = app_id(Path::new("/proc"), me).unwrap();
         let exe = std::env::current_exe().unwrap();
-        let in_unit = system_unit(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
-        assert_eq!(id, in_unit.unwrap_or_else(|| exe.to_string_lossy().into_owned()));
+        let in_unit =
+            system_unit(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+        assert_eq!(
+            id,
+            in_unit.unwrap_or_else(|| exe.to_string_lossy().into_owned())
+        );
         assert_eq!(app_id(Path::new("/proc"), u32::MAX), None);
     }
 
@@ -92,7 +103,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("42/root");
         std::fs::create_dir_all(&p).unwrap();
-        std::fs::write(p.join(".flatpak-info"), "[Application]\nname=org.example.A\n").unwrap();
+        std::fs::write(
+            p.join(".flatpak-info"),
+            "[Application]\nname=org.example.A\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("42/cgroup"), "0::/system.slice/a.service\n").unwrap();
         assert_eq!(app_id(dir.path(), 42).as_deref(), Some("org.example.A"));
     }

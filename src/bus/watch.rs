@@ -77,7 +77,9 @@ impl Watches {
             .filter_map(|(id, w)| {
                 // A deleted instance has no rights left to check. Watches that name it by
                 // MIID were checked for Read when they were made; they hear of its end.
-                if instance_gone && matches!(&w.uri.instance, InstanceSel::Miid(m) if *m == change.addr.miid) {
+                if instance_gone
+                    && matches!(&w.uri.instance, InstanceSel::Miid(m) if *m == change.addr.miid)
+                {
                     named.push((*id, w.owner.clone()));
                     return None;
                 }
@@ -89,11 +91,10 @@ impl Watches {
             .into_iter()
             .filter(|(_, _, who)| {
                 *verdicts.entry(who.clone()).or_insert_with(|| {
-                    auth.may_read(who, &change.addr)
-                        .unwrap_or_else(|e| {
-                            tracing::warn!("cannot check read access for a watcher: {e}");
-                            false
-                        })
+                    auth.may_read(who, &change.addr).unwrap_or_else(|e| {
+                        tracing::warn!("cannot check read access for a watcher: {e}");
+                        false
+                    })
                 })
             })
             .map(|(id, owner, _)| (id, owner))
@@ -118,7 +119,10 @@ pub async fn dispatch(
             let uri = change.addr.to_string();
             for (id, owner) in watches.recipients(&auth, change) {
                 let body = (id, uri.as_str(), change.kind.as_str(), change.seq);
-                if let Err(e) = conn.emit_signal(Some(owner.as_str()), PATH, INTERFACE, "Changed", &body).await {
+                if let Err(e) = conn
+                    .emit_signal(Some(owner.as_str()), PATH, INTERFACE, "Changed", &body)
+                    .await
+                {
                     tracing::debug!("Changed for watch {id} not delivered to {owner}: {e}");
                 }
             }

@@ -22,7 +22,9 @@ pub fn to_sql(value: &Value) -> Sql {
 
 /// Reads a cell stored with `format`; `None` for interior nodes.
 pub fn from_sql(format: &str, cell: ValueRef<'_>) -> Result<Option<Value>, StoreError> {
-    let format: Format = format.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?;
+    let format: Format = format
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("{e}")))?;
     let bad = || StoreError::Corrupt(format!("a {format} node holds {:?}", cell.data_type()));
     Ok(Some(match (format, cell) {
         (Format::Node, _) => return Ok(None),

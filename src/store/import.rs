@@ -11,7 +11,12 @@ use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, Segment};
 impl Txn<'_> {
     /// Writes one item; `types` give formats and the expected root name for known MOIDs.
     /// Returns the address written.
-    pub fn import_item(&mut self, item: &MoItem, types: &[MoType], writer: &str) -> Result<NodeAddr, StoreError> {
+    pub fn import_item(
+        &mut self,
+        item: &MoItem,
+        types: &[MoType],
+        writer: &str,
+    ) -> Result<NodeAddr, StoreError> {
         let bad = |reason: String| StoreError::BadItem {
             uri: item.client_uri.clone(),
             reason,
@@ -41,15 +46,23 @@ impl Txn<'_> {
         };
         if path.is_empty() {
             if let Some(t) = ty
-                && name != t.root_name() {
-                    return Err(bad(format!("MOData holds {name}, but {} instances are rooted at {}", t.moid, t.root_name())));
-                }
+                && name != t.root_name()
+            {
+                return Err(bad(format!(
+                    "MOData holds {name}, but {} instances are rooted at {}",
+                    t.moid,
+                    t.root_name()
+                )));
+            }
         } else if path.rsplit('/').next() != Some(name) {
-            return Err(bad(format!("MOData holds {name}, but the ClientURI names {path}")));
+            return Err(bad(format!(
+                "MOData holds {name}, but the ClientURI names {path}"
+            )));
         }
         let node = node_from_json(json, def, name).map_err(|e| bad(e.to_string()))?;
         if !path.is_empty() {
-            let miid = miid.ok_or_else(|| bad("a node below the root needs the instance's MIID".into()))?;
+            let miid =
+                miid.ok_or_else(|| bad("a node below the root needs the instance's MIID".into()))?;
             let addr = NodeAddr {
                 moid: uri.moid.clone(),
                 miid,

@@ -104,7 +104,9 @@ impl Store {
     /// The sequence number of the newest journal entry (0 when empty).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT coalesce(max(seq), 0) FROM journal", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT coalesce(max(seq), 0) FROM journal", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as u64)
             .map_err(StoreError::db("reading the journal"))
     }
@@ -113,10 +115,16 @@ impl Store {
     pub fn instance(&self, moid: &str, miid: &str) -> Result<Option<InstanceInfo>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT root_name, owner, cv_seq FROM instances WHERE moid = ?1 AND miid = ?2")
+            .prepare_cached(
+                "SELECT root_name, owner, cv_seq FROM instances WHERE moid = ?1 AND miid = ?2",
+            )
             .map_err(StoreError::db("preparing an instance query"))?;
         stmt.query_row(params![moid, miid], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })
         .optional()
         .map_err(StoreError::db("reading an instance"))
@@ -135,15 +143,24 @@ impl Store {
     pub fn list_instances(&self) -> Result<Vec<InstanceInfo>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT moid, miid, root_name, owner, cv_seq FROM instances ORDER BY moid, miid")
+            .prepare_cached(
+                "SELECT moid, miid, root_name, owner, cv_seq FROM instances ORDER BY moid, miid",
+            )
             .map_err(StoreError::db("preparing the instance list"))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, i64>(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
             })
             .map_err(StoreError::db("listing instances"))?;
         rows.map(|row| {
-            let (moid, miid, root_name, owner, seq) = row.map_err(StoreError::db("listing instances"))?;
+            let (moid, miid, root_name, owner, seq) =
+                row.map_err(StoreError::db("listing instances"))?;
             Ok(InstanceInfo {
                 moid,
                 miid,
@@ -184,7 +201,9 @@ impl Store {
     /// The subtree at `addr` (the whole instance when the path is empty).
     pub fn subtree(&self, addr: &NodeAddr) -> Result<Node, StoreError> {
         let missing = || StoreError::NoSuchNode(addr.clone());
-        let inst = self.instance_id(&addr.moid, &addr.miid)?.ok_or_else(missing)?;
+        let inst = self
+            .instance_id(&addr.moid, &addr.miid)?
+            .ok_or_else(missing)?;
         let mut root = if addr.path.is_empty() {
             Node::empty()
         } else {
@@ -214,12 +233,20 @@ impl Store {
         let mut rows = stmt
             .query(args.as_slice())
             .map_err(StoreError::db("reading a subtree"))?;
-        let prefix_len = if addr.path.is_empty() { 0 } else { addr.path.len() + 1 };
+        let prefix_len = if addr.path.is_empty() {
+            0
+        } else {
+            addr.path.len() + 1
+        };
         while let Some(row) = rows.next().map_err(StoreError::db("reading a subtree"))? {
             let parent: String = row.get(0).map_err(StoreError::db("reading a subtree"))?;
             let name: String = row.get(1).map_err(StoreError::db("reading a subtree"))?;
             let format: String = row.get(2).map_err(StoreError::db("reading a subtree"))?;
-            let node = match codec::from_sql(&format, row.get_ref(3).map_err(StoreError::db("reading a subtree"))?)? {
+            let node = match codec::from_sql(
+                &format,
+                row.get_ref(3)
+                    .map_err(StoreError::db("reading a subtree"))?,
+            )? {
                 Some(v) => Node::Leaf(v),
                 None => Node::empty(),
             };
@@ -269,9 +296,12 @@ impl Store {
             )
             .map_err(StoreError::db("preparing a grants query"))?;
         let rows = stmt
-            .query_map(params![addr.moid, addr.miid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(params![addr.moid, addr.miid], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map_err(StoreError::db("reading grants"))?;
-        rows.collect::<Result<_, _>>().map_err(StoreError::db("reading grants"))
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("reading grants"))
     }
 
     /// Journal entries after `seq`, oldest first, at most `limit`.
@@ -298,7 +328,8 @@ impl Store {
             })
             .map_err(StoreError::db("reading the journal"))?;
         rows.map(|row| {
-            let (seq, addr, kind, writer, at) = row.map_err(StoreError::db("reading the journal"))?;
+            let (seq, addr, kind, writer, at) =
+                row.map_err(StoreError::db("reading the journal"))?;
             Ok(Change {
                 seq: seq as u64,
                 addr,
@@ -319,32 +350,51 @@ impl Store {
     }
 }
 
-pub(super) fn instance_id(conn: &rusqlite::Connection, moid: &str, miid: &str) -> Result<Option<i64>, StoreError> {
+pub(super) fn instance_id(
+    conn: &rusqlite::Connection,
+    moid: &str,
+    miid: &str,
+) -> Result<Option<i64>, StoreError> {
     conn.prepare_cached("SELECT id FROM instances WHERE moid = ?1 AND miid = ?2")
         .and_then(|mut s| s.query_row(params![moid, miid], |r| r.get(0)).optional())
         .map_err(StoreError::db("finding an instance"))
 }
 
-pub(super) fn kind_in(conn: &rusqlite::Connection, inst: i64, path: &str) -> Result<Option<NodeKind>, StoreError> {
+pub(super) fn kind_in(
+    conn: &rusqlite::Connection,
+    inst: i64,
+    path: &str,
+) -> Result<Option<NodeKind>, StoreError> {
     if path.is_empty() {
         return Ok(Some(NodeKind::Interior));
     }
     let (parent, name) = split(path);
     let format: Option<String> = conn
         .prepare_cached("SELECT format FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3")
-        .and_then(|mut s| s.query_row(params![inst, parent, name], |r| r.get(0)).optional())
+        .and_then(|mut s| {
+            s.query_row(params![inst, parent, name], |r| r.get(0))
+                .optional()
+        })
         .map_err(StoreError::db("reading a node"))?;
-    Ok(format.map(|f| if f == "node" { NodeKind::Interior } else { NodeKind::Leaf }))
+    Ok(format.map(|f| {
+        if f == "node" {
+            NodeKind::Interior
+        } else {
+            NodeKind::Leaf
+        }
+    }))
 }
 
 fn insert(root: &mut Node, rel_parent: &str, name: String, node: Node) -> Result<(), StoreError> {
     let mut at = root;
     for seg in rel_parent.split('/').filter(|s| !s.is_empty()) {
         at = match at {
-            Node::Interior(children) => children
-                .get_mut(seg)
-                .ok_or_else(|| StoreError::Corrupt(format!("node below missing parent {rel_parent}")))?,
-            Node::Leaf(_) => return Err(StoreError::Corrupt(format!("node below leaf {rel_parent}"))),
+            Node::Interior(children) => children.get_mut(seg).ok_or_else(|| {
+                StoreError::Corrupt(format!("node below missing parent {rel_parent}"))
+            })?,
+            Node::Leaf(_) => {
+                return Err(StoreError::Corrupt(format!("node below leaf {rel_parent}")));
+            }
         };
     }
     match at {
@@ -367,7 +417,8 @@ impl TreeRead for Store {
         let rows = stmt
             .query_map([moid], |r| r.get(0))
             .map_err(StoreError::db("listing instances"))?;
-        rows.collect::<Result<_, _>>().map_err(StoreError::db("listing instances"))
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("listing instances"))
     }
 
     fn kind(&self, moid: &str, miid: &str, path: &str) -> Result<Option<NodeKind>, StoreError> {
@@ -383,7 +434,13 @@ impl TreeRead for Store {
             )
             .and_then(|mut s| s.query_row(params![moid, miid, parent, name], |r| r.get(0)).optional())
             .map_err(StoreError::db("reading a node"))?;
-        Ok(format.map(|f| if f == "node" { NodeKind::Interior } else { NodeKind::Leaf }))
+        Ok(format.map(|f| {
+            if f == "node" {
+                NodeKind::Interior
+            } else {
+                NodeKind::Leaf
+            }
+        }))
     }
 
     fn children(&self, moid: &str, miid: &str, path: &str) -> Result<Vec<String>, StoreError> {
@@ -397,7 +454,8 @@ impl TreeRead for Store {
         let rows = stmt
             .query_map(params![moid, miid, path], |r| r.get(0))
             .map_err(StoreError::db("listing children"))?;
-        rows.collect::<Result<_, _>>().map_err(StoreError::db("listing children"))
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("listing children"))
     }
 
     fn leaf_text(&self, moid: &str, miid: &str, path: &str) -> Result<Option<String>, StoreError> {

@@ -9,7 +9,8 @@ use super::StoreError;
 pub const VERSION: i64 = 2;
 
 /// Migrations: entry `i` upgrades version `i` to `i + 1`.
-const MIGRATIONS: [&str; VERSION as usize] = [r#"
+const MIGRATIONS: [&str; VERSION as usize] = [
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -49,7 +50,8 @@ CREATE TABLE journal (
     writer TEXT NOT NULL,
     at     INTEGER NOT NULL
 );
-"#, r#"
+"#,
+    r#"
 -- Rights a principal holds on an instance besides its owner's (bit set, see
 -- authority::Rights).
 CREATE TABLE grants (
@@ -58,7 +60,8 @@ CREATE TABLE grants (
     rights    INTEGER NOT NULL,
     PRIMARY KEY (inst, principal)
 ) WITHOUT ROWID;
-"#];
+"#,
+];
 
 /// Brings the database to [`VERSION`] and returns its epoch (see [`super::Store`]).
 pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
@@ -72,11 +75,15 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
         });
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction().map_err(StoreError::db("starting a migration"))?;
-        tx.execute_batch(sql).map_err(StoreError::db("migrating the schema"))?;
+        let tx = conn
+            .transaction()
+            .map_err(StoreError::db("starting a migration"))?;
+        tx.execute_batch(sql)
+            .map_err(StoreError::db("migrating the schema"))?;
         if from == 0 {
             let mut bytes = [0u8; 4];
-            getrandom::fill(&mut bytes).map_err(|e| StoreError::Corrupt(format!("no randomness for the epoch: {e}")))?;
+            getrandom::fill(&mut bytes)
+                .map_err(|e| StoreError::Corrupt(format!("no randomness for the epoch: {e}")))?;
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('epoch', ?1), ('next_miid', 1)",
                 [i64::from(u32::from_le_bytes(bytes))],
@@ -85,10 +92,13 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
         }
         tx.pragma_update(None, "user_version", from as i64 + 1)
             .map_err(StoreError::db("recording the schema version"))?;
-        tx.commit().map_err(StoreError::db("committing a migration"))?;
+        tx.commit()
+            .map_err(StoreError::db("committing a migration"))?;
     }
     let epoch: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(StoreError::db("reading the epoch"))?;
     let epoch = epoch.ok_or_else(|| StoreError::Corrupt("meta has no epoch".into()))?;

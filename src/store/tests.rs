@@ -15,13 +15,24 @@ fn leaf(s: &str) -> Node {
 }
 
 fn tree(pairs: &[(&str, Node)]) -> Node {
-    Node::Interior(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect::<BTreeMap<_, _>>())
+    Node::Interior(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    )
 }
 
 fn sample() -> Node {
     tree(&[
         ("ID", leaf("GPS")),
-        ("Data", tree(&[("1", tree(&[("Date", leaf("12.1"))])), ("2", tree(&[("Date", leaf("12.2"))]))])),
+        (
+            "Data",
+            tree(&[
+                ("1", tree(&[("Date", leaf("12.1"))])),
+                ("2", tree(&[("Date", leaf("12.2"))])),
+            ]),
+        ),
     ])
 }
 
@@ -42,12 +53,29 @@ fn instances_round_trip_with_journal_and_owner() {
     assert_eq!(changes.len(), 1);
     assert_eq!((changes[0].seq, changes[0].kind), (1, ChangeKind::Added));
     assert_eq!(store.subtree(&root).unwrap(), sample());
-    assert_eq!(store.subtree(&root.child("Data")).unwrap(), sample().get("Data").unwrap().clone());
+    assert_eq!(
+        store.subtree(&root.child("Data")).unwrap(),
+        sample().get("Data").unwrap().clone()
+    );
     assert_eq!(store.subtree(&root.child("ID")).unwrap(), leaf("GPS"));
     let info = store.instance(MOID, "1").unwrap().unwrap();
-    assert_eq!((info.owner.as_str(), info.root_name.as_str()), ("app:demo", "Test"));
-    assert_eq!(store.leaf(&root.child("ID")).unwrap(), Some((Value::Chr("GPS".into()), "app:demo".into())));
-    assert_eq!(store.stats().unwrap(), Stats { schema_version: 2, instances: 1, nodes: 6, last_seq: 1 });
+    assert_eq!(
+        (info.owner.as_str(), info.root_name.as_str()),
+        ("app:demo", "Test")
+    );
+    assert_eq!(
+        store.leaf(&root.child("ID")).unwrap(),
+        Some((Value::Chr("GPS".into()), "app:demo".into()))
+    );
+    assert_eq!(
+        store.stats().unwrap(),
+        Stats {
+            schema_version: 2,
+            instances: 1,
+            nodes: 6,
+            last_seq: 1
+        }
+    );
 }
 
 #[test]
@@ -55,22 +83,46 @@ fn put_adds_replaces_and_delete_removes_subtrees() {
     let mut store = Store::open_in_memory().unwrap();
     let root = create(&mut store, "a");
     let id = root.child("ID");
-    let (kind, _) = store.write(|tx| tx.put(&id, &Node::Leaf(Value::Int(7)), "srv:x")).unwrap();
+    let (kind, _) = store
+        .write(|tx| tx.put(&id, &Node::Leaf(Value::Int(7)), "srv:x"))
+        .unwrap();
     assert_eq!(kind, ChangeKind::Replaced);
-    assert_eq!(store.leaf(&id).unwrap(), Some((Value::Int(7), "srv:x".into())));
+    assert_eq!(
+        store.leaf(&id).unwrap(),
+        Some((Value::Int(7), "srv:x".into()))
+    );
     let data3 = root.child("Data").child("3");
-    let (kind, _) = store.write(|tx| tx.put(&data3, &tree(&[("Date", leaf("12.3"))]), "srv:x")).unwrap();
+    let (kind, _) = store
+        .write(|tx| tx.put(&data3, &tree(&[("Date", leaf("12.3"))]), "srv:x"))
+        .unwrap();
     assert_eq!(kind, ChangeKind::Added);
-    store.write(|tx| tx.put(&root.child("Data"), &leaf("flat"), "srv:x")).unwrap();
-    assert_eq!(store.children(MOID, "a", "Data").unwrap(), Vec::<String>::new());
+    store
+        .write(|tx| tx.put(&root.child("Data"), &leaf("flat"), "srv:x"))
+        .unwrap();
+    assert_eq!(
+        store.children(MOID, "a", "Data").unwrap(),
+        Vec::<String>::new()
+    );
     assert_eq!(store.stats().unwrap().nodes, 2);
-    store.write(|tx| tx.delete(&root.child("Data"), "srv:x")).unwrap();
+    store
+        .write(|tx| tx.delete(&root.child("Data"), "srv:x"))
+        .unwrap();
     assert_eq!(store.children(MOID, "a", "").unwrap(), ["ID"]);
     store.write(|tx| tx.delete(&root, "srv:x")).unwrap();
     assert_eq!(store.stats().unwrap().nodes, 0);
     assert!(store.instance(MOID, "a").unwrap().is_none());
-    let kinds: Vec<_> = store.changes_since(0, 100).unwrap().iter().map(|c| c.kind.as_str()).collect();
-    assert_eq!(kinds, ["added", "replaced", "added", "replaced", "deleted", "deleted"]);
+    let kinds: Vec<_> = store
+        .changes_since(0, 100)
+        .unwrap()
+        .iter()
+        .map(|c| c.kind.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "added", "replaced", "added", "replaced", "deleted", "deleted"
+        ]
+    );
     assert_eq!(store.changes_since(4, 1).unwrap()[0].seq, 5);
 }
 
@@ -83,8 +135,13 @@ fn deleting_a_subtree_leaves_siblings_with_similar_names() {
         ("A0", leaf("3")),
         ("AB", tree(&[("x", leaf("4"))])),
     ]);
-    let root = store.write(|tx| tx.create_instance(MOID, Some("m"), "T", &content, "local")).unwrap().0;
-    store.write(|tx| tx.delete(&root.child("A"), "local")).unwrap();
+    let root = store
+        .write(|tx| tx.create_instance(MOID, Some("m"), "T", &content, "local"))
+        .unwrap()
+        .0;
+    store
+        .write(|tx| tx.delete(&root.child("A"), "local"))
+        .unwrap();
     let left = store.subtree(&root).unwrap();
     assert_eq!(left.count(), 1 + 2 + 1 + 2);
     assert!(left.get("A").is_none() && left.get("A-b/x").is_some() && left.get("AB/x").is_some());
@@ -94,15 +151,25 @@ fn deleting_a_subtree_leaves_siblings_with_similar_names() {
 fn errors_leave_nothing_behind() {
     let mut store = Store::open_in_memory().unwrap();
     let root = create(&mut store, "a");
-    let err = store.write(|tx| tx.create_instance(MOID, Some("a"), "Test", &sample(), "local")).unwrap_err();
+    let err = store
+        .write(|tx| tx.create_instance(MOID, Some("a"), "Test", &sample(), "local"))
+        .unwrap_err();
     assert!(matches!(err, StoreError::InstanceExists { .. }), "{err}");
-    let err = store.write(|tx| tx.put(&root.child("Nope").child("x"), &leaf("v"), "l")).unwrap_err();
+    let err = store
+        .write(|tx| tx.put(&root.child("Nope").child("x"), &leaf("v"), "l"))
+        .unwrap_err();
     assert!(matches!(err, StoreError::NoParent(_)), "{err}");
-    let err = store.write(|tx| tx.put(&root.child("ID").child("x"), &leaf("v"), "l")).unwrap_err();
+    let err = store
+        .write(|tx| tx.put(&root.child("ID").child("x"), &leaf("v"), "l"))
+        .unwrap_err();
     assert!(matches!(err, StoreError::NoParent(_)), "{err}");
-    let err = store.write(|tx| tx.put(&root, &leaf("v"), "l")).unwrap_err();
+    let err = store
+        .write(|tx| tx.put(&root, &leaf("v"), "l"))
+        .unwrap_err();
     assert!(matches!(err, StoreError::RootIsLeaf(_)), "{err}");
-    let err = store.write(|tx| tx.delete(&root.child("Nope"), "l")).unwrap_err();
+    let err = store
+        .write(|tx| tx.delete(&root.child("Nope"), "l"))
+        .unwrap_err();
     assert_eq!(err.to_string(), "urn:oma:mo:test:1.0/a/Nope: no such node");
     let cv = store.instance(MOID, "a").unwrap().unwrap().cv;
     let err = store
@@ -112,7 +179,11 @@ fn errors_leave_nothing_behind() {
         })
         .unwrap_err();
     assert!(matches!(err, StoreError::NoSuchNode(_)));
-    assert_eq!(store.subtree(&root).unwrap(), sample(), "the first put was rolled back");
+    assert_eq!(
+        store.subtree(&root).unwrap(),
+        sample(),
+        "the first put was rolled back"
+    );
     assert_eq!(store.instance(MOID, "a").unwrap().unwrap().cv, cv);
     assert_eq!(store.last_seq().unwrap(), 1);
 }
@@ -128,21 +199,38 @@ fn cache_validator_moves_on_change_only_and_survives_reopen() {
     let cv_b = store.instance(MOID, "b").unwrap().unwrap().cv;
     assert_ne!(cv_a, cv_b);
     store.subtree(&a).unwrap();
-    assert_eq!(store.instance(MOID, "a").unwrap().unwrap().cv, cv_a, "reads do not move it");
-    store.write(|tx| tx.put(&a.child("Data").child("1").child("Date"), &leaf("x"), "l")).unwrap();
+    assert_eq!(
+        store.instance(MOID, "a").unwrap().unwrap().cv,
+        cv_a,
+        "reads do not move it"
+    );
+    store
+        .write(|tx| tx.put(&a.child("Data").child("1").child("Date"), &leaf("x"), "l"))
+        .unwrap();
     let cv_a2 = store.instance(MOID, "a").unwrap().unwrap().cv;
     assert_ne!(cv_a2, cv_a, "a deep change moves it");
-    assert_eq!(store.instance(MOID, "b").unwrap().unwrap().cv, cv_b, "other instances keep theirs");
+    assert_eq!(
+        store.instance(MOID, "b").unwrap().unwrap().cv,
+        cv_b,
+        "other instances keep theirs"
+    );
     drop(store);
     let store = Store::open(&path).unwrap();
     assert_eq!(store.instance(MOID, "a").unwrap().unwrap().cv, cv_a2);
-    assert_eq!(store.mo_item(&a).unwrap().cv.as_deref(), Some(cv_a2.as_str()));
+    assert_eq!(
+        store.mo_item(&a).unwrap().cv.as_deref(),
+        Some(cv_a2.as_str())
+    );
     assert_eq!(store.mo_item(&a.child("ID")).unwrap().cv, None);
 
     let other = tempfile::tempdir().unwrap();
     let mut fresh = Store::open(&other.path().join("store.db")).unwrap();
     create(&mut fresh, "a");
-    assert_ne!(fresh.instance(MOID, "a").unwrap().unwrap().cv, cv_a, "a new store has a new epoch");
+    assert_ne!(
+        fresh.instance(MOID, "a").unwrap().unwrap().cv,
+        cv_a,
+        "a new store has a new epoch"
+    );
 }
 
 #[test]
@@ -157,12 +245,22 @@ fn readers_do_not_wait_for_a_writer() {
     writer
         .write(|tx| {
             tx.put(&id, &leaf("new"), "l")?;
-            let seen = reader.leaf(&id).expect("a reader is never blocked").map(|(v, _)| v);
-            assert_eq!(seen, Some(Value::Chr("GPS".into())), "uncommitted data is invisible");
+            let seen = reader
+                .leaf(&id)
+                .expect("a reader is never blocked")
+                .map(|(v, _)| v);
+            assert_eq!(
+                seen,
+                Some(Value::Chr("GPS".into())),
+                "uncommitted data is invisible"
+            );
             Ok(())
         })
         .unwrap();
-    assert_eq!(reader.leaf(&id).unwrap().map(|(v, _)| v), Some(Value::Chr("new".into())));
+    assert_eq!(
+        reader.leaf(&id).unwrap().map(|(v, _)| v),
+        Some(Value::Chr("new".into()))
+    );
 }
 
 #[test]
@@ -171,8 +269,18 @@ fn resolves_client_uris_against_the_store() {
     create(&mut store, "left");
     create(&mut store, "right");
     let uri = ClientUri::parse("urn:oma:mo:test:1.0/*/Data/(x)/Date?nv=(x)/Date:12.2").unwrap();
-    let found: Vec<String> = resolve(&uri, &store).unwrap().iter().map(|a| a.to_string()).collect();
-    assert_eq!(found, ["urn:oma:mo:test:1.0/left/Data/2/Date", "urn:oma:mo:test:1.0/right/Data/2/Date"]);
+    let found: Vec<String> = resolve(&uri, &store)
+        .unwrap()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "urn:oma:mo:test:1.0/left/Data/2/Date",
+            "urn:oma:mo:test:1.0/right/Data/2/Date"
+        ]
+    );
 }
 
 #[test]
@@ -196,12 +304,21 @@ fn grants_are_kept_per_instance_and_go_with_it() {
     store.write(|tx| tx.set_grant(&root, "app:y", 3)).unwrap();
     store.write(|tx| tx.set_grant(&root, "app:y", 2)).unwrap();
     assert_eq!(store.grant(&root, "app:x").unwrap(), Some(1));
-    assert_eq!(store.grants(&root).unwrap(), [("app:x".to_owned(), 1), ("app:y".to_owned(), 2)]);
+    assert_eq!(
+        store.grants(&root).unwrap(),
+        [("app:x".to_owned(), 1), ("app:y".to_owned(), 2)]
+    );
     store.write(|tx| tx.set_grant(&root, "app:x", 0)).unwrap();
     assert_eq!(store.grant(&root, "app:x").unwrap(), None);
-    let err = store.write(|tx| tx.set_grant(&NodeAddr::root(MOID, "zz"), "app:x", 1)).unwrap_err();
+    let err = store
+        .write(|tx| tx.set_grant(&NodeAddr::root(MOID, "zz"), "app:x", 1))
+        .unwrap_err();
     assert!(matches!(err, StoreError::NoSuchNode(_)));
     store.write(|tx| tx.delete(&root, "l")).unwrap();
     create(&mut store, "a");
-    assert_eq!(store.grants(&root).unwrap(), [], "a recreated instance starts without grants");
+    assert_eq!(
+        store.grants(&root).unwrap(),
+        [],
+        "a recreated instance starts without grants"
+    );
 }

@@ -23,7 +23,10 @@ pub struct Txn<'a> {
 impl Store {
     /// Runs `f` in one transaction and commits it if `f` succeeds. Returns `f`'s result and
     /// the journal entries written, in order.
-    pub fn write<T>(&mut self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, StoreError>) -> Result<(T, Vec<Change>), StoreError> {
+    pub fn write<T>(
+        &mut self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, StoreError>,
+    ) -> Result<(T, Vec<Change>), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -83,7 +86,12 @@ impl Txn<'_> {
 
     /// Puts `node` (a leaf or a subtree) at `addr`, replacing whatever is there; the parent
     /// must exist and be interior. At an instance root it replaces the instance's content.
-    pub fn put(&mut self, addr: &NodeAddr, node: &Node, writer: &str) -> Result<ChangeKind, StoreError> {
+    pub fn put(
+        &mut self,
+        addr: &NodeAddr,
+        node: &Node,
+        writer: &str,
+    ) -> Result<ChangeKind, StoreError> {
         let inst = self.inst(addr)?;
         if addr.path.is_empty() {
             if !matches!(node, Node::Interior(_)) {
@@ -147,11 +155,18 @@ impl Txn<'_> {
 
     /// Sets the rights (a bit set) `principal` holds on the instance of `root`; 0 removes
     /// them. Not journaled: grants are not MO data.
-    pub fn set_grant(&mut self, root: &NodeAddr, principal: &str, rights: u8) -> Result<(), StoreError> {
+    pub fn set_grant(
+        &mut self,
+        root: &NodeAddr,
+        principal: &str,
+        rights: u8,
+    ) -> Result<(), StoreError> {
         let inst = self.inst(root)?;
         let result = if rights == 0 {
-            self.tx
-                .execute("DELETE FROM grants WHERE inst = ?1 AND principal = ?2", params![inst, principal])
+            self.tx.execute(
+                "DELETE FROM grants WHERE inst = ?1 AND principal = ?2",
+                params![inst, principal],
+            )
         } else {
             self.tx.execute(
                 "INSERT INTO grants (inst, principal, rights) VALUES (?1, ?2, ?3) \
@@ -169,7 +184,8 @@ impl Txn<'_> {
     }
 
     fn inst(&self, addr: &NodeAddr) -> Result<i64, StoreError> {
-        instance_id(&self.tx, &addr.moid, &addr.miid)?.ok_or_else(|| StoreError::NoSuchNode(addr.clone()))
+        instance_id(&self.tx, &addr.moid, &addr.miid)?
+            .ok_or_else(|| StoreError::NoSuchNode(addr.clone()))
     }
 
     fn fresh_miid(&mut self, moid: &str) -> Result<String, StoreError> {
@@ -189,7 +205,14 @@ impl Txn<'_> {
         }
     }
 
-    fn insert_node(&self, inst: i64, parent: &str, name: &str, node: &Node, writer: &str) -> Result<(), StoreError> {
+    fn insert_node(
+        &self,
+        inst: i64,
+        parent: &str,
+        name: &str,
+        node: &Node,
+        writer: &str,
+    ) -> Result<(), StoreError> {
         let (format, value) = match node {
             Node::Interior(_) => ("node", rusqlite::types::Value::Null),
             Node::Leaf(v) => (v.format().as_str(), codec::to_sql(v)),
@@ -202,7 +225,13 @@ impl Txn<'_> {
     }
 
     /// Inserts everything below `node`, which sits at `path`.
-    fn insert_children(&self, inst: i64, path: &str, node: &Node, writer: &str) -> Result<(), StoreError> {
+    fn insert_children(
+        &self,
+        inst: i64,
+        path: &str,
+        node: &Node,
+        writer: &str,
+    ) -> Result<(), StoreError> {
         let mut result = Ok(());
         node.walk(&mut |rel, child| {
             if result.is_ok() {
@@ -225,13 +254,28 @@ impl Txn<'_> {
                 .and_then(|mut s| s.execute(args))
                 .map_err(StoreError::db("deleting nodes"))
         };
-        run("DELETE FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3", params![inst, parent, name])?;
-        run("DELETE FROM nodes WHERE inst = ?1 AND parent = ?2", params![inst, path])?;
-        run("DELETE FROM nodes WHERE inst = ?1 AND parent >= ?2 AND parent < ?3", params![inst, lo, hi])?;
+        run(
+            "DELETE FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3",
+            params![inst, parent, name],
+        )?;
+        run(
+            "DELETE FROM nodes WHERE inst = ?1 AND parent = ?2",
+            params![inst, path],
+        )?;
+        run(
+            "DELETE FROM nodes WHERE inst = ?1 AND parent >= ?2 AND parent < ?3",
+            params![inst, lo, hi],
+        )?;
         Ok(())
     }
 
-    fn journal(&mut self, inst: i64, addr: &NodeAddr, kind: ChangeKind, writer: &str) -> Result<(), StoreError> {
+    fn journal(
+        &mut self,
+        inst: i64,
+        addr: &NodeAddr,
+        kind: ChangeKind,
+        writer: &str,
+    ) -> Result<(), StoreError> {
         self.tx
             .prepare_cached("INSERT INTO journal (moid, miid, path, change, writer, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
             .and_then(|mut s| s.execute(params![addr.moid, addr.miid, addr.path, kind.as_str(), writer, self.now]))

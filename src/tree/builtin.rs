@@ -50,7 +50,13 @@ mod tests {
     fn secrets_are_no_get_and_devinfo_is_read_only() {
         let types = types();
         let dmacc = &types[1];
-        for secret in ["Auth/Noti/Secret", "Auth/Trsp/Secret", "Auth/Bootstrap/ClientSecretKey", "Ext/ClientKey", "Perm/x/MOID"] {
+        for secret in [
+            "Auth/Noti/Secret",
+            "Auth/Trsp/Secret",
+            "Auth/Bootstrap/ClientSecretKey",
+            "Ext/ClientKey",
+            "Perm/x/MOID",
+        ] {
             assert!(dmacc.def_at(secret).unwrap().access.is_no_get(), "{secret}");
         }
         assert!(!dmacc.def_at("SrvURI").unwrap().access.is_no_get());

@@ -99,7 +99,10 @@ pub fn parse(input: &str) -> Result<DdfFile, DdfError> {
         reason: e.reason,
     })?;
     if root.name != "MgmtTree" {
-        return Err(at(&root, format!("root element is <{}>, expected <MgmtTree>", root.name)));
+        return Err(at(
+            &root,
+            format!("root element is <{}>, expected <MgmtTree>", root.name),
+        ));
     }
     let mut nodes = Vec::new();
     for n in root.children_named("Node") {
@@ -134,7 +137,12 @@ fn node_def(n: &Element) -> Result<NodeDef, DdfError> {
             match AccessTypes::from_name(&t.name) {
                 Some(bit) => access.insert(bit),
                 None if t.name == "Copy" => {}
-                None => return Err(at(t, format!("node {name}: unknown access type <{}>", t.name))),
+                None => {
+                    return Err(at(
+                        t,
+                        format!("node {name}: unknown access type <{}>", t.name),
+                    ));
+                }
             }
         }
     }
@@ -146,19 +154,31 @@ fn node_def(n: &Element) -> Result<NodeDef, DdfError> {
             .name
             .parse::<Format>()
             .map_err(|e| at(f, format!("node {name}: {e}")))?,
-        None => return Err(at(format_el, format!("node {name}: <DFFormat> must hold one format element"))),
+        None => {
+            return Err(at(
+                format_el,
+                format!("node {name}: <DFFormat> must hold one format element"),
+            ));
+        }
     };
     let occurrence = match props.child("Occurrence") {
         None => Occurrence::One,
         Some(o) => occurrence(o).map_err(|reason| at(o, format!("node {name}: {reason}")))?,
     };
-    let scope = match props.child("Scope").and_then(only_child).map(|s| s.name.as_str()) {
+    let scope = match props
+        .child("Scope")
+        .and_then(only_child)
+        .map(|s| s.name.as_str())
+    {
         None | Some("Dynamic") => Scope::Dynamic,
         Some("Permanent") => Scope::Permanent,
         Some(other) => return Err(at(props, format!("node {name}: unknown scope <{other}>"))),
     };
     let case_sensitive = !matches!(
-        props.child("CaseSense").and_then(only_child).map(|c| c.name.as_str()),
+        props
+            .child("CaseSense")
+            .and_then(only_child)
+            .map(|c| c.name.as_str()),
         Some("CIS")
     );
     let df_type = props.child("DFType");
@@ -173,13 +193,17 @@ fn node_def(n: &Element) -> Result<NodeDef, DdfError> {
     for c in n.children_named("Node") {
         let child = node_def(c)?;
         if let DefName::Fixed(fixed) = &child.name
-            && !seen.insert(fixed.clone()) {
-                return Err(at(c, format!("node {name} has two children named {fixed}")));
-            }
+            && !seen.insert(fixed.clone())
+        {
+            return Err(at(c, format!("node {name} has two children named {fixed}")));
+        }
         children.push(child);
     }
     if format != Format::Node && !children.is_empty() {
-        return Err(at(n, format!("node {name} has format {format} but has child nodes")));
+        return Err(at(
+            n,
+            format!("node {name} has format {format} but has child nodes"),
+        ));
     }
     Ok(NodeDef {
         name,
@@ -286,7 +310,11 @@ mod tests {
     fn broken_files_name_line_and_reason() {
         let cases = [
             ("<Tree/>", 1, "expected <MgmtTree>"),
-            ("<MgmtTree>\n<Node><DFProperties/></Node></MgmtTree>", 2, "no <NodeName>"),
+            (
+                "<MgmtTree>\n<Node><DFProperties/></Node></MgmtTree>",
+                2,
+                "no <NodeName>",
+            ),
             (
                 "<MgmtTree>\n<Node><NodeName>a</NodeName><DFProperties>\n<DFFormat><string/></DFFormat></DFProperties></Node></MgmtTree>",
                 3,
@@ -315,7 +343,12 @@ mod tests {
         let doc = "<MgmtTree><Node><NodeName>a</NodeName><DFProperties><DFFormat><node/></DFFormat></DFProperties>\
             <Node><NodeName>b</NodeName><DFProperties><DFFormat><chr/></DFFormat></DFProperties></Node>\
             <Node><NodeName>b</NodeName><DFProperties><DFFormat><chr/></DFFormat></DFProperties></Node></Node></MgmtTree>";
-        assert!(parse(doc).unwrap_err().reason.contains("two children named b"));
+        assert!(
+            parse(doc)
+                .unwrap_err()
+                .reason
+                .contains("two children named b")
+        );
     }
 
     #[test]

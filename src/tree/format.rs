@@ -70,7 +70,9 @@ impl fmt::Display for Format {
 
 /// A format name that is not one of [`Format::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown node format {0:?} (expected one of node, null, b64, bin, bool, chr, int, xml, date, time, float, json)")]
+#[error(
+    "unknown node format {0:?} (expected one of node, null, b64, bin, bool, chr, int, xml, date, time, float, json)"
+)]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {

@@ -182,20 +182,27 @@ mod tests {
             ".{0,12}".prop_map(Value::Chr),
             any::<i64>().prop_map(Value::Int),
             "<a>[a-z]{0,4}</a>".prop_map(Value::Xml),
-            (1000u32..9999, 1u32..13, 1u32..29)
-                .prop_map(|(y, m, d)| Value::Date(Date::parse(&format!("{y:04}-{m:02}-{d:02}")).unwrap())),
-            (0u32..24, 0u32..60, 0u32..60)
-                .prop_map(|(h, m, s)| Value::Time(Time::parse(&format!("{h:02}:{m:02}:{s:02}Z")).unwrap())),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::Float),
+            (1000u32..9999, 1u32..13, 1u32..29).prop_map(|(y, m, d)| Value::Date(
+                Date::parse(&format!("{y:04}-{m:02}-{d:02}")).unwrap()
+            )),
+            (0u32..24, 0u32..60, 0u32..60).prop_map(|(h, m, s)| Value::Time(
+                Time::parse(&format!("{h:02}:{m:02}:{s:02}Z")).unwrap()
+            )),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::Float),
             proptest::collection::vec(json, 0..4).prop_map(|v| Value::Json(J::Array(v))),
         ]
     }
 
     fn tree() -> impl Strategy<Value = Node> {
-        leaf().prop_map(Node::Leaf).prop_recursive(4, 48, 6, |inner| {
-            let name = "[A-Za-z0-9 _.-]{1,8}".prop_filter("valid name", |n| check_name(n).is_ok());
-            proptest::collection::btree_map(name, inner, 0..6).prop_map(Node::Interior)
-        })
+        leaf()
+            .prop_map(Node::Leaf)
+            .prop_recursive(4, 48, 6, |inner| {
+                let name =
+                    "[A-Za-z0-9 _.-]{1,8}".prop_filter("valid name", |n| check_name(n).is_ok());
+                proptest::collection::btree_map(name, inner, 0..6).prop_map(Node::Interior)
+            })
     }
 
     proptest! {
@@ -225,16 +232,33 @@ mod tests {
                 .collect(),
             Node::Leaf(_) => unreachable!(),
         };
-        let want = [Format::Chr, Format::Int, Format::Float, Format::Bool, Format::Null, Format::Json, Format::Node];
+        let want = [
+            Format::Chr,
+            Format::Int,
+            Format::Float,
+            Format::Bool,
+            Format::Null,
+            Format::Json,
+            Format::Node,
+        ];
         assert_eq!(formats, want);
         assert_eq!(node_to_json(&node), json);
     }
 
     #[test]
     fn errors_name_the_node() {
-        let root = def_of("R", &Node::Interior(BTreeMap::from([("n".to_owned(), Node::Leaf(Value::Int(1)))])));
+        let root = def_of(
+            "R",
+            &Node::Interior(BTreeMap::from([(
+                "n".to_owned(),
+                Node::Leaf(Value::Int(1)),
+            )])),
+        );
         let err = node_from_json(&serde_json::json!({"n": "one"}), Some(&root), "R").unwrap_err();
-        assert_eq!(err.to_string(), "R/n: int value must be given as JSON integer, got a string");
+        assert_eq!(
+            err.to_string(),
+            "R/n: int value must be given as JSON integer, got a string"
+        );
         let err = node_from_json(&serde_json::json!({"m": 1}), Some(&root), "R").unwrap_err();
         assert_eq!(err.to_string(), "R/m: is not a node of this MO type");
         let err = node_from_json(&serde_json::json!({"a/b": 1}), None, "R").unwrap_err();
@@ -244,6 +268,12 @@ mod tests {
         let err = parse_items(r#"[{"ClientURI":"u","MOData":{},"X":1}]"#).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         let items = parse_items(r#"[{"ClientURI":"u","MOData":{"a":1,"b":2}}]"#).unwrap();
-        assert!(items[0].single().unwrap_err().to_string().contains("found 2"));
+        assert!(
+            items[0]
+                .single()
+                .unwrap_err()
+                .to_string()
+                .contains("found 2")
+        );
     }
 }

@@ -95,7 +95,10 @@ impl AccessTypes {
 
     /// The access type named as in a DDF (`Add`, `Delete`, `Exec`, `Get`, `Replace`).
     pub fn from_name(name: &str) -> Option<AccessTypes> {
-        Self::NAMES.iter().find(|(_, n)| *n == name).map(|(a, _)| *a)
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(a, _)| *a)
     }
 
     pub fn contains(self, other: AccessTypes) -> bool {
@@ -200,7 +203,9 @@ impl NodeDef {
             })
         };
         match (node, self.format) {
-            (Node::Leaf(_), Format::Node) => report(path, "is a leaf, the DDF says interior".into()),
+            (Node::Leaf(_), Format::Node) => {
+                report(path, "is a leaf, the DDF says interior".into())
+            }
             (Node::Interior(_), f) if f != Format::Node => {
                 report(path, format!("has no value, the DDF says a {f} leaf"))
             }
@@ -239,7 +244,10 @@ impl NodeDef {
             if n < occ.min() || occ.max().is_some_and(|max| n > max) {
                 out.push(Mismatch {
                     path: path.clone(),
-                    reason: format!("has {n} child(ren) named {}, the DDF allows {occ:?}", def.name),
+                    reason: format!(
+                        "has {n} child(ren) named {}, the DDF allows {occ:?}",
+                        def.name
+                    ),
                 });
             }
         }
@@ -292,7 +300,12 @@ mod tests {
     }
 
     fn interior(children: Vec<(&str, Node)>) -> Node {
-        Node::Interior(children.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<BTreeMap<_, _>>())
+        Node::Interior(
+            children
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect::<BTreeMap<_, _>>(),
+        )
     }
 
     #[test]
@@ -309,7 +322,10 @@ mod tests {
         let t = ty();
         let good = interior(vec![
             ("Prio", Node::Leaf(Value::Int(3))),
-            ("n1", interior(vec![("SSID", Node::Leaf(Value::Chr("a".into())))])),
+            (
+                "n1",
+                interior(vec![("SSID", Node::Leaf(Value::Chr("a".into())))]),
+            ),
         ]);
         assert_eq!(t.check(&good), vec![]);
         let bad = interior(vec![
@@ -317,7 +333,11 @@ mod tests {
             ("n1", interior(vec![("SSID", Node::empty())])),
             ("n2", Node::empty()),
         ]);
-        let reasons: Vec<_> = t.check(&bad).into_iter().map(|m| format!("{}: {}", m.path, m.reason)).collect();
+        let reasons: Vec<_> = t
+            .check(&bad)
+            .into_iter()
+            .map(|m| format!("{}: {}", m.path, m.reason))
+            .collect();
         assert_eq!(
             reasons,
             [

@@ -110,7 +110,10 @@ mod tests {
     fn get_walk_and_count() {
         let n = sample();
         assert_eq!(n.count(), 4);
-        assert_eq!(n.get("Data/Date"), Some(&Node::Leaf(Value::Chr("12.1".into()))));
+        assert_eq!(
+            n.get("Data/Date"),
+            Some(&Node::Leaf(Value::Chr("12.1".into())))
+        );
         assert_eq!(n.get(""), Some(&n));
         assert_eq!(n.get("ID/x"), None);
         let mut seen = Vec::new();

@@ -61,11 +61,16 @@ mod tests {
         assert!(r.get(builtin::DEVINFO).is_some());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("devinfo.ddf");
-        let text = builtin::DDF_FILES[0].1.replace("Device information", "Overridden");
+        let text = builtin::DDF_FILES[0]
+            .1
+            .replace("Device information", "Overridden");
         std::fs::write(&path, text).unwrap();
         assert_eq!(r.add_file(&path).unwrap(), 1);
         assert_eq!(r.types().len(), 3);
-        assert_eq!(r.get(builtin::DEVINFO).unwrap().root.title.as_deref(), Some("Overridden"));
+        assert_eq!(
+            r.get(builtin::DEVINFO).unwrap().root.title.as_deref(),
+            Some("Overridden")
+        );
         std::fs::write(&path, "<MgmtTree>").unwrap();
         assert!(r.add_file(&path).is_err());
     }

@@ -39,7 +39,11 @@ pub enum ResolveError<E> {
     #[error("{uri}: no instance of {moid}")]
     NoInstance { uri: String, moid: String },
     #[error("{uri}: {moid} has {count} instances; name one (MIID, x-name or *)")]
-    Ambiguous { uri: String, moid: String, count: usize },
+    Ambiguous {
+        uri: String,
+        moid: String,
+        count: usize,
+    },
     #[error("{uri}: no such node")]
     NotFound { uri: String },
     #[error("{uri}: no node matches the nv= conditions")]
@@ -49,10 +53,17 @@ pub enum ResolveError<E> {
 }
 
 /// Resolves `uri` against `tree`: every addressed node, in instance and name order.
-pub fn resolve<T: TreeRead>(uri: &ClientUri, tree: &T) -> Result<Vec<NodeAddr>, ResolveError<T::Error>> {
+pub fn resolve<T: TreeRead>(
+    uri: &ClientUri,
+    tree: &T,
+) -> Result<Vec<NodeAddr>, ResolveError<T::Error>> {
     let moid = uri.moid.as_str();
-    let not_found = || ResolveError::NotFound { uri: uri.to_string() };
-    let no_match = || ResolveError::NoMatch { uri: uri.to_string() };
+    let not_found = || ResolveError::NotFound {
+        uri: uri.to_string(),
+    };
+    let no_match = || ResolveError::NoMatch {
+        uri: uri.to_string(),
+    };
 
     if let (true, InstanceSel::Miid(miid)) = (uri.is_concrete(), &uri.instance) {
         let path = uri
@@ -134,7 +145,10 @@ pub fn resolve<T: TreeRead>(uri: &ClientUri, tree: &T) -> Result<Vec<NodeAddr>, 
                     }
                 }
                 Segment::Any | Segment::XName(_) => {
-                    for name in tree.children(moid, &node.miid, &node.path).map_err(ResolveError::Tree)? {
+                    for name in tree
+                        .children(moid, &node.miid, &node.path)
+                        .map_err(ResolveError::Tree)?
+                    {
                         next.push(node.child(&name));
                     }
                 }
@@ -160,7 +174,10 @@ pub fn resolve<T: TreeRead>(uri: &ClientUri, tree: &T) -> Result<Vec<NodeAddr>, 
     Ok(current)
 }
 
-fn fields<'a>(uri: &'a ClientUri, xname: &'a str) -> impl Iterator<Item = &'a NvField> + Clone + 'a {
+fn fields<'a>(
+    uri: &'a ClientUri,
+    xname: &'a str,
+) -> impl Iterator<Item = &'a NvField> + Clone + 'a {
     uri.nv.iter().filter(move |f| f.xname == xname)
 }
 
@@ -173,7 +190,9 @@ fn filter_nv<'a, T: TreeRead>(
     'candidate: for c in candidates {
         for f in fields.clone() {
             let path = join(&c.path, &f.path.join("/"));
-            let text = tree.leaf_text(&c.moid, &c.miid, &path).map_err(ResolveError::Tree)?;
+            let text = tree
+                .leaf_text(&c.moid, &c.miid, &path)
+                .map_err(ResolveError::Tree)?;
             if text.as_deref() != Some(f.value.as_str()) {
                 continue 'candidate;
             }
@@ -221,20 +240,29 @@ mod tests {
     fn fixture() -> Fixture {
         Fixture(BTreeMap::from([
             ("left".to_owned(), instance("GPS", "0xA1", ["12.1", "12.2"])),
-            ("right".to_owned(), instance("Temperature", "0xB2", ["12.1", "12.3"])),
+            (
+                "right".to_owned(),
+                instance("Temperature", "0xB2", ["12.1", "12.3"]),
+            ),
         ]))
     }
 
     impl Fixture {
         fn node(&self, moid: &str, miid: &str, path: &str) -> Option<&Node> {
-            (moid == MOID).then(|| self.0.get(miid)?.get(path)).flatten()
+            (moid == MOID)
+                .then(|| self.0.get(miid)?.get(path))
+                .flatten()
         }
     }
 
     impl TreeRead for Fixture {
         type Error = Infallible;
         fn instances(&self, moid: &str) -> Result<Vec<String>, Infallible> {
-            Ok(if moid == MOID { self.0.keys().cloned().collect() } else { vec![] })
+            Ok(if moid == MOID {
+                self.0.keys().cloned().collect()
+            } else {
+                vec![]
+            })
         }
         fn kind(&self, moid: &str, miid: &str, path: &str) -> Result<Option<NodeKind>, Infallible> {
             Ok(self.node(moid, miid, path).map(|n| match n {
@@ -248,7 +276,12 @@ mod tests {
                 _ => vec![],
             })
         }
-        fn leaf_text(&self, moid: &str, miid: &str, path: &str) -> Result<Option<String>, Infallible> {
+        fn leaf_text(
+            &self,
+            moid: &str,
+            miid: &str,
+            path: &str,
+        ) -> Result<Option<String>, Infallible> {
             Ok(match self.node(moid, miid, path) {
                 Some(Node::Leaf(v)) => Some(v.to_text()),
                 _ => None,
@@ -259,7 +292,15 @@ mod tests {
     fn run(uri: &str) -> Result<Vec<String>, String> {
         let parsed = ClientUri::parse(uri).map_err(|e| e.to_string())?;
         resolve(&parsed, &fixture())
-            .map(|v| v.into_iter().map(|a| format!("{}/{}", a.miid, a.path).trim_end_matches('/').to_owned()).collect())
+            .map(|v| {
+                v.into_iter()
+                    .map(|a| {
+                        format!("{}/{}", a.miid, a.path)
+                            .trim_end_matches('/')
+                            .to_owned()
+                    })
+                    .collect()
+            })
             .map_err(|e| e.to_string())
     }
 
@@ -269,32 +310,70 @@ mod tests {
         ok("urn:oma:mo:moid:1.0/left/", &["left"]);
         let err = run("urn:oma:mo:moid:1.0//").unwrap_err();
         assert!(err.contains("2 instances"), "{err}");
-        ok("urn:oma:mo:moid:1.0/(x)/?nv=(x)/ID:Temperature", &["right/ID"]);
-        ok("urn:oma:mo:moid:1.0/(x)/Data/1/Value?nv=(x)/ID:GPS", &["left/Data/1/Value"]);
-        ok("urn:oma:mo:moid:1.0/right/Data/(x)/Value?nv=(x)/Date:12.1", &["right/Data/1/Value"]);
+        ok(
+            "urn:oma:mo:moid:1.0/(x)/?nv=(x)/ID:Temperature",
+            &["right/ID"],
+        );
+        ok(
+            "urn:oma:mo:moid:1.0/(x)/Data/1/Value?nv=(x)/ID:GPS",
+            &["left/Data/1/Value"],
+        );
+        ok(
+            "urn:oma:mo:moid:1.0/right/Data/(x)/Value?nv=(x)/Date:12.1",
+            &["right/Data/1/Value"],
+        );
         ok(
             "urn:oma:mo:moid:1.0/(x)/Data/(y)/Value?nv=(x)/ID:GPS&nv=(y)/Date:12.2",
             &["left/Data/2/Value"],
         );
-        ok("urn:oma:mo:moid:1.0/*/Setting", &["left/Setting", "right/Setting"]);
+        ok(
+            "urn:oma:mo:moid:1.0/*/Setting",
+            &["left/Setting", "right/Setting"],
+        );
         ok(
             "urn:oma:mo:moid:1.0/(x)/Data/*/Value?nv=(x)/ID:GPS",
             &["left/Data/1/Value", "left/Data/2/Value"],
         );
-        let err = run("urn:oma:mo:moid:1.0/(x)/Data/*/Value?nv=(x)/ID:GPS&nv=(x)/Setting:0xB2").unwrap_err();
+        let err = run("urn:oma:mo:moid:1.0/(x)/Data/*/Value?nv=(x)/ID:GPS&nv=(x)/Setting:0xB2")
+            .unwrap_err();
         assert!(err.contains("no node matches"), "{err}");
         ok(
             "urn:oma:mo:moid:1.0/*/Data/*/Value",
-            &["left/Data/1/Value", "left/Data/2/Value", "right/Data/1/Value", "right/Data/2/Value"],
+            &[
+                "left/Data/1/Value",
+                "left/Data/2/Value",
+                "right/Data/1/Value",
+                "right/Data/2/Value",
+            ],
         );
     }
 
     #[test]
     fn missing_nodes_and_instances_are_errors() {
-        assert!(run("urn:oma:mo:moid:1.0/left/Nope").unwrap_err().contains("no such node"));
-        assert!(run("urn:oma:mo:moid:1.0/middle/").unwrap_err().contains("no such node"));
-        assert!(run("urn:oma:mo:other:1.0//").unwrap_err().contains("no instance"));
-        assert!(run("urn:oma:mo:moid:1.0/*/Nope").unwrap_err().contains("no such node"));
-        assert!(run("urn:oma:mo:moid:1.0/left/ID/deeper").unwrap_err().contains("no such node"));
+        assert!(
+            run("urn:oma:mo:moid:1.0/left/Nope")
+                .unwrap_err()
+                .contains("no such node")
+        );
+        assert!(
+            run("urn:oma:mo:moid:1.0/middle/")
+                .unwrap_err()
+                .contains("no such node")
+        );
+        assert!(
+            run("urn:oma:mo:other:1.0//")
+                .unwrap_err()
+                .contains("no instance")
+        );
+        assert!(
+            run("urn:oma:mo:moid:1.0/*/Nope")
+                .unwrap_err()
+                .contains("no such node")
+        );
+        assert!(
+            run("urn:oma:mo:moid:1.0/left/ID/deeper")
+                .unwrap_err()
+                .contains("no such node")
+        );
     }
 }

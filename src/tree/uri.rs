@@ -110,9 +110,10 @@ impl ClientUri {
             return false;
         }
         if let InstanceSel::Miid(m) = &self.instance
-            && *m != addr.miid {
-                return false;
-            }
+            && *m != addr.miid
+        {
+            return false;
+        }
         addr.path
             .split('/')
             .filter(|s| !s.is_empty())
@@ -213,14 +214,17 @@ fn parse(text: &str) -> Result<ClientUri, String> {
         Some((m, q)) => (m, Some(q)),
         None => (text, None),
     };
-    let (moid, rest) = main
-        .split_once('/')
-        .ok_or("missing '/' after the MOID")?;
+    let (moid, rest) = main.split_once('/').ok_or("missing '/' after the MOID")?;
     if !moid.starts_with("urn:") || moid.len() <= 4 {
         return Err(format!("MOID {moid:?} is not a URN (urn:...)"));
     }
-    if moid.chars().any(|c| c.is_whitespace() || c.is_control() || c == '%') {
-        return Err(format!("MOID {moid:?} contains a character that is not allowed"));
+    if moid
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '%')
+    {
+        return Err(format!(
+            "MOID {moid:?} contains a character that is not allowed"
+        ));
     }
     let (inst, path_text) = rest.split_once('/').unwrap_or((rest, ""));
     let instance = match inst {
@@ -265,7 +269,10 @@ fn parse(text: &str) -> Result<ClientUri, String> {
             "nv" => {
                 let f = nv_field(value)?;
                 if !used.contains(&f.xname.as_str()) {
-                    return Err(format!("nv= names ({}), which the URI does not use", f.xname));
+                    return Err(format!(
+                        "nv= names ({}), which the URI does not use",
+                        f.xname
+                    ));
                 }
                 nv.push(f);
             }
@@ -275,7 +282,10 @@ fn parse(text: &str) -> Result<ClientUri, String> {
             other => return Err(format!("unknown query field {other:?} (expected nv or cv)")),
         }
     }
-    if let Some(x) = used.iter().find(|x| !nv.iter().any(|f: &NvField| f.xname == **x)) {
+    if let Some(x) = used
+        .iter()
+        .find(|x| !nv.iter().any(|f: &NvField| f.xname == **x))
+    {
         return Err(format!("x-name ({x}) has no nv= field to resolve it"));
     }
     Ok(ClientUri {
@@ -319,7 +329,9 @@ fn xname(text: &str) -> Result<String, String> {
         .and_then(|t| t.strip_suffix(')'))
         .ok_or_else(|| format!("unbalanced x-name {text:?}"))?;
     if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!("x-name {text:?} must be letters, digits or '_' in parentheses"));
+        return Err(format!(
+            "x-name {text:?} must be letters, digits or '_' in parentheses"
+        ));
     }
     Ok(inner.to_owned())
 }
@@ -335,7 +347,10 @@ fn decode(text: &str) -> Result<String, String> {
     for (i, _) in text.match_indices('%') {
         let hex = bytes.get(i + 1..i + 3);
         if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-            return Err(format!("bad percent-encoding at {:?}", &text[i..text.len().min(i + 3)]));
+            return Err(format!(
+                "bad percent-encoding at {:?}",
+                &text[i..text.len().min(i + 3)]
+            ));
         }
     }
     percent_decode_str(text)
@@ -350,17 +365,37 @@ mod tests {
 
     #[test]
     fn parses_every_form() {
-        let u = ClientUri::parse("urn:oma:mo:moid:1.0/(x)/Data/(y)/Value?nv=(x)/ID:GPS&nv=(y)/Date:12.2&cv=abc").unwrap();
+        let u = ClientUri::parse(
+            "urn:oma:mo:moid:1.0/(x)/Data/(y)/Value?nv=(x)/ID:GPS&nv=(y)/Date:12.2&cv=abc",
+        )
+        .unwrap();
         assert_eq!(u.moid, "urn:oma:mo:moid:1.0");
         assert_eq!(u.instance, InstanceSel::XName("x".into()));
         assert_eq!(
             u.path,
-            [Segment::Name("Data".into()), Segment::XName("y".into()), Segment::Name("Value".into())]
+            [
+                Segment::Name("Data".into()),
+                Segment::XName("y".into()),
+                Segment::Name("Value".into())
+            ]
         );
-        assert_eq!(u.nv[1], NvField { xname: "y".into(), path: vec!["Date".into()], value: "12.2".into() });
+        assert_eq!(
+            u.nv[1],
+            NvField {
+                xname: "y".into(),
+                path: vec!["Date".into()],
+                value: "12.2".into()
+            }
+        );
         assert_eq!(u.cv.as_deref(), Some("abc"));
-        assert_eq!(ClientUri::parse("urn:a:1.0//").unwrap().instance, InstanceSel::Only);
-        assert_eq!(ClientUri::parse("urn:a:1.0/*/Setting").unwrap().instance, InstanceSel::All);
+        assert_eq!(
+            ClientUri::parse("urn:a:1.0//").unwrap().instance,
+            InstanceSel::Only
+        );
+        assert_eq!(
+            ClientUri::parse("urn:a:1.0/*/Setting").unwrap().instance,
+            InstanceSel::All
+        );
         let left = ClientUri::parse("urn:a:1.0/left").unwrap();
         assert_eq!(left.instance, InstanceSel::Miid("left".into()));
         assert!(left.path.is_empty() && left.is_concrete());
@@ -386,7 +421,10 @@ mod tests {
         assert_eq!(addr.to_string(), "urn:a:1.0/m%3A1/a%20b/c");
         let back = ClientUri::parse(&addr.to_string()).unwrap();
         assert_eq!(back.instance, InstanceSel::Miid("m:1".into()));
-        assert_eq!(back.path, [Segment::Name("a b".into()), Segment::Name("c".into())]);
+        assert_eq!(
+            back.path,
+            [Segment::Name("a b".into()), Segment::Name("c".into())]
+        );
     }
 
     #[test]
@@ -399,14 +437,21 @@ mod tests {
         };
         assert!(uri.covers(&at("l", "Data/1/Value")));
         assert!(uri.covers(&at("r", "Data/2/Value/deeper")));
-        assert!(uri.covers(&at("r", "Data")), "a parent's change reaches the watched nodes");
+        assert!(
+            uri.covers(&at("r", "Data")),
+            "a parent's change reaches the watched nodes"
+        );
         assert!(uri.covers(&at("r", "")), "so does an instance's");
         assert!(!uri.covers(&at("r", "ID")));
         assert!(!uri.covers(&at("r", "Data/1/Date")));
         let one = ClientUri::parse("urn:a:1.0/l/ID").unwrap();
         assert!(one.covers(&at("l", "ID")));
         assert!(!one.covers(&at("r", "ID")));
-        assert!(!one.covers(&NodeAddr { moid: "urn:b:1.0".into(), miid: "l".into(), path: "ID".into() }));
+        assert!(!one.covers(&NodeAddr {
+            moid: "urn:b:1.0".into(),
+            miid: "l".into(),
+            path: "ID".into()
+        }));
     }
 
     #[test]

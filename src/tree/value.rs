@@ -103,7 +103,9 @@ impl Value {
                     .map_err(|_| invalid("not a 64-bit integer"))?,
             ),
             Format::Xml => Value::Xml(text.to_owned()),
-            Format::Date => Value::Date(Date::parse(text).ok_or_else(|| invalid("not YYYY-MM-DD"))?),
+            Format::Date => {
+                Value::Date(Date::parse(text).ok_or_else(|| invalid("not YYYY-MM-DD"))?)
+            }
             Format::Time => Value::Time(Time::parse(text).ok_or_else(|| invalid("not hh:mm:ss"))?),
             Format::Float => {
                 let f: f64 = text.trim().parse().map_err(|_| invalid("not a number"))?;
@@ -112,7 +114,9 @@ impl Value {
                 }
                 Value::Float(f)
             }
-            Format::Json => Value::Json(serde_json::from_str(text).map_err(|_| invalid("not JSON"))?),
+            Format::Json => {
+                Value::Json(serde_json::from_str(text).map_err(|_| invalid("not JSON"))?)
+            }
         })
     }
 
@@ -330,7 +334,13 @@ mod tests {
 
     #[test]
     fn times_with_fractions_and_zones() {
-        for ok in ["10:00:00", "100000", "10:00:00.250", "10:00:00+02:00", "100000-0500"] {
+        for ok in [
+            "10:00:00",
+            "100000",
+            "10:00:00.250",
+            "10:00:00+02:00",
+            "100000-0500",
+        ] {
             assert!(Time::parse(ok).is_some(), "{ok}");
         }
         for bad in ["", "10:00", "10:00:00.", "1000000", "10:00:00X"] {

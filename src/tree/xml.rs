@@ -38,7 +38,9 @@ pub struct XmlError {
 impl Element {
     /// The first child element named `name`.
     pub fn child(&self, name: &str) -> Option<&Element> {
-        self.children.iter().find(|c| c.name == name && c.prefix.is_none())
+        self.children
+            .iter()
+            .find(|c| c.name == name && c.prefix.is_none())
     }
 
     /// Every child element named `name`.
@@ -79,7 +81,10 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
                 });
             }
         };
-        let fail = |reason: String| XmlError { line: start, reason };
+        let fail = |reason: String| XmlError {
+            line: start,
+            reason,
+        };
         match event {
             Event::Start(e) | Event::Empty(e) if root.is_some() => {
                 return Err(fail(format!(
@@ -117,7 +122,9 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
                 }
             }
             Event::End(_) => {
-                let element = stack.pop().ok_or_else(|| fail("unexpected closing tag".into()))?;
+                let element = stack
+                    .pop()
+                    .ok_or_else(|| fail("unexpected closing tag".into()))?;
                 close(element, &mut stack, &mut root);
             }
             Event::Text(t) => {
@@ -129,18 +136,25 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
                 }
             }
             Event::CData(c) => {
-                let top = stack.last_mut().ok_or_else(|| fail("CDATA outside the root element".into()))?;
+                let top = stack
+                    .last_mut()
+                    .ok_or_else(|| fail("CDATA outside the root element".into()))?;
                 top.text.push_str(&c.xml10_content());
             }
             Event::GeneralRef(r) => {
                 let name = r.xml10_content();
                 let ch = match r.resolve_char_ref() {
                     Ok(Some(c)) => c,
-                    Ok(None) => predefined_entity(&name)
-                        .ok_or_else(|| fail(format!("entity &{name}; is not expanded (only the XML predefined entities are)")))?,
+                    Ok(None) => predefined_entity(&name).ok_or_else(|| {
+                        fail(format!(
+                            "entity &{name}; is not expanded (only the XML predefined entities are)"
+                        ))
+                    })?,
                     Err(e) => return Err(fail(e.to_string())),
                 };
-                let top = stack.last_mut().ok_or_else(|| fail("reference outside the root element".into()))?;
+                let top = stack
+                    .last_mut()
+                    .ok_or_else(|| fail("reference outside the root element".into()))?;
                 top.text.push(ch);
             }
             Event::Eof => break,
@@ -150,7 +164,10 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
     if let Some(open) = stack.last() {
         return Err(XmlError {
             line: lines.line_at(input.len() as u64),
-            reason: format!("element <{}> opened on line {} is never closed", open.name, open.line),
+            reason: format!(
+                "element <{}> opened on line {} is never closed",
+                open.name, open.line
+            ),
         });
     }
     root.ok_or(XmlError {
@@ -177,12 +194,17 @@ impl<'a> LineCounter<'a> {
     }
 
     fn line_at(&mut self, offset: u64) -> usize {
-        let offset = usize::try_from(offset).unwrap_or(usize::MAX).min(self.input.len());
+        let offset = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.input.len());
         if offset < self.pos {
             self.pos = 0;
             self.line = 1;
         }
-        self.line += self.input[self.pos..offset].iter().filter(|&&b| b == b'\n').count();
+        self.line += self.input[self.pos..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         self.pos = offset;
         self.line
     }
@@ -218,7 +240,10 @@ mod tests {
         assert_eq!(root.child_text("b"), Some("x & A<c>"));
         assert_eq!(root.children[1].prefix.as_deref(), Some("MSFT"));
         assert_eq!(root.children[1].line, 4);
-        assert!(root.child("c").is_none(), "prefixed elements are not plain children");
+        assert!(
+            root.child("c").is_none(),
+            "prefixed elements are not plain children"
+        );
     }
 
     #[test]
@@ -236,7 +261,12 @@ mod tests {
         let err = parse("<a>\n<b>").unwrap_err();
         assert!(err.reason.contains("never closed"), "{err}");
         assert!(parse("").unwrap_err().reason.contains("no root"));
-        assert!(parse("<a/><b/>").unwrap_err().reason.contains("after the root"));
+        assert!(
+            parse("<a/><b/>")
+                .unwrap_err()
+                .reason
+                .contains("after the root")
+        );
     }
 
     #[test]

@@ -46,12 +46,26 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `timeout` for the daemon to exit by itself; its exit status, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("running");
+        let mut status = None;
+        super::sysbus::wait_until(timeout, || {
+            status = child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        status
+    }
+
     /// Sends SIGTERM and waits for the exit; returns whether it was clean, and the state
     /// directory, which lives on for a restart.
     pub fn stop(mut self) -> (bool, tempfile::TempDir) {
         let mut child = self.child.take().expect("running");
         let pid = child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         let status = child.wait().expect("wait for omadmd");
         (status.success(), self.state.take().expect("state dir"))
     }
@@ -68,7 +82,14 @@ impl Drop for Daemon {
 /// `gdbus call` on omadmd's main object as `user` (None: root); returns the output.
 pub fn call(bus: &SysBus, user: Option<&TestUser>, method: &str, args: &[&str]) -> Output {
     bus.command(user, "gdbus")
-        .args(["call", "--system", "--dest", "org.omadm.Client1", "--object-path", "/org/omadm/Client1"])
+        .args([
+            "call",
+            "--system",
+            "--dest",
+            "org.omadm.Client1",
+            "--object-path",
+            "/org/omadm/Client1",
+        ])
         .arg("--method")
         .arg(format!("org.omadm.Client1.{method}"))
         .args(args)
@@ -79,18 +100,35 @@ pub fn call(bus: &SysBus, user: Option<&TestUser>, method: &str, args: &[&str]) 
 /// Like [`call`], but the call must succeed; returns its stdout.
 pub fn call_ok(bus: &SysBus, user: Option<&TestUser>, method: &str, args: &[&str]) -> String {
     let out = call(bus, user, method, args);
-    assert!(out.status.success(), "{method} {args:?} failed: {}", show(&out));
+    assert!(
+        out.status.success(),
+        "{method} {args:?} failed: {}",
+        show(&out)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Like [`call`], but the call must fail with `org.omadm.Client1.Error.<name>`; returns
 /// the error message.
-pub fn call_err(bus: &SysBus, user: Option<&TestUser>, method: &str, args: &[&str], name: &str) -> String {
+pub fn call_err(
+    bus: &SysBus,
+    user: Option<&TestUser>,
+    method: &str,
+    args: &[&str],
+    name: &str,
+) -> String {
     let out = call(bus, user, method, args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "{method} {args:?} succeeded: {}", show(&out));
+    assert!(
+        !out.status.success(),
+        "{method} {args:?} succeeded: {}",
+        show(&out)
+    );
     let wanted = format!("org.omadm.Client1.Error.{name}");
-    assert!(stderr.contains(&wanted), "{method} {args:?}: expected {wanted}, got: {stderr}");
+    assert!(
+        stderr.contains(&wanted),
+        "{method} {args:?}: expected {wanted}, got: {stderr}"
+    );
     stderr
 }
 

@@ -35,9 +35,13 @@ pub async fn run(client: &Client, client_uri: &str, as_json: bool) -> Result<(),
         .watch(client_uri)
         .await
         .map_err(|e| client.fail(e))?;
-    if std::io::stderr().is_terminal() {
-        eprintln!("Watching {client_uri} (watch {id}); press Ctrl-C to stop.");
-    }
+    // Always said (on stderr, so stdout stays one change per line): scripts wait for it.
+    let hint = if std::io::stderr().is_terminal() {
+        "; press Ctrl-C to stop"
+    } else {
+        ""
+    };
+    eprintln!("Watching {client_uri} (watch {id}){hint}.");
 
     let mut daemon_left = false;
     let result = loop {
