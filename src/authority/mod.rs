@@ -130,6 +130,11 @@ impl Authority {
         self.require(who, &store, &addr, Rights::WRITE)?;
         let exists = store.kind(&addr.moid, &addr.miid, &addr.path)?.is_some();
         let def = self.def_checked(&addr)?;
+        // Without a format or a DDF, an existing leaf keeps its format.
+        let current = match (format, def) {
+            (None, None) => store.leaf(&addr)?.map(|(v, _)| v.format()),
+            _ => None,
+        };
         let format = match (format, def) {
             (Some(f), Some(d)) if f != d.format => {
                 return Err(AccessError::InvalidValue(format!(
@@ -139,7 +144,7 @@ impl Authority {
             }
             (Some(f), _) => f,
             (None, Some(d)) => d.format,
-            (None, None) => infer(&input),
+            (None, None) => current.unwrap_or_else(|| infer(&input)),
         };
         if format == Format::Node {
             return Err(AccessError::InvalidValue(format!(
