@@ -1,6 +1,7 @@
 //! `/etc/omadmd/omadmd.toml`: every key optional, built-in defaults serve; an unknown key
 //! is an error that names it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -13,6 +14,42 @@ pub const DEFAULT_PATH: &str = "/etc/omadmd/omadmd.toml";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub ddf: DdfConfig,
+    pub tls: TlsConfig,
+    pub session: SessionConfig,
+    /// `[exec."<ClientURI pattern>"] command = [...]`: EXEC handlers.
+    pub exec: BTreeMap<String, ExecConfig>,
+}
+
+/// `[tls]`: extra CA certificates (PEM files) trusted for servers whose account has no
+/// `Ext/CACert`, on top of the system roots.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub extra_ca_files: Vec<PathBuf>,
+}
+
+/// `[session]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Largest Package#2 accepted; larger ones end the session with 413.
+    pub max_package_bytes: usize,
+}
+
+/// One `[exec."<pattern>"]` entry.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_package_bytes: 8 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[ddf]`: where DDF files are read from, in order (later files override earlier ones).
@@ -89,6 +126,21 @@ mod tests {
         assert!(err.contains("dirz"), "{err}");
         let err = Config::parse("[nope]\n").unwrap_err();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn session_tls_and_exec_keys() {
+        let c = Config::parse(
+            "[tls]\nextra_ca_files = [\"/ca.pem\"]\n[session]\nmax_package_bytes = 1024\n\
+             [exec.\"urn:x:1.0/*/Reboot\"]\ncommand = [\"/sbin/reboot\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.tls.extra_ca_files, [PathBuf::from("/ca.pem")]);
+        assert_eq!(c.session.max_package_bytes, 1024);
+        assert_eq!(c.exec["urn:x:1.0/*/Reboot"].command, ["/sbin/reboot"]);
+        assert_eq!(Config::default().session.max_package_bytes, 8 * 1024 * 1024);
+        let err = Config::parse("[exec.\"x\"]\ncmd = []\n").unwrap_err();
+        assert!(err.contains("cmd"), "{err}");
     }
 
     #[test]

@@ -9,8 +9,15 @@
 //!   validators, grants; crash-safe transactions.
 //! - [`authority`] → `store`, `tree` — the MO access model: principals, rights, grants,
 //!   DDF access types, No-Get secrets. Every read and write by anyone goes through it.
+//! - [`protocol`] → `tree` — the DM 2.0 wire format: packages, commands, alerts. Pure.
+//! - [`session`] → `authority`, `protocol`, `transport` — DM sessions: the package loop,
+//!   the twelve commands, persisted alerts, SUB deliveries.
 //! - [`device`] → `tree` — DevInfo facts read from the host.
 //! - [`config`] — `/etc/omadmd/omadmd.toml`.
+//! - [`transport`] — the HTTPS client of DM sessions and data-repository transfers: TLS
+//!   trust and pinning, client certificates, HTTP Basic, timeouts, retries. Bytes and URLs only.
+//! - [`devserver`] → `protocol`, `tree` — `omadm-devserver`, the scriptable DM 2.0 server
+//!   over HTTPS for development, tests and demos (server side; no client code uses it).
 //! - [`bus`] → `authority` — the D-Bus face: `org.omadm.Client1`, polkit, watches. Nothing
 //!   inward knows about D-Bus.
 //!
@@ -21,5 +28,9 @@ pub mod authority;
 pub mod bus;
 pub mod config;
 pub mod device;
+pub mod devserver;
+pub mod protocol;
+pub mod session;
 pub mod store;
+pub mod transport;
 pub mod tree;

@@ -5,8 +5,11 @@ mod support;
 
 mod dbus_service;
 mod ddf_corpus;
+mod devserver;
 mod harness;
 mod omadmctl_cli;
+mod session_tls;
 mod store_crash;
 mod store_uri;
 mod tnds_corpus;
+mod transport_tls;

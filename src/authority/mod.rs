@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde_json::Value as J;
 
 pub use error::AccessError;
-pub use principal::{ANY_APP, BadPrincipal, Principal, Rights, UnknownRight};
+pub use principal::{ANY_APP, ANY_SERVER, BadPrincipal, Principal, Rights, UnknownRight};
 
 use crate::store::{Change, Store};
 use crate::tree::format::Format;
@@ -304,7 +304,7 @@ impl Authority {
 
     /// Puts `content` into the instance `moid`/`miid` (created, owned by the admin, if
     /// missing), only when it differs — so the cache validator stays put across restarts
-    /// when nothing changed — and grants every app `reader_rights` on it.
+    /// when nothing changed — and grants every app and every server `reader_rights` on it.
     pub fn provide(
         &self,
         moid: &str,
@@ -330,16 +330,155 @@ impl Authority {
                 }
                 Some(_) => {}
             }
-            tx.set_grant(&root, ANY_APP, reader_rights.bits())
+            tx.set_grant(&root, ANY_APP, reader_rights.bits())?;
+            tx.set_grant(&root, ANY_SERVER, reader_rights.bits())
         })?;
         drop(store);
         (self.observer)(&changes);
         Ok(())
     }
 
-    /// Waits for any write in progress, then makes everything durable. Called once on
-    /// shutdown, after the faces stopped taking requests.
-    pub fn shutdown(&self) -> Result<(), AccessError> {
+    /// The subtree at `addr` *including* No-Get nodes, for omadmd's own use (reading server
+    /// accounts and their credentials). Never hand the result to a face.
+    pub fn read_internal(&self, addr: &NodeAddr) -> Result<Node, AccessError> {
+        Ok(self.reader().subtree(addr)?)
+    }
+
+    /// Every instance `who` may read, as (MOID, MIIDs), by MOID.
+    pub fn readable_instances(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<(String, Vec<String>)>, AccessError> {
+        let store = self.reader();
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for info in store.list_instances()? {
+            let root = NodeAddr::root(&info.moid, &info.miid);
+            if !self.rights(who, &store, &root)?.contains(Rights::READ) {
+                continue;
+            }
+            match out.last_mut() {
+                Some((moid, miids)) if *moid == info.moid => miids.push(info.miid),
+                _ => out.push((info.moid, vec![info.miid])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the node at `uri` for `who`: needs the Exec right and, for anyone but the admin,
+    /// `Exec` in the DDF's access types. Returns the one node's address.
+    pub fn exec_target(&self, who: &Principal, uri: &ClientUri) -> Result<NodeAddr, AccessError> {
+        let store = self.reader();
+        let addr = single_target(uri, &store)?;
+        if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
+            return Err(AccessError::NotFound(format!("{addr}: no such node")));
+        }
+        self.require(who, &store, &addr, Rights::EXEC)?;
+        if let Some(d) = self.def(&addr) {
+            if *who != Principal::Admin && !d.access.contains(AccessTypes::EXEC) {
+                return Err(AccessError::NotAllowed(format!(
+                    "{addr}: the DDF allows only {}",
+                    d.access
+                )));
+            }
+        }
+        Ok(addr)
+    }
+
+    /// MIIDs of the instances of `moid`.
+    pub fn instances_of(&self, moid: &str) -> Result<Vec<String>, AccessError> {
+        Ok(self.reader().instances(moid)?)
+    }
+
+    /// The cache validator of the one instance `uri` resolves into, if `who` may read it.
+    pub fn cache_validator(
+        &self,
+        who: &Principal,
+        uri: &ClientUri,
+    ) -> Result<Option<String>, AccessError> {
+        let store = self.reader();
+        let addrs = self.readable(who, &store, uri)?;
+        let first = &addrs[0];
+        if addrs
+            .iter()
+            .any(|a| a.moid != first.moid || a.miid != first.miid)
+        {
+            return Ok(None);
+        }
+        Ok(store.instance(&first.moid, &first.miid)?.map(|i| i.cv))
+    }
+
+    /// Writes MO serialization items received from a server or a bootstrap source.
+    /// With `target`, the one item's data replaces the node there (Write right needed).
+    /// Without, each item names its place: an existing instance is replaced (Write right
+    /// needed), a new one is created — owned by `who` — if `may_create(moid)` allows.
+    /// Returns the ClientURIs written. All items are one transaction.
+    pub fn import_items(
+        &self,
+        who: &Principal,
+        items: &[MoItem],
+        target: Option<&ClientUri>,
+        may_create: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<NodeAddr>, AccessError> {
+        let mut store = self.writer();
+        let owner = who.to_string();
+        let mut plan = Vec::with_capacity(items.len());
+        if let Some(target) = target {
+            let [item] = items else {
+                return Err(AccessError::InvalidValue(format!(
+                    "{target}: expected one MO serialization item, got {}",
+                    items.len()
+                )));
+            };
+            let addr = single_target(target, &store)?;
+            self.require(who, &store, &addr, Rights::WRITE)?;
+            let (name, json) = item
+                .single()
+                .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
+            let node = node_from_json(json, self.def(&addr), name)
+                .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
+            plan.push((addr, Some(node)));
+        } else {
+            for item in items {
+                let uri = ClientUri::parse(&item.client_uri)?;
+                let existing = match &uri.instance {
+                    InstanceSel::Miid(m) => store.instance(&uri.moid, m)?.is_some(),
+                    InstanceSel::Only => !store.instances(&uri.moid)?.is_empty(),
+                    _ => false,
+                };
+                if existing {
+                    let addr = single_target(&uri, &store)?;
+                    self.require(who, &store, &addr, Rights::WRITE)?;
+                } else if !may_create(&uri.moid) {
+                    return Err(AccessError::Denied(format!(
+                        "{}: {who} may not create instances of {}",
+                        item.client_uri, uri.moid
+                    )));
+                }
+                plan.push((NodeAddr::root(&uri.moid, ""), None));
+            }
+        }
+        let types = self.types.types();
+        let (written, changes) = store.write(|tx| {
+            let mut written = Vec::new();
+            for (i, (addr, node)) in plan.iter().enumerate() {
+                match node {
+                    Some(node) => {
+                        tx.put(addr, node, &owner)?;
+                        written.push(addr.clone());
+                    }
+                    None => written.push(tx.import_item(&items[i], types, &owner)?),
+                }
+            }
+            Ok(written)
+        })?;
+        drop(store);
+        (self.observer)(&changes);
+        Ok(written)
+    }
+
+    /// Waits for any write in progress, then makes everything committed durable on disk.
+    /// Sessions call it before acknowledging changes; the daemon on shutdown.
+    pub fn sync(&self) -> Result<(), AccessError> {
         Ok(self.writer().sync()?)
     }
 
@@ -408,11 +547,15 @@ impl Authority {
             return Ok(Rights::ALL);
         }
         let root = NodeAddr::root(&addr.moid, &addr.miid);
-        let mut rights = Rights::from_bits(store.grant(&root, &me)?.unwrap_or(0));
-        if matches!(who, Principal::App(_)) {
-            rights = rights.union(Rights::from_bits(store.grant(&root, ANY_APP)?.unwrap_or(0)));
-        }
-        Ok(rights)
+        let everyone = match who {
+            Principal::App(_) => ANY_APP,
+            Principal::Server(_) => ANY_SERVER,
+            Principal::Admin => unreachable!("handled above"),
+        };
+        let mine = Rights::from_bits(store.grant(&root, &me)?.unwrap_or(0));
+        Ok(mine.union(Rights::from_bits(
+            store.grant(&root, everyone)?.unwrap_or(0),
+        )))
     }
 
     fn def(&self, addr: &NodeAddr) -> Option<&NodeDef> {

@@ -29,6 +29,8 @@ pub struct BadPrincipal(pub String);
 
 /// The principal that stands for every local application in grants.
 pub const ANY_APP: &str = "app:*";
+/// The principal that stands for every DM server in grants.
+pub const ANY_SERVER: &str = "srv:*";
 
 impl Principal {
     /// Parses `app:<id>` or `srv:<SrvID>` (as stored in grants and owners).

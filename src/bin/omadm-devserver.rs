@@ -1,20 +1,19 @@
-//! `omadm-devserver`: the reference DM 2.0 server for development, tests and demos.
+//! `omadm-devserver`: the reference DM 2.0 server for development, tests and demos. Wiring
+//! only: everything is in `omadmd::devserver` (see `omadm-devserver --help`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use omadmd::devserver::cli::{Cli, run};
 
-/// Reference OMA DM 2.0 server for development, tests and demos.
-///
-/// omadm-devserver will serve DM 2.0 sessions over HTTPS with generated certificates,
-/// data-repository endpoints and scripted scenarios. It does not serve sessions yet: the
-/// DM session engine it exercises is still being built.
-#[derive(Parser, Debug)]
-#[command(name = "omadm-devserver", version, about, long_about)]
-struct Args {}
-
-fn main() -> ExitCode {
-    Args::parse();
-    eprintln!("omadm-devserver: DM 2.0 sessions are not implemented in this build");
-    ExitCode::FAILURE
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    run(Cli::parse()).await
 }

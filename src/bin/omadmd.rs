@@ -15,7 +15,9 @@ use omadmd::authority::{Authority, Rights};
 use omadmd::bus::{self, Bus};
 use omadmd::config::{self, Config};
 use omadmd::device::HostFacts;
-use omadmd::store::Store;
+use omadmd::session::exec::ExecHandlers;
+use omadmd::session::{Engine, Limits, subscribe};
+use omadmd::store::{Change, Store};
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
 
@@ -77,16 +79,23 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", args.state_dir.display()))?;
     let db = args.state_dir.join("store.db");
     let open = |what| Store::open(&db).map_err(|e| format!("{what} {}: {e}", db.display()));
-    let (writer, reader) = (open("opening")?, open("opening a reader on")?);
+    let (writer, reader, state) = (
+        open("opening")?,
+        open("opening a reader on")?,
+        open("opening")?,
+    );
 
-    let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+    // Every committed change goes to the D-Bus watchers and to SUB deliveries.
+    let (watch_tx, watch_rx) = mpsc::unbounded_channel();
+    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel::<Vec<Change>>();
     let auth = Arc::new(Authority::new(
         writer,
         reader,
         registry,
         Box::new(move |changes| {
-            // The receiver lives as long as the bus service; after that nobody listens.
-            let _ = changes_tx.send(changes.to_vec());
+            // The receivers live until the daemon stops; after that nobody listens.
+            let _ = watch_tx.send(changes.to_vec());
+            let _ = sub_tx.send(changes.to_vec());
         }),
     ));
 
@@ -101,12 +110,39 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .map_err(|e| format!("providing DevInfo: {e}"))?;
 
+    let exec = ExecHandlers::from_config(
+        &config
+            .exec
+            .iter()
+            .map(|(k, v)| (k.clone(), v.command.clone()))
+            .collect(),
+    )?;
+    let (followup_tx, followup_rx) = mpsc::unbounded_channel();
+    let limits = Limits {
+        max_package_bytes: config.session.max_package_bytes,
+    };
+    let engine = Arc::new(Engine::new(
+        auth.clone(),
+        state,
+        facts.dev_id.clone(),
+        limits,
+        exec,
+        config.tls.extra_ca_files.clone(),
+        followup_tx,
+    ));
+    let deliveries = engine.clone();
+    tokio::spawn(async move {
+        while let Some(changes) = sub_rx.recv().await {
+            subscribe::deliver(deliveries.clone(), changes).await;
+        }
+    });
+
     let bus = if args.session {
         Bus::Session
     } else {
         Bus::System
     };
-    let service = bus::serve(bus, auth.clone(), changes_rx, facts.dev_id.clone())
+    let service = bus::serve(bus, engine, watch_rx, followup_rx, facts.dev_id.clone())
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(
@@ -124,8 +160,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     notify(&[sd_notify::NotifyState::Stopping]);
     drop(conn);
-    auth.shutdown()
-        .map_err(|e| format!("closing the store: {e}"))?;
+    auth.sync().map_err(|e| format!("closing the store: {e}"))?;
     tracing::info!("stopped");
     outcome
 }

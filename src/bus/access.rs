@@ -22,6 +22,7 @@ pub enum Action {
     Read,
     Write,
     Watch,
+    StartSession,
     Manage,
 }
 
@@ -49,6 +50,7 @@ impl Action {
             Action::Read => "org.omadm.client1.read",
             Action::Write => "org.omadm.client1.write",
             Action::Watch => "org.omadm.client1.watch",
+            Action::StartSession => "org.omadm.client1.start-session",
             Action::Manage => "org.omadm.client1.manage",
         }
     }

@@ -11,6 +11,7 @@ use zbus::{OwnedVariant, Variant, interface};
 
 use super::access::{Access, Action};
 use super::error::Error;
+use super::sessions::Sessions;
 use super::watch::Watches;
 use crate::authority::{Authority, Input, Rights};
 use crate::tree::format::Format;
@@ -32,6 +33,7 @@ pub struct Client1 {
     pub(super) auth: Arc<Authority>,
     pub(super) access: Arc<Access>,
     pub(super) watches: Arc<Watches>,
+    pub(super) sessions: Arc<Sessions>,
     pub(super) dev_id: String,
 }
 
@@ -229,6 +231,38 @@ impl Client1 {
         Ok(())
     }
 
+    #[zbus(out_args("session_id"))]
+    async fn start_session(
+        &self,
+        server_id: String,
+        reason: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, Error> {
+        let caller = self
+            .access
+            .authorize(&header, Action::StartSession, "")
+            .await?;
+        let (srv, sid) = self.sessions.start(&server_id, &reason, None)?;
+        tracing::info!(by = %caller.principal, "session {sid} with {srv} requested");
+        Ok(sid)
+    }
+
+    #[zbus(signal)]
+    async fn session_started(
+        emitter: &SignalEmitter<'_>,
+        server_id: &str,
+        session_id: &str,
+        reason: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn session_finished(
+        emitter: &SignalEmitter<'_>,
+        server_id: &str,
+        session_id: &str,
+        status: i32,
+    ) -> zbus::Result<()>;
+
     /// Sent with a destination (the watcher) by [`super::watch::dispatch`]; declared here so
     /// that introspection shows it.
     #[zbus(signal)]
@@ -257,7 +291,7 @@ impl Client1 {
 
     #[zbus(property)]
     fn state(&self) -> String {
-        "idle".to_owned()
+        self.sessions.state().to_owned()
     }
 }
 

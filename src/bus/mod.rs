@@ -4,6 +4,7 @@
 //! - [`client1`]: the interface; `dbus/org.omadm.Client1.xml` is its contract;
 //! - [`access`]: caller identity and polkit checks, with the read cache;
 //! - [`peer`]: app ids from process credentials;
+//! - [`sessions`]: DM sessions started over D-Bus, their signals and `State`;
 //! - [`watch`]: watches and unicast `Changed` delivery;
 //! - [`error`]: the `org.omadm.Client1.Error.*` names.
 
@@ -11,6 +12,7 @@ pub mod access;
 pub mod client1;
 pub mod error;
 pub mod peer;
+pub mod sessions;
 pub mod watch;
 
 use std::sync::Arc;
@@ -18,7 +20,8 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
-use crate::authority::Authority;
+use crate::session::Engine;
+use crate::session::engine::FollowUp;
 use crate::store::Change;
 
 /// The well-known bus name.
@@ -56,13 +59,16 @@ pub struct Service {
 }
 
 /// Connects to `bus`, exports the interface and the object manager, starts change
-/// delivery from `changes`, and only then takes the well-known name.
+/// delivery from `changes` and follow-up sessions from `followups`, and only then takes
+/// the well-known name.
 pub async fn serve(
     bus: Bus,
-    auth: Arc<Authority>,
+    engine: Arc<Engine>,
     changes: mpsc::UnboundedReceiver<Vec<Change>>,
+    followups: mpsc::UnboundedReceiver<FollowUp>,
     dev_id: String,
 ) -> Result<Service, ServeError> {
+    let auth = engine.authority().clone();
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
         Bus::Session => zbus::connection::Builder::session(),
@@ -76,10 +82,12 @@ pub async fn serve(
         })?;
     let access = Arc::new(access::Access::new(conn.clone()));
     let watches = Arc::new(watch::Watches::default());
+    let sessions = Arc::new(sessions::Sessions::new(engine, conn.clone()));
     let iface = client1::Client1 {
         auth: auth.clone(),
         access: access.clone(),
         watches: watches.clone(),
+        sessions: sessions.clone(),
         dev_id,
     };
     let server = conn.object_server();
@@ -94,6 +102,7 @@ pub async fn serve(
         watches.clone(),
         changes,
     ));
+    tokio::spawn(sessions.follow_ups(followups));
     let (lost_tx, lost) = tokio::sync::oneshot::channel();
     let departures = forget_departed(conn.clone(), access, watches);
     tokio::spawn(async move {

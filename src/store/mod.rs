@@ -5,6 +5,7 @@
 //! - [`read`]: queries, and [`crate::tree::resolve::TreeRead`] over the store;
 //! - [`write`]: [`Txn`], the only way to change anything — one SQLite transaction per
 //!   [`Store::write`], so a crash leaves the old state or the new one, never a mix;
+//! - [`session_state`] — pending alerts, `DEFAULT` sources, `SUB` subscriptions;
 //! - [`import`]: writing MO serialization items (HGET, bootstrap files);
 //! - [`error`] — [`StoreError`].
 //!
@@ -17,6 +18,7 @@ mod error;
 mod import;
 mod read;
 mod schema;
+mod session_state;
 mod write;
 
 use std::path::Path;
@@ -26,6 +28,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use error::StoreError;
 pub use read::{Change, ChangeKind, InstanceInfo, Stats};
+pub use session_state::{PendingAlert, Subscription};
 pub use write::Txn;
 
 /// A connection to the store. Open one per thread; any number may read while one writes.

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Migrations: entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -59,6 +59,36 @@ CREATE TABLE grants (
     principal TEXT NOT NULL,
     rights    INTEGER NOT NULL,
     PRIMARY KEY (inst, principal)
+) WITHOUT ROWID;
+"#,
+    r#"
+-- Alerts waiting to be sent to a server in a later session (PROTOCOL.md §6).
+CREATE TABLE pending_alerts (
+    id     INTEGER PRIMARY KEY,
+    srv_id TEXT NOT NULL,
+    alert  TEXT NOT NULL,
+    at     INTEGER NOT NULL
+);
+
+-- DEFAULT: where to fetch a missing MO of a MOID from.
+CREATE TABLE defaults (
+    moid       TEXT PRIMARY KEY,
+    srv_id     TEXT NOT NULL,
+    server_uri TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- SUB: subtrees to PUT to a server whenever they change.
+CREATE TABLE subscriptions (
+    srv_id     TEXT NOT NULL,
+    client_uri TEXT NOT NULL,
+    server_uri TEXT NOT NULL,
+    PRIMARY KEY (srv_id, client_uri)
+) WITHOUT ROWID;
+
+-- When each server last had a session (the first session with a server sends the MO list).
+CREATE TABLE server_sessions (
+    srv_id TEXT PRIMARY KEY,
+    last   INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
 ];

@@ -183,6 +183,30 @@ impl Txn<'_> {
         Ok(instance_id(&self.tx, moid, miid)?.is_some())
     }
 
+    /// Runs one statement of the transaction.
+    pub(super) fn execute(
+        &self,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+        context: &'static str,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute(args))
+            .map_err(StoreError::db(context))?;
+        Ok(())
+    }
+
+    /// The transaction itself, for the store's other modules.
+    pub(super) fn tx(&self) -> &Transaction<'_> {
+        &self.tx
+    }
+
+    /// The time of this transaction, POSIX seconds.
+    pub(super) fn now(&self) -> i64 {
+        self.now
+    }
+
     fn inst(&self, addr: &NodeAddr) -> Result<i64, StoreError> {
         instance_id(&self.tx, &addr.moid, &addr.miid)?
             .ok_or_else(|| StoreError::NoSuchNode(addr.clone()))

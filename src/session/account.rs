@@ -1,0 +1,172 @@
+//! DM server accounts (the DM Account MO, `urn:oma:mo:oma-dm-dmacc:1.2`) as the session
+//! engine needs them: where the server is, how to trust it, how to authenticate to it,
+//! which MOIDs it may manage, and its priority.
+
+use std::path::PathBuf;
+
+use crate::authority::{AccessError, Authority};
+use crate::transport::{ClientAuth, ClientSettings, Trust};
+use crate::tree::builtin;
+use crate::tree::node::Node;
+use crate::tree::uri::NodeAddr;
+use crate::tree::value::Value;
+
+/// One server account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub miid: String,
+    pub srv_id: String,
+    pub srv_uri: String,
+    pub name: Option<String>,
+    /// PEM from `Ext/CACert`: a CA, or the server's own certificate (pinned).
+    pub ca_pem: Option<String>,
+    pub auth: ClientAuth,
+    /// MOIDs from `Perm/<x>/MOID`.
+    pub permitted: Vec<String>,
+    /// `Ext/Priority`; higher wins (0 when unset).
+    pub priority: i64,
+}
+
+impl Account {
+    /// Reads an account from its instance content (secrets included).
+    pub fn from_node(miid: &str, node: &Node) -> Result<Account, String> {
+        let text = |path: &str| match node.get(path) {
+            Some(Node::Leaf(Value::Int(i))) => Some(i.to_string()),
+            Some(Node::Leaf(v)) => Some(v.to_text()).filter(|t| !t.is_empty()),
+            _ => None,
+        };
+        let srv_id = text("SrvID").ok_or("no SrvID")?;
+        let srv_uri = text("SrvURI").ok_or_else(|| format!("account {srv_id} has no SrvURI"))?;
+        let auth = match (
+            text("Ext/ClientCert"),
+            text("Ext/ClientKey"),
+            text("Auth/Trsp/Data"),
+            text("Auth/Trsp/Secret"),
+        ) {
+            (Some(chain_pem), Some(key_pem), _, _) => {
+                ClientAuth::Certificate { chain_pem, key_pem }
+            }
+            (_, _, Some(user), Some(password)) => ClientAuth::Basic { user, password },
+            _ => ClientAuth::None,
+        };
+        let mut permitted = Vec::new();
+        if let Some(Node::Interior(entries)) = node.get("Perm") {
+            for entry in entries.values() {
+                if let Some(Node::Leaf(v)) = entry.get("MOID") {
+                    permitted.push(v.to_text());
+                }
+            }
+        }
+        Ok(Account {
+            miid: miid.to_owned(),
+            priority: text("Ext/Priority")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
+            name: text("Name"),
+            ca_pem: text("Ext/CACert"),
+            srv_id,
+            srv_uri,
+            auth,
+            permitted,
+        })
+    }
+
+    /// Transport settings for talking to this server.
+    pub fn client_settings(
+        &self,
+        extra_ca_files: &[PathBuf],
+        max_body_bytes: usize,
+    ) -> ClientSettings {
+        let trust = match &self.ca_pem {
+            Some(pem) => Trust::Pem(pem.clone()),
+            None => Trust::Roots {
+                extra_ca_files: extra_ca_files.to_vec(),
+            },
+        };
+        ClientSettings {
+            client_auth: self.auth.clone(),
+            max_body_bytes,
+            ..ClientSettings::with_trust(trust)
+        }
+    }
+
+    /// Whether this server may create instances of `moid`.
+    pub fn may_manage(&self, moid: &str) -> bool {
+        self.permitted.iter().any(|m| m == moid)
+    }
+}
+
+/// Every readable account; broken ones are logged and skipped.
+pub fn load_all(auth: &Authority) -> Result<Vec<Account>, AccessError> {
+    let mut out = Vec::new();
+    for miid in auth.instances_of(builtin::DMACC)? {
+        let node = auth.read_internal(&NodeAddr::root(builtin::DMACC, &miid))?;
+        match Account::from_node(&miid, &node) {
+            Ok(a) => out.push(a),
+            Err(e) => tracing::warn!("skipping DM account {miid}: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+/// The server for a session: `srv_id` when given, else the one with the highest priority
+/// (DM-HLF-018; ties go to the first account).
+pub fn choose<'a>(accounts: &'a [Account], srv_id: &str) -> Option<&'a Account> {
+    if srv_id.is_empty() {
+        accounts.iter().rev().max_by_key(|a| a.priority)
+    } else {
+        accounts.iter().find(|a| a.srv_id == srv_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::json::node_from_json;
+
+    fn account(json: serde_json::Value) -> Result<Account, String> {
+        Account::from_node("1", &node_from_json(&json, None, "DMAcc").unwrap())
+    }
+
+    #[test]
+    fn reads_credentials_permissions_and_priority() {
+        let a = account(serde_json::json!({
+            "SrvID": "s", "SrvURI": "https://x/dm", "Perm": {"a": {"MOID": "urn:a:1.0"}, "b": {"MOID": "urn:b:1.0"}},
+            "Auth": {"Trsp": {"Data": "u", "Secret": "p"}}, "Ext": {"Priority": 7, "CACert": "PEM"}}))
+        .unwrap();
+        assert_eq!(
+            a.auth,
+            ClientAuth::Basic {
+                user: "u".into(),
+                password: "p".into()
+            }
+        );
+        assert!(a.may_manage("urn:b:1.0") && !a.may_manage("urn:c:1.0"));
+        assert_eq!((a.priority, a.ca_pem.as_deref()), (7, Some("PEM")));
+        assert!(matches!(a.client_settings(&[], 10).trust, Trust::Pem(_)));
+        assert!(
+            account(serde_json::json!({"SrvURI": "https://x/"}))
+                .unwrap_err()
+                .contains("SrvID")
+        );
+        assert!(
+            account(serde_json::json!({"SrvID": "s"}))
+                .unwrap_err()
+                .contains("SrvURI")
+        );
+    }
+
+    #[test]
+    fn chooses_by_id_or_priority() {
+        let mk = |id: &str, p| Account {
+            priority: p,
+            srv_id: id.into(),
+            ..account(serde_json::json!({"SrvID": "x", "SrvURI": "https://x/"})).unwrap()
+        };
+        let all = [mk("a", 1), mk("b", 5), mk("c", 5)];
+        assert_eq!(choose(&all, "").unwrap().srv_id, "b");
+        assert_eq!(choose(&all, "a").unwrap().srv_id, "a");
+        assert!(choose(&all, "z").is_none());
+        assert!(choose(&[], "").is_none());
+    }
+}

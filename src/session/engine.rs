@@ -1,0 +1,334 @@
+//! The package loop of one DM session (PROTOCOL.md §1): Package#1 to the server's URI,
+//! then for each Package#2 run its commands in order and post Package#3 — unless it held
+//! `END` — until the session ends. HTTP 4xx/5xx, a malformed package, a wrong content type
+//! or an oversized package abort the session; there is no retry inside a session.
+//!
+//! Durability: every command is its own store transaction, and the store is synced once
+//! before each Package#3, so every change a Package#3 acknowledges is on disk.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::account::Account;
+use super::commands::{self, Context};
+use super::exec::ExecHandlers;
+use crate::authority::{Authority, Principal};
+use crate::protocol::{self, Alert, MoEntry, Package1, Package2, Package3, Status, alert};
+use crate::store::Store;
+use crate::transport::{HttpClient, Request, Response, TransportError};
+
+/// Configured limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest Package#2 accepted (`[session] max_package_bytes`, default 8 MiB).
+    pub max_package_bytes: usize,
+}
+
+/// How a session ended. `status` is `200` on success; otherwise the server's HTTP status,
+/// `400` (malformed package), `413` (package too large), `415` (wrong content type),
+/// `495` (the server's certificate was refused), `503` (the server could not be reached)
+/// or `500` (a local failure).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: i32,
+    pub packages: u32,
+    pub commands: u32,
+    pub detail: String,
+}
+
+/// A session the engine asks the daemon to run later: to `srv_id`, at `url` when given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowUp {
+    pub srv_id: String,
+    pub url: Option<String>,
+}
+
+/// Runs sessions.
+pub struct Engine {
+    pub(super) auth: Arc<Authority>,
+    pub(super) state: Mutex<Store>,
+    pub(super) dev_id: String,
+    pub(super) limits: Limits,
+    pub(super) exec: ExecHandlers,
+    pub(super) extra_ca_files: Vec<PathBuf>,
+    pub(super) followups: mpsc::UnboundedSender<FollowUp>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_package_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Engine {
+    /// `state` is a store connection for session state (pending alerts, subscriptions);
+    /// `followups` receives sessions the engine wants run later (async EXEC results).
+    pub fn new(
+        auth: Arc<Authority>,
+        state: Store,
+        dev_id: String,
+        limits: Limits,
+        exec: ExecHandlers,
+        extra_ca_files: Vec<PathBuf>,
+        followups: mpsc::UnboundedSender<FollowUp>,
+    ) -> Engine {
+        Engine {
+            auth,
+            state: Mutex::new(state),
+            dev_id,
+            limits,
+            exec,
+            extra_ca_files,
+            followups,
+        }
+    }
+
+    /// The authority sessions act through.
+    pub fn authority(&self) -> &Arc<Authority> {
+        &self.auth
+    }
+
+    /// Runs one session with `account`; `reason` is the session-reason alert type; `url`
+    /// overrides the account's SrvURI (a follow-up session to an EXEC's ServerURI).
+    pub async fn run(
+        self: &Arc<Self>,
+        account: &Account,
+        reason: &str,
+        url: Option<&str>,
+    ) -> Outcome {
+        let mut outcome = Outcome {
+            status: 200,
+            packages: 0,
+            commands: 0,
+            detail: String::new(),
+        };
+        if let Err((status, detail)) = self.package_loop(account, reason, url, &mut outcome).await {
+            tracing::warn!(srv_id = %account.srv_id, status, "session aborted: {detail}");
+            outcome.status = status;
+            outcome.detail = detail;
+        } else {
+            tracing::info!(srv_id = %account.srv_id, packages = outcome.packages, commands = outcome.commands, "session finished");
+            outcome.detail = "completed".into();
+        }
+        outcome
+    }
+
+    async fn package_loop(
+        self: &Arc<Self>,
+        account: &Account,
+        reason: &str,
+        url: Option<&str>,
+        outcome: &mut Outcome,
+    ) -> Result<(), (i32, String)> {
+        let client = HttpClient::new(
+            account.client_settings(&self.extra_ca_files, self.limits.max_package_bytes),
+        )
+        .map_err(|e| {
+            (
+                500,
+                format!("cannot set up the transport for {}: {e}", account.srv_id),
+            )
+        })?;
+        let principal = Principal::Server(account.srv_id.clone());
+        let mut url = url.unwrap_or(&account.srv_uri).to_owned();
+
+        let (package1, delivered) = self.package1(account, &principal, reason, &url)?;
+        let body = serde_json::to_vec(&package1).map_err(|e| (500, e.to_string()))?;
+        let mut response = self.post(&client, &url, protocol::INITIATION, body).await?;
+        self.state(|tx| {
+            tx.drop_alerts(&delivered)?;
+            tx.record_session(&account.srv_id)
+        })?;
+
+        let mut ctx = Context {
+            engine: self,
+            client: &client,
+            account,
+            principal: &principal,
+        };
+        loop {
+            outcome.packages += 1;
+            let package2 = Package2::parse(&response.body).map_err(|e| (400, e.to_string()))?;
+            let mut statuses = Vec::with_capacity(package2.commands.len());
+            let mut end = false;
+            for command in package2.commands {
+                outcome.commands += 1;
+                let status = match command {
+                    Err(e) => {
+                        tracing::info!(srv_id = %account.srv_id, "refused command: {e}");
+                        Status::code(e.status)
+                    }
+                    Ok(protocol::Command::End) => {
+                        end = true;
+                        Status::code(200)
+                    }
+                    Ok(protocol::Command::Cont { server_uri }) => {
+                        url = server_uri;
+                        Status::code(200)
+                    }
+                    Ok(command) => commands::execute(&mut ctx, command).await,
+                };
+                statuses.push(status);
+            }
+            if end {
+                return Ok(());
+            }
+            self.auth
+                .sync()
+                .map_err(|e| (500, format!("cannot make the changes durable: {e}")))?;
+            let package3 = Package3 {
+                status: statuses,
+                alert: vec![],
+            };
+            let body = serde_json::to_vec(&package3).map_err(|e| (500, e.to_string()))?;
+            response = self.post(&client, &url, protocol::RESPONSE, body).await?;
+        }
+    }
+
+    /// Package#1: the MO list and the session reason, plus alerts waiting for this server
+    /// (those addressed to `url`, or to no particular URI). Returns the ids of the alerts
+    /// included, to drop once delivered.
+    fn package1(
+        &self,
+        account: &Account,
+        principal: &Principal,
+        reason: &str,
+        url: &str,
+    ) -> Result<(Package1, Vec<i64>), (i32, String)> {
+        let local = |e: String| (500, e);
+        let first_session = self
+            .with_state(|s| s.last_session(&account.srv_id))
+            .map_err(local)?
+            .is_none();
+        let mos = if first_session {
+            self.auth
+                .readable_instances(principal)
+                .map_err(|e| local(e.to_string()))?
+                .into_iter()
+                .map(|(moid, miid)| MoEntry {
+                    ddf: None,
+                    moid,
+                    miid,
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        let mut alerts = vec![Alert::of_type(reason)];
+        let mut delivered = Vec::new();
+        for pending in self
+            .with_state(|s| s.pending_alerts(&account.srv_id))
+            .map_err(local)?
+        {
+            match serde_json::from_str::<Alert>(&pending.alert_json) {
+                Ok(a) if a.target_uri.as_deref().is_none_or(|t| t == url) => {
+                    alerts.push(a);
+                    delivered.push(pending.id);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!("dropping unreadable pending alert {}: {e}", pending.id),
+            }
+        }
+        Ok((Package1 { mos, alert: alerts }, delivered))
+    }
+
+    async fn post(
+        &self,
+        client: &HttpClient,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Response, (i32, String)> {
+        let request = Request::post(url, body)
+            .with_header("Content-Type", content_type)
+            .with_header("Accept", protocol::REQUEST)
+            .with_header(protocol::DEVID_HEADER, &self.dev_id);
+        let response = client
+            .send(request)
+            .await
+            .map_err(|e| transport_status(&e))?;
+        if !response.is_success() {
+            return Err((
+                i32::from(response.status),
+                format!("{url} answered HTTP {}", response.status),
+            ));
+        }
+        let content_type = response.header("Content-Type").unwrap_or_default();
+        if media_type(content_type) != protocol::REQUEST {
+            return Err((
+                415,
+                format!(
+                    "{url} answered with Content-Type {content_type:?}, not {}",
+                    protocol::REQUEST
+                ),
+            ));
+        }
+        Ok(response)
+    }
+
+    /// Runs `f` in a session-state transaction.
+    pub(super) fn state<T>(
+        &self,
+        f: impl FnOnce(&mut crate::store::Txn<'_>) -> Result<T, crate::store::StoreError>,
+    ) -> Result<T, (i32, String)> {
+        let mut store = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        store
+            .write(f)
+            .map(|(t, _)| t)
+            .map_err(|e| (500, e.to_string()))
+    }
+
+    /// Reads session state.
+    pub(super) fn with_state<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError>,
+    ) -> Result<T, String> {
+        let store = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&store).map_err(|e| e.to_string())
+    }
+
+    /// Keeps an alert for `srv_id` and asks for a follow-up session to deliver it.
+    pub fn queue_alert(&self, srv_id: &str, alert: &Alert) {
+        let json = match serde_json::to_string(alert) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!("cannot serialize an alert: {e}");
+                return;
+            }
+        };
+        if let Err((_, e)) = self.state(|tx| tx.queue_alert(srv_id, &json)) {
+            tracing::error!("cannot persist an alert for {srv_id}: {e}");
+            return;
+        }
+        let _ = self.followups.send(FollowUp {
+            srv_id: srv_id.to_owned(),
+            url: alert.target_uri.clone(),
+        });
+    }
+}
+
+/// `application/x; charset=...` → `application/x`.
+pub(super) fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
+}
+
+fn transport_status(e: &TransportError) -> (i32, String) {
+    let status = match e {
+        TransportError::Tls(_) => 495,
+        TransportError::TooLarge { .. } => 413,
+        TransportError::Connect { .. } | TransportError::Timeout(_) => 503,
+        _ => 500,
+    };
+    (status, e.to_string())
+}
+
+/// The session-reason alert types a session may be started with.
+pub const REASONS: [&str; 3] = [
+    alert::CLIENT_INITIATED,
+    alert::SERVER_INITIATED,
+    alert::BOOTSTRAP_COMPLETE,
+];

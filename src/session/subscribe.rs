@@ -1,0 +1,63 @@
+//! SUB deliveries: whenever something under a subscribed ClientURI changes, PUT the
+//! subtree (as the subscribing server may read it) to the subscription's ServerURI.
+
+use std::sync::Arc;
+
+use super::account;
+use super::commands::send_mo;
+use super::engine::Engine;
+use crate::authority::Principal;
+use crate::store::Change;
+use crate::transport::HttpClient;
+use crate::tree::uri::ClientUri;
+
+/// Delivers one batch of changes to the subscriptions they concern (each at most once).
+pub async fn deliver(engine: Arc<Engine>, changes: Vec<Change>) {
+    let subscriptions = match engine.with_state(|s| s.subscriptions()) {
+        Ok(s) => s,
+        Err(e) => return tracing::error!("cannot read subscriptions: {e}"),
+    };
+    if subscriptions.is_empty() {
+        return;
+    }
+    let accounts = match account::load_all(&engine.auth) {
+        Ok(a) => a,
+        Err(e) => return tracing::error!("cannot read server accounts: {e}"),
+    };
+    for sub in subscriptions {
+        let Ok(uri) = ClientUri::parse(&sub.client_uri) else {
+            continue;
+        };
+        if !changes.iter().any(|c| uri.covers(&c.addr)) {
+            continue;
+        }
+        let Some(acc) = accounts.iter().find(|a| a.srv_id == sub.srv_id) else {
+            continue;
+        };
+        let principal = Principal::Server(sub.srv_id.clone());
+        let body = match engine.auth.get_items(&principal, &sub.client_uri) {
+            Ok(items) => serde_json::to_vec(&items).unwrap_or_default(),
+            Err(e) => {
+                tracing::info!(srv_id = %sub.srv_id, "SUB {}: not delivered: {e}", sub.client_uri);
+                continue;
+            }
+        };
+        let client = match HttpClient::new(
+            acc.client_settings(&engine.extra_ca_files, engine.limits.max_package_bytes),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(srv_id = %sub.srv_id, "SUB: transport: {e}");
+                continue;
+            }
+        };
+        match send_mo(&client, &sub.server_uri, body, false).await {
+            Ok(_) => {
+                tracing::debug!(srv_id = %sub.srv_id, "SUB {} delivered to {}", sub.client_uri, sub.server_uri)
+            }
+            Err(e) => {
+                tracing::warn!(srv_id = %sub.srv_id, "SUB {} to {}: {e}", sub.client_uri, sub.server_uri)
+            }
+        }
+    }
+}

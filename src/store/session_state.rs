@@ -1,0 +1,203 @@
+//! What DM sessions leave behind for later: alerts waiting for delivery, `DEFAULT` sources
+//! and `SUB` subscriptions. Plain rows; the session engine gives them meaning.
+
+use rusqlite::params;
+
+use super::{Store, StoreError, Txn};
+
+/// A persisted alert (its JSON text) for a server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingAlert {
+    pub id: i64,
+    pub srv_id: String,
+    pub alert_json: String,
+}
+
+/// A `SUB` subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub srv_id: String,
+    pub client_uri: String,
+    pub server_uri: String,
+}
+
+impl Store {
+    /// Alerts waiting for `srv_id`, oldest first.
+    pub fn pending_alerts(&self, srv_id: &str) -> Result<Vec<PendingAlert>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, alert FROM pending_alerts WHERE srv_id = ?1 ORDER BY id")
+            .map_err(StoreError::db("preparing the pending alerts query"))?;
+        let rows = stmt
+            .query_map([srv_id], |r| {
+                Ok(PendingAlert {
+                    id: r.get(0)?,
+                    srv_id: srv_id.to_owned(),
+                    alert_json: r.get(1)?,
+                })
+            })
+            .map_err(StoreError::db("reading pending alerts"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("reading pending alerts"))
+    }
+
+    /// Every subscription.
+    pub fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT srv_id, client_uri, server_uri FROM subscriptions ORDER BY srv_id, client_uri")
+            .map_err(StoreError::db("preparing the subscriptions query"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Subscription {
+                    srv_id: r.get(0)?,
+                    client_uri: r.get(1)?,
+                    server_uri: r.get(2)?,
+                })
+            })
+            .map_err(StoreError::db("reading subscriptions"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("reading subscriptions"))
+    }
+
+    /// When `srv_id` last completed a session (POSIX seconds), if ever.
+    pub fn last_session(&self, srv_id: &str) -> Result<Option<i64>, StoreError> {
+        use rusqlite::OptionalExtension as _;
+        self.conn
+            .prepare_cached("SELECT last FROM server_sessions WHERE srv_id = ?1")
+            .and_then(|mut s| s.query_row([srv_id], |r| r.get(0)).optional())
+            .map_err(StoreError::db("reading the last session"))
+    }
+
+    /// The `DEFAULT` source of `moid`: (server id, ServerURI).
+    pub fn default_source(&self, moid: &str) -> Result<Option<(String, String)>, StoreError> {
+        use rusqlite::OptionalExtension as _;
+        self.conn
+            .prepare_cached("SELECT srv_id, server_uri FROM defaults WHERE moid = ?1")
+            .and_then(|mut s| {
+                s.query_row([moid], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(StoreError::db("reading a default source"))
+    }
+}
+
+impl Txn<'_> {
+    /// Keeps an alert for a later session with `srv_id`.
+    pub fn queue_alert(&mut self, srv_id: &str, alert_json: &str) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO pending_alerts (srv_id, alert, at) VALUES (?1, ?2, ?3)",
+            params![srv_id, alert_json, self.now()],
+            "queueing an alert",
+        )
+    }
+
+    /// Forgets alerts that were delivered.
+    pub fn drop_alerts(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        for id in ids {
+            self.execute(
+                "DELETE FROM pending_alerts WHERE id = ?1",
+                params![id],
+                "dropping a delivered alert",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sets (replacing any earlier one) the `DEFAULT` source of `moid`.
+    pub fn set_default_source(
+        &mut self,
+        moid: &str,
+        srv_id: &str,
+        server_uri: &str,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO defaults (moid, srv_id, server_uri) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (moid) DO UPDATE SET srv_id = excluded.srv_id, server_uri = excluded.server_uri",
+            params![moid, srv_id, server_uri],
+            "recording a default source",
+        )
+    }
+
+    /// Records that `srv_id` completed a session now.
+    pub fn record_session(&mut self, srv_id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO server_sessions (srv_id, last) VALUES (?1, ?2) \
+             ON CONFLICT (srv_id) DO UPDATE SET last = excluded.last",
+            params![srv_id, self.now()],
+            "recording a session",
+        )
+    }
+
+    /// Adds or replaces a subscription.
+    pub fn subscribe(
+        &mut self,
+        srv_id: &str,
+        client_uri: &str,
+        server_uri: &str,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO subscriptions (srv_id, client_uri, server_uri) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (srv_id, client_uri) DO UPDATE SET server_uri = excluded.server_uri",
+            params![srv_id, client_uri, server_uri],
+            "recording a subscription",
+        )
+    }
+
+    /// Removes a subscription; whether there was one.
+    pub fn unsubscribe(&mut self, srv_id: &str, client_uri: &str) -> Result<bool, StoreError> {
+        let n = self
+            .tx()
+            .execute(
+                "DELETE FROM subscriptions WHERE srv_id = ?1 AND client_uri = ?2",
+                params![srv_id, client_uri],
+            )
+            .map_err(StoreError::db("removing a subscription"))?;
+        Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_defaults_and_subscriptions_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .write(|tx| {
+                tx.queue_alert("a", r#"{"AlertType":"x"}"#)?;
+                tx.queue_alert("b", r#"{"AlertType":"y"}"#)?;
+                tx.set_default_source("urn:x:1.0", "a", "https://one/")?;
+                tx.set_default_source("urn:x:1.0", "b", "https://two/")?;
+                tx.subscribe("a", "urn:x:1.0/m/", "https://sub/")
+            })
+            .unwrap();
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        let pending = store.pending_alerts("a").unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].alert_json, r#"{"AlertType":"x"}"#);
+        store.write(|tx| tx.drop_alerts(&[pending[0].id])).unwrap();
+        assert!(store.pending_alerts("a").unwrap().is_empty());
+        assert_eq!(store.pending_alerts("b").unwrap().len(), 1);
+        assert_eq!(
+            store.default_source("urn:x:1.0").unwrap(),
+            Some(("b".into(), "https://two/".into()))
+        );
+        assert_eq!(store.subscriptions().unwrap().len(), 1);
+        assert_eq!(store.last_session("a").unwrap(), None);
+        store.write(|tx| tx.record_session("a")).unwrap();
+        assert!(store.last_session("a").unwrap().is_some());
+        let (gone, _) = store
+            .write(|tx| tx.unsubscribe("a", "urn:x:1.0/m/"))
+            .unwrap();
+        assert!(gone);
+        let (gone, _) = store
+            .write(|tx| tx.unsubscribe("a", "urn:x:1.0/m/"))
+            .unwrap();
+        assert!(!gone);
+    }
+}

@@ -1,0 +1,170 @@
+//! The rustls client configuration of one [`HttpClient`](super::HttpClient): the `ring`
+//! crypto provider (held by this configuration, never installed process-wide), TLS 1.2 and
+//! 1.3 only, the server verifier chosen by [`Trust`], and the client certificate.
+
+use std::sync::Arc;
+
+use rustls::{ClientConfig, RootCertStore};
+
+use super::certs::{self, Anchors};
+use super::pin::PinnedVerifier;
+use super::{ClientAuth, ClientSettings, TransportError, Trust};
+
+/// Builds the TLS configuration; the flag says whether it has no trust anchor at all (an
+/// empty system store and no extra files), so TLS errors can say why everything is refused.
+pub(crate) fn client_config(
+    settings: &ClientSettings,
+) -> Result<(Arc<ClientConfig>, bool), TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TransportError::Settings(format!("TLS provider: {e}")))?;
+    let mut roots_empty = false;
+    let builder = match &settings.trust {
+        Trust::Roots { extra_ca_files } => {
+            let roots = system_roots_plus(extra_ca_files)?;
+            roots_empty = roots.is_empty();
+            builder.with_root_certificates(roots)
+        }
+        Trust::Pem(pem) => match certs::classify(pem)? {
+            Anchors::Cas(cas) => {
+                let mut roots = RootCertStore::empty();
+                for (i, ca) in cas.into_iter().enumerate() {
+                    roots.add(ca).map_err(|e| {
+                        TransportError::Settings(format!(
+                            "server trust anchor (Ext/CACert): CA certificate #{} is \
+                             unusable: {e}",
+                            i + 1
+                        ))
+                    })?;
+                }
+                builder.with_root_certificates(roots)
+            }
+            Anchors::Pinned(pins) => {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(PinnedVerifier::new(
+                        pins,
+                        provider.signature_verification_algorithms,
+                    )))
+            }
+        },
+    };
+    let mut config = match &settings.client_auth {
+        ClientAuth::Certificate { chain_pem, key_pem } => {
+            let chain = certs::parse_certs(chain_pem, "client certificate chain")?;
+            let key = certs::parse_key(key_pem, "client private key")?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TransportError::Settings(format!("client certificate and key: {e}")))?
+        }
+        ClientAuth::None | ClientAuth::Basic { .. } => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((Arc::new(config), roots_empty))
+}
+
+/// The operating system's trust store plus the CA certificates in `extra_ca_files`. An
+/// unreadable or certificate-less extra file is an error; unreadable system certificates
+/// are logged and skipped.
+fn system_roots_plus(
+    extra_ca_files: &[std::path::PathBuf],
+) -> Result<RootCertStore, TransportError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!("system trust store: {e}");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    if ignored > 0 {
+        tracing::warn!("system trust store: {ignored} certificate(s) could not be used");
+    }
+    tracing::debug!("system trust store: {added} trust anchor(s)");
+    for path in extra_ca_files {
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            TransportError::Settings(format!("extra CA file {}: {e}", path.display()))
+        })?;
+        let what = format!("extra CA file {}", path.display());
+        for (i, cert) in certs::parse_certs(&pem, &what)?.into_iter().enumerate() {
+            roots.add(cert).map_err(|e| {
+                TransportError::Settings(format!("{what}: certificate #{} is unusable: {e}", i + 1))
+            })?;
+        }
+    }
+    if roots.is_empty() {
+        tracing::warn!(
+            "no TLS trust anchors: the system trust store is empty and no extra CA files are \
+             configured; every server certificate will be refused"
+        );
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, KeyPair};
+
+    fn self_signed() -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["device".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn client_key_must_fit_its_certificate() {
+        let (cert_a, key_a) = self_signed();
+        let (_, key_b) = self_signed();
+        let settings = |chain_pem: &str, key_pem: &str| ClientSettings {
+            client_auth: ClientAuth::Certificate {
+                chain_pem: chain_pem.into(),
+                key_pem: key_pem.into(),
+            },
+            ..ClientSettings::default()
+        };
+        assert!(client_config(&settings(&cert_a, &key_a)).is_ok());
+        let err = client_config(&settings(&cert_a, &key_b))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("client certificate and key"), "{err}");
+        let err = client_config(&settings("", &key_a))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("client certificate chain"), "{err}");
+        let err = client_config(&settings(&cert_a, "nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("client private key"), "{err}");
+    }
+
+    #[test]
+    fn extra_ca_files_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = self_signed();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, &ca).unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let with = |files: Vec<std::path::PathBuf>| {
+            client_config(&ClientSettings::with_trust(Trust::Roots {
+                extra_ca_files: files,
+            }))
+        };
+        let (_, roots_empty) = with(vec![good]).unwrap();
+        assert!(!roots_empty);
+        let err = with(vec![empty]).unwrap_err().to_string();
+        assert!(
+            err.contains("empty.pem") && err.contains("no \"-----BEGIN"),
+            "{err}"
+        );
+        let err = with(vec![missing]).unwrap_err().to_string();
+        assert!(
+            err.contains("extra CA file") && err.contains("missing.pem"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,530 @@
+//! DM sessions over real TLS on loopback: the session engine (with a real store) against
+//! `omadm-devserver`, run in-process. Every command's success and error paths, all ten
+//! ClientURI forms through GET, certificate refusal, HTTP errors without retry storms,
+//! malformed packages, persisted alerts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use omadmd::authority::{Authority, Principal, Rights};
+use omadmd::devserver::{DevServer, DevServerConfig, RunningServer, Scenario};
+use omadmd::protocol::alert;
+use omadmd::session::engine::FollowUp;
+use omadmd::session::exec::ExecHandlers;
+use omadmd::session::{Account, Engine, Limits, account};
+use omadmd::store::Store;
+use omadmd::tree::builtin;
+use omadmd::tree::node::Node;
+use omadmd::tree::registry::Registry;
+use omadmd::tree::value::Value;
+use tokio::sync::mpsc;
+
+const WEATHER: &str = "urn:oma:mo:ext-devserver-weather:1.0";
+
+struct Client {
+    auth: Arc<Authority>,
+    engine: Arc<Engine>,
+    followups: mpsc::UnboundedReceiver<FollowUp>,
+    _dir: tempfile::TempDir,
+}
+
+fn client(exec: BTreeMap<String, Vec<String>>, limits: Limits) -> Client {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    let open = || Store::open(&db).unwrap();
+    let auth = Arc::new(Authority::new(
+        open(),
+        open(),
+        Registry::with_builtin(),
+        Box::new(|_| {}),
+    ));
+    let devinfo = Node::Interior(BTreeMap::from([
+        (
+            "DevID".to_owned(),
+            Node::Leaf(Value::Chr("urn:uuid:test-device".into())),
+        ),
+        ("Man".to_owned(), Node::Leaf(Value::Chr("ACME".into()))),
+    ]));
+    auth.provide(builtin::DEVINFO, "0", "DevInfo", &devinfo, Rights::READ)
+        .unwrap();
+    let (tx, followups) = mpsc::unbounded_channel();
+    let engine = Arc::new(Engine::new(
+        auth.clone(),
+        open(),
+        "urn:uuid:test-device".into(),
+        limits,
+        ExecHandlers::from_config(&exec).unwrap(),
+        vec![],
+        tx,
+    ));
+    Client {
+        auth,
+        engine,
+        followups,
+        _dir: dir,
+    }
+}
+
+async fn server(scenario: &str, certs: &std::path::Path) -> RunningServer {
+    let mut config = DevServerConfig::new(certs);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.scenario = Scenario::parse(scenario, "test").unwrap();
+    DevServer::start(config).await.unwrap()
+}
+
+/// A DM account for `server` trusting `ca_pem`, permitted to manage `moids`.
+fn account(c: &Client, server: &RunningServer, ca_pem: &str, moids: &[&str]) -> Account {
+    let perm: serde_json::Map<String, serde_json::Value> = moids
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("p{i}"), serde_json::json!({ "MOID": m })))
+        .collect();
+    let modata = serde_json::json!({"DMAcc": {
+        "SrvID": "devserver", "SrvURI": server.url(), "Perm": perm, "Ext": {"CACert": ca_pem}}});
+    c.auth
+        .create_instance(&Principal::Admin, builtin::DMACC, &modata.to_string())
+        .unwrap();
+    account::load_all(&c.auth).unwrap().remove(0)
+}
+
+/// The bodies of the requests of one kind (`package#1`, `package#3`) the server received.
+fn package_bodies(srv: &RunningServer, kind: &str) -> Vec<serde_json::Value> {
+    srv.transcript()
+        .into_iter()
+        .filter(|r| r.kind == kind && r.direction == omadmd::devserver::Direction::In)
+        .filter_map(|r| r.body)
+        .collect()
+}
+
+fn get(c: &Client, uri: &str) -> Option<Value> {
+    c.auth.get(&Principal::Admin, uri).ok()?.remove(0).value
+}
+
+#[tokio::test]
+async fn a_session_runs_the_package_loop_and_changes_the_tree() {
+    let certs = tempfile::tempdir().unwrap();
+    let srv = server(
+        r#"{"name": "loop",
+            "repository": {"settings/weather": [{"ClientURI": "urn:oma:mo:ext-devserver-weather:1.0/station1/",
+                           "MOData": {"Weather": {"City": "Oulu", "IntervalSeconds": 900}}}],
+                           "settings/city": [{"ClientURI": "urn:oma:mo:ext-devserver-weather:1.0/station1/City",
+                           "MOData": {"City": "Turku"}}]},
+            "uploads": {"devices/devinfo": {"accept": ["application/vnd.oma.dm.mo+json"], "refuse_first": true}},
+            "packages": [
+              {"commands": [["GET", "urn:oma:mo:oma-dm-devinfo:1.0//"], ["HGET", "{repo}/settings/weather"],
+                            ["GET", "urn:oma:mo:oma-dm-devinfo:1.0//Nope"], ["DELETE", "urn:oma:mo:oma-dm-devinfo:1.0//"]],
+               "expect": [200, 200, 404, 403]},
+              {"commands": [["HGET", "{repo}/settings/city", "urn:oma:mo:ext-devserver-weather:1.0/station1/City"],
+                            ["HPUT", "{repo}/devices/devinfo", "urn:oma:mo:oma-dm-devinfo:1.0//"],
+                            ["HPOST", "{repo}/devices/weather", "urn:oma:mo:ext-devserver-weather:1.0/station1/"],
+                            ["HGET", "{repo}/missing"],
+                            ["SHOW", "https://portal.example/"],
+                            ["DEFAULT", "urn:oma:mo:ext-devserver-weather:1.0", "{repo}/settings/weather"]],
+               "expect": [200, 200, 200, 404, 200, 200]},
+              {"commands": [["DELETE", "urn:oma:mo:ext-devserver-weather:1.0/station1/IntervalSeconds"],
+                            ["UNSUB", "urn:oma:mo:ext-devserver-weather:1.0/station1/"],
+                            ["SUB", "urn:oma:mo:ext-devserver-weather:1.0/station1/", "{repo}/sub/weather"],
+                            ["UNSUB", "urn:oma:mo:ext-devserver-weather:1.0/station1/"],
+                            ["EXEC", "urn:oma:mo:ext-devserver-weather:1.0/station1/City"]],
+               "expect": [200, 404, 200, 200, 501]}
+            ]}"#,
+        certs.path(),
+    )
+    .await;
+    let c = client(BTreeMap::new(), Limits::default());
+    let acc = account(&c, &srv, srv.ca_pem(), &[WEATHER]);
+    let outcome = c.engine.run(&acc, alert::CLIENT_INITIATED, None).await;
+    assert_eq!(outcome.status, 200, "{outcome:?}");
+    assert_eq!(
+        outcome.packages, 4,
+        "three scripted Package#2 and the appended END"
+    );
+    srv.wait_for_sessions(1).await;
+    assert!(
+        srv.failures().is_empty(),
+        "{:?}\n{:#?}",
+        srv.failures(),
+        srv.summary()
+    );
+
+    // HGET created the instance with the MIID the item named, owned by the server; the
+    // second HGET replaced one leaf; DELETE removed another.
+    assert_eq!(
+        get(&c, &format!("{WEATHER}/station1/City")),
+        Some(Value::Chr("Turku".into()))
+    );
+    assert!(get(&c, &format!("{WEATHER}/station1/IntervalSeconds")).is_none());
+    let owner = c.auth.get_items(
+        &Principal::Server("devserver".into()),
+        &format!("{WEATHER}/station1/"),
+    );
+    assert!(
+        owner.is_ok(),
+        "the creating server owns the instance: {owner:?}"
+    );
+    // HPUT retried after 415 + OMADM-Accept and delivered DevInfo; HPOST delivered too.
+    let uploads = srv.received("devices/devinfo");
+    assert_eq!(
+        uploads.iter().map(|u| u.status).collect::<Vec<_>>(),
+        [415, 201]
+    );
+    let body: serde_json::Value = serde_json::from_slice(&uploads[1].body).unwrap();
+    assert_eq!(body[0]["MOData"]["DevInfo"]["Man"], "ACME");
+    assert_eq!(srv.received("devices/weather").len(), 1);
+    // DevInfo is permanent and a server may not delete it; it is still there.
+    assert_eq!(
+        get(&c, &format!("{}//Man", builtin::DEVINFO)),
+        Some(Value::Chr("ACME".into()))
+    );
+}
+
+#[tokio::test]
+async fn get_with_a_matching_cache_validator_sends_no_data() {
+    let certs = tempfile::tempdir().unwrap();
+    let c = client(BTreeMap::new(), Limits::default());
+    let cv = c
+        .auth
+        .get_items(&Principal::Admin, &format!("{}//", builtin::DEVINFO))
+        .unwrap()[0]
+        .cv
+        .clone()
+        .unwrap();
+    let scenario = format!(
+        r#"{{"name": "cv", "packages": [{{"commands": [
+            ["GET", "urn:oma:mo:oma-dm-devinfo:1.0//?cv={cv}"],
+            ["GET", "urn:oma:mo:oma-dm-devinfo:1.0//?cv=stale"],
+            ["HPUT", "{{repo}}/up", "urn:oma:mo:oma-dm-devinfo:1.0//?cv={cv}"]],
+            "expect": [304, 200, 304]}}]}}"#
+    );
+    let srv = server(&scenario, certs.path()).await;
+    let acc = account(&c, &srv, srv.ca_pem(), &[]);
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        200
+    );
+    srv.wait_for_sessions(1).await;
+    assert!(srv.failures().is_empty(), "{:?}", srv.failures());
+    assert!(srv.received("up").is_empty(), "a 304 uploads nothing");
+    let p3 = package_bodies(&srv, "package#3").remove(0);
+    assert!(
+        p3["Status"][0].get("Data").is_none(),
+        "304 carries no data: {p3}"
+    );
+    assert!(
+        p3["Status"][1]["Data"]
+            .to_string()
+            .contains("urn:uuid:test-device"),
+        "{p3}"
+    );
+}
+
+#[tokio::test]
+async fn the_ten_clienturi_forms_work_through_get() {
+    let certs = tempfile::tempdir().unwrap();
+    let c = client(BTreeMap::new(), Limits::default());
+    let fixture = r#"[
+      {"ClientURI": "urn:oma:mo:moid:1.0/left/", "MOData": {"S": {"ID": "GPS", "Setting": "0xA1",
+        "Data": {"1": {"Date": "12.1", "Value": "a"}, "2": {"Date": "12.2", "Value": "b"}}}}},
+      {"ClientURI": "urn:oma:mo:moid:1.0/right/", "MOData": {"S": {"ID": "Temperature", "Setting": "0xB2",
+        "Data": {"1": {"Date": "12.1", "Value": "c"}, "2": {"Date": "12.3", "Value": "d"}}}}}]"#;
+    let items = omadmd::tree::json::parse_items(fixture).unwrap();
+    c.auth
+        .import_items(
+            &Principal::Server("devserver".into()),
+            &items,
+            None,
+            &|_| true,
+        )
+        .unwrap();
+    let forms = [
+        ("urn:oma:mo:moid:1.0/left/", 200),
+        ("urn:oma:mo:moid:1.0//", 400),
+        ("urn:oma:mo:moid:1.0/(x)/?nv=(x)/ID:Temperature", 200),
+        ("urn:oma:mo:moid:1.0/(x)/Data/1/Value?nv=(x)/ID:GPS", 200),
+        (
+            "urn:oma:mo:moid:1.0/right/Data/(x)/Value?nv=(x)/Date:12.1",
+            200,
+        ),
+        (
+            "urn:oma:mo:moid:1.0/(x)/Data/(y)/Value?nv=(x)/ID:GPS&nv=(y)/Date:12.2",
+            200,
+        ),
+        ("urn:oma:mo:moid:1.0/*/Setting", 200),
+        ("urn:oma:mo:moid:1.0/(x)/Data/*/Value?nv=(x)/ID:GPS", 200),
+        (
+            "urn:oma:mo:moid:1.0/(x)/Data/*/Value?nv=(x)/ID:GPS&nv=(x)/Setting:0xB2",
+            404,
+        ),
+        ("urn:oma:mo:moid:1.0/*/Data/*/Value", 200),
+    ];
+    let commands: Vec<serde_json::Value> = forms
+        .iter()
+        .map(|(u, _)| serde_json::json!(["GET", u]))
+        .collect();
+    let expect: Vec<u16> = forms.iter().map(|(_, sc)| *sc).collect();
+    let scenario =
+        serde_json::json!({"name": "uris", "packages": [{"commands": commands, "expect": expect}]});
+    let srv = server(&scenario.to_string(), certs.path()).await;
+    let acc = account(&c, &srv, srv.ca_pem(), &[]);
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        200
+    );
+    srv.wait_for_sessions(1).await;
+    assert!(srv.failures().is_empty(), "{:?}", srv.failures());
+    let p3 = package_bodies(&srv, "package#3").remove(0)["Status"].clone();
+    let data = |i: usize| p3[i]["Data"].to_string();
+    assert!(
+        data(2).contains("urn:oma:mo:moid:1.0/right/ID") && data(2).contains("Temperature"),
+        "{}",
+        data(2)
+    );
+    assert!(
+        data(5).contains("left/Data/2/Value") && data(5).contains("\"b\""),
+        "{}",
+        data(5)
+    );
+    assert_eq!(p3[9]["Data"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn a_wrong_server_certificate_means_no_session_and_no_change() {
+    let certs = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let srv = server(r#"{"name": "x", "packages": [{"commands": [["DELETE", "urn:oma:mo:oma-dm-devinfo:1.0//Man"]]}]}"#, certs.path()).await;
+    let impostor_ca = omadmd::devserver::Certificates::ensure(other.path(), &[]).unwrap();
+    let c = client(BTreeMap::new(), Limits::default());
+    let acc = account(&c, &srv, &impostor_ca.ca_pem, &[]);
+    let outcome = c.engine.run(&acc, alert::CLIENT_INITIATED, None).await;
+    assert_eq!(outcome.status, 495, "{outcome:?}");
+    assert_eq!(outcome.packages, 0);
+    assert!(
+        package_bodies(&srv, "package#1").is_empty(),
+        "nothing reached the DM endpoint"
+    );
+    assert_eq!(
+        get(&c, &format!("{}//Man", builtin::DEVINFO)),
+        Some(Value::Chr("ACME".into()))
+    );
+}
+
+#[tokio::test]
+async fn http_errors_and_malformed_packages_abort_without_retrying() {
+    let certs = tempfile::tempdir().unwrap();
+    for (scenario, status, packages_seen) in [
+        (
+            r#"{"name": "e", "packages": [{"http_status": 503}]}"#,
+            503,
+            1,
+        ),
+        (
+            r#"{"name": "e", "packages": [{"commands": [["GET", "urn:oma:mo:oma-dm-devinfo:1.0//Man"]]}, {"http_status": 404}]}"#,
+            404,
+            2,
+        ),
+        (
+            r#"{"name": "e", "packages": [{"raw": "{\"CMD\": 5}"}]}"#,
+            400,
+            1,
+        ),
+        (
+            r#"{"name": "e", "packages": [{"raw": "not json"}]}"#,
+            400,
+            1,
+        ),
+    ] {
+        let srv = server(scenario, certs.path()).await;
+        let c = client(BTreeMap::new(), Limits::default());
+        let acc = account(&c, &srv, srv.ca_pem(), &[]);
+        let outcome = c.engine.run(&acc, alert::CLIENT_INITIATED, None).await;
+        assert_eq!(outcome.status, status, "{scenario}: {outcome:?}");
+        let posts =
+            package_bodies(&srv, "package#1").len() + package_bodies(&srv, "package#3").len();
+        assert_eq!(
+            posts,
+            packages_seen,
+            "{scenario}: no retry after an HTTP error: {:#?}",
+            srv.summary()
+        );
+        srv.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_package_above_the_limit_ends_the_session_with_413() {
+    let certs = tempfile::tempdir().unwrap();
+    let big: Vec<serde_json::Value> = (0..400)
+        .map(|i| serde_json::json!(["GET", format!("urn:oma:mo:oma-dm-devinfo:1.0//N{i}")]))
+        .collect();
+    let scenario = serde_json::json!({"name": "big", "packages": [{"commands": big}]});
+    let srv = server(&scenario.to_string(), certs.path()).await;
+    let c = client(
+        BTreeMap::new(),
+        Limits {
+            max_package_bytes: 4096,
+        },
+    );
+    let acc = account(&c, &srv, srv.ca_pem(), &[]);
+    let outcome = c.engine.run(&acc, alert::CLIENT_INITIATED, None).await;
+    assert_eq!(outcome.status, 413, "{outcome:?}");
+    assert_eq!(
+        outcome.commands, 0,
+        "no command of the oversized package ran"
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_commands_get_their_own_status() {
+    let certs = tempfile::tempdir().unwrap();
+    let srv = server(
+        r#"{"name": "bad", "packages": [{"raw": "{\"CMD\": [[\"FROB\"], [\"GET\"], [\"GET\", \"urn:oma:mo:oma-dm-devinfo:1.0//Man\"], 7]}"}]}"#,
+        certs.path(),
+    )
+    .await;
+    let c = client(BTreeMap::new(), Limits::default());
+    let acc = account(&c, &srv, srv.ca_pem(), &[]);
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        200
+    );
+    let p3 = package_bodies(&srv, "package#3").remove(0);
+    let codes: Vec<u64> = p3["Status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sc"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [501, 400, 200, 400],
+        "the session went on past the bad commands: {p3}"
+    );
+}
+
+#[tokio::test]
+async fn exec_runs_handlers_and_reports_async_results_in_a_new_session() {
+    let certs = tempfile::tempdir().unwrap();
+    let srv = server(
+        r#"{"name": "exec",
+            "repository": {"w": [{"ClientURI": "urn:oma:mo:ext-devserver-weather:1.0/s1/",
+                                  "MOData": {"Weather": {"City": "Oulu", "Reset": "", "Other": ""}}}]},
+            "sessions": [
+             {"packages": [{"commands": [
+                ["HGET", "{repo}/w"],
+                ["EXEC", "urn:oma:mo:ext-devserver-weather:1.0/s1/City"],
+                ["EXEC", "urn:oma:mo:ext-devserver-weather:1.0/s1/Reset", "{dm}"],
+                ["EXEC", "urn:oma:mo:ext-devserver-weather:1.0/s1/Nope"],
+                ["EXEC", "urn:oma:mo:ext-devserver-weather:1.0/s1/Other"],
+                ["EXEC", "urn:oma:mo:oma-dm-devinfo:1.0//Man"],
+                ["CONT", "{dm}"]],
+               "expect": [200, 200, 202, 404, 501, 403, 200]}]},
+             {"packages": [{"commands": [["END"]]}]}]}"#,
+        certs.path(),
+    )
+    .await;
+    let exec = BTreeMap::from([
+        (format!("{WEATHER}/*/City"), vec!["true".to_owned()]),
+        (
+            format!("{WEATHER}/*/Reset"),
+            vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                "echo done for $OMADM_SERVER_ID".to_owned(),
+            ],
+        ),
+    ]);
+    let mut c = client(exec, Limits::default());
+    let acc = account(&c, &srv, srv.ca_pem(), &[WEATHER]);
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        200
+    );
+    // The async result asks for a follow-up session to its ServerURI, carrying the alert.
+    let follow = tokio::time::timeout(std::time::Duration::from_secs(10), c.followups.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(follow.srv_id, "devserver");
+    let target = follow.url.clone().unwrap();
+    assert_eq!(target, srv.url());
+    let outcome = c
+        .engine
+        .run(&acc, alert::CLIENT_INITIATED, Some(&target))
+        .await;
+    assert_eq!(outcome.status, 200, "{outcome:?}");
+    srv.wait_for_sessions(2).await;
+    assert!(srv.failures().is_empty(), "{:?}", srv.failures());
+    let p1s: Vec<String> = package_bodies(&srv, "package#1")
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    assert!(
+        p1s[1].contains("ExecResult") && p1s[1].contains("done for devserver"),
+        "{}",
+        p1s[1]
+    );
+    assert!(!p1s[0].contains("ExecResult"), "{}", p1s[0]);
+}
+
+#[tokio::test]
+async fn undelivered_alerts_persist_for_a_later_session() {
+    let certs = tempfile::tempdir().unwrap();
+    let srv = server(r#"{"name": "a", "sessions": [{"packages": [{"http_status": 503}]}, {"packages": [{"commands": [["END"]]}]}]}"#, certs.path()).await;
+    let c = client(BTreeMap::new(), Limits::default());
+    let acc = account(&c, &srv, srv.ca_pem(), &[]);
+    // Queue an alert as an async EXEC would, then fail the first session before Package#1 is accepted.
+    let mut pending = omadmd::protocol::Alert::of_type(alert::EXEC_RESULT);
+    pending.data = Some(serde_json::json!({"sc": 200}));
+    c.engine.queue_alert(&acc.srv_id, &pending);
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        503
+    );
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        200
+    );
+    let p1s: Vec<String> = package_bodies(&srv, "package#1")
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    assert_eq!(p1s.len(), 2);
+    assert!(
+        p1s[0].contains("ExecResult") && p1s[1].contains("ExecResult"),
+        "{p1s:?}"
+    );
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        200
+    );
+    let p1s: Vec<String> = package_bodies(&srv, "package#1")
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    assert!(
+        !p1s[2].contains("ExecResult"),
+        "delivered alerts are not sent twice: {}",
+        p1s[2]
+    );
+}
