@@ -551,6 +551,10 @@ async fn http_status_and_raw_packages_are_sent_as_written() {
         "{summary}"
     );
     assert!(summary.contains("[END added by the server]"), "{summary}");
+    assert!(
+        summary.contains("3 command(s) (FROB (invalid), GET (invalid), GET)"),
+        "{summary}"
+    );
     assert!(summary.contains("not a valid Package#2"), "{summary}");
     server.shutdown().await;
 }
@@ -817,6 +821,18 @@ async fn client_certificates_are_required_and_recorded() {
     assert_eq!(id.subject, "CN=device-1");
     let device = Client::with_identity(server.ca_pem(), &id.cert_pem, &id.key_pem);
     assert_eq!(device.package1(&server, "dev").await.package2().len(), 2);
+    // The refused handshakes are recorded by their connection tasks; give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server
+        .transcript()
+        .iter()
+        .filter(|r| r.kind == "tls")
+        .count()
+        < 2
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let transcript = server.transcript();
     let p1 = transcript.iter().find(|r| r.kind == "package#1").unwrap();
     assert_eq!(p1.client_cert.as_deref(), Some("CN=device-1"));

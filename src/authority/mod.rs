@@ -373,13 +373,14 @@ impl Authority {
             return Err(AccessError::NotFound(format!("{addr}: no such node")));
         }
         self.require(who, &store, &addr, Rights::EXEC)?;
-        if let Some(d) = self.def(&addr) {
-            if *who != Principal::Admin && !d.access.contains(AccessTypes::EXEC) {
-                return Err(AccessError::NotAllowed(format!(
-                    "{addr}: the DDF allows only {}",
-                    d.access
-                )));
-            }
+        if let Some(d) = self.def(&addr)
+            && *who != Principal::Admin
+            && !d.access.contains(AccessTypes::EXEC)
+        {
+            return Err(AccessError::NotAllowed(format!(
+                "{addr}: the DDF allows only {}",
+                d.access
+            )));
         }
         Ok(addr)
     }

@@ -41,6 +41,28 @@ pub struct Access {
     yes: Mutex<HashSet<(String, Action, String)>>,
     /// polkit round trips made (for diagnostics and the cache benchmark).
     checks: std::sync::atomic::AtomicU64,
+    /// The polkit proxy, made on first use.
+    polkit: tokio::sync::OnceCell<AuthorityProxy<'static>>,
+}
+
+/// Cached "yes" answers per caller before its cache is emptied (callers cannot grow the
+/// cache without bound by varying ClientURIs).
+const MAX_CACHED_PER_CALLER: usize = 256;
+
+/// The ClientURI as far as authorization cares: without `cv=` fields, which only say what
+/// the caller already has.
+fn cache_key(client_uri: &str) -> String {
+    match client_uri.split_once('?') {
+        None => client_uri.to_owned(),
+        Some((path, query)) => {
+            let kept: Vec<&str> = query.split('&').filter(|f| !f.starts_with("cv=")).collect();
+            if kept.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            }
+        }
+    }
 }
 
 impl Action {
@@ -68,6 +90,7 @@ impl Access {
             peers: Mutex::new(HashMap::new()),
             yes: Mutex::new(HashSet::new()),
             checks: Default::default(),
+            polkit: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -90,12 +113,16 @@ impl Access {
                 peer,
             });
         }
-        let key = (sender.clone(), action, client_uri.to_owned());
+        let key = (sender.clone(), action, cache_key(client_uri));
         let cached = action.cacheable() && self.lock_yes().contains(&key);
         if !cached {
             self.polkit(header, action, client_uri, &peer).await?;
             if action.cacheable() {
-                self.lock_yes().insert(key);
+                let mut yes = self.lock_yes();
+                if yes.iter().filter(|(s, _, _)| *s == sender).count() >= MAX_CACHED_PER_CALLER {
+                    yes.retain(|(s, _, _)| *s != sender);
+                }
+                yes.insert(key);
             }
         }
         Ok(Caller {
@@ -175,7 +202,9 @@ impl Access {
             ("moid", moid),
             ("app_id", peer.app_id.as_str()),
         ]);
-        let authority = AuthorityProxy::new(&self.conn)
+        let authority = self
+            .polkit
+            .get_or_try_init(|| AuthorityProxy::new(&self.conn))
             .await
             .map_err(|e| denied(format!("polkit unreachable ({e})")))?;
         let result = authority
@@ -199,5 +228,20 @@ impl Access {
 
     fn lock_yes(&self) -> std::sync::MutexGuard<'_, HashSet<(String, Action, String)>> {
         self.yes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_key;
+
+    #[test]
+    fn cache_validators_do_not_split_the_cache() {
+        assert_eq!(cache_key("urn:a:1.0//X?cv=1"), "urn:a:1.0//X");
+        assert_eq!(
+            cache_key("urn:a:1.0/(x)/?nv=(x)/ID:1&cv=2"),
+            "urn:a:1.0/(x)/?nv=(x)/ID:1"
+        );
+        assert_eq!(cache_key("urn:a:1.0//X"), "urn:a:1.0//X");
     }
 }

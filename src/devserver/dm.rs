@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::repository::{accepts, media_type};
-use super::scenario::{Reply, Step};
+use super::scenario::{CmdText, Reply, Step};
 use crate::protocol::alert::{BOOTSTRAP_COMPLETE, CLIENT_INITIATED, SERVER_INITIATED};
 use crate::protocol::{INITIATION, Package1, Package3, REQUEST, RESPONSE};
 
@@ -87,7 +87,7 @@ struct Open {
 /// The Package#2 whose statuses the next Package#3 must carry.
 struct Awaiting {
     package: usize,
-    commands: Vec<String>,
+    commands: Vec<CmdText>,
     expect: Option<Vec<Option<Vec<u16>>>>,
 }
 
@@ -358,7 +358,7 @@ impl Engine {
                             "package#2 #{} command {} ({}): expected {}, got {got}",
                             aw.package,
                             i + 1,
-                            aw.commands[i],
+                            aw.commands[i].text,
                             show_expect(want)
                         ));
                     }
@@ -420,10 +420,7 @@ impl Engine {
                 raw,
                 ends,
             } => {
-                let names: Vec<&str> = commands
-                    .iter()
-                    .map(|c| c.split(' ').next().unwrap_or_default())
-                    .collect();
+                let names: Vec<&str> = commands.iter().map(|c| c.name.as_str()).collect();
                 let mut line = format!(
                     "session {number} package#2 → {} command{} ({})",
                     commands.len(),

@@ -139,8 +139,8 @@ pub(crate) enum Reply {
     /// A Package#2 body.
     Package {
         body: Vec<u8>,
-        /// One line per command, for messages (`GET urn:...`).
-        commands: Vec<String>,
+        /// The commands, for messages.
+        commands: Vec<CmdText>,
         /// The client stops after it (END, or a body it cannot read).
         ends: bool,
         /// Sent verbatim from `raw`.
@@ -148,6 +148,24 @@ pub(crate) enum Reply {
     },
     /// An HTTP status without a body; ends the session.
     HttpStatus(u16),
+}
+
+/// A command as messages show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CmdText {
+    /// `GET`, or `FROB (invalid)` for a command the client cannot run.
+    pub name: String,
+    /// The whole command, `GET urn:...`.
+    pub text: String,
+}
+
+impl CmdText {
+    fn of(c: &Command) -> CmdText {
+        CmdText {
+            name: c.name().to_owned(),
+            text: c.to_wire().join(" "),
+        }
+    }
 }
 
 impl Step {
@@ -163,7 +181,7 @@ impl Step {
         Step {
             reply: Reply::Package {
                 body: Package2::encode(&[Command::End]),
-                commands: vec!["END".into()],
+                commands: vec![CmdText::of(&Command::End)],
                 ends: true,
                 raw: false,
             },
@@ -395,19 +413,33 @@ fn compile(packages: &[PackageSpec], urls: &Urls) -> Result<Vec<Step>, String> {
         } else if let Some(raw) = &p.raw {
             let body = urls.substitute(raw).into_bytes();
             match Package2::parse(&body) {
-                Ok(pkg) => Reply::Package {
-                    commands: pkg
+                Ok(pkg) => {
+                    let elements: Vec<Value> = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v.get("CMD").and_then(Value::as_array).cloned())
+                        .unwrap_or_default();
+                    let commands = pkg
                         .commands
                         .iter()
-                        .map(|c| match c {
-                            Ok(c) => c.to_wire().join(" "),
-                            Err(e) => format!("(invalid: {e})"),
+                        .zip(elements)
+                        .map(|(c, v)| match c {
+                            Ok(c) => CmdText::of(c),
+                            Err(e) => CmdText {
+                                name: format!(
+                                    "{} (invalid)",
+                                    v.get(0).and_then(Value::as_str).unwrap_or("?")
+                                ),
+                                text: format!("{v} (invalid: {})", e.reason),
+                            },
                         })
-                        .collect(),
-                    ends: pkg.commands.iter().any(|c| matches!(c, Ok(Command::End))),
-                    body,
-                    raw: true,
-                },
+                        .collect();
+                    Reply::Package {
+                        commands,
+                        ends: pkg.commands.iter().any(|c| matches!(c, Ok(Command::End))),
+                        body,
+                        raw: true,
+                    }
+                }
                 Err(_) => Reply::Package {
                     body,
                     commands: Vec::new(),
@@ -447,7 +479,7 @@ fn compile(packages: &[PackageSpec], urls: &Urls) -> Result<Vec<Step>, String> {
                     commands.len()
                 )));
             }
-            if commands.iter().any(|c| c == "END") {
+            if commands.iter().any(|c| c.name == "END") {
                 return Err(at(
                     "expect given, but the package contains END, so no Package#3 answers it".into(),
                 ));
@@ -485,7 +517,7 @@ fn compile(packages: &[PackageSpec], urls: &Urls) -> Result<Vec<Step>, String> {
 fn package_of(cmds: &[Command]) -> Reply {
     Reply::Package {
         body: Package2::encode(cmds),
-        commands: cmds.iter().map(|c| c.to_wire().join(" ")).collect(),
+        commands: cmds.iter().map(CmdText::of).collect(),
         ends: cmds.iter().any(|c| matches!(c, Command::End)),
         raw: false,
     }
@@ -604,7 +636,7 @@ mod tests {
 
     fn commands(step: &Step) -> Vec<String> {
         match &step.reply {
-            Reply::Package { commands, .. } => commands.clone(),
+            Reply::Package { commands, .. } => commands.iter().map(|c| c.text.clone()).collect(),
             Reply::HttpStatus(s) => vec![format!("HTTP {s}")],
         }
     }

@@ -114,15 +114,14 @@ impl Failure {
 
 fn get(ctx: &Context<'_>, uri: &ClientUri) -> Result<Status, Failure> {
     let auth = &ctx.engine.auth;
-    if let Some(cv) = &uri.cv {
-        if auth
+    if let Some(cv) = &uri.cv
+        && auth
             .cache_validator(ctx.principal, uri)
             .map_err(Failure::Access)?
             .as_ref()
             == Some(cv)
-        {
-            return Ok(Status::code(304));
-        }
+    {
+        return Ok(Status::code(304));
     }
     let items = auth
         .get_items(ctx.principal, &uri.to_string())

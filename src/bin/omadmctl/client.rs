@@ -39,6 +39,28 @@ pub trait Client1 {
 
     fn revoke(&self, instance_uri: &str, principal: &str) -> zbus::Result<()>;
 
+    /// Starts a DM session with server_id ("": the highest-priority server) for reason
+    /// ("": client-initiated); returns the session id at once.
+    fn start_session(&self, server_id: &str, reason: &str) -> zbus::Result<String>;
+
+    /// Broadcast when a session starts.
+    #[zbus(signal)]
+    fn session_started(
+        &self,
+        server_id: String,
+        session_id: String,
+        reason: String,
+    ) -> zbus::Result<()>;
+
+    /// Broadcast when a session ends; status 200 is success.
+    #[zbus(signal)]
+    fn session_finished(
+        &self,
+        server_id: String,
+        session_id: String,
+        status: i32,
+    ) -> zbus::Result<()>;
+
     /// Sent to the watcher only.
     #[zbus(signal)]
     fn changed(
