@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The omadmd demo: builds the binaries, starts omadmd on a private D-Bus bus (nothing on
-# the host changes, no root needed for the bus), and shows what an administrator and a local
-# application see: status, DevInfo from this host, a DM account whose secrets never come
-# back, an app's settings instance, a live watch, and the change journal.
+# The omadmd demo, on built-in defaults: builds the binaries, starts the reference DM server
+# (omadm-devserver, HTTPS with a generated test CA, its built-in scenario) and omadmd on a
+# private D-Bus bus (nothing on the host changes), gives omadmd a DM account for the server,
+# runs a real DM session and shows the exchange and the resulting tree; then what a local
+# app sees: a live watch and the change journal.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,41 +20,51 @@ dbus-run-session -- bash -s "$PWD/target/release" "$state" <<'DEMO'
 set -euo pipefail
 bin=$1 state=$2
 ctl() { echo "\$ omadmctl $*"; "$bin/omadmctl" --session "$@"; echo; }
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
-"$bin/omadmd" --session --state-dir "$state" --config /dev/null 2>"$state/omadmd.log" &
-daemon=$!
-trap 'kill $daemon 2>/dev/null || true' EXIT
+echo "== starting omadm-devserver (HTTPS on a free loopback port, generated test CA)"
+"$bin/omadm-devserver" --listen 127.0.0.1:0 --cert-dir "$state/certs" \
+  --transcript "$state/transcript.jsonl" >"$state/devserver.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'SrvURI' "$state/devserver.out" 2>/dev/null && break; sleep 0.1; done
+url=$(sed -n 's/.*(SrvURI): *//p' "$state/devserver.out" | head -1)
+echo "DM server: $url"
+
+"$bin/omadmd" --session --state-dir "$state/omadmd" --config /dev/null 2>"$state/omadmd.log" &
+pids+=($!)
 for _ in $(seq 100); do "$bin/omadmctl" --session status >/dev/null 2>&1 && break; sleep 0.1; done
-
-echo "== omadmd is serving org.omadm.Client1 (store: $state/store.db)"
+echo "== omadmd is serving org.omadm.Client1 (store: $state/omadmd/store.db)"
 ctl status
-echo "== DevInfo, filled from this host"
-ctl tree 'urn:oma:mo:oma-dm-devinfo:1.0//'
 
-echo "== a DM account: secrets (Auth/*/Secret) and Perm are never returned"
-ctl create urn:oma:mo:oma-dm-dmacc:1.2 '{"DMAcc": {"SrvID": "devserver", "SrvURI": "https://localhost:8443/dm",
-  "Name": "Development server", "Perm": {"p1": {"MOID": "urn:oma:mo:ext-example-weather:1.0"}},
-  "Auth": {"Trsp": {"Data": "device", "Secret": "s3cret"}}, "Ext": {"Priority": 10}}}'
-ctl tree 'urn:oma:mo:oma-dm-dmacc:1.2/*/'
+echo "== a DM account for the server: trust its CA (Ext/CACert); let it manage the weather MO"
+account=$(python3 -c 'import json,sys; print(json.dumps({"DMAcc": {"SrvID": "devserver", "SrvURI": sys.argv[1],
+  "Name": "omadm-devserver", "Perm": {"p1": {"MOID": "urn:oma:mo:ext-devserver-weather:1.0"}},
+  "Auth": {"Trsp": {"Data": "device", "Secret": "s3cret"}}, "Ext": {"CACert": open(sys.argv[2]).read(), "Priority": 10}}}))' \
+  "$url" "$state/certs/ca.pem")
+"$bin/omadmctl" --session create urn:oma:mo:oma-dm-dmacc:1.2 "$account"
+echo "(secrets such as Auth/Trsp/Secret are never returned:)"
+"$bin/omadmctl" --session get 'urn:oma:mo:oma-dm-dmacc:1.2/*/Auth/Trsp/*'
+echo
 
-echo "== an app's settings, watched while they change (Changed goes to the watcher only)"
-uri=$("$bin/omadmctl" --session create urn:oma:mo:ext-example-weather:1.0 \
-  '{"Weather": {"Server": "https://weather.example", "Units": "metric", "Refresh": 900}}')
-echo "created $uri"
-"$bin/omadmctl" --session watch "$uri" >"$state/watch.out" 2>"$state/watch.err" &
+echo "== a weather app watches the settings the server will install"
+"$bin/omadmctl" --session watch 'urn:oma:mo:ext-devserver-weather:1.0/*/' >"$state/watch.out" 2>"$state/watch.err" &
 watcher=$!
 for _ in $(seq 100); do grep -q Watching "$state/watch.err" 2>/dev/null && break; sleep 0.05; done
-ctl set "${uri}Units" imperial
-ctl set "${uri}Refresh" 600
-ctl delete "${uri}Server"
-sleep 0.3
+
+echo "== a real DM session (the client picks the server: highest priority)"
+ctl session start
 kill -INT $watcher; wait $watcher || true
-echo "\$ omadmctl watch $uri   (what the watcher printed)"
+
+echo "== the exchange, as the server saw it"
+sed 's/^/  /' "$state/devserver.out"; echo
+echo "== the resulting tree"
+ctl tree 'urn:oma:mo:ext-devserver-weather:1.0/*/'
+echo "\$ omadmctl watch 'urn:oma:mo:ext-devserver-weather:1.0/*/'   (what the watching app printed)"
 cat "$state/watch.out"; echo
-ctl get "${uri}*"
-ctl changes --since 0 'urn:oma:mo:ext-example-weather:1.0/*/'
+ctl changes --since 0 'urn:oma:mo:ext-devserver-weather:1.0/*/'
 
 echo "== stopping omadmd (SIGTERM)"
-kill -TERM $daemon; wait $daemon
+kill -TERM "${pids[1]}"; wait "${pids[1]}"
 echo "omadmd log:"; sed 's/^/  /' "$state/omadmd.log"
 DEMO

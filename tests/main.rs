@@ -4,10 +4,12 @@
 mod support;
 
 mod dbus_service;
+mod dbus_session;
 mod ddf_corpus;
 mod devserver;
 mod harness;
 mod omadmctl_cli;
+mod session_crash;
 mod session_tls;
 mod store_crash;
 mod store_uri;
