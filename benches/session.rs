@@ -403,7 +403,8 @@ impl Client {
 
     /// A DM account for the devserver (SrvID `devserver`) at `url`, trusting `ca_pem`.
     fn account(&self, url: &str, ca_pem: &str) -> Result<Account> {
-        let modata = json!({"DMAcc": {"SrvID": SRV_ID, "SrvURI": url, "Ext": {"CACert": ca_pem}}});
+        let modata = json!({"DMAcc": {"SrvID": SRV_ID, "SrvURI": url,
+            "Perm": {"p0": {"MOID": MOID}}, "Ext": {"CACert": ca_pem}}});
         self.auth
             .create_instance(&Principal::Admin, builtin::DMACC, &modata.to_string())?;
         account::load_all(&self.auth)?
@@ -596,7 +597,6 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
         },
         &mut base,
     )?;
-    drop(ctx);
 
     // (c), (d): whole sessions, alternating; one untimed session each first (the very
     // first session with a server also lists every readable instance in Package#1).
@@ -617,6 +617,11 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
             format!("expected one Package#3 per session, the server saw {statuses}").into(),
         );
     }
+    println!(
+        "part 1: DM body bytes of one session: {} with 10,000 GETs, {} with 1 GET",
+        session_bytes(&big, 2),
+        session_bytes(&one, 2)
+    );
     rt.block_on(big.shutdown());
     rt.block_on(one.shutdown());
     whole.sort_unstable();

@@ -2,7 +2,8 @@
 //! exit statuses, and every D-Bus command against the real `omadmd` on a private session bus
 //! (`dbus-run-session`, a real `dbus-daemon`). These run as root, which omadmd treats as the
 //! administrator without asking polkit; the polkit and multi-user paths are tested on the
-//! private system bus elsewhere.
+//! private system bus elsewhere. DM sessions run against an in-process `omadm-devserver`
+//! ([`TestServer`]) over real TLS on loopback.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use omadmd::devserver::{Certificates, DevServer, DevServerConfig, RunningServer, Scenario};
 use serde_json::Value as J;
 
 use crate::support::sysbus::{KillOnDrop, show, wait_until};
@@ -19,9 +21,11 @@ const DAEMON: &str = env!("CARGO_BIN_EXE_omadmd");
 
 const DEVINFO: &str = "urn:oma:mo:oma-dm-devinfo:1.0";
 const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
+/// The MO the devserver's built-in scenario installs with HGET.
+const WEATHER: &str = "urn:oma:mo:ext-devserver-weather:1.0";
 
 /// Every command, as its path below omadmctl.
-const COMMANDS: [&str; 16] = [
+const COMMANDS: [&str; 19] = [
     "status",
     "get",
     "tree",
@@ -32,6 +36,9 @@ const COMMANDS: [&str; 16] = [
     "changes",
     "grant",
     "revoke",
+    "session",
+    "session start",
+    "session status",
     "ddf",
     "ddf check",
     "tnds",
@@ -41,9 +48,23 @@ const COMMANDS: [&str; 16] = [
 ];
 
 /// The commands that talk to omadmd.
-const DBUS_COMMANDS: [&str; 10] = [
-    "status", "get", "tree", "set", "delete", "create", "watch", "changes", "grant", "revoke",
+const DBUS_COMMANDS: [&str; 12] = [
+    "status",
+    "get",
+    "tree",
+    "set",
+    "delete",
+    "create",
+    "watch",
+    "changes",
+    "grant",
+    "revoke",
+    "session start",
+    "session status",
 ];
+
+/// The exit statuses omadmctl documents.
+const EXIT_CODES: [u8; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 130];
 
 /// Runs omadmctl without a bus (no session bus address, no system bus reachable).
 fn ctl(args: &[&str]) -> Output {
@@ -107,7 +128,7 @@ fn top_level_help_lists_commands_and_exit_statuses() {
         .split("EXIT STATUS:")
         .nth(1)
         .expect("an EXIT STATUS section");
-    for code in 0..=8 {
+    for code in EXIT_CODES {
         assert!(
             exit.contains(&format!("\n  {code}  ")),
             "status {code} missing: {exit}"
@@ -120,6 +141,8 @@ fn top_level_help_lists_commands_and_exit_statuses() {
         "NotAllowed",
         "Conflict",
         "Busy",
+        "Session failed",
+        "Ctrl-C",
     ] {
         assert!(exit.contains(name), "{name} missing: {exit}");
     }
@@ -138,13 +161,14 @@ fn man_pages_are_roff_with_exit_status() {
         assert!(page.contains(section), "{section} missing: {page}");
     }
     assert!(page.contains(".SH \"EXIT STATUS\""), "{page}");
-    for code in 0..=8 {
+    for code in EXIT_CODES {
         assert!(
             page.contains(&format!("\\fB{code}\\fR")),
             "status {code} missing"
         );
     }
     assert!(page.contains("omadmctl\\-watch(1)"), "{page}");
+    assert!(page.contains("omadmctl\\-session(1)"), "{page}");
 
     let out = ctl(&["man", "get"]);
     assert_status(&out, 0);
@@ -611,7 +635,10 @@ impl Watcher {
             let _ = e.read_to_string(&mut err);
         }
         assert!(done, "watch did not stop on {signal}");
-        assert!(err.lines().all(|l| l.starts_with("Watching ")), "watch complained: {err}");
+        assert!(
+            err.lines().all(|l| l.starts_with("Watching ")),
+            "watch complained: {err}"
+        );
         status.and_then(|s| s.code())
     }
 }
@@ -673,4 +700,292 @@ fn watch_streams_changes_made_by_another_process() {
     // Ctrl-C and SIGTERM end the watch cleanly.
     assert_eq!(text.stop("-INT"), Some(0));
     assert_eq!(json.stop("-TERM"), Some(0));
+}
+
+/// An in-process `omadm-devserver` on 127.0.0.1 (a free port) with its own certificate
+/// directory, served by its own tokio runtime for as long as the value lives.
+pub(crate) struct TestServer {
+    // Dropped in this order: the server stops, then its runtime goes.
+    pub server: RunningServer,
+    _certs: tempfile::TempDir,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl TestServer {
+    /// Starts a server with `scenario` (a scenario JSON text), or the built-in scenario.
+    pub fn start(scenario: Option<&str>) -> TestServer {
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let certs = tempfile::tempdir().unwrap();
+        let mut config = DevServerConfig::new(certs.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        if let Some(text) = scenario {
+            config.scenario = Scenario::parse(text, "test").expect("scenario");
+        }
+        let server = runtime
+            .block_on(DevServer::start(config))
+            .expect("devserver starts");
+        TestServer {
+            server,
+            _certs: certs,
+            runtime,
+        }
+    }
+
+    /// The MOData of a DM account `srv_id` for this server that trusts `ca_pem` and may
+    /// manage the weather MO.
+    pub fn account(&self, srv_id: &str, ca_pem: &str, priority: i64) -> String {
+        serde_json::json!({"DMAcc": {
+            "SrvID": srv_id,
+            "SrvURI": self.server.url(),
+            "Perm": {"p0": {"MOID": WEATHER}},
+            "Ext": {"CACert": ca_pem, "Priority": priority}}})
+        .to_string()
+    }
+
+    /// Waits (up to 10 s) until the server has seen `n` sessions to their end.
+    pub fn wait_for_sessions(&self, n: usize) {
+        let waited = self.runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), self.server.wait_for_sessions(n)).await
+        });
+        assert!(
+            waited.is_ok(),
+            "the devserver saw {} sessions end, not {n}: {:#?}",
+            self.server.finished_sessions(),
+            self.server.summary()
+        );
+    }
+}
+
+/// A CA certificate (PEM) other than any devserver's.
+fn foreign_ca(dir: &Path) -> String {
+    Certificates::ensure(&dir.join("foreign-ca"), &[])
+        .expect("a second CA")
+        .ca_pem
+}
+
+#[test]
+fn session_start_runs_a_session_and_reports_its_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = SessionBus::start();
+    let _daemon = bus.daemon(dir.path());
+    let srv = TestServer::start(None);
+
+    // No DM account at all, then no such account: NotFound, status 4.
+    let out = bus.run(&["session", "start"]);
+    assert_status(&out, 4);
+    assert!(stderr(&out).starts_with("omadmctl: "), "{}", show(&out));
+
+    let good = srv.account("devserver", srv.server.ca_pem(), 10);
+    assert_status(&bus.run(&["create", DMACC, &good]), 0);
+    let bad = srv.account("badca", &foreign_ca(dir.path()), 1);
+    assert_status(&bus.run(&["create", DMACC, &bad]), 0);
+
+    // Without SERVER_ID the account with the highest priority is chosen.
+    let out = bus.run(&["session", "start"]);
+    assert_status(&out, 0);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", show(&out));
+    let session_id = lines[0]
+        .strip_prefix("Session ")
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no session id: {text}"));
+    assert!(session_id.starts_with("devserver"), "{text}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "Session {session_id} with devserver started (reason \
+             urn:oma:at:dm:2.0:ClientInitiatedMgmt)"
+        )
+    );
+    assert_eq!(
+        lines[1],
+        format!("Session {session_id} with devserver finished: 200 OK")
+    );
+    // Not a terminal: no spinner, nothing on stderr.
+    assert_eq!(stderr(&out), "", "{}", show(&out));
+    srv.wait_for_sessions(1);
+    assert!(
+        srv.server.failures().is_empty(),
+        "{:?}",
+        srv.server.failures()
+    );
+
+    // The HGET installed the settings the devserver's repository holds.
+    let city = format!("{WEATHER}/*/City");
+    let out = bus.run(&["get", "--value", &city]);
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "Helsinki\n");
+
+    // Idle again.
+    let out = bus.run(&["session", "status"]);
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out), "State:  idle\n");
+    let out = bus.run(&["--json", "session", "status"]);
+    assert_status(&out, 0);
+    let json: J = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json, serde_json::json!({"state": "idle"}));
+
+    // No such server: status 4, the daemon's reason.
+    let out = bus.run(&["session", "start", "nosuch"]);
+    assert_status(&out, 4);
+    assert!(stderr(&out).contains("nosuch"), "{}", show(&out));
+    assert_eq!(stdout(&out), "");
+    // A reason omadmd does not know: status 2.
+    let out = bus.run(&["session", "start", "--reason", "Bogus", "devserver"]);
+    assert_status(&out, 2);
+    assert!(stderr(&out).contains("Bogus"), "{}", show(&out));
+
+    // A server whose certificate the account's CA did not sign: refused, status 9, and the
+    // tree is as it was (the local change the session would have undone stays).
+    let out = bus.run(&["--json", "get", &city]);
+    let nodes: J = serde_json::from_slice(&out.stdout).unwrap();
+    let city_uri = nodes[0]["client_uri"].as_str().unwrap().to_owned();
+    assert_status(&bus.run(&["set", &city_uri, "Espoo"]), 0);
+    let weather = format!("{WEATHER}/*/");
+    let before = stdout(&bus.run(&["--json", "tree", &weather]));
+    let out = bus.run(&["session", "start", "badca"]);
+    assert_status(&out, 9);
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("Session badca")
+                && l.ends_with(" with badca failed: 495 server certificate refused")),
+        "{}",
+        show(&out)
+    );
+    assert!(text.contains("certificate"), "{}", show(&out));
+    assert_eq!(stdout(&bus.run(&["--json", "tree", &weather])), before);
+    let out = bus.run(&["get", "--value", &city]);
+    assert_eq!(stdout(&out), "Espoo\n");
+    assert_eq!(
+        srv.server.finished_sessions(),
+        1,
+        "no session reached the server"
+    );
+
+    // --json: one object at the end; the session brings the server's settings back.
+    let out = bus.run(&["--json", "session", "start", "devserver"]);
+    assert_status(&out, 0);
+    let json: J = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["server_id"], "devserver");
+    assert_eq!(json["status"], 200);
+    assert_eq!(json["result"], "OK");
+    let id = json["session_id"].as_str().unwrap();
+    assert!(id.starts_with("devserver") && id != session_id, "{json}");
+    let out = bus.run(&["--json", "session", "start", "badca"]);
+    assert_status(&out, 9);
+    let json: J = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["server_id"], "badca");
+    assert_eq!(json["status"], 495);
+    assert_eq!(json["result"], "server certificate refused");
+    srv.wait_for_sessions(2);
+    assert!(
+        srv.server.failures().is_empty(),
+        "{:?}",
+        srv.server.failures()
+    );
+}
+
+/// A scenario whose sessions take about two seconds (the END package is late).
+const SLOW_SCENARIO: &str = r#"{"name": "slow", "packages": [
+    {"commands": [["GET", "urn:oma:mo:oma-dm-devinfo:1.0//"]], "expect": [200]},
+    {"commands": [["END"]], "delay_ms": 2000}]}"#;
+
+#[test]
+fn session_start_no_wait_returns_at_once_and_a_second_start_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = SessionBus::start();
+    let _daemon = bus.daemon(dir.path());
+    let srv = TestServer::start(Some(SLOW_SCENARIO));
+    let account = srv.account("slow", srv.server.ca_pem(), 0);
+    assert_status(&bus.run(&["create", DMACC, &account]), 0);
+
+    let out = bus.run(&["session", "start", "--no-wait", "slow"]);
+    assert_status(&out, 0);
+    let id = stdout(&out).trim_end().to_owned();
+    assert!(
+        id.starts_with("slow") && !id.contains(char::is_whitespace),
+        "{}",
+        show(&out)
+    );
+    let out = bus.run(&["session", "status"]);
+    assert_eq!(stdout(&out), "State:  session\n", "{}", show(&out));
+    let out = bus.run(&["session", "start", "slow"]);
+    assert_status(&out, 8);
+    assert!(stderr(&out).contains(&id), "{}", show(&out));
+
+    let idle = || stdout(&bus.run(&["session", "status"])) == "State:  idle\n";
+    assert!(
+        wait_until(Duration::from_secs(15), idle),
+        "the session never ended"
+    );
+
+    // Ctrl-C stops waiting, not the session: status 130, and the session goes on.
+    let mut waiting = KillOnDrop::spawn(
+        bus.ctl()
+            .args(["session", "start", "slow"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut started = String::new();
+    BufReader::new(waiting.stdout.take().unwrap())
+        .read_line(&mut started)
+        .unwrap();
+    assert!(started.contains(" started (reason "), "{started}");
+    let pid = waiting.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = waiting.wait().unwrap();
+    let mut err = String::new();
+    waiting
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.starts_with("omadmctl: stopped waiting; session slow") && err.contains("goes on"),
+        "{err}"
+    );
+    assert_eq!(
+        stdout(&bus.run(&["session", "status"])),
+        "State:  session\n"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), idle),
+        "the session never ended"
+    );
+
+    // Waiting through a slow session: the reply comes first, the signals later.
+    let out = bus.run(&["--json", "session", "start", "--no-wait", "slow"]);
+    assert_status(&out, 0);
+    let json: J = serde_json::from_slice(&out.stdout).unwrap();
+    let second = json["session_id"].as_str().unwrap().to_owned();
+    assert_ne!(second, id);
+    assert!(
+        wait_until(Duration::from_secs(15), idle),
+        "the session never ended"
+    );
+    let out = bus.run(&["session", "start", "--reason", "ClientInitiatedMgmt"]);
+    assert_status(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains(" started (reason urn:oma:at:dm:2.0:ClientInitiatedMgmt)\n"),
+        "{text}"
+    );
+    assert!(text.ends_with(" finished: 200 OK\n"), "{text}");
+    srv.wait_for_sessions(4);
+    assert!(
+        srv.server.failures().is_empty(),
+        "{:?}",
+        srv.server.failures()
+    );
 }

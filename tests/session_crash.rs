@@ -45,7 +45,7 @@ async fn server(certs: &Path) -> RunningServer {
     let scenario = serde_json::json!({"name": "crash",
     "repository": {"big": big_item()},
     "packages": [
-        {"commands": [["HGET", "{repo}/big"], ["EXEC", "urn:oma:mo:ext-omadmd-crash:1.0/big/G0/L0", "{dm}"]]},
+        {"commands": [["HGET", "{repo}/big"], ["EXEC", "urn:oma:mo:ext-omadmd-crash:1.0/big/G0/L0", "{dm}/results"]]},
         {"commands": [["DELETE", "urn:oma:mo:ext-omadmd-crash:1.0/big/"]]},
         {"commands": [["HGET", "{repo}/big"]]},
         {"commands": [["DELETE", "urn:oma:mo:ext-omadmd-crash:1.0/big/G3"], ["HGET", "{repo}/big"]]}
@@ -133,6 +133,17 @@ fn check(db: &Path) -> (bool, usize) {
     (true, pending as usize)
 }
 
+/// Waits up to 5 s for exactly `n` pending alerts.
+async fn wait_for_pending(db: &Path, n: usize) -> bool {
+    for _ in 0..100 {
+        if check(db).1 == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_client_child() {
     match std::env::var(ENV) {
@@ -164,10 +175,9 @@ async fn session_client_child() {
                 );
             }
             assert!(srv.failures().is_empty(), "{:?}", srv.failures());
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            // Each session's Package#1 carried the result queued by the one before; the last
-            // session's result waits.
-            assert_eq!(check(&db), (true, 1));
+            // The results are addressed to {dm}/results, not to the SrvURI these sessions
+            // used: all three wait.
+            assert!(wait_for_pending(&db, 3).await, "{:?}", check(&db));
         }
     }
 }
@@ -220,14 +230,16 @@ async fn kill_9_mid_session_never_leaves_a_half_applied_command() {
         "the kills never found the instance installed"
     );
 
-    // After the crashes, a restarted client delivers the EXEC results queued before them.
+    // After the crashes, a restarted client delivers the EXEC results queued before them
+    // (in a session to the results' ServerURI, as the follow-up session would).
     let (_, pending) = check(&db);
     assert!(pending > 0, "EXEC results were queued before the kills");
     let engine = engine(&db, srv.url(), &std::fs::read_to_string(&ca).unwrap());
     let acc = account::load_all(engine.authority()).unwrap().remove(0);
     let before = srv.transcript().len();
+    let target = format!("{}/results", srv.url());
     assert_eq!(
-        engine.run(&acc, alert::CLIENT_INITIATED, None).await.status,
+        engine.run(&acc, alert::CLIENT_INITIATED, Some(&target)).await.status,
         200
     );
     let p1 = srv.transcript()[before..]
@@ -242,10 +254,9 @@ async fn kill_9_mid_session_never_leaves_a_half_applied_command() {
         .filter(|a| a["AlertType"] == alert::EXEC_RESULT)
         .count();
     assert_eq!(results, pending, "every queued result went out: {p1}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        check(&db).1,
-        1,
-        "delivered results are dropped; only this session's own result waits"
+    assert!(
+        wait_for_pending(&db, 1).await,
+        "delivered results are dropped; only this session's own result waits: {:?}",
+        check(&db)
     );
 }

@@ -13,7 +13,8 @@ use crate::failure::EXIT_STATUS;
 ///
 /// omadmctl reads and changes the Management Objects (MOs) that omadmd keeps, watches them for
 /// changes and manages who may use them, by calling org.omadm.Client1 on the D-Bus system bus.
-/// The ddf and tnds commands check files offline and need no daemon.
+/// session starts DM sessions with a server and follows them. The ddf and tnds commands
+/// check files offline and need no daemon.
 ///
 /// Nodes are addressed by ClientURI: MOID "/" instance "/" path. An empty instance selects the
 /// MOID's only instance (urn:oma:mo:oma-dm-devinfo:1.0//DevID), "*" every instance
@@ -142,6 +143,10 @@ pub enum Command {
     /// The owner of an instance (the app that created it) keeps its rights.
     Revoke(RevokeArgs),
 
+    /// Start a DM session with a server, or show whether one is running.
+    #[command(subcommand)]
+    Session(SessionCommand),
+
     /// Check Device Description Framework (DDF) files offline.
     #[command(subcommand)]
     Ddf(DdfCommand),
@@ -262,6 +267,71 @@ pub struct RevokeArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum SessionCommand {
+    /// Start a DM session with a server and follow it to its end.
+    ///
+    /// Asks omadmd to start a DM session with the server whose DM account has SrvID
+    /// SERVER_ID or, without SERVER_ID, with the server whose account has the highest
+    /// Ext/Priority. omadmd runs the session in the background; omadmctl prints a line when
+    /// it starts and one with its result when it ends: "finished: 200 OK", or "failed:" with
+    /// the status and what it means (400 malformed package, 413 package too large, 415 wrong
+    /// content type, 495 server certificate refused, 503 server unreachable, 500 local
+    /// failure; any other status is the server's HTTP status). On a terminal, a spinner with
+    /// the elapsed time runs on stderr meanwhile.
+    ///
+    /// Exits 0 when the session succeeded and 9 when it failed; 4 when there is no such DM
+    /// account (or none at all), 8 when a session with that server is already running.
+    /// Ctrl-C stops waiting (exit status 130) but not the session, which goes on in omadmd.
+    ///
+    /// With --no-wait, prints the session id and returns at once. With --json, prints
+    /// {"server_id", "session_id", "status", "result"} when the session has ended, or
+    /// {"session_id"} with --no-wait.
+    Start(SessionStartArgs),
+
+    /// Show whether a DM session is running.
+    ///
+    /// Prints omadmd's State: idle when no DM session runs, session while one does (started
+    /// with session start, by a server's request, or as a follow-up omadmd started itself),
+    /// offline when omadmd cannot reach the network. Needs no polkit authorization.
+    ///
+    /// With --json, prints {"state"}.
+    Status,
+}
+
+#[derive(Args, Debug)]
+pub struct SessionStartArgs {
+    /// Why the session starts: the session-reason alert type sent to the server, default
+    /// urn:oma:at:dm:2.0:ClientInitiatedMgmt (also ServerInitiatedMgmt, BootstrapComplete).
+    /// A name without ":" stands for urn:oma:at:dm:2.0:<name>.
+    #[arg(long, value_name = "ALERT_TYPE", value_parser = reason_parser())]
+    pub reason: Option<String>,
+
+    /// Print the session id and return without waiting for the session to end.
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// The SrvID of the server's DM account; by default, the account with the highest
+    /// Ext/Priority.
+    pub server_id: Option<String>,
+}
+
+/// The namespace of the DM 2.0 alert types (a bare `--reason` name is put in it).
+const ALERT_TYPE_PREFIX: &str = "urn:oma:at:dm:2.0:";
+
+/// Accepts a full alert type, or a bare name such as ServerInitiatedMgmt (the daemon checks
+/// which reasons it knows).
+fn reason_parser() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::NonEmptyStringValueParser::new().map(|given: String| {
+        if given.contains(':') {
+            given
+        } else {
+            format!("{ALERT_TYPE_PREFIX}{given}")
+        }
+    })
+}
+
+#[derive(Subcommand, Debug)]
 pub enum DdfCommand {
     /// Validate DDF files and summarize each.
     ///
@@ -326,6 +396,10 @@ pub fn examples(path: &str) -> &'static [Example] {
             (
                 "Follow changes to the DM accounts",
                 "omadmctl watch 'urn:oma:mo:oma-dm-dmacc:1.2/*/'",
+            ),
+            (
+                "Start a session with the default DM server and wait for its result",
+                "omadmctl session start",
             ),
         ],
         "status" => &[
@@ -438,6 +512,31 @@ pub fn examples(path: &str) -> &'static [Example] {
             "Take the rights given to a service",
             "omadmctl revoke 'urn:oma:mo:ext-example-sensor:1.0/1/' app:sensord.service",
         )],
+        "session start" => &[
+            (
+                "Start a session with the server of the highest priority",
+                "omadmctl session start",
+            ),
+            (
+                "Start a session with the server ma1 and return at once",
+                "omadmctl session start --no-wait ma1",
+            ),
+            (
+                "Tell the server ma1 that a bootstrap is complete",
+                "omadmctl session start --reason BootstrapComplete ma1",
+            ),
+            (
+                "The result as JSON, for a script",
+                "omadmctl session start --json ma1 | jq .status",
+            ),
+        ],
+        "session status" => &[
+            ("Is a DM session running?", "omadmctl session status"),
+            (
+                "The state in a script",
+                "omadmctl session status --json | jq -r .state",
+            ),
+        ],
         "ddf check" => &[
             (
                 "Check a vendor DDF",
@@ -534,8 +633,13 @@ fn examples_text(path: &str) -> String {
 fn top_after_help() -> String {
     let mut text = examples_text("");
     text.push_str(&format!("\n{}\n", heading("EXIT STATUS:")));
+    let width = EXIT_STATUS
+        .iter()
+        .map(|(code, _)| code.to_string().len())
+        .max()
+        .unwrap_or(1);
     for (code, meaning) in EXIT_STATUS {
-        text.push_str(&hanging(&format!("  {code}  "), meaning));
+        text.push_str(&hanging(&format!("  {code:<width$}  "), meaning));
     }
     text.push_str(&format!("\n{}\n", heading("ENVIRONMENT:")));
     for (name, meaning) in ENVIRONMENT {

@@ -10,13 +10,14 @@ use zbus::Variant;
 use omadmd::tree::json::parse_items;
 
 use crate::cli::{
-    ChangesArgs, Command, CreateArgs, GetArgs, GrantArgs, RevokeArgs, SetArgs, UriArgs,
+    ChangesArgs, Command, CreateArgs, GetArgs, GrantArgs, RevokeArgs, SessionCommand, SetArgs,
+    UriArgs,
 };
 use crate::client::Client;
 use crate::failure::{Bus, Failure};
 use crate::output::{NodeValue, columns, emit, one_line, pretty, use_color};
 use crate::tree_view::{self, Formats};
-use crate::watch;
+use crate::{session, watch};
 
 /// Runs one of the D-Bus commands on a current-thread tokio runtime.
 pub fn run_blocking(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
@@ -86,6 +87,10 @@ async fn run(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
             .revoke(&instance_uri, &principal)
             .await
             .map_err(|e| client.fail(e)),
+        Command::Session(SessionCommand::Start(args)) => {
+            session::start(&client, &args, as_json).await
+        }
+        Command::Session(SessionCommand::Status) => session::status(&client, as_json).await,
         // main handles the offline commands and never passes them here.
         Command::Ddf(_) | Command::Tnds(_) | Command::Completions(_) | Command::Man(_) => {
             Err(Failure::new(1, "this command does not talk to omadmd"))

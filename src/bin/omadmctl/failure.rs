@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// Every exit status omadmctl uses, with its meaning.
-pub const EXIT_STATUS: [(u8, &str); 9] = [
+pub const EXIT_STATUS: [(u8, &str); 11] = [
     (0, "Success."),
     (
         1,
@@ -22,7 +22,10 @@ pub const EXIT_STATUS: [(u8, &str); 9] = [
         "omadmd is not running (no org.omadm.Client1 on the bus), or the bus cannot be \
          reached.",
     ),
-    (4, "No such node or MO instance (NotFound)."),
+    (
+        4,
+        "No such node, MO instance or DM server account (NotFound).",
+    ),
     (
         5,
         "Access denied (AccessDenied) by polkit or by the grants on the MO instance; try as \
@@ -42,7 +45,21 @@ pub const EXIT_STATUS: [(u8, &str); 9] = [
         8,
         "omadmd is busy (Busy), e.g. with a DM session; try again later.",
     ),
+    (
+        9,
+        "Session failed: session start saw the DM session end with a status other than 200.",
+    ),
+    (
+        130,
+        "Interrupted: session start stopped waiting on Ctrl-C; the session goes on in omadmd.",
+    ),
 ];
+
+/// The status of a DM session that ended with a failure.
+pub const SESSION_FAILED: u8 = 9;
+
+/// The status when Ctrl-C stops session start from waiting.
+pub const INTERRUPTED: u8 = 130;
 
 const ERROR_PREFIX: &str = "org.omadm.Client1.Error.";
 
@@ -246,7 +263,7 @@ mod tests {
 
     #[test]
     fn every_status_is_documented() {
-        for status in 0..=8u8 {
+        for status in (0..=9u8).chain([INTERRUPTED]) {
             assert!(EXIT_STATUS.iter().any(|(s, _)| *s == status));
         }
     }

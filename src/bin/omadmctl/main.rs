@@ -13,6 +13,8 @@ mod docs;
 mod failure;
 mod offline;
 mod output;
+mod progress;
+mod session;
 mod tree_view;
 mod watch;
 
