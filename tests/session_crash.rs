@@ -239,7 +239,10 @@ async fn kill_9_mid_session_never_leaves_a_half_applied_command() {
     let before = srv.transcript().len();
     let target = format!("{}/results", srv.url());
     assert_eq!(
-        engine.run(&acc, alert::CLIENT_INITIATED, Some(&target)).await.status,
+        engine
+            .run(&acc, alert::CLIENT_INITIATED, Some(&target))
+            .await
+            .status,
         200
     );
     let p1 = srv.transcript()[before..]

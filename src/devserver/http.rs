@@ -56,6 +56,10 @@ pub(crate) async fn accept_loop(
             () = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    // Small request/response exchanges: no Nagle delay against delayed ACKs.
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("TCP_NODELAY on {peer}: {e}");
+                    }
                     conns.spawn(connection(tcp, peer, acceptor.clone(), shared.clone(), stop.clone()));
                 }
                 Err(e) => {
