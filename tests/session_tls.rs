@@ -456,8 +456,11 @@ async fn exec_runs_handlers_and_reports_async_results_in_a_new_session() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(follow.srv_id, "devserver");
-    let target = follow.url.clone().unwrap();
+    let FollowUp::Session { srv_id, url } = follow else {
+        panic!("expected a follow-up session, got {follow:?}")
+    };
+    assert_eq!(srv_id, "devserver");
+    let target = url.unwrap();
     assert_eq!(target, srv.url());
     let outcome = c
         .engine
@@ -526,5 +529,141 @@ async fn undelivered_alerts_persist_for_a_later_session() {
         !p1s[2].contains("ExecResult"),
         "delivered alerts are not sent twice: {}",
         p1s[2]
+    );
+}
+
+#[tokio::test]
+async fn sub_puts_the_subtree_on_every_change_until_unsub() {
+    let certs = tempfile::tempdir().unwrap();
+    let srv = server(
+        r#"{"name": "sub",
+            "uploads": {"sub/devinfo": {"accept": ["application/vnd.oma.dm.mo+json"], "refuse_first": true}},
+            "sessions": [
+              {"packages": [{"commands": [["SUB", "urn:oma:mo:oma-dm-devinfo:1.0//", "{repo}/sub/devinfo"],
+                                          ["SUB", "urn:oma:mo:oma-dm-devinfo:1.0//Nope", "{repo}/sub/x"]],
+                             "expect": [200, 404]}]},
+              {"packages": [{"commands": [["UNSUB", "urn:oma:mo:oma-dm-devinfo:1.0//"]], "expect": [200]}]}]}"#,
+        certs.path(),
+    )
+    .await;
+    let c = client(BTreeMap::new(), Limits::default());
+    let acc = account(&c, &srv, srv.ca_pem(), &[]);
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        200
+    );
+    // A local change under the subscribed URI: the subtree goes to the server (after one 415
+    // with OMADM-Accept, retried in the format it names).
+    let changes = c
+        .auth
+        .set(
+            &Principal::Admin,
+            &format!("{}//Man", builtin::DEVINFO),
+            None,
+            omadmd::authority::Input::Text("Initech".into()),
+        )
+        .unwrap();
+    omadmd::session::subscribe::deliver(c.engine.clone(), changes).await;
+    let uploads = srv.received("sub/devinfo");
+    assert_eq!(
+        uploads.iter().map(|u| u.status).collect::<Vec<_>>(),
+        [415, 201],
+        "{uploads:?}"
+    );
+    assert!(String::from_utf8_lossy(&uploads[1].body).contains("Initech"));
+    // A change elsewhere is not sent.
+    let other = c
+        .auth
+        .create_instance(
+            &Principal::Admin,
+            "urn:oma:mo:ext-other:1.0",
+            r#"{"O": {"A": 1}}"#,
+        )
+        .unwrap();
+    let changes = c
+        .auth
+        .set(
+            &Principal::Admin,
+            &format!("{other}A"),
+            None,
+            omadmd::authority::Input::Int(2),
+        )
+        .unwrap();
+    omadmd::session::subscribe::deliver(c.engine.clone(), changes).await;
+    assert_eq!(srv.received("sub/devinfo").len(), 2);
+    // After UNSUB nothing more is sent.
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        200
+    );
+    let changes = c
+        .auth
+        .set(
+            &Principal::Admin,
+            &format!("{}//Man", builtin::DEVINFO),
+            None,
+            omadmd::authority::Input::Text("Globex".into()),
+        )
+        .unwrap();
+    omadmd::session::subscribe::deliver(c.engine.clone(), changes).await;
+    assert_eq!(srv.received("sub/devinfo").len(), 2);
+    srv.wait_for_sessions(2).await;
+    assert!(srv.failures().is_empty(), "{:?}", srv.failures());
+}
+
+#[tokio::test]
+async fn show_is_handed_on_and_default_sources_fill_missing_mos() {
+    let certs = tempfile::tempdir().unwrap();
+    let srv = server(
+        r#"{"name": "default",
+            "repository": {"w": [{"ClientURI": "urn:oma:mo:ext-devserver-weather:1.0/s1/",
+                                  "MOData": {"Weather": {"City": "Tampere"}}}]},
+            "packages": [{"commands": [["SHOW", "https://portal.example/help"],
+                                       ["DEFAULT", "urn:oma:mo:ext-devserver-weather:1.0", "{repo}/w"]],
+                          "expect": [200, 200]}]}"#,
+        certs.path(),
+    )
+    .await;
+    let mut c = client(BTreeMap::new(), Limits::default());
+    let acc = account(&c, &srv, srv.ca_pem(), &[WEATHER]);
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        200
+    );
+    let show = c.followups.try_recv().expect("SHOW was handed on");
+    assert_eq!(
+        show,
+        FollowUp::Show {
+            srv_id: "devserver".into(),
+            url: "https://portal.example/help".into()
+        }
+    );
+    // Nothing of that MOID is in the tree; the DEFAULT source fills it, without a session.
+    assert!(get(&c, &format!("{WEATHER}/*/City")).is_none());
+    let sessions_before = srv.finished_sessions();
+    assert!(c.engine.fetch_default(WEATHER).await.unwrap());
+    assert_eq!(
+        get(&c, &format!("{WEATHER}/s1/City")),
+        Some(Value::Chr("Tampere".into()))
+    );
+    assert_eq!(
+        srv.finished_sessions(),
+        sessions_before,
+        "reported to no server"
+    );
+    assert!(
+        !c.engine
+            .fetch_default("urn:oma:mo:ext-none:1.0")
+            .await
+            .unwrap()
     );
 }

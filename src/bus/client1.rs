@@ -13,7 +13,7 @@ use super::access::{Access, Action};
 use super::error::Error;
 use super::sessions::Sessions;
 use super::watch::Watches;
-use crate::authority::{Authority, Input, Rights};
+use crate::authority::{AccessError, Authority, Input, Rights};
 use crate::tree::format::Format;
 use crate::tree::uri::{ClientUri, InstanceSel};
 use crate::tree::value::Value;
@@ -49,7 +49,12 @@ impl Client1 {
             .access
             .authorize(&header, Action::Read, &client_uri)
             .await?;
-        let found = self.auth.get(&caller.principal, &client_uri)?;
+        let found = match self.auth.get(&caller.principal, &client_uri) {
+            Err(AccessError::NotFound(_)) if self.fetched_default(&client_uri).await => {
+                self.auth.get(&caller.principal, &client_uri)?
+            }
+            other => other?,
+        };
         Ok(found
             .into_iter()
             .map(|f| match f.value {
@@ -77,7 +82,12 @@ impl Client1 {
             .access
             .authorize(&header, Action::Read, &client_uri)
             .await?;
-        let items = self.auth.get_items(&caller.principal, &client_uri)?;
+        let items = match self.auth.get_items(&caller.principal, &client_uri) {
+            Err(AccessError::NotFound(_)) if self.fetched_default(&client_uri).await => {
+                self.auth.get_items(&caller.principal, &client_uri)?
+            }
+            other => other?,
+        };
         serde_json::to_string(&items).map_err(|e| Error::Failed(e.to_string()))
     }
 
@@ -247,6 +257,10 @@ impl Client1 {
         Ok(sid)
     }
 
+    /// A server's `SHOW`: offer `url` to the user. Broadcast; any desktop agent may act.
+    #[zbus(signal)]
+    async fn show(emitter: &SignalEmitter<'_>, server_id: &str, url: &str) -> zbus::Result<()>;
+
     #[zbus(signal)]
     async fn session_started(
         emitter: &SignalEmitter<'_>,
@@ -292,6 +306,30 @@ impl Client1 {
     #[zbus(property)]
     fn state(&self) -> String {
         self.sessions.state().to_owned()
+    }
+}
+
+impl Client1 {
+    /// When `client_uri`'s MOID has no instance at all and a server named a `DEFAULT`
+    /// source for it, fetches the MO from there; whether anything was fetched.
+    async fn fetched_default(&self, client_uri: &str) -> bool {
+        let Ok(uri) = ClientUri::parse(client_uri) else {
+            return false;
+        };
+        if !self
+            .auth
+            .instances_of(&uri.moid)
+            .is_ok_and(|m| m.is_empty())
+        {
+            return false;
+        }
+        match self.sessions.engine().fetch_default(&uri.moid).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                tracing::warn!("fetching {} from its DEFAULT source failed: {e}", uri.moid);
+                false
+            }
+        }
     }
 }
 

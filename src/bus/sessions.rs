@@ -35,6 +35,11 @@ impl Sessions {
         }
     }
 
+    /// The session engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// `idle` or `session`.
     pub fn state(&self) -> &'static str {
         if self.lock().is_empty() {
@@ -106,13 +111,21 @@ impl Sessions {
         Ok((chosen, session_id))
     }
 
-    /// Starts the follow-up sessions the engine asks for, waiting while a session with the
-    /// same server is running.
+    /// Acts on what the engine asks for after commands: announces `SHOW` URLs with the `Show`
+    /// signal, and starts follow-up sessions, waiting while one with the same server runs.
     pub async fn follow_ups(self: Arc<Self>, mut requests: mpsc::UnboundedReceiver<FollowUp>) {
-        while let Some(f) = requests.recv().await {
+        while let Some(request) = requests.recv().await {
+            let (srv_id, url) = match request {
+                FollowUp::Show { srv_id, url } => {
+                    self.announce("Show", &(srv_id.as_str(), url.as_str()))
+                        .await;
+                    continue;
+                }
+                FollowUp::Session { srv_id, url } => (srv_id, url),
+            };
             let mut attempt = 0;
             loop {
-                match self.start(&f.srv_id, "", f.url.clone()) {
+                match self.start(&srv_id, "", url.clone()) {
                     Ok((_, sid)) => {
                         tracing::info!("follow-up session {sid} to deliver alerts");
                         break;
@@ -123,8 +136,7 @@ impl Sessions {
                     }
                     Err(e) => {
                         tracing::warn!(
-                            "follow-up session with {} not started: {e}; its alerts wait for the next session",
-                            f.srv_id
+                            "follow-up session with {srv_id} not started: {e}; its alerts wait for the next session"
                         );
                         break;
                     }

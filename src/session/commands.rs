@@ -7,11 +7,11 @@ use std::sync::Arc;
 use super::account::Account;
 use super::engine::{Engine, media_type};
 use super::exec;
-use crate::authority::{AccessError, Principal};
+use crate::authority::{AccessError, Authority, Principal};
 use crate::protocol::{self, Alert, Command, Status, alert};
 use crate::transport::{HttpClient, Request};
 use crate::tree::json::{MoItem, parse_items};
-use crate::tree::uri::ClientUri;
+use crate::tree::uri::{ClientUri, NodeAddr};
 
 /// What a command runs with.
 pub struct Context<'a> {
@@ -52,7 +52,8 @@ pub async fn execute(ctx: &mut Context<'_>, command: Command) -> Status {
             server_uri,
         } => run_exec(ctx, &client_uri, server_uri).await,
         Command::Show { server_uri } => {
-            tracing::info!(srv_id = %ctx.account.srv_id, "SHOW {server_uri}: no user interface here; going on");
+            tracing::info!(srv_id = %ctx.account.srv_id, "SHOW {server_uri}: offered to user agents; going on");
+            ctx.engine.show(&ctx.account.srv_id, &server_uri);
             Ok(Status::code(200))
         }
         Command::Default { moid, server_uri } => ctx
@@ -138,9 +139,32 @@ async fn hget(
     server_uri: &str,
     target: Option<&ClientUri>,
 ) -> Result<Status, Failure> {
+    let written = fetch_into_tree(
+        &ctx.engine.auth,
+        ctx.client,
+        ctx.account,
+        server_uri,
+        target,
+    )
+    .await?;
+    Ok(Status {
+        sc: 200,
+        uri: Some(written.iter().map(|a| a.to_string()).collect()),
+        data: None,
+    })
+}
+
+/// HGET's work: GET the MO serialization at `server_uri` and write it into the tree as
+/// `account`'s server (replacing the node at `target`, or where the items say).
+pub(super) async fn fetch_into_tree(
+    auth: &Authority,
+    client: &HttpClient,
+    account: &Account,
+    server_uri: &str,
+    target: Option<&ClientUri>,
+) -> Result<Vec<NodeAddr>, Failure> {
     let request = Request::get(server_uri).with_header("Accept", ACCEPTED.join(", "));
-    let response = ctx
-        .client
+    let response = client
         .send(request)
         .await
         .map_err(|e| Failure::Status(500, format!("HGET {server_uri}: {e}")))?;
@@ -167,19 +191,9 @@ async fn hget(
     let text = std::str::from_utf8(&response.body)
         .map_err(|_| Failure::Status(400, "MO data is not UTF-8".into()))?;
     let items = parse_items(text).map_err(|e| Failure::Status(400, e.to_string()))?;
-    let account = ctx.account;
-    let written = ctx
-        .engine
-        .auth
-        .import_items(ctx.principal, &items, target, &|moid| {
-            account.may_manage(moid)
-        })
-        .map_err(Failure::Access)?;
-    Ok(Status {
-        sc: 200,
-        uri: Some(written.iter().map(|a| a.to_string()).collect()),
-        data: None,
-    })
+    let principal = Principal::Server(account.srv_id.clone());
+    auth.import_items(&principal, &items, target, &|moid| account.may_manage(moid))
+        .map_err(Failure::Access)
 }
 
 async fn upload(

@@ -38,11 +38,14 @@ pub struct Outcome {
     pub detail: String,
 }
 
-/// A session the engine asks the daemon to run later: to `srv_id`, at `url` when given.
+/// What the engine asks of the daemon after a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FollowUp {
-    pub srv_id: String,
-    pub url: Option<String>,
+pub enum FollowUp {
+    /// Run a session with `srv_id` later, at `url` when given (to deliver queued alerts).
+    Session { srv_id: String, url: Option<String> },
+    /// `SHOW`: offer `url` to the user (the daemon announces it on D-Bus for desktop
+    /// agents); the session does not wait.
+    Show { srv_id: String, url: String },
 }
 
 /// Runs sessions.
@@ -291,6 +294,42 @@ impl Engine {
         f(&store).map_err(|e| e.to_string())
     }
 
+    /// Hands a `SHOW` URL on; whether anyone took it is not the session's concern.
+    pub(super) fn show(&self, srv_id: &str, url: &str) {
+        let _ = self.followups.send(FollowUp::Show {
+            srv_id: srv_id.to_owned(),
+            url: url.to_owned(),
+        });
+    }
+
+    /// `DEFAULT`: when a local app asks for an MO of `moid` that is not in the tree, fetch
+    /// it from the source a server named (an HGET on that server's behalf, reported to no
+    /// server). Returns whether anything was fetched.
+    pub async fn fetch_default(&self, moid: &str) -> Result<bool, String> {
+        let Some((srv_id, server_uri)) = self.with_state(|s| s.default_source(moid))? else {
+            return Ok(false);
+        };
+        let accounts = super::account::load_all(&self.auth).map_err(|e| e.to_string())?;
+        let account = accounts
+            .iter()
+            .find(|a| a.srv_id == srv_id)
+            .ok_or_else(|| {
+                format!(
+                    "DEFAULT source of {moid} belongs to {srv_id}, which has no account any more"
+                )
+            })?;
+        let client = HttpClient::new(
+            account.client_settings(&self.extra_ca_files, self.limits.max_package_bytes),
+        )
+        .map_err(|e| e.to_string())?;
+        let written =
+            super::commands::fetch_into_tree(&self.auth, &client, account, &server_uri, None)
+                .await
+                .map_err(|e| e.to_string())?;
+        tracing::info!(srv_id = %srv_id, "fetched {moid} from its DEFAULT source {server_uri}: {} item(s)", written.len());
+        Ok(!written.is_empty())
+    }
+
     /// Keeps an alert for `srv_id` and asks for a follow-up session to deliver it.
     pub fn queue_alert(&self, srv_id: &str, alert: &Alert) {
         let json = match serde_json::to_string(alert) {
@@ -304,7 +343,7 @@ impl Engine {
             tracing::error!("cannot persist an alert for {srv_id}: {e}");
             return;
         }
-        let _ = self.followups.send(FollowUp {
+        let _ = self.followups.send(FollowUp::Session {
             srv_id: srv_id.to_owned(),
             url: alert.target_uri.clone(),
         });
