@@ -989,3 +989,35 @@ fn session_start_no_wait_returns_at_once_and_a_second_start_is_busy() {
         srv.server.failures()
     );
 }
+
+#[test]
+fn a_default_source_fills_an_mo_an_app_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = SessionBus::start();
+    let _daemon = bus.daemon(dir.path());
+    let srv = TestServer::start(Some(
+        r#"{"name": "default",
+            "repository": {"w": [{"ClientURI": "urn:oma:mo:ext-devserver-weather:1.0/s1/",
+                                  "MOData": {"Weather": {"City": "Vaasa"}}}]},
+            "packages": [{"commands": [["DEFAULT", "urn:oma:mo:ext-devserver-weather:1.0", "{repo}/w"]],
+                          "expect": [200]}]}"#,
+    ));
+    let account = srv.account("devserver", srv.server.ca_pem(), 1);
+    assert_status(&bus.run(&["create", DMACC, &account]), 0);
+    assert_status(&bus.run(&["session", "start"]), 0);
+    // The MO is not in the tree; asking for it fetches it from the DEFAULT source.
+    let out = bus.run(&[
+        "get",
+        "--value",
+        "urn:oma:mo:ext-devserver-weather:1.0/*/City",
+    ]);
+    assert_status(&out, 0);
+    assert_eq!(stdout(&out).trim(), "Vaasa", "{}", show(&out));
+    let uploads_and_gets = srv
+        .server
+        .transcript()
+        .iter()
+        .filter(|r| r.path.starts_with("/repo/w"))
+        .count();
+    assert!(uploads_and_gets >= 1, "the repository was asked");
+}
