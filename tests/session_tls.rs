@@ -667,3 +667,36 @@ async fn show_is_handed_on_and_default_sources_fill_missing_mos() {
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn format_negotiation_gives_406_and_415() {
+    let certs = tempfile::tempdir().unwrap();
+    let srv = server(
+        r#"{"name": "formats",
+            "repository": {
+              "tnds": {"content_type": "application/vnd.syncml.dmtnds+xml", "body": "<MgmtTree/>"},
+              "forced": {"content_type": "application/vnd.syncml.dmtnds+xml", "body": "<MgmtTree/>", "ignore_accept": true}},
+            "uploads": {"only-xml": {"accept": ["application/vnd.syncml.dmtnds+xml"]}},
+            "packages": [{"commands": [["HGET", "{repo}/tnds"], ["HGET", "{repo}/forced"],
+                                       ["HPUT", "{repo}/only-xml", "urn:oma:mo:oma-dm-devinfo:1.0//"]],
+                          "expect": [406, 415, 406]}]}"#,
+        certs.path(),
+    )
+    .await;
+    let c = client(BTreeMap::new(), Limits::default());
+    let acc = account(&c, &srv, srv.ca_pem(), &[WEATHER]);
+    assert_eq!(
+        c.engine
+            .run(&acc, alert::CLIENT_INITIATED, None)
+            .await
+            .status,
+        200
+    );
+    srv.wait_for_sessions(1).await;
+    assert!(
+        srv.failures().is_empty(),
+        "{:?}\n{:#?}",
+        srv.failures(),
+        srv.summary()
+    );
+}
