@@ -33,9 +33,11 @@ pub type Observer = Box<dyn Fn(&[Change]) + Send + Sync>;
 /// Rules over the store; see the module documentation.
 pub struct Authority {
     writer: Mutex<Store>,
-    reader: Mutex<Store>,
+    /// Read connections; a call takes whichever is free.
+    readers: Vec<Mutex<Store>>,
     types: Registry,
     observer: Observer,
+    next_reader: std::sync::atomic::AtomicUsize,
 }
 
 /// A value handed in for a leaf, before the node's format is known.
@@ -64,10 +66,18 @@ impl Authority {
     pub fn new(writer: Store, reader: Store, types: Registry, observer: Observer) -> Authority {
         Authority {
             writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
+            readers: vec![Mutex::new(reader)],
             types,
             observer,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Adds read connections (to the same store), so that concurrent readers do not queue
+    /// on one.
+    pub fn with_readers(mut self, extra: Vec<Store>) -> Authority {
+        self.readers.extend(extra.into_iter().map(Mutex::new));
+        self
     }
 
     /// The known MO types.
@@ -80,14 +90,16 @@ impl Authority {
     pub fn get(&self, who: &Principal, uri: &str) -> Result<Vec<Found>, AccessError> {
         let uri = ClientUri::parse(uri)?;
         let store = self.reader();
-        let addrs = self.readable(who, &store, &uri)?;
-        addrs
-            .into_iter()
-            .map(|addr| {
-                let value = store.leaf(&addr)?.map(|(v, _)| v);
-                Ok(Found { addr, value })
-            })
-            .collect()
+        store.snapshot(|store| {
+            let addrs = self.readable(who, store, &uri)?;
+            addrs
+                .into_iter()
+                .map(|addr| {
+                    let value = store.leaf(&addr)?.map(|(v, _)| v);
+                    Ok(Found { addr, value })
+                })
+                .collect()
+        })?
     }
 
     /// The MO serialization of every node `uri` resolves to that `who` may read, with
@@ -95,19 +107,21 @@ impl Authority {
     pub fn get_items(&self, who: &Principal, uri: &str) -> Result<Vec<MoItem>, AccessError> {
         let uri = ClientUri::parse(uri)?;
         let store = self.reader();
-        let addrs = self.readable(who, &store, &uri)?;
-        addrs
-            .into_iter()
-            .map(|addr| {
-                let mut item = store.mo_item(&addr)?;
-                if let Some(def) = self.def(&addr) {
-                    for json in item.mo_data.values_mut() {
-                        prune_no_get(json, def);
+        store.snapshot(|store| {
+            let addrs = self.readable(who, store, &uri)?;
+            addrs
+                .into_iter()
+                .map(|addr| {
+                    let mut item = store.mo_item(&addr)?;
+                    if let Some(def) = self.def(&addr) {
+                        for json in item.mo_data.values_mut() {
+                            prune_no_get(json, def);
+                        }
                     }
-                }
-                Ok(item)
-            })
-            .collect()
+                    Ok(item)
+                })
+                .collect()
+        })?
     }
 
     /// Replaces or adds the leaf at `uri`. `format: None` takes the DDF's format, or infers
@@ -573,10 +587,22 @@ impl Authority {
         }
     }
 
+    /// A free read connection, or the next one in turn when all are busy.
     fn reader(&self) -> MutexGuard<'_, Store> {
-        // Invariant: no code panics while holding the lock, so it is never poisoned; if it
-        // were, the store itself is still consistent (transactions), so recover the guard.
-        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+        // Invariant: no code panics while holding a lock, so none is poisoned; if one were,
+        // the store itself is still consistent (transactions), so recover the guard.
+        for m in &self.readers {
+            match m.try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        let turn = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.readers.len();
+        self.readers[turn].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn writer(&self) -> MutexGuard<'_, Store> {

@@ -88,16 +88,20 @@ async fn run(args: Args) -> Result<(), String> {
     // Every committed change goes to the D-Bus watchers and to SUB deliveries.
     let (watch_tx, watch_rx) = mpsc::unbounded_channel();
     let (sub_tx, mut sub_rx) = mpsc::unbounded_channel::<Vec<Change>>();
-    let auth = Arc::new(Authority::new(
-        writer,
-        reader,
-        registry,
-        Box::new(move |changes| {
-            // The receivers live until the daemon stops; after that nobody listens.
-            let _ = watch_tx.send(changes.to_vec());
-            let _ = sub_tx.send(changes.to_vec());
-        }),
-    ));
+    let extra_readers = vec![open("opening a reader on")?, open("opening a reader on")?];
+    let auth = Arc::new(
+        Authority::new(
+            writer,
+            reader,
+            registry,
+            Box::new(move |changes| {
+                // The receivers live until the daemon stops; after that nobody listens.
+                let _ = watch_tx.send(changes.to_vec());
+                let _ = sub_tx.send(changes.to_vec());
+            }),
+        )
+        .with_readers(extra_readers),
+    );
 
     let lang = std::env::var("LANG").ok();
     let facts = HostFacts::read(Path::new("/"), lang.as_deref()).map_err(|e| e.to_string())?;

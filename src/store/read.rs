@@ -82,6 +82,19 @@ pub(super) fn subtree_bounds(path: &str) -> (String, String) {
 }
 
 impl Store {
+    /// Runs `f` inside one read transaction: every query it makes sees the same snapshot,
+    /// and the WAL locks are taken once instead of once per query.
+    pub fn snapshot<T>(&self, f: impl FnOnce(&Store) -> T) -> Result<T, StoreError> {
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(StoreError::db("starting a read transaction"))?;
+        let out = f(self);
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(StoreError::db("ending a read transaction"))?;
+        Ok(out)
+    }
+
     /// Counts for status output.
     pub fn stats(&self) -> Result<Stats, StoreError> {
         let count = |sql: &str| -> Result<u64, StoreError> {
