@@ -16,9 +16,9 @@
 //! 4. the polkit read cache: a client running as a non-root test user (this binary,
 //!    re-executed under `setpriv` in a client mode, printing its figures) times `Get` of one
 //!    ClientURI (polkit asked once, then cached for the connection) against `Get` of a fresh
-//!    ClientURI each time (a distinct `?cv=` query: the cache key holds the ClientURI, so
-//!    each is a polkit round trip; a bus monitor counts the `CheckAuthorization` calls to
-//!    prove it).
+//!    ClientURI each time (the same node through a new x-name: the cache key holds the
+//!    ClientURI, so each is a polkit round trip; a bus monitor counts the
+//!    `CheckAuthorization` calls to prove it).
 //!
 //! Calls of ours and of the baseline alternate in slices so that machine load affects both
 //! equally. The bench client runs on the same machine as the daemon, `dbus-daemon` and
@@ -59,6 +59,10 @@ mod support {
 use support::daemon::{self, Daemon};
 use support::sysbus::{self, KillOnDrop, SysBus, TestUser};
 
+mod common;
+
+use common::{SLICES, Samples, build, cores, group, num, print_table, print_targets_met};
+
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
 const DEST: &str = "org.omadm.Client1";
@@ -93,8 +97,6 @@ const CONNECT_BATCH: usize = 32;
 /// 4. timed Gets of each kind by the non-root client.
 const POLKIT_ITERS: usize = 2_000;
 
-/// Alternations between ours and the baseline per measurement.
-const SLICES: usize = 10;
 /// No call may take longer (a hung daemon fails the bench instead of stalling it).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// fds this process needs besides the watchers' sockets.
@@ -114,15 +116,8 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
-        "omadmd D-Bus bench: {cores} cores, {} build",
-        if cfg!(debug_assertions) {
-            "DEBUG (numbers meaningless)"
-        } else {
-            "release"
-        }
-    );
+    let cores = cores();
+    println!("omadmd D-Bus bench: {cores} cores, {} build", build());
     println!(
         "columns: ours = omadmd's org.omadm.Client1 call, base = Peer.Ping on the same daemon \
          (transport floor; in the polkit row: ours = cached ClientURI, base = fresh ClientURI); \
@@ -155,7 +150,7 @@ fn run() -> Result<()> {
             "µs",
             1e-6,
             &get,
-            &ping,
+            Some(&ping),
             Some(Target::RatioAtMost(2.0)),
         ));
 
@@ -169,7 +164,7 @@ fn run() -> Result<()> {
             "µs",
             1e-6,
             &c.get,
-            &c.ping,
+            Some(&c.ping),
             None,
         ));
         rows.push(Row {
@@ -190,7 +185,7 @@ fn run() -> Result<()> {
 
         let d = change_delivery(&admin, bus.address(), watchers, &procs).await?;
         rows.push(Row {
-            name: format!("Changed to {} watchers", group(watchers)),
+            name: format!("Changed to {} watchers", group(&watchers.to_string())),
             unit: "ms",
             ours: d.last.median().as_secs_f64() * 1e3,
             ours_p99: Some(d.last.max().as_secs_f64() * 1e3),
@@ -202,7 +197,7 @@ fn run() -> Result<()> {
             "delivery per round (ms, from just before Set): Set reply {}, first watcher {}, last watcher {}",
             list_ms(&d.set_reply),
             list_ms(&d.first),
-            list_ms(&d.last.0)
+            list_ms(&d.last)
         ));
         notes.push(format!(
             "CPU per Set round, Set to last signal (ms; omadmd / dbus-daemon / bench watchers): {}",
@@ -235,59 +230,25 @@ fn run() -> Result<()> {
     }
     drop(bus);
 
-    print_table(&rows);
+    print_table(&rows, 36, 8);
     for n in &notes {
         println!("{n}");
     }
-    let targets = rows.iter().filter(|r| r.target.is_some()).count();
-    let met = rows.iter().filter(|r| r.passed() == Some(true)).count();
-    println!("dbus bench: {met} of {targets} targets met");
+    print_targets_met("dbus", &rows);
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
-// Harness
-
-/// Sorted per-call durations.
-struct Samples(Vec<Duration>);
+// Rows and targets
 
 impl Samples {
-    fn new(mut v: Vec<Duration>) -> Samples {
-        assert!(!v.is_empty(), "no samples");
-        v.sort_unstable();
-        Samples(v)
-    }
-
-    fn median(&self) -> Duration {
-        let n = self.0.len();
-        if n % 2 == 1 {
-            self.0[n / 2]
-        } else {
-            (self.0[n / 2 - 1] + self.0[n / 2]) / 2
-        }
-    }
-
-    /// Nearest-rank 99th percentile.
-    fn p99(&self) -> Duration {
-        let rank = (self.0.len() * 99).div_ceil(100).max(1);
-        self.0[rank - 1]
-    }
-
+    /// The slowest.
     fn max(&self) -> Duration {
-        self.0[self.0.len() - 1]
+        self[self.len() - 1]
     }
 }
 
-/// One line of the result table.
-struct Row {
-    name: String,
-    unit: &'static str,
-    ours: f64,
-    ours_p99: Option<f64>,
-    base: Option<f64>,
-    base_p99: Option<f64>,
-    target: Option<Target>,
-}
+type Row = common::Row<Target>;
 
 enum Target {
     AtLeast(f64),
@@ -296,98 +257,22 @@ enum Target {
     RatioAtMost(f64),
 }
 
-impl Row {
-    /// A timed operation, in units of `unit_secs` seconds (1e-6 for µs).
-    fn timed(
-        name: &str,
-        unit: &'static str,
-        unit_secs: f64,
-        ours: &Samples,
-        base: &Samples,
-        target: Option<Target>,
-    ) -> Row {
-        let f = |d: Duration| d.as_secs_f64() / unit_secs;
-        Row {
-            name: name.to_owned(),
-            unit,
-            ours: f(ours.median()),
-            ours_p99: Some(f(ours.p99())),
-            base: Some(f(base.median())),
-            base_p99: Some(f(base.p99())),
-            target,
+impl common::Target for Target {
+    fn met(&self, ours: f64, base: Option<f64>) -> bool {
+        match *self {
+            Target::AtLeast(min) => ours >= min,
+            Target::AtMost(max) => ours <= max,
+            Target::RatioAtMost(max) => base.is_some_and(|b| ours <= max * b),
         }
     }
 
-    fn passed(&self) -> Option<bool> {
-        self.target.as_ref().map(|t| match *t {
-            Target::AtLeast(min) => self.ours >= min,
-            Target::AtMost(max) => self.ours <= max,
-            Target::RatioAtMost(max) => self.base.is_some_and(|b| self.ours <= max * b),
-        })
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), num);
-    println!();
-    println!(
-        "{:<36} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10}  result",
-        "operation", "unit", "ours", "ours p99", "base", "base p99", "ratio", "target"
-    );
-    for r in rows {
-        let ratio = r
-            .base
-            .map_or_else(|| "-".to_owned(), |b| format!("{:.2}x", r.ours / b));
-        let target = match r.target {
-            Some(Target::AtLeast(v)) => format!(">= {}", num(v)),
-            Some(Target::AtMost(v)) => format!("<= {}", num(v)),
-            Some(Target::RatioAtMost(v)) => format!("<= {v:.2}x"),
-            None => "-".to_owned(),
-        };
-        let result = match r.passed() {
-            Some(true) => "PASS",
-            Some(false) => "MISS",
-            None => "-",
-        };
-        println!(
-            "{:<36} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10}  {result}",
-            r.name,
-            r.unit,
-            num(r.ours),
-            opt(r.ours_p99),
-            opt(r.base),
-            opt(r.base_p99),
-            ratio,
-            target
-        );
-    }
-    println!();
-}
-
-/// A figure with sensible precision; thousands separated.
-fn num(v: f64) -> String {
-    if v >= 10_000.0 {
-        group(v.round() as usize)
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-/// `1000` as `1,000`.
-fn group(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
+    fn label(&self) -> String {
+        match *self {
+            Target::AtLeast(v) => format!(">= {}", num(v)),
+            Target::AtMost(v) => format!("<= {}", num(v)),
+            Target::RatioAtMost(v) => format!("<= {v:.2}x"),
         }
-        out.push(c);
     }
-    out
 }
 
 fn list_ms(v: &[Duration]) -> String {
@@ -1020,6 +905,14 @@ fn client_main(mode: &str) -> ExitCode {
     }
 }
 
+/// The same DevInfo node as `uri` (`<MOID>//<path>`), addressed through a never-used x-name
+/// (`<MOID>/(xN)/<path>?nv=(xN)/DmV:2.0`): a new ClientURI, so a new cache key. (`cv=`
+/// fields do not count: the cache ignores them.)
+fn fresh_uri(uri: &str, n: u64) -> String {
+    let (moid, path) = uri.split_once("//").expect("a <MOID>//<path> ClientURI");
+    format!("{moid}/(x{n})/{path}?nv=(x{n})/DmV:2.0")
+}
+
 /// Get of one ClientURI (cached after the first call) against Get of a fresh ClientURI
 /// each time, alternating in slices. Prints `cached|fresh <p50 s> <p99 s> <calls made>`.
 async fn polkit_client() -> Result<String> {
@@ -1032,12 +925,12 @@ async fn polkit_client() -> Result<String> {
     let mut fresh_n = 0u64;
     let mut fresh = |conn: Connection| {
         fresh_n += 1;
-        let uri = format!("{uri}?cv=bench{fresh_n}");
+        let uri = fresh_uri(&uri, fresh_n);
         async move { get(&conn, &uri).await }
     };
     // The first call identifies us and asks polkit once; check both kinds work.
     check_get(&conn, &uri).await?;
-    check_get(&conn, &format!("{uri}?cv=bench0")).await?;
+    check_get(&conn, &fresh_uri(&uri, 0)).await?;
     let mut cached_calls = 1u64;
     let warmup = (iters / 20).max(1);
     for _ in 0..warmup {

@@ -38,7 +38,6 @@
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::hint::black_box;
-use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,11 +53,22 @@ use omadmd::transport::HttpClient;
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
 use omadmd::tree::{Node, Value};
-use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OpenFlags, params};
 use serde_json::{Value as J, json};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
+
+mod common;
+
+/// The device data set, timing and raw-rusqlite baseline shared with the store bench.
+mod sqlite {
+    crate::sqlite_harness!();
+}
+
+use common::{Samples, build, cores, print_table, print_targets_met};
+use sqlite::{
+    BATCH, Bench, INSTANCES, LEAVES, LeafSelect, MOID, NODES_PER_INSTANCE, create_batch,
+    device_batch, leaf_picks, open_raw,
+};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -66,15 +76,6 @@ type Result<T> = std::result::Result<T, Box<dyn Error>>;
 const SRV_ID: &str = "devserver";
 const DEV_ID: &str = "urn:uuid:bench-device";
 
-/// MOID of the 1,000 instances of part 1.
-const MOID: &str = "urn:oma:mo:ext-bench-device:1.0";
-const ROOT_NAME: &str = "Device";
-const INSTANCES: usize = 1_000;
-const GROUPS: usize = 10;
-const LEAVES: usize = 9;
-const NODES_PER_INSTANCE: usize = GROUPS * (1 + LEAVES);
-/// Instances per store transaction while building.
-const BATCH: usize = 100;
 /// GETs in the Package#2 of part 1.
 const COMMANDS: usize = 10_000;
 
@@ -90,15 +91,11 @@ const CARE_INSTANCES: [(&str, &str, &str, usize, usize); 3] = [
 const SESSION_RUNS: usize = 5;
 
 fn main() -> Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cores();
     println!(
         "omadmd session bench: {cores} cores, SQLite {}, {} build, TLS on loopback, devserver in-process",
         rusqlite::version(),
-        if cfg!(debug_assertions) {
-            "DEBUG (numbers meaningless)"
-        } else {
-            "release"
-        }
+        build()
     );
     println!(
         "columns: ours = the session engine, base = the baseline named in the legend below; \
@@ -114,7 +111,7 @@ fn main() -> Result<()> {
     let mut rows = throughput(&rt, certs.path())?;
     rows.extend(customer_care(&rt, certs.path())?);
 
-    print_table(&rows);
+    print_table(&rows, 40, 7);
     println!("legend:");
     println!(
         "  1a, 1b base: the same 10,000 leaf reads as raw rusqlite prepared SELECTs on the same file"
@@ -132,137 +129,42 @@ fn main() -> Result<()> {
          bytes = DM bodies of one session, requests + responses, TLS/HTTP overhead excluded"
     );
     println!();
-    let targets = rows.iter().filter(|r| r.target.is_some()).count();
-    let met = rows.iter().filter(|r| r.passed() == Some(true)).count();
-    println!("session bench: {met} of {targets} targets met");
+    print_targets_met("session", &rows);
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
-// Harness (as in benches/store.rs)
+// Rows and targets
 
-/// Times an operation of ours against its baseline: `warmup` untimed calls of each, then
-/// `iters` timed calls of each, alternating in slices so that both see the same machine.
-struct Bench {
-    warmup: usize,
-    iters: usize,
-}
-
-/// Sorted per-call durations.
-struct Samples(Vec<Duration>);
-
-/// Alternations between ours and the baseline per measurement.
-const SLICES: usize = 10;
-
-impl Bench {
-    /// Each closure gets a call index (warm-up calls included) to pick its input; the two
-    /// see the same indices.
-    fn compare(
-        &self,
-        mut ours: impl FnMut(usize) -> Result<()>,
-        mut base: impl FnMut(usize) -> Result<()>,
-    ) -> Result<(Samples, Samples)> {
-        for i in 0..self.warmup {
-            ours(i)?;
-            base(i)?;
-        }
-        let (mut a, mut b) = (
-            Vec::with_capacity(self.iters),
-            Vec::with_capacity(self.iters),
-        );
-        let slice = self.iters.div_ceil(SLICES);
-        let mut next = self.warmup;
-        while a.len() < self.iters {
-            let calls = next..next + slice.min(self.iters - a.len());
-            time(&mut ours, calls.clone(), &mut a)?;
-            time(&mut base, calls.clone(), &mut b)?;
-            next = calls.end;
-        }
-        a.sort_unstable();
-        b.sort_unstable();
-        Ok((Samples(a), Samples(b)))
-    }
-}
-
-/// Calls `op` for each index of `calls`, recording how long each call took.
-fn time(
-    op: &mut impl FnMut(usize) -> Result<()>,
-    calls: Range<usize>,
-    samples: &mut Vec<Duration>,
-) -> Result<()> {
-    for i in calls {
-        let start = Instant::now();
-        op(i)?;
-        samples.push(start.elapsed());
-    }
-    Ok(())
-}
-
-impl Samples {
-    fn median(&self) -> Duration {
-        let n = self.0.len();
-        if n % 2 == 1 {
-            self.0[n / 2]
-        } else {
-            (self.0[n / 2 - 1] + self.0[n / 2]) / 2
-        }
-    }
-
-    /// Nearest-rank 99th percentile.
-    fn p99(&self) -> Duration {
-        let rank = (self.0.len() * 99).div_ceil(100).max(1);
-        self.0[rank - 1]
-    }
-}
-
-/// A small deterministic PRNG (SplitMix64), so every run picks the same "random" nodes.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    }
-}
-
-/// One line of the result table.
-struct Row {
-    name: &'static str,
-    unit: &'static str,
-    ours: f64,
-    ours_p99: Option<f64>,
-    base: Option<f64>,
-    base_p99: Option<f64>,
-    target: Option<Target>,
-}
+type Row = common::Row<Target>;
 
 enum Target {
     AtLeast(f64),
 }
 
+impl common::Target for Target {
+    fn met(&self, ours: f64, _base: Option<f64>) -> bool {
+        let Target::AtLeast(min) = *self;
+        ours >= min
+    }
+
+    fn label(&self) -> String {
+        let Target::AtLeast(v) = *self;
+        format!(">= {}", common::num(v))
+    }
+}
+
 impl Row {
     /// A timed operation, in milliseconds.
-    fn ms(name: &'static str, ours: &Samples, base: Option<&Samples>) -> Row {
-        let f = |d: Duration| d.as_secs_f64() * 1e3;
-        Row {
-            name,
-            unit: "ms",
-            ours: f(ours.median()),
-            ours_p99: Some(f(ours.p99())),
-            base: base.map(|b| f(b.median())),
-            base_p99: base.map(|b| f(b.p99())),
-            target: None,
-        }
+    fn ms(name: &str, ours: &Samples, base: Option<&Samples>) -> Row {
+        Row::timed(name, "ms", 1e-3, ours, base, None)
     }
 
     /// A rate of `n` commands per call, from the median call (p99: the slowest-rank call).
-    fn rate(name: &'static str, n: usize, ours: &Samples, base: &Samples) -> Row {
+    fn rate(name: &str, n: usize, ours: &Samples, base: &Samples) -> Row {
         let r = |d: Duration| n as f64 / d.as_secs_f64();
         Row {
-            name,
+            name: name.to_owned(),
             unit: "cmds/s",
             ours: r(ours.median()),
             ours_p99: Some(r(ours.p99())),
@@ -271,81 +173,6 @@ impl Row {
             target: Some(Target::AtLeast(20_000.0)),
         }
     }
-
-    fn passed(&self) -> Option<bool> {
-        self.target.as_ref().map(|t| match *t {
-            Target::AtLeast(min) => self.ours >= min,
-        })
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), num);
-    println!();
-    println!(
-        "{:<40} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10}  result",
-        "operation", "unit", "ours", "ours p99", "base", "base p99", "ratio", "target"
-    );
-    for r in rows {
-        let ratio = r
-            .base
-            .map_or_else(|| "-".to_owned(), |b| format!("{:.2}x", r.ours / b));
-        let target = match r.target {
-            Some(Target::AtLeast(v)) => format!(">= {}", num(v)),
-            None => "-".to_owned(),
-        };
-        let result = match r.passed() {
-            Some(true) => "PASS",
-            Some(false) => "MISS",
-            None => "-",
-        };
-        println!(
-            "{:<40} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10}  {result}",
-            r.name,
-            r.unit,
-            num(r.ours),
-            opt(r.ours_p99),
-            opt(r.base),
-            opt(r.base_p99),
-            ratio,
-            target
-        );
-    }
-    println!();
-}
-
-/// A figure with sensible precision; thousands separated.
-fn num(v: f64) -> String {
-    if v >= 10_000.0 {
-        let digits = format!("{v:.0}");
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-/// A raw connection with the store's pragmas.
-fn open_raw(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -451,40 +278,12 @@ fn scenario(name: &str, commands: &[J], sc: u16) -> J {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1. Command throughput
-
-fn miid(i: usize) -> String {
-    format!("m{i:04}")
-}
-
-/// Small instance `i`: groups `G0`..`G9` of leaves `L0`..`L8` (chr for L0..L4, int after).
-fn device_node(i: usize) -> Node {
-    let groups = (0..GROUPS).map(|g| {
-        let leaves = (0..LEAVES).map(|l| {
-            let value = if l < 5 {
-                Value::Chr(format!("value {i}.{g}.{l}"))
-            } else {
-                Value::Int((i * 1_000 + g * 10 + l) as i64)
-            };
-            (format!("L{l}"), Node::Leaf(value))
-        });
-        (format!("G{g}"), Node::Interior(leaves.collect()))
-    });
-    Node::Interior(groups.collect())
-}
+// 1. Command throughput (on the small instances of [`sqlite::device_node`])
 
 fn fill_devices(store: &mut Store) -> Result<()> {
     let owner = Principal::Server(SRV_ID.into()).to_string();
     for first in (0..INSTANCES).step_by(BATCH) {
-        let batch: Vec<(String, Node)> = (first..first + BATCH)
-            .map(|i| (miid(i), device_node(i)))
-            .collect();
-        store.write(|tx| {
-            for (m, node) in &batch {
-                tx.create_instance(MOID, Some(m), ROOT_NAME, node, &owner)?;
-            }
-            Ok(())
-        })?;
+        create_batch(store, &device_batch(first), &owner)?;
     }
     let stats = store.stats()?;
     if stats.nodes != (INSTANCES * NODES_PER_INSTANCE) as u64 {
@@ -502,16 +301,7 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
         start.elapsed().as_secs_f64()
     );
 
-    let mut rng = Rng(7);
-    let picks: Vec<(String, String, String)> = (0..COMMANDS)
-        .map(|_| {
-            (
-                miid(rng.below(INSTANCES)),
-                format!("G{}", rng.below(GROUPS)),
-                format!("L{}", rng.below(LEAVES)),
-            )
-        })
-        .collect();
+    let picks = leaf_picks(7, COMMANDS, LEAVES);
     let gets: Vec<J> = picks
         .iter()
         .map(|(m, g, l)| json!(["GET", format!("{MOID}/{m}/{g}/{l}")]))
@@ -533,19 +323,10 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
         principal: &principal,
     };
     let raw = open_raw(&client.db)?;
-    let mut stmt = raw.prepare(
-        "SELECT n.format, n.value, n.writer FROM instances i JOIN nodes n ON n.inst = i.id \
-         WHERE i.moid = ?1 AND i.miid = ?2 AND n.parent = ?3 AND n.name = ?4",
-    )?;
+    let mut leaves = LeafSelect::prepare(&raw)?;
     let mut base = |_| {
-        for (m, g, l) in &picks {
-            let row = stmt.query_row(params![MOID, m, g, l], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Sql>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
+        for pick in &picks {
+            let row = leaves.read(pick)?;
             black_box(row);
         }
         Ok(())
@@ -624,9 +405,7 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
     );
     rt.block_on(big.shutdown());
     rt.block_on(one.shutdown());
-    whole.sort_unstable();
-    fixed.sort_unstable();
-    let (whole, fixed) = (Samples(whole), Samples(fixed));
+    let (whole, fixed) = (Samples::new(whole), Samples::new(fixed));
     let net = whole.median().saturating_sub(fixed.median());
 
     Ok(vec![
@@ -645,7 +424,7 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
         Row::ms("1c. session with 10k GETs (TLS)", &whole, None),
         Row::ms("1d. session with 1 GET (fixed cost)", &fixed, None),
         Row {
-            name: "1e. 10k / (1c - 1d)",
+            name: "1e. 10k / (1c - 1d)".into(),
             unit: "cmds/s",
             ours: COMMANDS as f64 / net.as_secs_f64().max(1e-9),
             ours_p99: None,
@@ -784,17 +563,15 @@ fn customer_care(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
     let bytes_cv = session_bytes(&cached, 1);
     rt.block_on(data.shutdown());
     rt.block_on(cached.shutdown());
-    with_data.sort_unstable();
-    with_cv.sort_unstable();
 
     Ok(vec![
         Row::ms(
             "B.1 session wall: GET all vs ?cv=",
-            &Samples(with_data),
-            Some(&Samples(with_cv)),
+            &Samples::new(with_data),
+            Some(&Samples::new(with_cv)),
         ),
         Row {
-            name: "B.1 DM body bytes: GET all vs ?cv=",
+            name: "B.1 DM body bytes: GET all vs ?cv=".into(),
             unit: "bytes",
             ours: bytes_data as f64,
             ours_p99: None,

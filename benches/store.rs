@@ -23,8 +23,6 @@
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::hint::black_box;
-use std::ops::Range;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use omadmd::store::Store;
@@ -33,22 +31,24 @@ use omadmd::tree::resolve::resolve;
 use omadmd::tree::uri::{ClientUri, NodeAddr};
 use omadmd::tree::{Node, Value};
 use rusqlite::types::{Value as Sql, ValueRef};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
 use serde_json::{Map, Value as J};
 
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+mod common;
 
-/// MOID of the 1,000 small instances.
-const MOID: &str = "urn:oma:mo:ext-bench-device:1.0";
-const ROOT_NAME: &str = "Device";
-const INSTANCES: usize = 1_000;
-const GROUPS: usize = 10;
-const LEAVES: usize = 9;
-/// Nodes per small instance (the root is the instance row, not a node).
-const NODES_PER_INSTANCE: usize = GROUPS * (1 + LEAVES);
-/// Instances per import transaction.
-const BATCH: usize = 100;
+/// The device data set, timing and raw-rusqlite baseline shared with the session bench.
+mod sqlite {
+    crate::sqlite_harness!();
+}
+
+use common::{build, cores, print_table, print_targets_met};
+use sqlite::{
+    BATCH, Bench, GROUPS, INSTANCES, LEAVES, LeafSelect, MOID, NODES_PER_INSTANCE, ROOT_NAME,
+    create_batch, device_batch, leaf_picks, leaf_value, miid, open_raw,
+};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 /// MOID, MIID and root name of the 10,000-node instance: 100 entries `E000`..`E099`, each
 /// with 9 leaves `A0`..`A8` and 10 sub-groups `S0`..`S9` of 8 leaves `B0`..`B7`.
@@ -93,15 +93,11 @@ CREATE TABLE journal (
 "#;
 
 fn main() -> Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cores();
     println!(
         "omadmd store bench: {cores} cores, SQLite {}, {} build",
         rusqlite::version(),
-        if cfg!(debug_assertions) {
-            "DEBUG (numbers meaningless)"
-        } else {
-            "release"
-        }
+        build()
     );
     println!(
         "columns: ours = the store's public API, base = raw rusqlite on the same data and schema; \
@@ -134,220 +130,35 @@ fn main() -> Result<()> {
     rows.push(leaf_replace(&mut store, &mut base)?);
     rows.push(peak_rss()?);
 
-    print_table(&rows);
-    let targets = rows.iter().filter(|r| r.target.is_some()).count();
-    let met = rows.iter().filter(|r| r.passed() == Some(true)).count();
-    println!("store bench: {met} of {targets} targets met");
+    print_table(&rows, 34, 8);
+    print_targets_met("store", &rows);
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
-// Harness
+// Targets
 
-/// Times an operation of ours against its baseline: `warmup` untimed calls of each, then
-/// `iters` timed calls of each, alternating in slices so that both see the same machine
-/// (other processes, CPU frequency, WAL checkpoints).
-struct Bench {
-    warmup: usize,
-    iters: usize,
-}
-
-/// Sorted per-call durations.
-struct Samples(Vec<Duration>);
-
-/// Alternations between ours and the baseline per measurement.
-const SLICES: usize = 10;
-
-impl Bench {
-    /// Each closure gets a call index (warm-up calls included) to pick its input; the two
-    /// see the same indices.
-    fn compare(
-        &self,
-        mut ours: impl FnMut(usize) -> Result<()>,
-        mut base: impl FnMut(usize) -> Result<()>,
-    ) -> Result<(Samples, Samples)> {
-        for i in 0..self.warmup {
-            ours(i)?;
-            base(i)?;
-        }
-        let (mut a, mut b) = (
-            Vec::with_capacity(self.iters),
-            Vec::with_capacity(self.iters),
-        );
-        let slice = self.iters.div_ceil(SLICES);
-        let mut next = self.warmup;
-        while a.len() < self.iters {
-            let calls = next..next + slice.min(self.iters - a.len());
-            time(&mut ours, calls.clone(), &mut a)?;
-            time(&mut base, calls.clone(), &mut b)?;
-            next = calls.end;
-        }
-        a.sort_unstable();
-        b.sort_unstable();
-        Ok((Samples(a), Samples(b)))
-    }
-}
-
-/// Calls `op` for each index of `calls`, recording how long each call took.
-fn time(
-    op: &mut impl FnMut(usize) -> Result<()>,
-    calls: Range<usize>,
-    samples: &mut Vec<Duration>,
-) -> Result<()> {
-    for i in calls {
-        let start = Instant::now();
-        op(i)?;
-        samples.push(start.elapsed());
-    }
-    Ok(())
-}
-
-impl Samples {
-    fn median(&self) -> Duration {
-        let n = self.0.len();
-        if n % 2 == 1 {
-            self.0[n / 2]
-        } else {
-            (self.0[n / 2 - 1] + self.0[n / 2]) / 2
-        }
-    }
-
-    /// Nearest-rank 99th percentile.
-    fn p99(&self) -> Duration {
-        let rank = (self.0.len() * 99).div_ceil(100).max(1);
-        self.0[rank - 1]
-    }
-}
-
-/// A small deterministic PRNG (SplitMix64), so every run picks the same "random" nodes.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    }
-}
-
-/// One line of the result table.
-struct Row {
-    name: &'static str,
-    unit: &'static str,
-    ours: f64,
-    ours_p99: Option<f64>,
-    base: Option<f64>,
-    base_p99: Option<f64>,
-    target: Option<Target>,
-}
+type Row = common::Row<Target>;
 
 enum Target {
     AtLeast(f64),
     AtMost(f64),
 }
 
-impl Row {
-    /// A timed operation, in units of `unit_secs` seconds (1e-6 for µs).
-    fn timed(
-        name: &'static str,
-        unit: &'static str,
-        unit_secs: f64,
-        ours: &Samples,
-        base: &Samples,
-        target: Option<Target>,
-    ) -> Row {
-        let f = |d: Duration| d.as_secs_f64() / unit_secs;
-        Row {
-            name,
-            unit,
-            ours: f(ours.median()),
-            ours_p99: Some(f(ours.p99())),
-            base: Some(f(base.median())),
-            base_p99: Some(f(base.p99())),
-            target,
+impl common::Target for Target {
+    fn met(&self, ours: f64, _base: Option<f64>) -> bool {
+        match *self {
+            Target::AtLeast(min) => ours >= min,
+            Target::AtMost(max) => ours <= max,
         }
     }
 
-    fn passed(&self) -> Option<bool> {
-        self.target.as_ref().map(|t| match *t {
-            Target::AtLeast(min) => self.ours >= min,
-            Target::AtMost(max) => self.ours <= max,
-        })
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), num);
-    println!();
-    println!(
-        "{:<34} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10}  result",
-        "operation", "unit", "ours", "ours p99", "base", "base p99", "ratio", "target"
-    );
-    for r in rows {
-        let ratio = r
-            .base
-            .map_or_else(|| "-".to_owned(), |b| format!("{:.2}x", r.ours / b));
-        let target = match r.target {
-            Some(Target::AtLeast(v)) => format!(">= {}", num(v)),
-            Some(Target::AtMost(v)) => format!("<= {}", num(v)),
-            None => "-".to_owned(),
-        };
-        let result = match r.passed() {
-            Some(true) => "PASS",
-            Some(false) => "MISS",
-            None => "-",
-        };
-        println!(
-            "{:<34} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10}  {result}",
-            r.name,
-            r.unit,
-            num(r.ours),
-            opt(r.ours_p99),
-            opt(r.base),
-            opt(r.base_p99),
-            ratio,
-            target
-        );
-    }
-    println!();
-}
-
-/// A figure with sensible precision; thousands separated.
-fn num(v: f64) -> String {
-    if v >= 10_000.0 {
-        let digits = format!("{v:.0}");
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
+    fn label(&self) -> String {
+        match *self {
+            Target::AtLeast(v) => format!(">= {}", common::num(v)),
+            Target::AtMost(v) => format!("<= {}", common::num(v)),
         }
-        out
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
     }
-}
-
-/// A raw connection with the store's pragmas.
-fn open_raw(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
 }
 
 fn now_secs() -> i64 {
@@ -357,31 +168,9 @@ fn now_secs() -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------
-// Data
+// Data (the small instances are [`sqlite::device_node`])
 
-fn miid(i: usize) -> String {
-    format!("m{i:04}")
-}
-
-/// Leaf `L<l>` of group `G<g>` of instance `i`: chr for L0..L4, int for L5..L8.
-fn leaf_value(i: usize, g: usize, l: usize) -> Value {
-    if l < 5 {
-        Value::Chr(format!("value {i}.{g}.{l}"))
-    } else {
-        Value::Int((i * 1_000 + g * 10 + l) as i64)
-    }
-}
-
-/// The content of small instance `i` as a tree, for the store.
-fn device_node(i: usize) -> Node {
-    let groups = (0..GROUPS).map(|g| {
-        let leaves = (0..LEAVES).map(|l| (format!("L{l}"), Node::Leaf(leaf_value(i, g, l))));
-        (format!("G{g}"), Node::Interior(leaves.collect()))
-    });
-    Node::Interior(groups.collect())
-}
-
-/// The same content as `(parent, name, format, value)` rows, for the baseline.
+/// Small instance `i` as `(parent, name, format, value)` rows, for the baseline.
 fn device_rows(i: usize) -> Vec<(String, String, &'static str, Sql)> {
     let mut rows = Vec::with_capacity(NODES_PER_INSTANCE);
     for g in 0..GROUPS {
@@ -440,16 +229,9 @@ fn create_big_instance(store: &mut Store) -> Result<()> {
 fn bulk_import(store: &mut Store, base: &mut Connection) -> Result<Row> {
     let (mut ours, mut raw) = (Duration::ZERO, Duration::ZERO);
     for first in (0..INSTANCES).step_by(BATCH) {
-        let batch: Vec<(String, Node)> = (first..first + BATCH)
-            .map(|i| (miid(i), device_node(i)))
-            .collect();
+        let batch = device_batch(first);
         let start = Instant::now();
-        store.write(|tx| {
-            for (m, node) in &batch {
-                tx.create_instance(MOID, Some(m), ROOT_NAME, node, OWNER)?;
-            }
-            Ok(())
-        })?;
+        create_batch(store, &batch, OWNER)?;
         ours += start.elapsed();
         drop(batch);
 
@@ -462,7 +244,7 @@ fn bulk_import(store: &mut Store, base: &mut Connection) -> Result<Row> {
     }
     let nodes = (INSTANCES * NODES_PER_INSTANCE) as f64;
     Ok(Row {
-        name: "bulk import (1,000 x 100 nodes)",
+        name: "bulk import (1,000 x 100 nodes)".into(),
         unit: "nodes/s",
         ours: nodes / ours.as_secs_f64(),
         ours_p99: None,
@@ -501,16 +283,7 @@ fn raw_import_batch(conn: &mut Connection, batch: &[InstanceRows]) -> Result<()>
 
 /// 2. Get one leaf by its ClientURI text: random leaves across the 1,000 instances.
 fn leaf_get(store: &Store, raw: &Connection) -> Result<Row> {
-    let mut rng = Rng(1);
-    let picks: Vec<(String, String, String)> = (0..4_096)
-        .map(|_| {
-            (
-                miid(rng.below(INSTANCES)),
-                format!("G{}", rng.below(GROUPS)),
-                format!("L{}", rng.below(LEAVES)),
-            )
-        })
-        .collect();
+    let picks = leaf_picks(1, 4_096, LEAVES);
     let uris: Vec<String> = picks
         .iter()
         .map(|(m, g, l)| format!("{MOID}/{m}/{g}/{l}"))
@@ -520,10 +293,7 @@ fn leaf_get(store: &Store, raw: &Connection) -> Result<Row> {
         iters: 20_000,
     };
 
-    let mut stmt = raw.prepare(
-        "SELECT n.format, n.value, n.writer FROM instances i JOIN nodes n ON n.inst = i.id \
-         WHERE i.moid = ?1 AND i.miid = ?2 AND n.parent = ?3 AND n.name = ?4",
-    )?;
+    let mut leaves = LeafSelect::prepare(raw)?;
     let ours = |i: usize| {
         let uri = ClientUri::parse(&uris[i % uris.len()])?;
         let addrs = resolve(&uri, store)?;
@@ -532,14 +302,7 @@ fn leaf_get(store: &Store, raw: &Connection) -> Result<Row> {
         Ok(())
     };
     let base = |i: usize| {
-        let (m, g, l) = &picks[i % picks.len()];
-        let row = stmt.query_row(params![MOID, m, g, l], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Sql>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+        let row = leaves.read(&picks[i % picks.len()])?;
         black_box(row);
         Ok(())
     };
@@ -549,7 +312,7 @@ fn leaf_get(store: &Store, raw: &Connection) -> Result<Row> {
         "µs/op",
         1e-6,
         &ours,
-        &base,
+        Some(&base),
         Some(Target::AtMost(20.0)),
     ))
 }
@@ -603,7 +366,7 @@ fn wildcard_resolve(store: &Store, raw: &Connection) -> Result<Row> {
         "ms/op",
         1e-3,
         &ours,
-        &base,
+        Some(&base),
         None,
     ))
 }
@@ -646,7 +409,7 @@ fn instance_to_json(store: &Store, raw: &Connection) -> Result<Row> {
         "ms/op",
         1e-3,
         &ours,
-        &base,
+        Some(&base),
         Some(Target::AtMost(20.0)),
     ))
 }
@@ -711,16 +474,7 @@ fn raw_instance_json(conn: &Connection, epoch: i64, moid: &str, miid: &str) -> R
 /// 5. Replace one chr leaf of a random small instance: journal entry and cache validator
 ///    included. The baseline does the same three statements on the baseline database.
 fn leaf_replace(store: &mut Store, base: &mut Connection) -> Result<Row> {
-    let mut rng = Rng(2);
-    let picks: Vec<(String, String, String)> = (0..4_096)
-        .map(|_| {
-            (
-                miid(rng.below(INSTANCES)),
-                format!("G{}", rng.below(GROUPS)),
-                format!("L{}", rng.below(5)),
-            )
-        })
-        .collect();
+    let picks = leaf_picks(2, 4_096, 5);
     let addrs: Vec<NodeAddr> = picks
         .iter()
         .map(|(m, g, l)| NodeAddr::root(MOID, m).child(g).child(l))
@@ -764,7 +518,7 @@ fn leaf_replace(store: &mut Store, base: &mut Connection) -> Result<Row> {
         "µs/op",
         1e-6,
         &ours,
-        &base,
+        Some(&base),
         Some(Target::AtMost(200.0)),
     ))
 }
@@ -778,7 +532,7 @@ fn peak_rss() -> Result<Row> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or("no VmHWM in /proc/self/status")?;
     Ok(Row {
-        name: "peak RSS (VmHWM, whole process)",
+        name: "peak RSS (VmHWM, whole process)".into(),
         unit: "MB",
         ours: kb / 1024.0,
         ours_p99: None,
