@@ -87,6 +87,18 @@ fn account(c: &Client, server: &RunningServer, ca_pem: &str, moids: &[&str]) -> 
     account::load_all(&c.auth).unwrap().remove(0)
 }
 
+/// Runs a client-initiated session that must succeed.
+async fn run_ok(c: &Client, acc: &Account) {
+    let outcome = c.engine.run(acc, alert::CLIENT_INITIATED, None).await;
+    assert_eq!(outcome.status, 200, "{outcome:?}");
+}
+
+/// A local change as the admin, then the SUB deliveries it causes.
+async fn set_and_deliver(c: &Client, uri: &str, value: omadmd::authority::Input) {
+    let changes = c.auth.set(&Principal::Admin, uri, None, value).unwrap();
+    omadmd::session::subscribe::deliver(c.engine.clone(), changes).await;
+}
+
 /// The bodies of the requests of one kind (`package#1`, `package#3`) the server received.
 fn package_bodies(srv: &RunningServer, kind: &str) -> Vec<serde_json::Value> {
     srv.transcript()
@@ -198,13 +210,7 @@ async fn get_with_a_matching_cache_validator_sends_no_data() {
     );
     let srv = server(&scenario, certs.path()).await;
     let acc = account(&c, &srv, srv.ca_pem(), &[]);
-    assert_eq!(
-        c.engine
-            .run(&acc, alert::CLIENT_INITIATED, None)
-            .await
-            .status,
-        200
-    );
+    run_ok(&c, &acc).await;
     srv.wait_for_sessions(1).await;
     assert!(srv.failures().is_empty(), "{:?}", srv.failures());
     assert!(srv.received("up").is_empty(), "a 304 uploads nothing");
@@ -269,13 +275,7 @@ async fn the_ten_clienturi_forms_work_through_get() {
         serde_json::json!({"name": "uris", "packages": [{"commands": commands, "expect": expect}]});
     let srv = server(&scenario.to_string(), certs.path()).await;
     let acc = account(&c, &srv, srv.ca_pem(), &[]);
-    assert_eq!(
-        c.engine
-            .run(&acc, alert::CLIENT_INITIATED, None)
-            .await
-            .status,
-        200
-    );
+    run_ok(&c, &acc).await;
     srv.wait_for_sessions(1).await;
     assert!(srv.failures().is_empty(), "{:?}", srv.failures());
     let p3 = package_bodies(&srv, "package#3").remove(0)["Status"].clone();
@@ -389,13 +389,7 @@ async fn unknown_and_malformed_commands_get_their_own_status() {
     .await;
     let c = client(BTreeMap::new(), Limits::default());
     let acc = account(&c, &srv, srv.ca_pem(), &[]);
-    assert_eq!(
-        c.engine
-            .run(&acc, alert::CLIENT_INITIATED, None)
-            .await
-            .status,
-        200
-    );
+    run_ok(&c, &acc).await;
     let p3 = package_bodies(&srv, "package#3").remove(0);
     let codes: Vec<u64> = p3["Status"]
         .as_array()
@@ -444,13 +438,7 @@ async fn exec_runs_handlers_and_reports_async_results_in_a_new_session() {
     ]);
     let mut c = client(exec, Limits::default());
     let acc = account(&c, &srv, srv.ca_pem(), &[WEATHER]);
-    assert_eq!(
-        c.engine
-            .run(&acc, alert::CLIENT_INITIATED, None)
-            .await
-            .status,
-        200
-    );
+    run_ok(&c, &acc).await;
     // The async result asks for a follow-up session to its ServerURI, carrying the alert.
     let follow = tokio::time::timeout(std::time::Duration::from_secs(10), c.followups.recv())
         .await
@@ -498,13 +486,7 @@ async fn undelivered_alerts_persist_for_a_later_session() {
             .status,
         503
     );
-    assert_eq!(
-        c.engine
-            .run(&acc, alert::CLIENT_INITIATED, None)
-            .await
-            .status,
-        200
-    );
+    run_ok(&c, &acc).await;
     let p1s: Vec<String> = package_bodies(&srv, "package#1")
         .iter()
         .map(|b| b.to_string())
@@ -514,13 +496,7 @@ async fn undelivered_alerts_persist_for_a_later_session() {
         p1s[0].contains("ExecResult") && p1s[1].contains("ExecResult"),
         "{p1s:?}"
     );
-    assert_eq!(
-        c.engine
-            .run(&acc, alert::CLIENT_INITIATED, None)
-            .await
-            .status,
-        200
-    );
+    run_ok(&c, &acc).await;
     let p1s: Vec<String> = package_bodies(&srv, "package#1")
         .iter()
         .map(|b| b.to_string())
@@ -548,25 +524,15 @@ async fn sub_puts_the_subtree_on_every_change_until_unsub() {
     .await;
     let c = client(BTreeMap::new(), Limits::default());
     let acc = account(&c, &srv, srv.ca_pem(), &[]);
-    assert_eq!(
-        c.engine
-            .run(&acc, alert::CLIENT_INITIATED, None)
-            .await
-            .status,
-        200
-    );
+    run_ok(&c, &acc).await;
     // A local change under the subscribed URI: the subtree goes to the server (after one 415
     // with OMADM-Accept, retried in the format it names).
-    let changes = c
-        .auth
-        .set(
-            &Principal::Admin,
-            &format!("{}//Man", builtin::DEVINFO),
-            None,
-            omadmd::authority::Input::Text("Initech".into()),
-        )
-        .unwrap();
-    omadmd::session::subscribe::deliver(c.engine.clone(), changes).await;
+    set_and_deliver(
+        &c,
+        &format!("{}//Man", builtin::DEVINFO),
+        omadmd::authority::Input::Text("Initech".into()),
+    )
+    .await;
     let uploads = srv.received("sub/devinfo");
     assert_eq!(
         uploads.iter().map(|u| u.status).collect::<Vec<_>>(),
@@ -583,35 +549,16 @@ async fn sub_puts_the_subtree_on_every_change_until_unsub() {
             r#"{"O": {"A": 1}}"#,
         )
         .unwrap();
-    let changes = c
-        .auth
-        .set(
-            &Principal::Admin,
-            &format!("{other}A"),
-            None,
-            omadmd::authority::Input::Int(2),
-        )
-        .unwrap();
-    omadmd::session::subscribe::deliver(c.engine.clone(), changes).await;
+    set_and_deliver(&c, &format!("{other}A"), omadmd::authority::Input::Int(2)).await;
     assert_eq!(srv.received("sub/devinfo").len(), 2);
     // After UNSUB nothing more is sent.
-    assert_eq!(
-        c.engine
-            .run(&acc, alert::CLIENT_INITIATED, None)
-            .await
-            .status,
-        200
-    );
-    let changes = c
-        .auth
-        .set(
-            &Principal::Admin,
-            &format!("{}//Man", builtin::DEVINFO),
-            None,
-            omadmd::authority::Input::Text("Globex".into()),
-        )
-        .unwrap();
-    omadmd::session::subscribe::deliver(c.engine.clone(), changes).await;
+    run_ok(&c, &acc).await;
+    set_and_deliver(
+        &c,
+        &format!("{}//Man", builtin::DEVINFO),
+        omadmd::authority::Input::Text("Globex".into()),
+    )
+    .await;
     assert_eq!(srv.received("sub/devinfo").len(), 2);
     srv.wait_for_sessions(2).await;
     assert!(srv.failures().is_empty(), "{:?}", srv.failures());
@@ -632,13 +579,7 @@ async fn show_is_handed_on_and_default_sources_fill_missing_mos() {
     .await;
     let mut c = client(BTreeMap::new(), Limits::default());
     let acc = account(&c, &srv, srv.ca_pem(), &[WEATHER]);
-    assert_eq!(
-        c.engine
-            .run(&acc, alert::CLIENT_INITIATED, None)
-            .await
-            .status,
-        200
-    );
+    run_ok(&c, &acc).await;
     let show = c.followups.try_recv().expect("SHOW was handed on");
     assert_eq!(
         show,
@@ -685,13 +626,7 @@ async fn format_negotiation_gives_406_and_415() {
     .await;
     let c = client(BTreeMap::new(), Limits::default());
     let acc = account(&c, &srv, srv.ca_pem(), &[WEATHER]);
-    assert_eq!(
-        c.engine
-            .run(&acc, alert::CLIENT_INITIATED, None)
-            .await
-            .status,
-        200
-    );
+    run_ok(&c, &acc).await;
     srv.wait_for_sessions(1).await;
     assert!(
         srv.failures().is_empty(),
