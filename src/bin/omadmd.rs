@@ -23,9 +23,14 @@ use omadmd::tree::registry::Registry;
 
 /// OMA Device Management 2.0 client daemon.
 ///
-/// omadmd keeps the device's Management Objects in an SQLite store and serves them to local
-/// applications as org.omadm.Client1 on the D-Bus system bus, with polkit deciding what each
-/// caller may do. It is normally started by systemd (omadmd.service) or by D-Bus activation.
+/// omadmd keeps the device's Management Objects in an SQLite store, runs DM 2.0 sessions over
+/// HTTPS with the servers it has DM accounts for (urn:oma:mo:oma-dm-dmacc:1.2), and serves
+/// the MOs to local applications as org.omadm.Client1 on the D-Bus system bus, with polkit
+/// deciding what each caller may do. It is normally started by systemd (omadmd.service) or
+/// by D-Bus activation; sessions start with `omadmctl session start` or StartSession.
+///
+/// Configuration (/etc/omadmd/omadmd.toml, every key optional): [ddf] dirs, [tls]
+/// extra_ca_files, [session] max_package_bytes, [exec."<ClientURI pattern>"] command.
 ///
 /// Logs go to the journal when started by systemd, otherwise to standard error; set
 /// RUST_LOG (for example RUST_LOG=omadmd=debug) to change the level.
