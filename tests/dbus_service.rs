@@ -669,3 +669,113 @@ fn use_case_b2_an_app_reads_and_watches_its_settings() {
         "https://newer.example"
     );
 }
+
+#[test]
+fn each_dm_account_is_a_server_object() {
+    let bus = SysBus::start();
+    let _daemon = Daemon::start(&bus);
+    let account = r#"{"DMAcc": {"SrvID": "ma.one", "SrvURI": "https://127.0.0.1:9/dm", "Name": "MA one",
+        "Perm": {"p": {"MOID": "urn:oma:mo:ext-example-weather:1.0"}}, "Ext": {"Priority": 7},
+        "Auth": {"Trsp": {"Data": "u", "Secret": "hunter2"}}}}"#;
+    let root = call_ok(
+        &bus,
+        None,
+        "CreateInstance",
+        &["'urn:oma:mo:oma-dm-dmacc:1.2'", &quoted(account)],
+    );
+    let root = root.split('\'').nth(1).unwrap().to_owned();
+    let path = "/org/omadm/Client1/server/ma_2eone";
+    let prop = |name: &str| {
+        let out = bus
+            .command(None, "busctl")
+            .args([
+                "get-property",
+                "org.omadm.Client1",
+                path,
+                "org.omadm.Client1.Server",
+                name,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(crate::support::sysbus::wait_until(
+        std::time::Duration::from_secs(5),
+        || prop("ServerId") == "s \"ma.one\""
+    ));
+    assert_eq!(prop("Priority"), "x 7");
+    assert_eq!(
+        prop("PermittedMoids"),
+        "as 1 \"urn:oma:mo:ext-example-weather:1.0\""
+    );
+    assert_eq!(prop("LastSession"), "t 0");
+    let listed = bus
+        .command(None, "busctl")
+        .args([
+            "get-property",
+            "org.omadm.Client1",
+            "/org/omadm/Client1",
+            "org.omadm.Client1",
+            "Servers",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(path));
+
+    // The object's introspection is the contract; secrets appear nowhere.
+    let out = bus
+        .command(None, "gdbus")
+        .args([
+            "introspect",
+            "--system",
+            "--xml",
+            "--dest",
+            "org.omadm.Client1",
+            "--object-path",
+            path,
+        ])
+        .output()
+        .unwrap();
+    let live = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!live.contains("hunter2"));
+    let contract = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.omadm.Client1.Server.xml"),
+    )
+    .unwrap();
+    let iface = |doc: &str| {
+        let start = doc
+            .find("<interface name=\"org.omadm.Client1.Server\"")
+            .expect("interface present");
+        let end = start + doc[start..].find("</interface>").expect("interface closed");
+        signature_lines(&doc[start..end])
+    };
+    assert_eq!(iface(&live), iface(&contract));
+
+    // Starting a session there is the start-session action: not for a plain user.
+    let frank = test_user("omadm-t-frank");
+    let out = bus
+        .command(Some(&frank), "gdbus")
+        .args([
+            "call",
+            "--system",
+            "--dest",
+            "org.omadm.Client1",
+            "--object-path",
+            path,
+        ])
+        .args(["--method", "org.omadm.Client1.Server.StartSession", "''"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Error.AccessDenied") && err.contains("start-session"),
+        "{err}"
+    );
+
+    // Deleting the account removes the object.
+    call_ok(&bus, None, "Delete", &[&quoted(&root)]);
+    assert!(crate::support::sysbus::wait_until(
+        std::time::Duration::from_secs(5),
+        || prop("ServerId").is_empty()
+    ));
+}

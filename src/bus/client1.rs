@@ -11,6 +11,7 @@ use zbus::{OwnedVariant, Variant, interface};
 
 use super::access::{Access, Action};
 use super::error::Error;
+use super::servers::Servers;
 use super::sessions::Sessions;
 use super::watch::Watches;
 use crate::authority::{AccessError, Authority, Input, Rights};
@@ -34,6 +35,7 @@ pub struct Client1 {
     pub(super) access: Arc<Access>,
     pub(super) watches: Arc<Watches>,
     pub(super) sessions: Arc<Sessions>,
+    pub(super) servers: Arc<Servers>,
     pub(super) dev_id: String,
 }
 
@@ -301,6 +303,12 @@ impl Client1 {
     #[zbus(property)]
     fn features(&self) -> Vec<String> {
         FEATURES.iter().map(|f| (*f).to_owned()).collect()
+    }
+
+    /// The objects of the DM server accounts (`org.omadm.Client1.Server`).
+    #[zbus(property)]
+    fn servers(&self) -> Vec<zbus::OwnedObjectPath> {
+        self.servers.paths()
     }
 
     #[zbus(property)]

@@ -4,6 +4,7 @@
 //! - [`client1`]: the interface; `dbus/org.omadm.Client1.xml` is its contract;
 //! - [`access`]: caller identity and polkit checks, with the read cache;
 //! - [`peer`]: app ids from process credentials;
+//! - [`servers`] — one object per DM server account (`org.omadm.Client1.Server`);
 //! - [`sessions`]: DM sessions started over D-Bus, their signals and `State`;
 //! - [`watch`]: watches and unicast `Changed` delivery;
 //! - [`error`]: the `org.omadm.Client1.Error.*` names.
@@ -12,6 +13,7 @@ pub mod access;
 pub mod client1;
 pub mod error;
 pub mod peer;
+pub mod servers;
 pub mod sessions;
 pub mod watch;
 
@@ -83,11 +85,17 @@ pub async fn serve(
     let access = Arc::new(access::Access::new(conn.clone()));
     let watches = Arc::new(watch::Watches::default());
     let sessions = Arc::new(sessions::Sessions::new(engine, conn.clone()));
+    let servers = Arc::new(servers::Servers::new(
+        conn.clone(),
+        sessions.clone(),
+        access.clone(),
+    ));
     let iface = client1::Client1 {
         auth: auth.clone(),
         access: access.clone(),
         watches: watches.clone(),
         sessions: sessions.clone(),
+        servers: servers.clone(),
         dev_id,
     };
     let server = conn.object_server();
@@ -96,10 +104,12 @@ pub async fn serve(
         .at(PATH, zbus::fdo::ObjectManager)
         .await
         .map_err(ServeError::Export)?;
+    servers.sync().await;
     tokio::spawn(watch::dispatch(
         conn.clone(),
         auth,
         watches.clone(),
+        servers,
         changes,
     ));
     tokio::spawn(sessions.follow_ups(followups));

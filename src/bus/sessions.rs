@@ -40,6 +40,16 @@ impl Sessions {
         &self.engine
     }
 
+    /// When `srv_id` last completed a session, POSIX seconds (0: never or unknown).
+    pub fn last_session(&self, srv_id: &str) -> u64 {
+        self.engine
+            .last_session(srv_id)
+            .ok()
+            .flatten()
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(0)
+    }
+
     /// `idle` or `session`.
     pub fn state(&self) -> &'static str {
         if self.lock().is_empty() {

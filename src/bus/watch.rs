@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
+use super::servers::Servers;
 use super::{INTERFACE, PATH};
 use crate::authority::{Authority, Principal};
 use crate::store::{Change, ChangeKind};
+use crate::tree::builtin;
 use crate::tree::uri::{ClientUri, InstanceSel};
 
 /// Every active watch, by id.
@@ -107,14 +109,19 @@ impl Watches {
     }
 }
 
-/// Delivers changes as they come until the channel closes.
+/// Delivers changes as they come until the channel closes; keeps the server objects in step
+/// with the DM accounts.
 pub async fn dispatch(
     conn: zbus::Connection,
     auth: Arc<Authority>,
     watches: Arc<Watches>,
+    servers: Arc<Servers>,
     mut changes: mpsc::UnboundedReceiver<Vec<Change>>,
 ) {
     while let Some(batch) = changes.recv().await {
+        if batch.iter().any(|c| c.addr.moid == builtin::DMACC) {
+            servers.sync().await;
+        }
         for change in &batch {
             let uri = change.addr.to_string();
             for (id, owner) in watches.recipients(&auth, change) {

@@ -90,6 +90,11 @@ impl Engine {
         }
     }
 
+    /// When `srv_id` last completed a session (POSIX seconds), if ever.
+    pub fn last_session(&self, srv_id: &str) -> Result<Option<i64>, String> {
+        self.with_state(|s| s.last_session(srv_id))
+    }
+
     /// The authority sessions act through.
     pub fn authority(&self) -> &Arc<Authority> {
         &self.auth

@@ -1,0 +1,186 @@
+//! One object per DM server account: `/org/omadm/Client1/server/<escaped SrvID>` with the
+//! `org.omadm.Client1.Server` interface, kept in step with the DM Account MO instances
+//! (added, changed, removed) and listed in the main object's `Servers` property.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use zbus::message::Header;
+use zbus::{OwnedObjectPath, interface};
+
+use super::access::{Access, Action};
+use super::error::Error;
+use super::sessions::Sessions;
+use crate::session::{Account, account};
+
+/// Where the server objects live.
+pub const PREFIX: &str = "/org/omadm/Client1/server";
+
+/// The published server objects, by SrvID.
+pub struct Servers {
+    conn: zbus::Connection,
+    sessions: Arc<Sessions>,
+    access: Arc<Access>,
+    published: Mutex<BTreeMap<String, Account>>,
+}
+
+/// `org.omadm.Client1.Server`: one DM server (Management Authority).
+struct Server {
+    account: Account,
+    sessions: Arc<Sessions>,
+    access: Arc<Access>,
+}
+
+impl Servers {
+    pub fn new(conn: zbus::Connection, sessions: Arc<Sessions>, access: Arc<Access>) -> Servers {
+        Servers {
+            conn,
+            sessions,
+            access,
+            published: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The object paths of the published servers, by SrvID.
+    pub fn paths(&self) -> Vec<OwnedObjectPath> {
+        self.lock().keys().filter_map(|id| path(id).ok()).collect()
+    }
+
+    /// Publishes an object per DM account, replaces changed ones, removes stale ones.
+    pub async fn sync(&self) {
+        let accounts = match account::load_all(self.sessions.engine().authority()) {
+            Ok(a) => a,
+            Err(e) => return tracing::error!("cannot read DM accounts: {e}"),
+        };
+        let wanted: BTreeMap<String, Account> = accounts
+            .into_iter()
+            .map(|a| (a.srv_id.clone(), a))
+            .collect();
+        let current = self.lock().clone();
+        let server = self.conn.object_server();
+        for (id, old) in &current {
+            if wanted.get(id) != Some(old)
+                && let Ok(p) = path(id)
+            {
+                let _ = server.remove::<Server, _>(p).await;
+            }
+        }
+        for (id, acc) in &wanted {
+            if current.get(id) == Some(acc) {
+                continue;
+            }
+            let iface = Server {
+                account: acc.clone(),
+                sessions: self.sessions.clone(),
+                access: self.access.clone(),
+            };
+            match path(id) {
+                Ok(p) => {
+                    if let Err(e) = server.at(p, iface).await {
+                        tracing::warn!("cannot publish server {id}: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("server {id} has no valid object path: {e}"),
+            }
+        }
+        *self.lock() = wanted;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Account>> {
+        self.published.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `PREFIX/<SrvID escaped>`: letters and digits kept, every other byte as `_XX` (hex).
+pub fn path(srv_id: &str) -> Result<OwnedObjectPath, zbus::Error> {
+    let escaped: String = srv_id
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("_{b:02x}")
+            }
+        })
+        .collect();
+    let escaped = if escaped.is_empty() {
+        "_".to_owned()
+    } else {
+        escaped
+    };
+    OwnedObjectPath::try_from(format!("{PREFIX}/{escaped}"))
+}
+
+#[interface(name = "org.omadm.Client1.Server")]
+impl Server {
+    /// Starts a DM session with this server; see `org.omadm.Client1.StartSession`.
+    #[zbus(out_args("session_id"))]
+    async fn start_session(
+        &self,
+        reason: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, Error> {
+        let caller = self
+            .access
+            .authorize(&header, Action::StartSession, "")
+            .await?;
+        let (srv, sid) = self.sessions.start(&self.account.srv_id, &reason, None)?;
+        tracing::info!(by = %caller.principal, "session {sid} with {srv} requested");
+        Ok(sid)
+    }
+
+    #[zbus(property)]
+    fn server_id(&self) -> String {
+        self.account.srv_id.clone()
+    }
+
+    #[zbus(property)]
+    fn name(&self) -> String {
+        self.account.name.clone().unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn server_uri(&self) -> String {
+        self.account.srv_uri.clone()
+    }
+
+    #[zbus(property)]
+    fn priority(&self) -> i64 {
+        self.account.priority
+    }
+
+    #[zbus(property)]
+    fn permitted_moids(&self) -> Vec<String> {
+        self.account.permitted.clone()
+    }
+
+    /// When the last session completed, POSIX seconds (0: never).
+    #[zbus(property)]
+    fn last_session(&self) -> u64 {
+        self.sessions.last_session(&self.account.srv_id)
+    }
+
+    /// How the server reaches this client for notifications ("" until channels exist).
+    #[zbus(property)]
+    fn notification_channel(&self) -> String {
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path;
+
+    #[test]
+    fn server_ids_are_escaped_into_object_paths() {
+        assert_eq!(
+            path("devserver").unwrap().as_str(),
+            "/org/omadm/Client1/server/devserver"
+        );
+        assert_eq!(
+            path("a.b-c").unwrap().as_str(),
+            "/org/omadm/Client1/server/a_2eb_2dc"
+        );
+        assert_eq!(path("").unwrap().as_str(), "/org/omadm/Client1/server/_");
+    }
+}
