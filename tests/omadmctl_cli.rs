@@ -824,7 +824,7 @@ fn session_start_runs_a_session_and_reports_its_outcome() {
     let out = bus.run(&["--json", "session", "status"]);
     assert_status(&out, 0);
     let json: J = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json, serde_json::json!({"state": "idle"}));
+    assert_eq!(json, serde_json::json!({"state": "idle", "sessions": []}));
 
     // No such server: status 4, the daemon's reason.
     let out = bus.run(&["session", "start", "nosuch"]);
@@ -911,7 +911,15 @@ fn session_start_no_wait_returns_at_once_and_a_second_start_is_busy() {
         show(&out)
     );
     let out = bus.run(&["session", "status"]);
-    assert_eq!(stdout(&out), "State:  session\n", "{}", show(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("State:    session\nSession:  {id} with slow\n"),
+        "{}",
+        show(&out)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&bus.run(&["--json", "session", "status"]))).unwrap();
+    assert_eq!(json["sessions"][0]["session_id"], id.as_str());
     let out = bus.run(&["session", "start", "slow"]);
     assert_status(&out, 8);
     assert!(stderr(&out).contains(&id), "{}", show(&out));
@@ -955,9 +963,11 @@ fn session_start_no_wait_returns_at_once_and_a_second_start_is_busy() {
         err.starts_with("omadmctl: stopped waiting; session slow") && err.contains("goes on"),
         "{err}"
     );
-    assert_eq!(
-        stdout(&bus.run(&["session", "status"])),
-        "State:  session\n"
+    let status = stdout(&bus.run(&["session", "status"]));
+    assert!(
+        status.starts_with("State:    session\nSession:  slow-")
+            && status.ends_with(" with slow\n"),
+        "{status}"
     );
     assert!(
         wait_until(Duration::from_secs(15), idle),

@@ -311,6 +311,12 @@ impl Client1 {
         self.servers.paths()
     }
 
+    /// The sessions in progress, as (server id, session id).
+    #[zbus(property)]
+    fn sessions(&self) -> Vec<(String, String)> {
+        self.sessions.running()
+    }
+
     #[zbus(property)]
     fn state(&self) -> String {
         self.sessions.state().to_owned()

@@ -50,6 +50,17 @@ impl Sessions {
             .unwrap_or(0)
     }
 
+    /// The sessions in progress, as (server id, session id), by server id.
+    pub fn running(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .lock()
+            .iter()
+            .map(|(s, id)| (s.clone(), id.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// `idle` or `session`.
     pub fn state(&self) -> &'static str {
         if self.lock().is_empty() {
@@ -176,8 +187,12 @@ impl Sessions {
             Err(e) => return tracing::warn!("cannot announce State: {e}"),
         };
         let emitter = iface.signal_emitter().clone();
-        if let Err(e) = iface.get().await.state_changed(&emitter).await {
+        let client = iface.get().await;
+        if let Err(e) = client.state_changed(&emitter).await {
             tracing::warn!("cannot announce State: {e}");
+        }
+        if let Err(e) = client.sessions_changed(&emitter).await {
+            tracing::warn!("cannot announce Sessions: {e}");
         }
     }
 

@@ -82,6 +82,10 @@ pub trait Client1 {
 
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
+
+    /// The sessions in progress, as (server id, session id).
+    #[zbus(property)]
+    fn sessions(&self) -> zbus::Result<Vec<(String, String)>>;
 }
 
 /// A connection to omadmd: the proxy, and which bus it is on (for error messages).

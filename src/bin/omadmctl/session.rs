@@ -1,6 +1,6 @@
 //! `omadmctl session start` and `session status`: start a DM session with a server and
 //! follow it through the broadcast `SessionStarted` / `SessionFinished` signals, or show
-//! omadmd's `State`.
+//! omadmd's `State` and the sessions in progress.
 //!
 //! The subscription to the signals is in place before `StartSession` is called: omadmd may
 //! announce the session (and, for a quick one, its end) before its reply arrives, and the
@@ -160,15 +160,37 @@ fn malformed(signal: &str, e: &zbus::Error) -> Failure {
 #[derive(Serialize)]
 struct Status {
     state: String,
+    sessions: Vec<Running>,
 }
 
-/// Prints omadmd's `State`.
+#[derive(Serialize)]
+struct Running {
+    server_id: String,
+    session_id: String,
+}
+
+/// Prints omadmd's `State` and the sessions in progress.
 pub async fn status(client: &Client, as_json: bool) -> Result<(), Failure> {
     let state = client.proxy.state().await.map_err(|e| client.fail(e))?;
+    let running = client.proxy.sessions().await.map_err(|e| client.fail(e))?;
     if as_json {
-        return emit(&pretty(&Status { state }));
+        let sessions = running
+            .into_iter()
+            .map(|(server_id, session_id)| Running {
+                server_id,
+                session_id,
+            })
+            .collect();
+        return emit(&pretty(&Status { state, sessions }));
     }
-    emit(&columns(&[vec!["State:".to_owned(), state]]))
+    let mut rows = vec![vec!["State:".to_owned(), state]];
+    for (server_id, session_id) in running {
+        rows.push(vec![
+            "Session:".to_owned(),
+            format!("{session_id} with {server_id}"),
+        ]);
+    }
+    emit(&columns(&rows))
 }
 
 /// What a session's status means: the statuses omadmd documents for `SessionFinished`, and
