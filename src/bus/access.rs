@@ -39,8 +39,6 @@ pub struct Access {
     proc_root: PathBuf,
     peers: Mutex<HashMap<String, Peer>>,
     yes: Mutex<HashSet<(String, Action, String)>>,
-    /// polkit round trips made (for diagnostics and the cache benchmark).
-    checks: std::sync::atomic::AtomicU64,
     /// The polkit proxy, made on first use.
     polkit: tokio::sync::OnceCell<AuthorityProxy<'static>>,
 }
@@ -89,7 +87,6 @@ impl Access {
             proc_root: PathBuf::from("/proc"),
             peers: Mutex::new(HashMap::new()),
             yes: Mutex::new(HashSet::new()),
-            checks: Default::default(),
             polkit: tokio::sync::OnceCell::new(),
         }
     }
@@ -140,11 +137,6 @@ impl Access {
         self.lock_yes().retain(|(s, _, _)| s != unique_name);
     }
 
-    /// How many polkit round trips were made so far.
-    pub fn polkit_checks(&self) -> u64 {
-        self.checks.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     async fn peer(&self, sender: &str) -> Result<Peer, Error> {
         if let Some(p) = self
             .peers
@@ -185,8 +177,6 @@ impl Access {
         client_uri: &str,
         peer: &Peer,
     ) -> Result<(), Error> {
-        self.checks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let denied = |why: String| {
             tracing::info!(app_id = %peer.app_id, uid = peer.uid, action = action.id(), client_uri, "denied: {why}");
             Error::AccessDenied(format!(

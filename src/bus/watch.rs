@@ -58,16 +58,6 @@ impl Watches {
         self.lock().retain(|_, w| w.owner != owner);
     }
 
-    /// Number of active watches.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether there is no active watch.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// (watch id, owner) of every watch that should hear of `change`.
     fn recipients(&self, auth: &Authority, change: &Change) -> Vec<(u64, String)> {
         let instance_gone = change.kind == ChangeKind::Deleted && change.addr.path.is_empty();

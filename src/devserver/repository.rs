@@ -121,11 +121,6 @@ impl Repository {
             .collect()
     }
 
-    /// Every upload, oldest first.
-    pub fn all_received(&self) -> Vec<Upload> {
-        self.uploads.clone()
-    }
-
     pub fn handle(&mut self, req: &RepoRequest<'_>) -> RepoReply {
         match req.method {
             "GET" | "HEAD" => self.get(req),

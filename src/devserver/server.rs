@@ -122,11 +122,6 @@ impl RunningServer {
         &self.urls.repo
     }
 
-    /// `https://host:port`.
-    pub fn base_url(&self) -> &str {
-        &self.urls.base
-    }
-
     /// The test CA certificate (PEM): the DM account's `Ext/CACert`.
     pub fn ca_pem(&self) -> &str {
         &self.certs.ca_pem
@@ -160,11 +155,6 @@ impl RunningServer {
             Ok(key) => lock(&self.shared.repo).received(&key),
             Err(_) => Vec::new(),
         }
-    }
-
-    /// Every upload the repository received, oldest first.
-    pub fn all_received(&self) -> Vec<Upload> {
-        lock(&self.shared.repo).all_received()
     }
 
     /// One outcome per session so far, in order.
