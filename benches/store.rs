@@ -60,38 +60,6 @@ const BIG_NODES: usize = 10_000;
 const OWNER: &str = "srv:bench";
 const WILDCARD: &str = "urn:oma:mo:ext-bench-device:1.0/*/G3/L4";
 
-/// The store's tables that the measured operations touch, as in `src/store/schema.rs`, for
-/// the baseline database.
-const BASELINE_SCHEMA: &str = r#"
-CREATE TABLE instances (
-    id        INTEGER PRIMARY KEY,
-    moid      TEXT NOT NULL,
-    miid      TEXT NOT NULL,
-    root_name TEXT NOT NULL,
-    owner     TEXT NOT NULL,
-    cv_seq    INTEGER NOT NULL,
-    UNIQUE (moid, miid)
-);
-CREATE TABLE nodes (
-    inst   INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
-    parent TEXT NOT NULL,
-    name   TEXT NOT NULL,
-    format TEXT NOT NULL,
-    value,
-    writer TEXT NOT NULL,
-    PRIMARY KEY (inst, parent, name)
-) WITHOUT ROWID;
-CREATE TABLE journal (
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-    moid   TEXT NOT NULL,
-    miid   TEXT NOT NULL,
-    path   TEXT NOT NULL,
-    change TEXT NOT NULL CHECK (change IN ('added', 'replaced', 'deleted')),
-    writer TEXT NOT NULL,
-    at     INTEGER NOT NULL
-);
-"#;
-
 fn main() -> Result<()> {
     let cores = cores();
     println!(
@@ -107,8 +75,11 @@ fn main() -> Result<()> {
 
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     let mut store = Store::open(&dir.path().join("store.db"))?;
-    let mut base = open_raw(&dir.path().join("baseline.db"))?;
-    base.execute_batch(BASELINE_SCHEMA)?;
+    // The baseline database gets the store's own schema (migrations included); after that
+    // it is written with raw SQL only.
+    let baseline = dir.path().join("baseline.db");
+    drop(Store::open(&baseline)?);
+    let mut base = open_raw(&baseline)?;
     let raw = open_raw(&dir.path().join("store.db"))?;
 
     let mut rows = vec![bulk_import(&mut store, &mut base)?];
