@@ -779,3 +779,41 @@ fn each_dm_account_is_a_server_object() {
         || prop("ServerId").is_empty()
     ));
 }
+
+#[test]
+fn a_second_daemon_or_a_missing_bus_is_a_clear_failure() {
+    let bus = SysBus::start();
+    let _daemon = Daemon::start(&bus);
+    let state = tempfile::tempdir().unwrap();
+    // `timeout` guards the test: a daemon that queued for the name would never exit.
+    let second = bus
+        .command(None, "timeout")
+        .args(["20", env!("CARGO_BIN_EXE_omadmd")])
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--config", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_ne!(
+        second.status.code(),
+        Some(124),
+        "the second omadmd waited for the name"
+    );
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("cannot own org.omadm.Client1"), "{err}");
+
+    let nobus = std::process::Command::new(env!("CARGO_BIN_EXE_omadmd"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--config", "/dev/null"])
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            format!("unix:path={}/no-such-socket", state.path().display()),
+        )
+        .output()
+        .unwrap();
+    assert!(!nobus.status.success());
+    let err = String::from_utf8_lossy(&nobus.stderr);
+    assert!(err.contains("cannot connect to the System bus"), "{err}");
+}

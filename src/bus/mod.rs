@@ -120,7 +120,17 @@ pub async fn serve(
         // The receiver is gone only when the daemon is already stopping.
         let _ = lost_tx.send(());
     });
-    conn.request_name(NAME).await.map_err(ServeError::Name)?;
+    // Never wait in the queue behind another owner: a second omadmd must fail at once.
+    let reply = conn
+        .request_name_with_flags(NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
+        .await
+        .map_err(ServeError::Name)?;
+    if !matches!(
+        reply,
+        zbus::fdo::RequestNameReply::PrimaryOwner | zbus::fdo::RequestNameReply::AlreadyOwner
+    ) {
+        return Err(ServeError::Name(zbus::Error::NameTaken));
+    }
     Ok(Service { conn, lost })
 }
 
