@@ -18,6 +18,66 @@ pub struct Config {
     pub session: SessionConfig,
     /// `[exec."<ClientURI pattern>"] command = [...]`: EXEC handlers.
     pub exec: BTreeMap<String, ExecConfig>,
+    pub limits: Limits,
+}
+
+/// `[limits]`: bounds on everything callers and servers send, each with a safe default.
+/// Exceeding one is an error that names the limit, never a crash or a dropped connection.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest ClientURI, in bytes.
+    pub uri_bytes: usize,
+    /// Most path segments in a ClientURI (below the MO instance).
+    pub uri_segments: usize,
+    /// Most x-names in a ClientURI.
+    pub uri_xnames: usize,
+    /// Most `nv=` fields in a ClientURI.
+    pub nv_fields: usize,
+    /// Most nodes one read (Get, wildcard, server GET) may return.
+    pub result_rows: usize,
+    /// Largest reply to one read, in bytes (as serialized).
+    pub reply_bytes: usize,
+    /// Deepest node below an instance root any write may create.
+    pub tree_depth: usize,
+    /// Most watches one bus connection may hold.
+    pub watches_per_caller: usize,
+    /// Bytes of cached polkit answers kept per bus connection.
+    pub auth_cache_bytes_per_caller: usize,
+    /// Most bytes (node names and values) of the instances one owner (app or server) owns.
+    pub owner_bytes: u64,
+    /// Most instances one owner (app or server) owns.
+    pub owner_instances: u64,
+    /// Change-journal entries kept; older ones are pruned.
+    pub journal_entries: u64,
+    /// Most Package#2s in one DM session.
+    pub session_packages: u32,
+    /// Longest DM session, in seconds.
+    pub session_seconds: u64,
+    /// Largest Package#3 (results) the client sends, in bytes.
+    pub package3_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            uri_bytes: 4096,
+            uri_segments: 64,
+            uri_xnames: 8,
+            nv_fields: 16,
+            result_rows: 100_000,
+            reply_bytes: 16 * 1024 * 1024,
+            tree_depth: 32,
+            watches_per_caller: 128,
+            auth_cache_bytes_per_caller: 64 * 1024,
+            owner_bytes: 64 * 1024 * 1024,
+            owner_instances: 10_000,
+            journal_entries: 100_000,
+            session_packages: 200,
+            session_seconds: 900,
+            package3_bytes: 8 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[tls]`: extra CA certificates (PEM files) trusted for servers whose account has no
@@ -141,6 +201,16 @@ mod tests {
         assert_eq!(Config::default().session.max_package_bytes, 8 * 1024 * 1024);
         let err = Config::parse("[exec.\"x\"]\ncmd = []\n").unwrap_err();
         assert!(err.contains("cmd"), "{err}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_refuse_unknown_keys() {
+        let c = Config::parse("[limits]\nuri_bytes = 100\nsession_packages = 3\n").unwrap();
+        assert_eq!(c.limits.uri_bytes, 100);
+        assert_eq!(c.limits.session_packages, 3);
+        assert_eq!(c.limits.tree_depth, Limits::default().tree_depth);
+        let err = Config::parse("[limits]\nuri_byte = 1\n").unwrap_err();
+        assert!(err.contains("uri_byte"), "{err}");
     }
 
     #[test]

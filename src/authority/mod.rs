@@ -563,7 +563,7 @@ impl Authority {
         }
         let root = NodeAddr::root(&addr.moid, &addr.miid);
         let everyone = match who {
-            Principal::App(_) => ANY_APP,
+            Principal::App(_) | Principal::User(_) => ANY_APP,
             Principal::Server(_) => ANY_SERVER,
             Principal::Admin => unreachable!("handled above"),
         };

@@ -7,8 +7,11 @@ use std::fmt;
 pub enum Principal {
     /// A privileged local administrator (uid 0): all rights on every instance.
     Admin,
-    /// A local application, by the id the daemon derived from its credentials.
+    /// A local application whose id the platform vouches for (a Flatpak app id, or the
+    /// systemd system unit it runs in).
     App(String),
+    /// Any other local caller: the Unix user it runs as, whatever binary it runs.
+    User(u32),
     /// A DM server (Management Authority), by SrvID.
     Server(String),
 }
@@ -22,21 +25,25 @@ pub struct Rights(u8);
 #[error("unknown right {0:?} (expected Read, Write, Exec or Delegate)")]
 pub struct UnknownRight(pub String);
 
-/// A principal string that is not `app:<id>`, `app:*` or `srv:<SrvID>`.
+/// A principal string that is not `app:<id>`, `app:*`, `uid:<n>` or `srv:<SrvID>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("principal {0:?} must be app:<id>, app:* or srv:<SrvID>")]
+#[error("principal {0:?} must be app:<id>, app:*, uid:<n>, srv:<SrvID> or srv:*")]
 pub struct BadPrincipal(pub String);
 
-/// The principal that stands for every local application in grants.
+/// The principal that stands for every local caller (apps and users) in grants.
 pub const ANY_APP: &str = "app:*";
 /// The principal that stands for every DM server in grants.
 pub const ANY_SERVER: &str = "srv:*";
 
 impl Principal {
-    /// Parses `app:<id>` or `srv:<SrvID>` (as stored in grants and owners).
+    /// Parses `app:<id>`, `uid:<n>` or `srv:<SrvID>` (as stored in grants and owners).
     pub fn parse(text: &str) -> Result<Principal, BadPrincipal> {
         match text.split_once(':') {
             Some(("app", id)) if !id.is_empty() => Ok(Principal::App(id.to_owned())),
+            Some(("uid", n)) if n.bytes().all(|b| b.is_ascii_digit()) => n
+                .parse()
+                .map(Principal::User)
+                .map_err(|_| BadPrincipal(text.to_owned())),
             Some(("srv", id)) if !id.is_empty() => Ok(Principal::Server(id.to_owned())),
             _ => Err(BadPrincipal(text.to_owned())),
         }
@@ -48,6 +55,7 @@ impl fmt::Display for Principal {
         match self {
             Principal::Admin => f.write_str("admin"),
             Principal::App(id) => write!(f, "app:{id}"),
+            Principal::User(uid) => write!(f, "uid:{uid}"),
             Principal::Server(id) => write!(f, "srv:{id}"),
         }
     }
@@ -137,7 +145,9 @@ mod tests {
             Principal::parse(ANY_APP).unwrap(),
             Principal::App("*".into())
         );
-        for bad in ["app:", "root", "usr:x", "admin"] {
+        assert_eq!(Principal::parse("uid:1000").unwrap(), Principal::User(1000));
+        assert_eq!(Principal::User(7).to_string(), "uid:7");
+        for bad in ["app:", "root", "usr:x", "admin", "uid:", "uid:-1", "uid:1x", "uid:99999999999"] {
             assert!(Principal::parse(bad).is_err(), "{bad}");
         }
     }
