@@ -48,7 +48,7 @@ use omadmd::protocol::{Package2, Package3, alert};
 use omadmd::session::commands::{self, Context};
 use omadmd::session::exec::ExecHandlers;
 use omadmd::session::{Account, Engine, Limits, account};
-use omadmd::store::Store;
+use omadmd::store::{Store, StoreError};
 use omadmd::transport::HttpClient;
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
@@ -481,7 +481,7 @@ fn fill_care(store: &mut Store) -> Result<()> {
                 &owner,
             )?;
         }
-        Ok(())
+        Ok::<_, StoreError>(())
     })?;
     Ok(())
 }

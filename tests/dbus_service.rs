@@ -1,12 +1,13 @@
 //! omadmd's D-Bus service on a real system bus (our bus policy), with a real polkitd (our
-//! actions), callers running as separate Unix users and as separate apps (copies of a
-//! client binary at their own paths, so each has its own app id).
+//! actions), callers running as separate Unix users and as separate apps (system services:
+//! processes in a `system.slice/<app>.service` cgroup, see `support::unit`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::support::daemon::{Daemon, app_binary, call, call_err, call_ok};
-use crate::support::sysbus::{SysBus, test_user};
+use crate::support::daemon::{Daemon, call, call_err, call_ok, call_with};
+use crate::support::sysbus::{SysBus, TestUser, test_user};
+use crate::support::unit::SystemUnit;
 
 const SETTINGS: &str = "urn:oma:mo:ext-example-weather:1.0";
 
@@ -110,26 +111,13 @@ fn signature_lines(xml: &str) -> BTreeSet<String> {
 fn polkit_and_the_mo_access_model_decide_together() {
     let bus = SysBus::start();
     let daemon = Daemon::start(&bus);
-    let apps = tempfile::tempdir().unwrap();
-    let gdbus = Path::new("/usr/bin/gdbus");
     let (alice, bob) = (test_user("omadm-t-alice"), test_user("omadm-t-bob"));
-    let app_a = app_binary(apps.path(), "app-a", gdbus);
-    let app_b = app_binary(apps.path(), "app-b", gdbus);
-    let as_app = |user, app: &Path, method: &str, args: &[&str]| {
-        bus.command(Some(user), app)
-            .args([
-                "call",
-                "--system",
-                "--dest",
-                "org.omadm.Client1",
-                "--object-path",
-                "/org/omadm/Client1",
-            ])
-            .arg("--method")
-            .arg(format!("org.omadm.Client1.{method}"))
-            .args(args)
-            .output()
-            .expect("app gdbus")
+    let app_a = SystemUnit::new("omadmd-t-app-a");
+    let app_b = SystemUnit::new("omadmd-t-app-b");
+    let as_app = |user: &TestUser, app: &SystemUnit, method: &str, args: &[&str]| {
+        let mut gdbus = bus.command(Some(user), "gdbus");
+        app.contain(&mut gdbus);
+        call_with(gdbus, method, args)
     };
     let err_name = |out: &std::process::Output| {
         let e = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -157,7 +145,7 @@ fn polkit_and_the_mo_access_model_decide_together() {
     // A rule for app A's id opens write (and only for app A).
     let rule = format!(
         "polkit.addRule(function(action, subject) {{\n  if (action.id == \"org.omadm.client1.write\" && action.lookup(\"app_id\") == \"{}\") return polkit.Result.YES;\n}});\n",
-        app_a.display()
+        app_a.name()
     );
     bus.add_polkit_rules("60-omadmd-test.rules", &rule);
     let out = as_app(
@@ -195,13 +183,11 @@ fn polkit_and_the_mo_access_model_decide_together() {
     let out = as_app(&alice, &app_a, "Get", &[&quoted(&server)]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("https://new.example"));
 
-    // App B: polkit lets it read, the MO access model does not (no grant).
+    // App B: polkit lets it read, the MO access model does not (no grant), so to B the
+    // node does not exist.
     let e = err_name(&as_app(&bob, &app_b, "Get", &[&quoted(&server)]));
-    assert!(
-        e.contains("Error.AccessDenied") && e.contains("may not read"),
-        "{e}"
-    );
-    // The same user running app A's binary is app A, so identity is per app, not per user.
+    assert!(e.contains("Error.NotFound"), "{e}");
+    // Bob's process in app A's unit is app A: identity is per app, not per user.
     let out = as_app(&bob, &app_a, "Get", &[&quoted(&server)]);
     assert!(
         out.status.success(),
@@ -212,7 +198,7 @@ fn polkit_and_the_mo_access_model_decide_together() {
     // Granting is the manage action: not for apps without a rule; root may.
     let grant_args = [
         quoted(&root),
-        quoted(&format!("app:{}", app_b.display())),
+        quoted(&app_b.principal()),
         "['Read']".to_owned(),
     ];
     let grant_args: Vec<&str> = grant_args.iter().map(String::as_str).collect();
@@ -242,10 +228,10 @@ fn polkit_and_the_mo_access_model_decide_together() {
         &bus,
         None,
         "Revoke",
-        &[&quoted(&root), &quoted(&format!("app:{}", app_b.display()))],
+        &[&quoted(&root), &quoted(&app_b.principal())],
     );
     let e = err_name(&as_app(&bob, &app_b, "Get", &[&quoted(&server)]));
-    assert!(e.contains("Error.AccessDenied"), "{e}");
+    assert!(e.contains("Error.NotFound"), "{e}");
 }
 
 #[test]
@@ -355,15 +341,9 @@ fn devinfo_is_readable_by_every_app_and_secrets_by_nobody() {
         None,
         "Get",
         &[&quoted(&format!("{root}Auth/Trsp/Secret"))],
-        "AccessDenied",
+        "NotFound",
     );
-    call_err(
-        &bus,
-        Some(&carol),
-        "GetJson",
-        &[&quoted(&root)],
-        "AccessDenied",
-    );
+    call_err(&bus, Some(&carol), "GetJson", &[&quoted(&root)], "NotFound");
 }
 
 #[test]
@@ -500,13 +480,13 @@ fn use_case_b2_an_app_reads_and_watches_its_settings() {
 
     let bus = SysBus::start();
     let _daemon = Daemon::start(&bus);
-    let apps = tempfile::tempdir().unwrap();
     let (alice, bob) = (test_user("omadm-t-alice"), test_user("omadm-t-bob"));
-    let app_a = app_binary(
-        apps.path(),
-        "weather",
-        Path::new(env!("CARGO_BIN_EXE_omadmctl")),
-    );
+    let app_a = SystemUnit::new("omadmd-t-weather");
+    let ctl = |user| {
+        let mut cmd = bus.command(Some(user), env!("CARGO_BIN_EXE_omadmctl"));
+        app_a.contain(&mut cmd);
+        cmd
+    };
 
     // The MA provisions settings for app A (here: the admin does, as a session would).
     let created = call_ok(
@@ -533,17 +513,12 @@ fn use_case_b2_an_app_reads_and_watches_its_settings() {
         &bus,
         None,
         "Grant",
-        &[
-            &quoted(&root),
-            &quoted(&format!("app:{}", app_a.display())),
-            "['Read']",
-        ],
+        &[&quoted(&root), &quoted(&app_a.principal()), "['Read']"],
     );
     let server = format!("{root}Server");
 
     // App A reads its settings.
-    let out = bus
-        .command(Some(&alice), &app_a)
+    let out = ctl(&alice)
         .args(["get", "--value", &server])
         .output()
         .unwrap();
@@ -557,15 +532,14 @@ fn use_case_b2_an_app_reads_and_watches_its_settings() {
         "https://weather.example"
     );
 
-    // ... and is refused the instance it has no grant for (exit 5: AccessDenied).
-    let out = bus
-        .command(Some(&alice), &app_a)
+    // ... and does not see the instance it has no grant for (exit 4: NotFound).
+    let out = ctl(&alice)
         .args(["get", &format!("{other}Server")])
         .output()
         .unwrap();
     assert_eq!(
         out.status.code(),
-        Some(5),
+        Some(4),
         "{}",
         crate::support::sysbus::show(&out)
     );
@@ -575,7 +549,7 @@ fn use_case_b2_an_app_reads_and_watches_its_settings() {
     let file = |name: &str| std::fs::File::create(logs.path().join(name)).unwrap();
     let read = |name: &str| std::fs::read_to_string(logs.path().join(name)).unwrap_or_default();
     let mut watch = KillOnDrop::spawn(
-        bus.command(Some(&alice), &app_a)
+        ctl(&alice)
             .args(["watch", &root])
             .stdin(Stdio::null())
             .stdout(file("a.out"))
@@ -659,8 +633,7 @@ fn use_case_b2_an_app_reads_and_watches_its_settings() {
     }
 
     // A reads the new value.
-    let out = bus
-        .command(Some(&alice), &app_a)
+    let out = ctl(&alice)
         .args(["get", "--value", &server])
         .output()
         .unwrap();

@@ -3,6 +3,8 @@
 
 mod support;
 
+mod dbus_identity;
+mod dbus_security;
 mod dbus_service;
 mod dbus_session;
 mod ddf_corpus;
@@ -10,6 +12,8 @@ mod devserver;
 mod harness;
 mod omadmctl_cli;
 mod session_crash;
+mod session_limits;
+mod session_security;
 mod session_tls;
 mod store_crash;
 mod store_uri;

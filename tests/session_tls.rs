@@ -19,16 +19,16 @@ use omadmd::tree::registry::Registry;
 use omadmd::tree::value::Value;
 use tokio::sync::mpsc;
 
-const WEATHER: &str = "urn:oma:mo:ext-devserver-weather:1.0";
+pub(crate) const WEATHER: &str = "urn:oma:mo:ext-devserver-weather:1.0";
 
-struct Client {
-    auth: Arc<Authority>,
-    engine: Arc<Engine>,
+pub(crate) struct Client {
+    pub(crate) auth: Arc<Authority>,
+    pub(crate) engine: Arc<Engine>,
     followups: mpsc::UnboundedReceiver<FollowUp>,
     _dir: tempfile::TempDir,
 }
 
-fn client(exec: BTreeMap<String, Vec<String>>, limits: Limits) -> Client {
+pub(crate) fn client(exec: BTreeMap<String, Vec<String>>, limits: Limits) -> Client {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("store.db");
     let open = || Store::open(&db).unwrap();
@@ -65,7 +65,7 @@ fn client(exec: BTreeMap<String, Vec<String>>, limits: Limits) -> Client {
     }
 }
 
-async fn server(scenario: &str, certs: &std::path::Path) -> RunningServer {
+pub(crate) async fn server(scenario: &str, certs: &std::path::Path) -> RunningServer {
     let mut config = DevServerConfig::new(certs);
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.scenario = Scenario::parse(scenario, "test").unwrap();
@@ -73,7 +73,7 @@ async fn server(scenario: &str, certs: &std::path::Path) -> RunningServer {
 }
 
 /// A DM account for `server` trusting `ca_pem`, permitted to manage `moids`.
-fn account(c: &Client, server: &RunningServer, ca_pem: &str, moids: &[&str]) -> Account {
+pub(crate) fn account(c: &Client, server: &RunningServer, ca_pem: &str, moids: &[&str]) -> Account {
     let perm: serde_json::Map<String, serde_json::Value> = moids
         .iter()
         .enumerate()
@@ -100,7 +100,7 @@ async fn set_and_deliver(c: &Client, uri: &str, value: omadmd::authority::Input)
 }
 
 /// The bodies of the requests of one kind (`package#1`, `package#3`) the server received.
-fn package_bodies(srv: &RunningServer, kind: &str) -> Vec<serde_json::Value> {
+pub(crate) fn package_bodies(srv: &RunningServer, kind: &str) -> Vec<serde_json::Value> {
     srv.transcript()
         .into_iter()
         .filter(|r| r.kind == kind && r.direction == omadmd::devserver::Direction::In)
@@ -108,7 +108,7 @@ fn package_bodies(srv: &RunningServer, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn get(c: &Client, uri: &str) -> Option<Value> {
+pub(crate) fn get(c: &Client, uri: &str) -> Option<Value> {
     c.auth.get(&Principal::Admin, uri).ok()?.remove(0).value
 }
 
@@ -125,7 +125,7 @@ async fn a_session_runs_the_package_loop_and_changes_the_tree() {
             "packages": [
               {"commands": [["GET", "urn:oma:mo:oma-dm-devinfo:1.0//"], ["HGET", "{repo}/settings/weather"],
                             ["GET", "urn:oma:mo:oma-dm-devinfo:1.0//Nope"], ["DELETE", "urn:oma:mo:oma-dm-devinfo:1.0//"]],
-               "expect": [200, 200, 404, 403]},
+               "expect": [200, 200, 404, 405]},
               {"commands": [["HGET", "{repo}/settings/city", "urn:oma:mo:ext-devserver-weather:1.0/station1/City"],
                             ["HPUT", "{repo}/devices/devinfo", "urn:oma:mo:oma-dm-devinfo:1.0//"],
                             ["HPOST", "{repo}/devices/weather", "urn:oma:mo:ext-devserver-weather:1.0/station1/"],
@@ -183,7 +183,7 @@ async fn a_session_runs_the_package_loop_and_changes_the_tree() {
     let body: serde_json::Value = serde_json::from_slice(&uploads[1].body).unwrap();
     assert_eq!(body[0]["MOData"]["DevInfo"]["Man"], "ACME");
     assert_eq!(srv.received("devices/weather").len(), 1);
-    // DevInfo is permanent and a server may not delete it; it is still there.
+    // DevInfo is permanent: deleting it is 405 (PROTOCOL.md §4: before the rights check); it is still there.
     assert_eq!(
         get(&c, &format!("{}//Man", builtin::DEVINFO)),
         Some(Value::Chr("ACME".into()))
@@ -368,6 +368,7 @@ async fn a_package_above_the_limit_ends_the_session_with_413() {
         BTreeMap::new(),
         Limits {
             max_package_bytes: 4096,
+            ..Limits::default()
         },
     );
     let acc = account(&c, &srv, srv.ca_pem(), &[]);
@@ -420,7 +421,7 @@ async fn exec_runs_handlers_and_reports_async_results_in_a_new_session() {
                 ["EXEC", "urn:oma:mo:ext-devserver-weather:1.0/s1/Other"],
                 ["EXEC", "urn:oma:mo:oma-dm-devinfo:1.0//Man"],
                 ["CONT", "{dm}"]],
-               "expect": [200, 200, 202, 404, 501, 403, 200]}]},
+               "expect": [200, 200, 202, 404, 501, 405, 200]}]},
              {"packages": [{"commands": [["END"]]}]}]}"#,
         certs.path(),
     )

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use omadmd::store::Store;
+use omadmd::store::{Store, StoreError};
 use omadmd::tree::node::Node;
 use omadmd::tree::uri::NodeAddr;
 use omadmd::tree::value::Value;
@@ -70,7 +70,7 @@ fn write_round(store: &mut Store, g: i64) {
                     }
                 }
             }
-            Ok(())
+            Ok::<_, StoreError>(())
         })
         .expect("write round");
 }

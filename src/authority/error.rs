@@ -21,6 +21,9 @@ pub enum AccessError {
     NotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// A configured bound (`[limits]`) was reached: result or reply size, tree depth, quota.
+    #[error("{0}")]
+    Limit(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -47,9 +50,10 @@ impl From<StoreError> for AccessError {
             StoreError::NoSuchNode(_) => AccessError::NotFound(e.to_string()),
             StoreError::NoParent(_) => AccessError::NotFound(e.to_string()),
             StoreError::InstanceExists { .. } => AccessError::Conflict(e.to_string()),
-            StoreError::RootIsLeaf(_) | StoreError::BadItem { .. } => {
-                AccessError::InvalidValue(e.to_string())
-            }
+            StoreError::RootIsLeaf(_)
+            | StoreError::BadItem { .. }
+            | StoreError::JournalPruned { .. } => AccessError::InvalidValue(e.to_string()),
+            StoreError::TooDeep { .. } => AccessError::Limit(e.to_string()),
             other => AccessError::Store(other),
         }
     }

@@ -1,31 +1,47 @@
 //! The MO access model (ARCHITECTURE.md §4): every read and write of MOs by a principal —
-//! a local app, a DM server, or the local admin — goes through [`Authority`], which
-//! resolves ClientURIs, checks the principal's rights on each instance (owner, grants,
-//! `app:*` grants), applies the DDF's access types and scope, and never returns No-Get
-//! nodes. Changes are reported to an observer (the daemon routes them to watchers).
+//! a local app, a local user, a DM server, or the local admin — goes through [`Authority`],
+//! which resolves ClientURIs over what the principal may see, checks its rights on each
+//! instance (owner, grants, `app:*`/`srv:*` grants), applies the DDF's access types and
+//! scope, never returns or tests No-Get nodes, keeps DM accounts to administrators, and
+//! holds every caller to the configured bounds. Changes are reported to an observer (the
+//! daemon routes them to watchers).
+//!
+//! Order of answers (PROTOCOL.md §4): a malformed URI or command; then nothing visible
+//! matches — absent and invisible nodes are the same "not found"; then what the DDF forbids
+//! (Permanent scope, access types); then a missing right on a visible instance; then
+//! conflicts. A node the principal may not read never answers differently from one that
+//! does not exist.
 //!
 //! - [`principal`]: [`Principal`] and [`Rights`];
+//! - [`view`]: the store as one principal may see it;
+//! - [`accounts`]: who may change DM accounts;
+//! - [`bounds`]: result size, reply size and per-owner quotas;
 //! - [`error`] — [`AccessError`].
 
+mod accounts;
+mod bounds;
 mod error;
 mod principal;
+mod view;
 
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value as J;
 
+pub use bounds::Bounds;
 pub use error::AccessError;
 pub use principal::{ANY_APP, ANY_SERVER, BadPrincipal, Principal, Rights, UnknownRight};
 
-use crate::store::{Change, Store};
+use crate::store::{Change, Store, Txn};
 use crate::tree::format::Format;
 use crate::tree::json::{MoItem, node_from_json};
 use crate::tree::mo_type::{AccessTypes, NodeDef, Scope};
 use crate::tree::node::Node;
 use crate::tree::registry::Registry;
 use crate::tree::resolve::{TreeRead as _, resolve};
-use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, Segment};
+use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, NvField, Segment};
 use crate::tree::value::Value;
+use view::{Purpose, View};
 
 /// Called with the journal entries of every committed write.
 pub type Observer = Box<dyn Fn(&[Change]) + Send + Sync>;
@@ -38,6 +54,7 @@ pub struct Authority {
     types: Registry,
     observer: Observer,
     next_reader: std::sync::atomic::AtomicUsize,
+    bounds: Bounds,
 }
 
 /// A value handed in for a leaf, before the node's format is known.
@@ -70,7 +87,14 @@ impl Authority {
             types,
             observer,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
+            bounds: Bounds::default(),
         }
+    }
+
+    /// Holds every caller to `bounds` (result size, reply size, per-owner quotas).
+    pub fn with_bounds(mut self, bounds: Bounds) -> Authority {
+        self.bounds = bounds;
+        self
     }
 
     /// Adds read connections (to the same store), so that concurrent readers do not queue
@@ -85,17 +109,19 @@ impl Authority {
         &self.types
     }
 
-    /// Every node `uri` resolves to that `who` may read. No-Get nodes and nodes of instances
-    /// `who` has no Read right on are left out; if that leaves nothing, the call is denied.
+    /// Every node `uri` resolves to that `who` may read. Nodes it may not read (No-Get, or
+    /// in instances without the Read right) do not exist for it.
     pub fn get(&self, who: &Principal, uri: &str) -> Result<Vec<Found>, AccessError> {
-        let uri = ClientUri::parse(uri)?;
+        let uri = self.parse_query(uri)?;
         let store = self.reader();
         store.snapshot(|store| {
             let addrs = self.readable(who, store, &uri)?;
+            let mut budget = self.bounds.reply(&uri);
             addrs
                 .into_iter()
                 .map(|addr| {
                     let value = store.leaf(&addr)?.map(|(v, _)| v);
+                    budget.take_found(&addr, value.as_ref())?;
                     Ok(Found { addr, value })
                 })
                 .collect()
@@ -105,23 +131,8 @@ impl Authority {
     /// The MO serialization of every node `uri` resolves to that `who` may read, with
     /// No-Get nodes removed from the subtrees.
     pub fn get_items(&self, who: &Principal, uri: &str) -> Result<Vec<MoItem>, AccessError> {
-        let uri = ClientUri::parse(uri)?;
-        let store = self.reader();
-        store.snapshot(|store| {
-            let addrs = self.readable(who, store, &uri)?;
-            addrs
-                .into_iter()
-                .map(|addr| {
-                    let mut item = store.mo_item(&addr)?;
-                    if let Some(def) = self.def(&addr) {
-                        for json in item.mo_data.values_mut() {
-                            prune_no_get(json, def);
-                        }
-                    }
-                    Ok(item)
-                })
-                .collect()
-        })?
+        let uri = self.parse_query(uri)?;
+        self.items(who, &uri)
     }
 
     /// Replaces or adds the leaf at `uri`. `format: None` takes the DDF's format, or infers
@@ -135,15 +146,29 @@ impl Authority {
     ) -> Result<Vec<Change>, AccessError> {
         let uri = ClientUri::parse(uri)?;
         let mut store = self.writer();
-        let addr = single_target(&uri, &store)?;
+        let addr = self.single_target(who, &store, &uri)?;
         if addr.path.is_empty() {
             return Err(AccessError::InvalidUri(format!(
                 "{addr}: Set needs a leaf, not an instance root"
             )));
         }
-        self.require(who, &store, &addr, Rights::WRITE)?;
         let exists = store.kind(&addr.moid, &addr.miid, &addr.path)?.is_some();
         let def = self.def_checked(&addr)?;
+        if let Some(d) = def {
+            let needed = if exists {
+                AccessTypes::REPLACE
+            } else {
+                AccessTypes::ADD
+            };
+            if *who != Principal::Admin && !d.access.contains(needed) {
+                return Err(AccessError::NotAllowed(format!(
+                    "{addr}: the DDF allows only {}",
+                    d.access
+                )));
+            }
+        }
+        self.require(who, &store, &addr, Rights::WRITE)?;
+        accounts::may_change(who, &addr)?;
         // Without a format or a DDF, an existing leaf keeps its format.
         let current = match (format, def) {
             (None, None) => store.leaf(&addr)?.map(|(v, _)| v.format()),
@@ -165,23 +190,13 @@ impl Authority {
                 "{addr}: Set writes leaves; this is an interior node"
             )));
         }
-        if let Some(d) = def {
-            let needed = if exists {
-                AccessTypes::REPLACE
-            } else {
-                AccessTypes::ADD
-            };
-            if *who != Principal::Admin && !d.access.contains(needed) {
-                return Err(AccessError::NotAllowed(format!(
-                    "{addr}: the DDF allows only {}",
-                    d.access
-                )));
-            }
-        }
         let value = convert(format, input)
             .map_err(|e| AccessError::InvalidValue(format!("{addr}: {e}")))?;
         let who_s = who.to_string();
-        let (_, changes) = store.write(|tx| tx.put(&addr, &Node::Leaf(value), &who_s))?;
+        let (_, changes) = self.guarded_write(&mut store, |tx| {
+            tx.put(&addr, &Node::Leaf(value), &who_s)?;
+            Ok(())
+        })?;
         drop(store);
         (self.observer)(&changes);
         Ok(changes)
@@ -191,8 +206,10 @@ impl Authority {
     pub fn delete(&self, who: &Principal, uri: &str) -> Result<Vec<Change>, AccessError> {
         let uri = ClientUri::parse(uri)?;
         let mut store = self.writer();
-        let addr = single_target(&uri, &store)?;
-        self.require(who, &store, &addr, Rights::WRITE)?;
+        let addr = self.single_target(who, &store, &uri)?;
+        if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
+            return Err(AccessError::NotFound(format!("{addr}: no such node")));
+        }
         if let Some(d) = self.def(&addr) {
             if d.scope == Scope::Permanent {
                 return Err(AccessError::NotAllowed(format!(
@@ -206,8 +223,13 @@ impl Authority {
                 )));
             }
         }
+        self.require(who, &store, &addr, Rights::WRITE)?;
+        accounts::may_change(who, &addr)?;
         let who_s = who.to_string();
-        let (_, changes) = store.write(|tx| tx.delete(&addr, &who_s))?;
+        let (_, changes) = self.guarded_write(&mut store, |tx| {
+            tx.delete(&addr, &who_s)?;
+            Ok(())
+        })?;
         drop(store);
         (self.observer)(&changes);
         Ok(changes)
@@ -221,6 +243,7 @@ impl Authority {
         modata: &str,
     ) -> Result<NodeAddr, AccessError> {
         ClientUri::parse(&format!("{moid}//"))?;
+        accounts::may_create(who, moid)?;
         let json: J = serde_json::from_str(modata)
             .map_err(|e| AccessError::InvalidValue(format!("MOData is not JSON: {e}")))?;
         let object = json.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
@@ -259,27 +282,31 @@ impl Authority {
             }
         }
         let owner = who.to_string();
-        let (addr, changes) = self
-            .writer()
-            .write(|tx| tx.create_instance(moid, None, name, &node, &owner))?;
+        let mut store = self.writer();
+        let (addr, changes) = self.guarded_write(&mut store, |tx| {
+            Ok(tx.create_instance(moid, None, name, &node, &owner)?)
+        })?;
+        drop(store);
         (self.observer)(&changes);
         Ok(addr)
     }
 
     /// The current journal sequence and the changes after `seq` that `uri` covers and `who`
-    /// may read (at most [`MAX_CHANGES`]; ask again from the last one for more).
+    /// may read (at most [`MAX_CHANGES`]; ask again from the last one for more). Changes to
+    /// nodes `who` may not read are left out as if they never happened.
     pub fn changes_since(
         &self,
         who: &Principal,
         uri: &str,
         seq: u64,
     ) -> Result<(u64, Vec<Change>), AccessError> {
-        let uri = ClientUri::parse(uri)?;
+        let uri = self.parse_query(uri)?;
         let store = self.reader();
+        let view = View::new(&store, &self.types, who, Purpose::Read);
         let current = store.last_seq()?;
         let mut out = Vec::new();
         for c in store.changes_since(seq, MAX_CHANGES)? {
-            if uri.covers(&c.addr) && self.rights(who, &store, &c.addr)?.contains(Rights::READ) {
+            if uri.covers(&c.addr) && view.sees(&c.addr)? {
                 out.push(c);
             }
         }
@@ -289,8 +316,7 @@ impl Authority {
     /// Whether `who` may read the node at `addr` (Read right on its instance, not No-Get).
     pub fn may_read(&self, who: &Principal, addr: &NodeAddr) -> Result<bool, AccessError> {
         let store = self.reader();
-        let no_get = self.def(addr).is_some_and(|d| d.access.is_no_get());
-        Ok(!no_get && self.rights(who, &store, addr)?.contains(Rights::READ))
+        Ok(View::new(&store, &self.types, who, Purpose::Read).sees(addr)?)
     }
 
     /// Gives `principal` `rights` on the instance at `instance_uri` (replacing earlier ones;
@@ -305,7 +331,7 @@ impl Authority {
         let uri = ClientUri::parse(instance_uri)?;
         Principal::parse(principal).map_err(|e| AccessError::InvalidValue(e.to_string()))?;
         let mut store = self.writer();
-        let addr = single_target(&uri, &store)?;
+        let addr = self.single_target(who, &store, &uri)?;
         if !addr.path.is_empty() {
             return Err(AccessError::InvalidUri(format!(
                 "{addr}: grants are per instance; name its root"
@@ -364,10 +390,10 @@ impl Authority {
         who: &Principal,
     ) -> Result<Vec<(String, Vec<String>)>, AccessError> {
         let store = self.reader();
+        let view = View::new(&store, &self.types, who, Purpose::Read);
         let mut out: Vec<(String, Vec<String>)> = Vec::new();
         for info in store.list_instances()? {
-            let root = NodeAddr::root(&info.moid, &info.miid);
-            if !self.rights(who, &store, &root)?.contains(Rights::READ) {
+            if !view.sees_instance(&info.moid, &info.miid)? {
                 continue;
             }
             match out.last_mut() {
@@ -382,11 +408,10 @@ impl Authority {
     /// `Exec` in the DDF's access types. Returns the one node's address.
     pub fn exec_target(&self, who: &Principal, uri: &ClientUri) -> Result<NodeAddr, AccessError> {
         let store = self.reader();
-        let addr = single_target(uri, &store)?;
+        let addr = self.single_target(who, &store, uri)?;
         if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
             return Err(AccessError::NotFound(format!("{addr}: no such node")));
         }
-        self.require(who, &store, &addr, Rights::EXEC)?;
         if let Some(d) = self.def(&addr)
             && *who != Principal::Admin
             && !d.access.contains(AccessTypes::EXEC)
@@ -396,6 +421,7 @@ impl Authority {
                 d.access
             )));
         }
+        self.require(who, &store, &addr, Rights::EXEC)?;
         Ok(addr)
     }
 
@@ -410,6 +436,7 @@ impl Authority {
         who: &Principal,
         uri: &ClientUri,
     ) -> Result<Option<String>, AccessError> {
+        self.check_nv(uri)?;
         let store = self.reader();
         let addrs = self.readable(who, &store, uri)?;
         let first = &addrs[0];
@@ -424,9 +451,11 @@ impl Authority {
 
     /// Writes MO serialization items received from a server or a bootstrap source.
     /// With `target`, the one item's data replaces the node there (Write right needed).
-    /// Without, each item names its place: an existing instance is replaced (Write right
-    /// needed), a new one is created — owned by `who` — if `may_create(moid)` allows.
-    /// Returns the ClientURIs written. All items are one transaction.
+    /// Without, each item names its place: an instance `who` can see is replaced (Write
+    /// right needed); otherwise a new one is created — owned by `who` — if
+    /// `may_create(moid)` allows, with the named MIID when it is free and a fresh one when
+    /// not (an instance `who` cannot see is never touched, nor revealed). Returns the
+    /// ClientURIs written. All items are one transaction.
     pub fn import_items(
         &self,
         who: &Principal,
@@ -436,7 +465,7 @@ impl Authority {
     ) -> Result<Vec<NodeAddr>, AccessError> {
         let mut store = self.writer();
         let owner = who.to_string();
-        let mut plan = Vec::with_capacity(items.len());
+        let mut plan: Vec<Planned> = Vec::with_capacity(items.len());
         if let Some(target) = target {
             let [item] = items else {
                 return Err(AccessError::InvalidValue(format!(
@@ -444,44 +473,91 @@ impl Authority {
                     items.len()
                 )));
             };
-            let addr = single_target(target, &store)?;
+            let addr = self.single_target(who, &store, target)?;
             self.require(who, &store, &addr, Rights::WRITE)?;
+            accounts::may_change(who, &addr)?;
             let (name, json) = item
                 .single()
                 .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
             let node = node_from_json(json, self.def(&addr), name)
                 .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
-            plan.push((addr, Some(node)));
+            plan.push(Planned::Put(addr, node));
         } else {
+            let view = View::new(&store, &self.types, who, Purpose::Act);
             for item in items {
                 let uri = ClientUri::parse(&item.client_uri)?;
-                let existing = match &uri.instance {
-                    InstanceSel::Miid(m) => store.instance(&uri.moid, m)?.is_some(),
-                    InstanceSel::Only => !store.instances(&uri.moid)?.is_empty(),
-                    _ => false,
+                let visible = match &uri.instance {
+                    InstanceSel::Miid(m) => view
+                        .sees_instance(&uri.moid, m)?
+                        .then(|| NodeAddr::root(&uri.moid, m)),
+                    InstanceSel::Only => match view.instances(&uri.moid)?.as_slice() {
+                        [] => None,
+                        [m] => Some(NodeAddr::root(&uri.moid, m)),
+                        more => {
+                            return Err(AccessError::InvalidUri(format!(
+                                "{}: {} has {} instances; name one by MIID",
+                                item.client_uri,
+                                uri.moid,
+                                more.len()
+                            )));
+                        }
+                    },
+                    _ => {
+                        return Err(AccessError::InvalidUri(format!(
+                            "{}: x-names and * cannot name a place to write",
+                            item.client_uri
+                        )));
+                    }
                 };
-                if existing {
-                    let addr = single_target(&uri, &store)?;
-                    self.require(who, &store, &addr, Rights::WRITE)?;
-                } else if !may_create(&uri.moid) {
-                    return Err(AccessError::Denied(format!(
-                        "{}: {who} may not create instances of {}",
-                        item.client_uri, uri.moid
-                    )));
+                let mut item = item.clone();
+                match visible {
+                    Some(root) => {
+                        let at = root.child(&uri_path(&uri));
+                        self.require(who, &store, &at, Rights::WRITE)?;
+                        accounts::may_change(who, &at)?;
+                        item.client_uri = ClientUri {
+                            instance: InstanceSel::Miid(root.miid.clone()),
+                            cv: None,
+                            ..uri
+                        }
+                        .to_string();
+                    }
+                    None if !uri.path.is_empty() => {
+                        return Err(AccessError::NotFound(format!(
+                            "{}: no such node",
+                            item.client_uri
+                        )));
+                    }
+                    None => {
+                        accounts::may_create(who, &uri.moid)?;
+                        if !may_create(&uri.moid) {
+                            return Err(AccessError::Denied(format!(
+                                "{}: {who} may not create instances of {}",
+                                item.client_uri, uri.moid
+                            )));
+                        }
+                        let taken = match &uri.instance {
+                            InstanceSel::Miid(m) => store.instance(&uri.moid, m)?.is_some(),
+                            _ => false,
+                        };
+                        if taken {
+                            item.client_uri = format!("{}//", uri.moid);
+                        }
+                    }
                 }
-                plan.push((NodeAddr::root(&uri.moid, ""), None));
+                plan.push(Planned::Item(item));
             }
         }
         let types = self.types.types();
-        let (written, changes) = store.write(|tx| {
-            let mut written = Vec::new();
-            for (i, (addr, node)) in plan.iter().enumerate() {
-                match node {
-                    Some(node) => {
+        let (written, changes) = self.guarded_write(&mut store, |tx| {
+            let mut written = Vec::with_capacity(plan.len());
+            for step in &plan {
+                match step {
+                    Planned::Put(addr, node) => {
                         tx.put(addr, node, &owner)?;
                         written.push(addr.clone());
                     }
-                    None => written.push(tx.import_item(&items[i], types, &owner)?),
+                    Planned::Item(item) => written.push(tx.import_item(item, types, &owner)?),
                 }
             }
             Ok(written)
@@ -497,34 +573,122 @@ impl Authority {
         Ok(self.writer().sync()?)
     }
 
+    /// Parses a ClientURI for a read or a watch and refuses `nv=` conditions on No-Get nodes.
+    pub fn parse_query(&self, text: &str) -> Result<ClientUri, AccessError> {
+        let uri = ClientUri::parse(text)?;
+        self.check_nv(&uri)?;
+        Ok(uri)
+    }
+
+    /// `nv=` never tests a No-Get node: a field whose path can reach one (per the DDF) is
+    /// an invalid URI, whatever the tree holds.
+    fn check_nv(&self, uri: &ClientUri) -> Result<(), AccessError> {
+        match self
+            .types
+            .get(&uri.moid)
+            .and_then(|t| tests_no_get(&t.root, uri))
+        {
+            None => Ok(()),
+            Some(field) => Err(AccessError::InvalidUri(format!(
+                "{uri}: nv=({})/{} tests a node whose value cannot be read (No-Get)",
+                field.xname,
+                field.path.join("/")
+            ))),
+        }
+    }
+
+    /// The MO serialization items `uri` resolves to for `who`, held to the bounds.
+    fn items(&self, who: &Principal, uri: &ClientUri) -> Result<Vec<MoItem>, AccessError> {
+        let store = self.reader();
+        store.snapshot(|store| {
+            let addrs = self.readable(who, store, uri)?;
+            let mut budget = self.bounds.reply(uri);
+            addrs
+                .into_iter()
+                .map(|addr| {
+                    let mut item = store.mo_item(&addr)?;
+                    if let Some(def) = self.def(&addr) {
+                        for json in item.mo_data.values_mut() {
+                            prune_no_get(json, def);
+                        }
+                    }
+                    budget.take_item(&item)?;
+                    Ok(item)
+                })
+                .collect()
+        })?
+    }
+
+    /// Every node `uri` resolves to in what `who` may read; more than `result_rows` is an
+    /// error that asks to narrow the query.
     fn readable(
         &self,
         who: &Principal,
         store: &Store,
         uri: &ClientUri,
     ) -> Result<Vec<NodeAddr>, AccessError> {
-        let addrs = resolve(uri, store)?;
-        let found = addrs.len();
-        let mut out = Vec::with_capacity(found);
-        for addr in addrs {
-            if self.def(&addr).is_some_and(|d| d.access.is_no_get()) {
-                continue;
-            }
-            if self.rights(who, store, &addr)?.contains(Rights::READ) {
-                out.push(addr);
-            }
-        }
-        if out.is_empty() {
-            return Err(AccessError::Denied(format!(
-                "{uri}: {who} may not read {}",
-                if found == 1 {
-                    "this node"
-                } else {
-                    "these nodes"
-                }
+        let addrs = resolve(uri, &View::new(store, &self.types, who, Purpose::Read))?;
+        self.bounds.check_rows(uri, addrs.len())?;
+        Ok(addrs)
+    }
+
+    /// The one node a write (or EXEC, or grant) names, in an instance `who` can see: a
+    /// MIID (or the only visible instance) and real names only.
+    fn single_target(
+        &self,
+        who: &Principal,
+        store: &Store,
+        uri: &ClientUri,
+    ) -> Result<NodeAddr, AccessError> {
+        let fixed = uri.path.iter().all(|s| matches!(s, Segment::Name(_)));
+        if !fixed || !matches!(uri.instance, InstanceSel::Miid(_) | InstanceSel::Only) {
+            return Err(AccessError::InvalidUri(format!(
+                "{uri}: writes need one node: no x-names or *"
             )));
         }
-        Ok(out)
+        let root_uri = ClientUri {
+            path: vec![],
+            nv: vec![],
+            cv: None,
+            ..uri.clone()
+        };
+        let view = View::new(store, &self.types, who, Purpose::Act);
+        let root = resolve(&root_uri, &view)?.remove(0);
+        Ok(root.child(&uri_path(uri)))
+    }
+
+    /// Runs `f` as one transaction, then, before it commits, holds it to the per-owner
+    /// quotas of every instance it grew and to the DM-account rules; either failing rolls
+    /// the whole change back.
+    fn guarded_write<T>(
+        &self,
+        store: &mut Store,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, AccessError>,
+    ) -> Result<(T, Vec<Change>), AccessError> {
+        store.write(|tx| {
+            let out = f(tx)?;
+            let changes = tx.pending_changes();
+            let mut owners: Vec<String> = Vec::new();
+            let mut accounts_touched = false;
+            for c in changes
+                .iter()
+                .filter(|c| c.kind != crate::store::ChangeKind::Deleted)
+            {
+                accounts_touched |= c.addr.moid == crate::tree::builtin::DMACC;
+                if let Some(owner) = tx.owner(&c.addr.moid, &c.addr.miid)?
+                    && !owners.contains(&owner)
+                {
+                    owners.push(owner);
+                }
+            }
+            for owner in owners {
+                self.bounds.check_usage(&owner, tx.usage(&owner)?)?;
+            }
+            if accounts_touched {
+                accounts::check_unique_srv_ids(tx)?;
+            }
+            Ok(out)
+        })
     }
 
     fn require(
@@ -534,7 +698,7 @@ impl Authority {
         addr: &NodeAddr,
         needed: Rights,
     ) -> Result<(), AccessError> {
-        if self.rights(who, store, addr)?.contains(needed) {
+        if view::rights(store, who, &addr.moid, &addr.miid)?.contains(needed) {
             Ok(())
         } else {
             Err(AccessError::Denied(format!(
@@ -542,35 +706,6 @@ impl Authority {
                 needed.names().join(",")
             )))
         }
-    }
-
-    /// The rights `who` holds on the instance of `addr`.
-    fn rights(
-        &self,
-        who: &Principal,
-        store: &Store,
-        addr: &NodeAddr,
-    ) -> Result<Rights, AccessError> {
-        if *who == Principal::Admin {
-            return Ok(Rights::ALL);
-        }
-        let Some(info) = store.instance(&addr.moid, &addr.miid)? else {
-            return Ok(Rights::NONE);
-        };
-        let me = who.to_string();
-        if info.owner == me {
-            return Ok(Rights::ALL);
-        }
-        let root = NodeAddr::root(&addr.moid, &addr.miid);
-        let everyone = match who {
-            Principal::App(_) | Principal::User(_) => ANY_APP,
-            Principal::Server(_) => ANY_SERVER,
-            Principal::Admin => unreachable!("handled above"),
-        };
-        let mine = Rights::from_bits(store.grant(&root, &me)?.unwrap_or(0));
-        Ok(mine.union(Rights::from_bits(
-            store.grant(&root, everyone)?.unwrap_or(0),
-        )))
     }
 
     fn def(&self, addr: &NodeAddr) -> Option<&NodeDef> {
@@ -610,28 +745,61 @@ impl Authority {
     }
 }
 
-/// The one node a write names: a MIID (or the only instance) and real names only.
-fn single_target(uri: &ClientUri, store: &Store) -> Result<NodeAddr, AccessError> {
-    let fixed = uri.path.iter().all(|s| matches!(s, Segment::Name(_)));
-    if !fixed || !matches!(uri.instance, InstanceSel::Miid(_) | InstanceSel::Only) {
-        return Err(AccessError::InvalidUri(format!(
-            "{uri}: writes need one node: no x-names or *"
-        )));
+/// One step of an import.
+enum Planned {
+    /// Replace the node at the address with this subtree.
+    Put(NodeAddr, Node),
+    /// Write the item where its ClientURI says.
+    Item(MoItem),
+}
+
+/// The names of a concrete URI's path, joined (`""` for an instance root).
+fn uri_path(uri: &ClientUri) -> String {
+    uri.path
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Name(n) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The first `nv=` field of `uri` that can test a No-Get node of the MO type rooted at
+/// `root`: walks the DDF along the URI (names to their definition, `*` and x-names to
+/// every child definition) to each x-name's position, then along the field's path.
+fn tests_no_get<'u>(root: &NodeDef, uri: &'u ClientUri) -> Option<&'u NvField> {
+    let mut at: Vec<&NodeDef> = vec![root];
+    let mut positions: Vec<(&str, Vec<&NodeDef>)> = Vec::new();
+    if let InstanceSel::XName(x) = &uri.instance {
+        positions.push((x, at.clone()));
     }
-    let root_uri = ClientUri {
-        path: vec![],
-        nv: vec![],
-        cv: None,
-        ..uri.clone()
-    };
-    let mut roots = resolve(&root_uri, store)?;
-    let mut addr = roots.remove(0);
-    for s in &uri.path {
-        if let Segment::Name(n) = s {
-            addr = addr.child(n);
+    for segment in &uri.path {
+        at = match segment {
+            Segment::Name(n) => at.iter().filter_map(|d| d.child(n)).collect(),
+            Segment::Any | Segment::XName(_) => at.iter().flat_map(|d| d.children.iter()).collect(),
+        };
+        if let Segment::XName(x) = segment {
+            positions.push((x, at.clone()));
         }
     }
-    Ok(addr)
+    let reaches_no_get = |def: &NodeDef, path: &[String]| {
+        let mut def = def;
+        for name in path {
+            match def.child(name) {
+                Some(d) if d.access.is_no_get() => return true,
+                Some(d) => def = d,
+                None => return false,
+            }
+        }
+        false
+    };
+    uri.nv.iter().find(|field| {
+        positions
+            .iter()
+            .filter(|(x, _)| *x == field.xname)
+            .any(|(_, defs)| defs.iter().any(|d| reaches_no_get(d, &field.path)))
+    })
 }
 
 fn infer(input: &Input) -> Format {

@@ -147,7 +147,16 @@ mod tests {
         );
         assert_eq!(Principal::parse("uid:1000").unwrap(), Principal::User(1000));
         assert_eq!(Principal::User(7).to_string(), "uid:7");
-        for bad in ["app:", "root", "usr:x", "admin", "uid:", "uid:-1", "uid:1x", "uid:99999999999"] {
+        for bad in [
+            "app:",
+            "root",
+            "usr:x",
+            "admin",
+            "uid:",
+            "uid:-1",
+            "uid:1x",
+            "uid:99999999999",
+        ] {
             assert!(Principal::parse(bad).is_err(), "{bad}");
         }
     }

@@ -12,16 +12,21 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    bounded(crate::store::Bounds::default(), Bounds::default())
+}
+
+fn bounded(store: crate::store::Bounds, bounds: Bounds) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let auth = Authority::new(
-        Store::open(&path).unwrap(),
-        Store::open(&path).unwrap(),
+        Store::open(&path).unwrap().with_bounds(store),
+        Store::open(&path).unwrap().with_bounds(store),
         Registry::with_builtin(),
         Box::new(move |c| sink.lock().unwrap().extend_from_slice(c)),
-    );
+    )
+    .with_bounds(bounds);
     Fixture {
         auth,
         seen,
@@ -51,15 +56,18 @@ fn owners_have_every_right_others_need_grants() {
     f.auth.set(&a, &uri, None, Input::Text("y".into())).unwrap();
 
     let b = app("org.example.B");
-    assert!(matches!(f.auth.get(&b, &uri), Err(AccessError::Denied(_))));
+    assert!(matches!(
+        f.auth.get(&b, &uri),
+        Err(AccessError::NotFound(_))
+    ));
     assert!(matches!(
         f.auth.set(&b, &uri, None, Input::Text("z".into())),
-        Err(AccessError::Denied(_))
+        Err(AccessError::NotFound(_))
     ));
     assert!(matches!(
         f.auth
             .grant(&b, &root.to_string(), "app:org.example.B", Rights::READ),
-        Err(AccessError::Denied(_))
+        Err(AccessError::NotFound(_))
     ));
     f.auth
         .grant(&a, &root.to_string(), "app:org.example.B", Rights::READ)
@@ -84,7 +92,10 @@ fn owners_have_every_right_others_need_grants() {
             Rights::NONE,
         )
         .unwrap();
-    assert!(matches!(f.auth.get(&b, &uri), Err(AccessError::Denied(_))));
+    assert!(matches!(
+        f.auth.get(&b, &uri),
+        Err(AccessError::NotFound(_))
+    ));
 
     let kinds: Vec<_> = f
         .seen
@@ -123,7 +134,7 @@ fn wildcards_return_only_readable_instances() {
     assert_eq!(f.auth.get(&Principal::Admin, &all).unwrap().len(), 2);
     assert!(matches!(
         f.auth.get(&app("C"), &all),
-        Err(AccessError::Denied(_))
+        Err(AccessError::NotFound(_))
     ));
 }
 
@@ -141,7 +152,7 @@ fn no_get_nodes_are_never_returned_not_even_to_the_admin() {
     let secret = format!("{acc}Auth/Trsp/Secret");
     assert!(matches!(
         f.auth.get(&Principal::Admin, &secret),
-        Err(AccessError::Denied(_))
+        Err(AccessError::NotFound(_))
     ));
     let nodes = f
         .auth
@@ -303,12 +314,20 @@ fn values_are_converted_and_checked() {
     assert!(matches!(err, AccessError::InvalidUri(_)), "{err}");
     let err = f
         .auth
-        .create_instance(&a, builtin::DMACC, r#"{"DMAcc": {"SrvID": 5}}"#)
+        .create_instance(
+            &Principal::Admin,
+            builtin::DMACC,
+            r#"{"DMAcc": {"SrvID": 5}}"#,
+        )
         .unwrap_err();
     assert!(matches!(err, AccessError::InvalidValue(_)), "{err}");
     let err = f
         .auth
-        .create_instance(&a, builtin::DMACC, r#"{"DMAcc": {"Name": "x"}}"#)
+        .create_instance(
+            &Principal::Admin,
+            builtin::DMACC,
+            r#"{"DMAcc": {"Name": "x"}}"#,
+        )
         .unwrap_err();
     assert!(
         err.to_string().contains("SrvID"),
@@ -342,4 +361,445 @@ fn changes_since_filters_by_uri_and_rights() {
     assert_eq!(changes.len(), 1);
     assert!(f.auth.may_read(&a, &ra).unwrap());
     assert!(!f.auth.may_read(&b, &ra).unwrap());
+}
+
+/// The error `result` carries, with `uri` and the MIID it names taken out of its message.
+fn answer<T: std::fmt::Debug>(result: Result<T, AccessError>, uri: &str) -> String {
+    let err = result.unwrap_err();
+    let mut text = format!("{err:?}").replace(uri, "<uri>");
+    if let Ok(ClientUri {
+        instance: InstanceSel::Miid(m),
+        ..
+    }) = ClientUri::parse(uri)
+    {
+        text = text.replace(&format!("/{m}/"), "/<miid>/");
+    }
+    text
+}
+
+fn account(f: &Fixture, srv_id: &str, secret: &str) -> NodeAddr {
+    f.auth
+        .create_instance(
+            &Principal::Admin,
+            builtin::DMACC,
+            &format!(
+                r#"{{"DMAcc": {{"SrvID": "{srv_id}", "SrvURI": "https://x/", "Perm": {{}}, "Auth": {{"Trsp": {{"Data": "user", "Secret": "{secret}"}}}}}}}}"#
+            ),
+        )
+        .unwrap()
+}
+
+#[test]
+fn nv_never_tests_a_secret_for_anyone() {
+    let f = fixture();
+    account(&f, "acme", "hunter2");
+    for who in [
+        Principal::Admin,
+        app("A"),
+        Principal::User(1000),
+        Principal::Server("acme".into()),
+    ] {
+        let guess = |g: &str| {
+            let uri = format!("{}/(x)/?nv=(x)/Auth/Trsp/Secret:{g}", builtin::DMACC);
+            answer(f.auth.get(&who, &uri), &uri)
+        };
+        let right = guess("hunter2");
+        assert!(right.starts_with("InvalidUri"), "{who}: {right}");
+        assert_eq!(right, guess("wrong"), "{who}: a guess learns nothing");
+        let via_parent = format!("{}/*/Auth/(t)?nv=(t)/Secret:hunter2", builtin::DMACC);
+        assert!(
+            matches!(
+                f.auth.get(&who, &via_parent),
+                Err(AccessError::InvalidUri(_))
+            ),
+            "{who}: an x-name deeper in the tree is checked too"
+        );
+    }
+    let perm = format!("{}/(x)/?nv=(x)/Perm/p/MOID:urn:x", builtin::DMACC);
+    assert!(matches!(
+        f.auth.get(&Principal::Admin, &perm),
+        Err(AccessError::InvalidUri(_))
+    ));
+}
+
+#[test]
+fn nodes_a_principal_may_not_read_answer_like_absent_ones() {
+    let f = fixture();
+    let a = app("A");
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"PIN": "1234"}}"#)
+        .unwrap();
+    for stranger in [
+        app("B"),
+        Principal::User(1001),
+        Principal::Server("other".into()),
+    ] {
+        // A guess at another app's value through nv= answers the same either way.
+        let guess = |g: &str| {
+            let uri = format!("{SETTINGS}/(x)/PIN?nv=(x)/PIN:{g}");
+            answer(f.auth.get(&stranger, &uri), &uri)
+        };
+        assert_eq!(guess("1234"), guess("0000"), "{stranger}");
+        // A concrete node in an invisible instance is a node that does not exist.
+        let absent = |uri: String| answer(f.auth.get(&stranger, &uri), &uri);
+        let there = absent(format!("{root}PIN"));
+        assert!(there.starts_with("NotFound"), "{stranger}: {there}");
+        assert_eq!(there, absent(format!("{root}Nope")), "{stranger}");
+        assert_eq!(there, absent(format!("{SETTINGS}/999/PIN")), "{stranger}");
+        // The MOID's only instance is not there for it either.
+        let only = absent(format!("{SETTINGS}//PIN"));
+        assert_eq!(
+            only,
+            absent("urn:oma:mo:ext-none:1.0//PIN".to_owned())
+                .replace("ext-none", "ext-omadmd-test-settings"),
+            "{stranger}"
+        );
+        // Writes, grants and EXEC find nothing there either.
+        let set = |uri: String| {
+            answer(
+                f.auth.set(&stranger, &uri, None, Input::Text("x".into())),
+                &uri,
+            )
+        };
+        assert_eq!(
+            set(format!("{root}PIN")),
+            set(format!("{SETTINGS}/999/PIN")),
+            "{stranger}"
+        );
+        let del = |uri: String| answer(f.auth.delete(&stranger, &uri), &uri);
+        assert_eq!(
+            del(root.to_string()),
+            del(format!("{SETTINGS}/999/")),
+            "{stranger}"
+        );
+        let exec = |uri: String| {
+            answer(
+                f.auth
+                    .exec_target(&stranger, &ClientUri::parse(&uri).unwrap()),
+                &uri,
+            )
+        };
+        assert_eq!(
+            exec(format!("{root}PIN")),
+            exec(format!("{SETTINGS}/999/PIN")),
+            "{stranger}"
+        );
+        assert!(f.auth.readable_instances(&stranger).unwrap().is_empty());
+        let (_, changes) = f
+            .auth
+            .changes_since(&stranger, &format!("{SETTINGS}/*/"), 0)
+            .unwrap();
+        assert!(changes.is_empty(), "{stranger}");
+    }
+}
+
+#[test]
+fn changes_to_secrets_are_not_listed() {
+    let f = fixture();
+    let acc = account(&f, "acme", "pw");
+    let secret = format!("{acc}Auth/Trsp/Secret");
+    f.auth
+        .set(
+            &Principal::Admin,
+            &secret,
+            None,
+            Input::Text("rotated".into()),
+        )
+        .unwrap();
+    f.auth
+        .set(
+            &Principal::Admin,
+            &format!("{acc}Name"),
+            None,
+            Input::Text("Acme".into()),
+        )
+        .unwrap();
+    let (_, changes) = f
+        .auth
+        .changes_since(&Principal::Admin, &format!("{}/*/", builtin::DMACC), 1)
+        .unwrap();
+    let paths: Vec<_> = changes.iter().map(|c| c.addr.path.as_str()).collect();
+    assert_eq!(paths, ["Name"]);
+    assert!(
+        !f.auth
+            .may_read(
+                &Principal::Admin,
+                &NodeAddr {
+                    path: "Auth/Trsp/Secret".into(),
+                    ..acc.clone()
+                }
+            )
+            .unwrap()
+    );
+}
+
+#[test]
+fn dm_accounts_are_for_administrators_and_srv_ids_are_unique() {
+    let f = fixture();
+    let body = r#"{"DMAcc": {"SrvID": "evil", "SrvURI": "https://evil/", "Perm": {}}}"#;
+    for who in [
+        app("A"),
+        Principal::User(1000),
+        Principal::Server("acme".into()),
+    ] {
+        let err = f
+            .auth
+            .create_instance(&who, builtin::DMACC, body)
+            .unwrap_err();
+        assert!(matches!(err, AccessError::Denied(_)), "{who}: {err}");
+    }
+    let acme = account(&f, "acme", "pw");
+    let err = f
+        .auth
+        .create_instance(
+            &Principal::Admin,
+            builtin::DMACC,
+            r#"{"DMAcc": {"SrvID": "acme", "SrvURI": "https://evil/", "Perm": {}}}"#,
+        )
+        .unwrap_err();
+    assert!(matches!(err, AccessError::Conflict(_)), "{err}");
+    let other = account(&f, "other", "pw");
+    let err = f
+        .auth
+        .set(
+            &Principal::Admin,
+            &format!("{other}SrvID"),
+            None,
+            Input::Text("acme".into()),
+        )
+        .unwrap_err();
+    assert!(matches!(err, AccessError::Conflict(_)), "{err}");
+    assert_eq!(
+        f.auth.instances_of(builtin::DMACC).unwrap().len(),
+        2,
+        "rolled back whole"
+    );
+
+    // A server granted its own account may rotate a credential, never who it is, what it
+    // may manage or how it ranks.
+    let srv = Principal::Server("acme".into());
+    f.auth
+        .grant(
+            &Principal::Admin,
+            &acme.to_string(),
+            "srv:acme",
+            Rights::ALL,
+        )
+        .unwrap();
+    f.auth
+        .set(
+            &srv,
+            &format!("{acme}SrvURI"),
+            None,
+            Input::Text("https://acme2/".into()),
+        )
+        .unwrap();
+    for path in ["SrvID", "Ext/Priority", "Perm/p2/MOID"] {
+        let err = f
+            .auth
+            .set(
+                &srv,
+                &format!("{acme}{path}"),
+                None,
+                Input::Text("9".into()),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, AccessError::Denied(_) | AccessError::NotAllowed(_)),
+            "{path}: {err}"
+        );
+    }
+    let err = f.auth.delete(&srv, &acme.to_string()).unwrap_err();
+    assert!(
+        matches!(err, AccessError::Denied(_) | AccessError::NotAllowed(_)),
+        "{err}"
+    );
+    // A granted app still cannot touch an account.
+    f.auth
+        .grant(&Principal::Admin, &acme.to_string(), "app:A", Rights::ALL)
+        .unwrap();
+    let err = f
+        .auth
+        .set(
+            &app("A"),
+            &format!("{acme}SrvURI"),
+            None,
+            Input::Text("https://evil/".into()),
+        )
+        .unwrap_err();
+    assert!(matches!(err, AccessError::Denied(_)), "{err}");
+}
+
+#[test]
+fn owners_are_held_to_their_quotas() {
+    let f = bounded(
+        crate::store::Bounds::default(),
+        Bounds {
+            owner_instances: 2,
+            owner_bytes: 200,
+            ..Bounds::default()
+        },
+    );
+    let a = app("A");
+    let first = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"V": "x"}}"#)
+        .unwrap();
+    f.auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"V": "y"}}"#)
+        .unwrap();
+    let err = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {}}"#)
+        .unwrap_err();
+    assert!(
+        matches!(err, AccessError::Limit(_)) && err.to_string().contains("owner_instances"),
+        "{err}"
+    );
+    let big = "z".repeat(300);
+    let err = f
+        .auth
+        .set(&a, &format!("{first}V"), None, Input::Text(big))
+        .unwrap_err();
+    assert!(
+        matches!(err, AccessError::Limit(_)) && err.to_string().contains("owner_bytes"),
+        "{err}"
+    );
+    assert_eq!(
+        f.auth.get(&a, &format!("{first}V")).unwrap()[0].value,
+        Some(Value::Chr("x".into())),
+        "the refused write left nothing behind"
+    );
+    // Another owner, and the admin, are not charged for A.
+    f.auth
+        .create_instance(&app("B"), SETTINGS, r#"{"Settings": {}}"#)
+        .unwrap();
+    f.auth
+        .create_instance(&Principal::Admin, SETTINGS, r#"{"Settings": {}}"#)
+        .unwrap();
+    // Freeing space makes room again.
+    f.auth.delete(&a, &first.to_string()).unwrap();
+    f.auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {}}"#)
+        .unwrap();
+}
+
+#[test]
+fn every_write_path_stops_at_the_tree_depth() {
+    let f = bounded(
+        crate::store::Bounds {
+            tree_depth: 3,
+            ..crate::store::Bounds::default()
+        },
+        Bounds::default(),
+    );
+    let a = app("A");
+    let err = f
+        .auth
+        .create_instance(
+            &a,
+            SETTINGS,
+            r#"{"Settings": {"a": {"b": {"c": {"d": 1}}}}}"#,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, AccessError::Limit(_)) && err.to_string().contains("tree_depth"),
+        "{err}"
+    );
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"a": {"b": {"c": 1}}}}"#)
+        .unwrap();
+    let err = f
+        .auth
+        .set(&a, &format!("{root}a/b/d/e"), None, Input::Int(1))
+        .unwrap_err();
+    assert!(!matches!(err, AccessError::Store(_)), "{err}");
+    let items = crate::tree::json::parse_items(&format!(
+        r#"[{{"ClientURI": "{root}a", "MOData": {{"a": {{"b": {{"c": {{"d": 1}}}}}}}}}}]"#
+    ))
+    .unwrap();
+    let err = f
+        .auth
+        .import_items(&Principal::Admin, &items, None, &|_| true)
+        .unwrap_err();
+    assert!(matches!(err, AccessError::Limit(_)), "{err}");
+}
+
+#[test]
+fn results_and_replies_are_bounded() {
+    let f = bounded(
+        crate::store::Bounds::default(),
+        Bounds {
+            result_rows: 3,
+            reply_bytes: 4096,
+            ..Bounds::default()
+        },
+    );
+    let a = app("A");
+    for _ in 0..4 {
+        f.auth
+            .create_instance(&a, SETTINGS, r#"{"Settings": {"Name": "n"}}"#)
+            .unwrap();
+    }
+    let err = f.auth.get(&a, &format!("{SETTINGS}/*/Name")).unwrap_err();
+    assert!(
+        matches!(err, AccessError::Limit(_)) && err.to_string().contains("narrow"),
+        "{err}"
+    );
+    let err = f.auth.get_items(&a, &format!("{SETTINGS}/*/")).unwrap_err();
+    assert!(matches!(err, AccessError::Limit(_)), "{err}");
+    let root = f.auth.instances_of(SETTINGS).unwrap()[0].clone();
+    f.auth
+        .set(
+            &a,
+            &format!("{SETTINGS}/{root}/Name"),
+            None,
+            Input::Text("v".repeat(5000)),
+        )
+        .unwrap();
+    let err = f
+        .auth
+        .get_items(&a, &format!("{SETTINGS}/{root}/"))
+        .unwrap_err();
+    assert!(err.to_string().contains("reply_bytes"), "{err}");
+    assert_eq!(
+        f.auth
+            .get(
+                &a,
+                &format!("{SETTINGS}/*/Name?nv=(x)/Name:n")
+                    .replace("*/Name?nv=(x)", "(x)/Name?nv=(x)")
+            )
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn changes_since_before_the_kept_journal_asks_to_re_read() {
+    let f = bounded(
+        crate::store::Bounds {
+            journal_entries: 3,
+            ..crate::store::Bounds::default()
+        },
+        Bounds::default(),
+    );
+    let a = app("A");
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {}}"#)
+        .unwrap();
+    for i in 0..6 {
+        f.auth
+            .set(&a, &format!("{root}V"), None, Input::Int(i))
+            .unwrap();
+    }
+    let all = format!("{SETTINGS}/*/");
+    let err = f.auth.changes_since(&a, &all, 0).unwrap_err();
+    assert!(err.to_string().contains("re-read"), "{err}");
+    let (current, changes) = f.auth.changes_since(&a, &all, 4).unwrap();
+    assert_eq!(current, 7);
+    assert_eq!(changes.len(), 3);
 }

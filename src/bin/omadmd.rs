@@ -11,15 +11,16 @@ use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-use omadmd::authority::{Authority, Rights};
+use omadmd::authority::{self, Authority, Rights};
 use omadmd::bus::{self, Bus};
 use omadmd::config::{self, Config};
 use omadmd::device::HostFacts;
 use omadmd::session::exec::ExecHandlers;
 use omadmd::session::{Engine, Limits, subscribe};
-use omadmd::store::{Change, Store};
+use omadmd::store::{self, Change, Store};
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
+use omadmd::tree::uri::{self, UriLimits};
 
 /// OMA Device Management 2.0 client daemon.
 ///
@@ -30,7 +31,11 @@ use omadmd::tree::registry::Registry;
 /// by D-Bus activation; sessions start with `omadmctl session start` or StartSession.
 ///
 /// Configuration (/etc/omadmd/omadmd.toml, every key optional): [ddf] dirs, [tls]
-/// extra_ca_files, [session] max_package_bytes, [exec."<ClientURI pattern>"] command.
+/// extra_ca_files, [session] max_package_bytes, [exec."<ClientURI pattern>"] command, and
+/// [limits] uri_bytes, uri_segments, uri_xnames, nv_fields, result_rows, reply_bytes,
+/// tree_depth, watches_per_caller, auth_cache_bytes_per_caller, owner_bytes,
+/// owner_instances, journal_entries, session_packages, session_seconds, package3_bytes
+/// (bounds on what callers and servers send; see the README's security model).
 ///
 /// Logs go to the journal when started by systemd, otherwise to standard error; set
 /// RUST_LOG (for example RUST_LOG=omadmd=debug) to change the level.
@@ -78,12 +83,34 @@ async fn run(args: Args) -> Result<(), String> {
         None => Config::load(Path::new(config::DEFAULT_PATH), false),
     }
     .map_err(|e| e.to_string())?;
+    let limits = &config.limits;
+    if limits.tree_depth > store::MAX_DEPTH {
+        return Err(format!(
+            "[limits] tree_depth = {} is above the most the store serves ({})",
+            limits.tree_depth,
+            store::MAX_DEPTH
+        ));
+    }
+    uri::set_limits(UriLimits {
+        bytes: limits.uri_bytes,
+        segments: limits.uri_segments,
+        xnames: limits.uri_xnames,
+        nv_fields: limits.nv_fields,
+    });
+    let store_bounds = store::Bounds {
+        journal_entries: limits.journal_entries,
+        tree_depth: limits.tree_depth,
+    };
     let registry = load_types(&config);
 
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| format!("{}: {e}", args.state_dir.display()))?;
     let db = args.state_dir.join("store.db");
-    let open = |what| Store::open(&db).map_err(|e| format!("{what} {}: {e}", db.display()));
+    let open = |what| {
+        Store::open(&db)
+            .map(|s| s.with_bounds(store_bounds))
+            .map_err(|e| format!("{what} {}: {e}", db.display()))
+    };
     let (writer, reader, state) = (
         open("opening")?,
         open("opening a reader on")?,
@@ -105,7 +132,13 @@ async fn run(args: Args) -> Result<(), String> {
                 let _ = sub_tx.send(changes.to_vec());
             }),
         )
-        .with_readers(extra_readers),
+        .with_readers(extra_readers)
+        .with_bounds(authority::Bounds {
+            result_rows: limits.result_rows,
+            reply_bytes: limits.reply_bytes,
+            owner_bytes: limits.owner_bytes,
+            owner_instances: limits.owner_instances,
+        }),
     );
 
     let lang = std::env::var("LANG").ok();
@@ -127,9 +160,7 @@ async fn run(args: Args) -> Result<(), String> {
             .collect(),
     )?;
     let (followup_tx, followup_rx) = mpsc::unbounded_channel();
-    let limits = Limits {
-        max_package_bytes: config.session.max_package_bytes,
-    };
+    let limits = Limits::from_config(&config);
     let engine = Arc::new(Engine::new(
         auth.clone(),
         state,
@@ -151,9 +182,16 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         Bus::System
     };
-    let service = bus::serve(bus, engine, watch_rx, followup_rx, facts.dev_id.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let service = bus::serve(
+        bus,
+        engine,
+        watch_rx,
+        followup_rx,
+        facts.dev_id.clone(),
+        &config.limits,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     tracing::info!(
         "serving {} on the {} bus; store {}",
         bus::NAME,

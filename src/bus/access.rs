@@ -1,20 +1,28 @@
 //! The first authorization layer: who is the caller, and may it use a polkit action at
-//! all. Identities are looked up once per connection; polkit's "yes" for read-type
-//! actions (`read`, `watch`) is cached per connection, action and ClientURI until the
-//! caller leaves the bus. uid 0 is always authorized and acts as the admin; everyone else
-//! is `app:<app id>`. When polkit cannot be reached, the answer is no (fail closed).
+//! all. A bus connection is identified when it first calls ([`super::peer`]) and keeps
+//! that identity until it leaves the bus: uid 0 acts as the admin and is always
+//! authorized, an app the platform names is `app:<id>`, any other caller `uid:<n>`. When a
+//! unique name was first seen (its `NameOwnerChanged`, or its first call) is recorded, so
+//! that a pid which changed hands since does not lend the connection its identity.
+//!
+//! polkit's "yes" for read-type actions (`read`, `watch`) is cached per connection until
+//! the caller leaves the bus, as SHA-256 digests of action and ClientURI, at most
+//! `[limits] auth_cache_bytes_per_caller` bytes of them. When polkit cannot be reached, the
+//! answer is no (fail closed).
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
+use sha2::{Digest as _, Sha256};
 use zbus::message::Header;
 use zbus::names::BusName;
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 
 use super::error::Error;
-use super::peer::{self, Peer};
+use super::peer::{Credentials, Peer, Procfs};
 use crate::authority::Principal;
+use crate::config::Limits;
 
 /// The polkit actions of ARCHITECTURE.md §1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,34 +41,28 @@ pub struct Caller {
     pub peer: Peer,
 }
 
+/// A cached polkit "yes": the digest of an action and a ClientURI.
+type Answer = [u8; 32];
+
 /// Caller identification and polkit checks for one bus connection.
 pub struct Access {
     conn: zbus::Connection,
-    proc_root: PathBuf,
-    peers: Mutex<HashMap<String, Peer>>,
-    yes: Mutex<HashSet<(String, Action, String)>>,
+    procfs: Procfs,
+    /// Bytes of cached answers one caller may hold.
+    cache_bytes: usize,
+    callers: Mutex<HashMap<String, Known>>,
     /// The polkit proxy, made on first use.
     polkit: tokio::sync::OnceCell<AuthorityProxy<'static>>,
 }
 
-/// Cached "yes" answers per caller before its cache is emptied (callers cannot grow the
-/// cache without bound by varying ClientURIs).
-const MAX_CACHED_PER_CALLER: usize = 256;
-
-/// The ClientURI as far as authorization cares: without `cv=` fields, which only say what
-/// the caller already has.
-fn cache_key(client_uri: &str) -> String {
-    match client_uri.split_once('?') {
-        None => client_uri.to_owned(),
-        Some((path, query)) => {
-            let kept: Vec<&str> = query.split('&').filter(|f| !f.starts_with("cv=")).collect();
-            if kept.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}?{}", kept.join("&"))
-            }
-        }
-    }
+/// What the daemon knows of one bus connection, by its unique name.
+struct Known {
+    /// When the name was first seen, in clock ticks since boot.
+    first_seen: Option<u64>,
+    /// Its identity, once it has called.
+    peer: Option<Peer>,
+    /// polkit's cached "yes" answers.
+    yes: HashSet<Answer>,
 }
 
 impl Action {
@@ -80,19 +82,81 @@ impl Action {
     }
 }
 
+/// The principal a caller acts as.
+fn principal(peer: &Peer) -> Principal {
+    match (&peer.app_id, peer.uid) {
+        (_, 0) => Principal::Admin,
+        (Some(app), _) => Principal::App(app.clone()),
+        (None, uid) => Principal::User(uid),
+    }
+}
+
+/// The earlier of two moments, either of which may be unknown.
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The cache key of `action` on `client_uri`: the ClientURI as far as authorization cares
+/// (without `cv=` fields, which only say what the caller already has), digested.
+fn answer(action: Action, client_uri: &str) -> Answer {
+    let mut digest = Sha256::new();
+    digest.update(action.id());
+    digest.update([0]);
+    match client_uri.split_once('?') {
+        None => digest.update(client_uri),
+        Some((path, query)) => {
+            digest.update(path);
+            let mut sep = "?";
+            for field in query.split('&').filter(|f| !f.starts_with("cv=")) {
+                digest.update(sep);
+                digest.update(field);
+                sep = "&";
+            }
+        }
+    }
+    digest.finalize().into()
+}
+
 impl Access {
-    pub fn new(conn: zbus::Connection) -> Access {
+    pub fn new(conn: zbus::Connection, limits: &Limits) -> Access {
         Access {
             conn,
-            proc_root: PathBuf::from("/proc"),
-            peers: Mutex::new(HashMap::new()),
-            yes: Mutex::new(HashSet::new()),
+            procfs: Procfs::new("/proc"),
+            cache_bytes: limits.auth_cache_bytes_per_caller,
+            callers: Mutex::new(HashMap::new()),
             polkit: tokio::sync::OnceCell::new(),
         }
     }
 
+    /// Records that `unique_name` is on the bus now, unless it was seen earlier.
+    pub fn seen(&self, unique_name: &str) {
+        if self.lock().contains_key(unique_name) {
+            return;
+        }
+        let now = self.procfs.now_ticks();
+        self.lock()
+            .entry(unique_name.to_owned())
+            .and_modify(|k| k.first_seen = earliest(k.first_seen, now))
+            .or_insert_with(|| {
+                tracing::debug!("{unique_name} first seen");
+                Known {
+                    first_seen: now,
+                    peer: None,
+                    yes: HashSet::new(),
+                }
+            });
+    }
+
+    /// Whether `unique_name` is still known (it has not left the bus).
+    pub fn knows(&self, unique_name: &str) -> bool {
+        self.lock().contains_key(unique_name)
+    }
+
     /// Identifies the sender of `header` and checks `action` with polkit, passing the
-    /// details `client_uri`, `moid` and `app_id` for rules to use.
+    /// details `client_uri`, `moid`, `principal` and `app_id` for rules to use.
     pub async fn authorize(
         &self,
         header: &Header<'_>,
@@ -104,70 +168,114 @@ impl Access {
             .ok_or_else(|| Error::AccessDenied("message has no sender".into()))?
             .to_string();
         let peer = self.peer(&sender).await?;
-        if peer.uid == 0 {
-            return Ok(Caller {
-                principal: Principal::Admin,
-                peer,
-            });
+        let caller = Caller {
+            principal: principal(&peer),
+            peer,
+        };
+        if caller.principal == Principal::Admin {
+            return Ok(caller);
         }
-        let key = (sender.clone(), action, cache_key(client_uri));
-        let cached = action.cacheable() && self.lock_yes().contains(&key);
+        let key = answer(action, client_uri);
+        let cached = action.cacheable()
+            && self
+                .lock()
+                .get(&sender)
+                .is_some_and(|k| k.yes.contains(&key));
         if !cached {
-            self.polkit(header, action, client_uri, &peer).await?;
+            self.polkit(header, action, client_uri, &caller).await?;
             if action.cacheable() {
-                let mut yes = self.lock_yes();
-                if yes.iter().filter(|(s, _, _)| *s == sender).count() >= MAX_CACHED_PER_CALLER {
-                    yes.retain(|(s, _, _)| *s != sender);
-                }
-                yes.insert(key);
+                self.remember(&sender, key);
             }
         }
-        Ok(Caller {
-            principal: Principal::App(peer.app_id.clone()),
-            peer,
-        })
+        Ok(caller)
     }
 
     /// Forgets everything about a connection that left the bus.
     pub fn forget(&self, unique_name: &str) {
-        self.peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(unique_name);
-        self.lock_yes().retain(|(s, _, _)| s != unique_name);
+        self.lock().remove(unique_name);
     }
 
-    async fn peer(&self, sender: &str) -> Result<Peer, Error> {
-        if let Some(p) = self
-            .peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sender)
-        {
-            return Ok(p.clone());
-        }
-        let dbus = zbus::fdo::DBusProxy::new(&self.conn).await?;
-        let name = BusName::try_from(sender).map_err(|e| Error::Failed(e.to_string()))?;
-        let creds = dbus
-            .get_connection_credentials(name)
-            .await
-            .map_err(|e| Error::AccessDenied(format!("cannot identify {sender}: {e}")))?;
-        let (Some(uid), Some(pid)) = (creds.unix_user_id(), creds.process_id()) else {
-            return Err(Error::AccessDenied(format!(
-                "the bus reports no uid/pid for {sender}"
-            )));
+    /// Caches a "yes" for a caller still on the bus; a full cache is emptied first.
+    fn remember(&self, sender: &str, key: Answer) {
+        let per_answer = std::mem::size_of::<Answer>();
+        let mut callers = self.lock();
+        let Some(known) = callers.get_mut(sender) else {
+            return;
         };
-        let app_id = peer::app_id(&self.proc_root, pid).ok_or_else(|| {
-            Error::AccessDenied(format!(
-                "cannot identify the application behind {sender} (pid {pid})"
-            ))
-        })?;
-        let p = Peer { uid, pid, app_id };
-        self.peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sender.to_owned(), p.clone());
-        Ok(p)
+        if (known.yes.len() + 1) * per_answer > self.cache_bytes {
+            known.yes.clear();
+        }
+        if per_answer <= self.cache_bytes {
+            known.yes.insert(key);
+        }
+    }
+
+    /// The identity of `sender`, established on its first call and kept from then on.
+    async fn peer(&self, sender: &str) -> Result<Peer, Error> {
+        self.seen(sender);
+        let first_seen = match self.lock().get(sender) {
+            Some(Known {
+                peer: Some(peer), ..
+            }) => return Ok(peer.clone()),
+            Some(known) => known.first_seen,
+            // It left the bus meanwhile.
+            None => None,
+        };
+        let creds = match self.credentials(sender, first_seen).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Gone from the bus: whatever `seen` recorded must not outlive it.
+                if matches!(e, zbus::fdo::Error::NameHasNoOwner(_)) {
+                    self.forget(sender);
+                }
+                return Err(Error::AccessDenied(format!(
+                    "cannot identify {sender}: {e}"
+                )));
+            }
+        };
+        let (uid, pid) = (creds.uid, creds.pid);
+        let app_id = if uid == 0 {
+            None
+        } else {
+            let procfs = self.procfs.clone();
+            let found = tokio::task::spawn_blocking(move || procfs.app_id(&creds))
+                .await
+                .map_err(|e| Error::Failed(format!("identifying {sender}: {e}")))?;
+            found.unwrap_or_else(|why| {
+                tracing::info!("{sender} acts as uid:{uid}, not as the app of its pid: {why}");
+                None
+            })
+        };
+        let peer = Peer { uid, pid, app_id };
+        tracing::debug!(%sender, pid, principal = %principal(&peer), "identified");
+        // Fixed per connection: a concurrent first call may have settled it already.
+        Ok(match self.lock().get_mut(sender) {
+            Some(known) => known.peer.get_or_insert(peer).clone(),
+            None => peer,
+        })
+    }
+
+    /// What the bus says about `sender`.
+    async fn credentials(
+        &self,
+        sender: &str,
+        first_seen: Option<u64>,
+    ) -> Result<Credentials, zbus::fdo::Error> {
+        let dbus = zbus::fdo::DBusProxy::new(&self.conn).await?;
+        let name =
+            BusName::try_from(sender).map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))?;
+        let creds = dbus.get_connection_credentials(name).await?;
+        let (Some(uid), Some(pid)) = (creds.unix_user_id(), creds.process_id()) else {
+            return Err(zbus::fdo::Error::Failed(
+                "the bus reports no uid and pid".into(),
+            ));
+        };
+        Ok(Credentials {
+            uid,
+            pid,
+            pidfd: creds.into_process_fd().map(OwnedFd::from),
+            first_seen,
+        })
     }
 
     async fn polkit(
@@ -175,13 +283,13 @@ impl Access {
         header: &Header<'_>,
         action: Action,
         client_uri: &str,
-        peer: &Peer,
+        caller: &Caller,
     ) -> Result<(), Error> {
+        let who = caller.principal.to_string();
         let denied = |why: String| {
-            tracing::info!(app_id = %peer.app_id, uid = peer.uid, action = action.id(), client_uri, "denied: {why}");
+            tracing::info!(principal = %who, uid = caller.peer.uid, action = action.id(), client_uri, "denied: {why}");
             Error::AccessDenied(format!(
-                "{} is not authorized for {}: {why}",
-                peer.app_id,
+                "{who} is not authorized for {}: {why}",
                 action.id()
             ))
         };
@@ -190,7 +298,8 @@ impl Access {
         let details = HashMap::from([
             ("client_uri", client_uri),
             ("moid", moid),
-            ("app_id", peer.app_id.as_str()),
+            ("principal", who.as_str()),
+            ("app_id", caller.peer.app_id.as_deref().unwrap_or_default()),
         ]);
         let authority = self
             .polkit
@@ -216,22 +325,39 @@ impl Access {
         }
     }
 
-    fn lock_yes(&self) -> std::sync::MutexGuard<'_, HashSet<(String, Action, String)>> {
-        self.yes.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+        self.callers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::cache_key;
+    use super::*;
 
     #[test]
     fn cache_validators_do_not_split_the_cache() {
-        assert_eq!(cache_key("urn:a:1.0//X?cv=1"), "urn:a:1.0//X");
+        let read = |uri| answer(Action::Read, uri);
+        assert_eq!(read("urn:a:1.0//X?cv=1"), read("urn:a:1.0//X"));
         assert_eq!(
-            cache_key("urn:a:1.0/(x)/?nv=(x)/ID:1&cv=2"),
-            "urn:a:1.0/(x)/?nv=(x)/ID:1"
+            read("urn:a:1.0/(x)/?nv=(x)/ID:1&cv=2"),
+            read("urn:a:1.0/(x)/?nv=(x)/ID:1")
         );
-        assert_eq!(cache_key("urn:a:1.0//X"), "urn:a:1.0//X");
+        assert_ne!(read("urn:a:1.0//X"), read("urn:a:1.0//Y"));
+        assert_ne!(read("urn:a:1.0//X"), answer(Action::Watch, "urn:a:1.0//X"));
+    }
+
+    #[test]
+    fn callers_are_admin_app_or_user() {
+        let peer = |uid, app: Option<&str>| Peer {
+            uid,
+            pid: 1,
+            app_id: app.map(str::to_owned),
+        };
+        assert_eq!(principal(&peer(0, Some("x.service"))), Principal::Admin);
+        assert_eq!(
+            principal(&peer(1000, Some("x.service"))),
+            Principal::App("x.service".into())
+        );
+        assert_eq!(principal(&peer(1000, None)), Principal::User(1000));
     }
 }

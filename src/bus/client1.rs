@@ -14,9 +14,10 @@ use super::error::Error;
 use super::servers::Servers;
 use super::sessions::Sessions;
 use super::watch::Watches;
-use crate::authority::{AccessError, Authority, Input, Rights};
+use crate::authority::{AccessError, Authority, Input, Principal, Rights};
+use crate::tree::builtin;
 use crate::tree::format::Format;
-use crate::tree::uri::{ClientUri, InstanceSel};
+use crate::tree::uri::{self, ClientUri};
 use crate::tree::value::Value;
 
 /// The optional features this client offers (DM-HLF-019), as listed in `Features`.
@@ -47,6 +48,7 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<(String, String, OwnedVariant)>, Error> {
+        within_limits(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Read, &client_uri)
@@ -80,6 +82,7 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, Error> {
+        within_limits(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Read, &client_uri)
@@ -100,10 +103,8 @@ impl Client1 {
         value: Variant<'_>,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        let caller = self
-            .access
-            .authorize(&header, Action::Write, &client_uri)
-            .await?;
+        within_limits(&client_uri)?;
+        let who = self.writer(&header, &client_uri).await?;
         let format = match format.as_str() {
             "" => None,
             f => Some(
@@ -112,8 +113,7 @@ impl Client1 {
             ),
         };
         let input = from_variant(value)?;
-        self.auth
-            .set(&caller.principal, &client_uri, format, input)?;
+        self.auth.set(&who, &client_uri, format, input)?;
         Ok(())
     }
 
@@ -122,11 +122,9 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        let caller = self
-            .access
-            .authorize(&header, Action::Write, &client_uri)
-            .await?;
-        self.auth.delete(&caller.principal, &client_uri)?;
+        within_limits(&client_uri)?;
+        let who = self.writer(&header, &client_uri).await?;
+        self.auth.delete(&who, &client_uri)?;
         Ok(())
     }
 
@@ -137,14 +135,11 @@ impl Client1 {
         modata_json: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, Error> {
-        let caller = self
-            .access
-            .authorize(&header, Action::Write, &format!("{moid}/"))
-            .await?;
-        let root = self
-            .auth
-            .create_instance(&caller.principal, &moid, &modata_json)?;
-        tracing::info!(principal = %caller.principal, "created {root}");
+        let moid_uri = format!("{moid}/");
+        within_limits(&moid_uri)?;
+        let who = self.writer(&header, &moid_uri).await?;
+        let root = self.auth.create_instance(&who, &moid, &modata_json)?;
+        tracing::info!(principal = %who, "created {root}");
         Ok(root.to_string())
     }
 
@@ -154,22 +149,21 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<u64, Error> {
+        within_limits(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Watch, &client_uri)
             .await?;
-        let uri = ClientUri::parse(&client_uri).map_err(|e| Error::InvalidUri(e.to_string()))?;
-        if let InstanceSel::Miid(miid) = &uri.instance {
-            let root = crate::tree::uri::NodeAddr::root(&uri.moid, miid);
-            if !self.auth.may_read(&caller.principal, &root)? {
-                return Err(Error::AccessDenied(format!(
-                    "{client_uri}: {} may not read this instance",
-                    caller.principal
-                )));
-            }
-        }
+        // A watch on nodes the caller may not read is accepted like one on nodes that do not
+        // exist (yet): it is never told of changes it may not read.
+        let uri = self.auth.parse_query(&client_uri)?;
         let owner = sender(&header)?;
-        Ok(self.watches.add(&owner, caller.principal, uri))
+        let id = self.watches.add(&owner, caller.principal, &uri)?;
+        // A caller that left the bus while this call ran is forgotten already; so is its watch.
+        if !self.access.knows(&owner) {
+            self.watches.remove(&owner, id);
+        }
+        Ok(id)
     }
 
     async fn unwatch(
@@ -192,6 +186,7 @@ impl Client1 {
         seq: u64,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(u64, Vec<(String, String, u64)>), Error> {
+        within_limits(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Read, &client_uri)
@@ -215,6 +210,7 @@ impl Client1 {
         rights: Vec<String>,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
+        within_limits(&instance_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Manage, &instance_uri)
@@ -233,6 +229,7 @@ impl Client1 {
         principal: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
+        within_limits(&instance_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Manage, &instance_uri)
@@ -324,6 +321,25 @@ impl Client1 {
 }
 
 impl Client1 {
+    /// Who a write to `client_uri` acts as: the caller, once polkit allows it `write`; for
+    /// a DM account (which only administrators change), the admin, once polkit also allows
+    /// it `manage`.
+    async fn writer(&self, header: &Header<'_>, client_uri: &str) -> Result<Principal, Error> {
+        let caller = self
+            .access
+            .authorize(header, Action::Write, client_uri)
+            .await?;
+        let moid = client_uri.split('/').next().unwrap_or_default();
+        if moid != builtin::DMACC || caller.principal == Principal::Admin {
+            return Ok(caller.principal);
+        }
+        self.access
+            .authorize(header, Action::Manage, client_uri)
+            .await?;
+        tracing::info!(principal = %caller.principal, "changing a DM account as an administrator (polkit manage): {client_uri}");
+        Ok(Principal::Admin)
+    }
+
     /// When `client_uri`'s MOID has no instance at all and a server named a `DEFAULT`
     /// source for it, fetches the MO from there; whether anything was fetched.
     async fn fetched_default(&self, client_uri: &str) -> bool {
@@ -345,6 +361,19 @@ impl Client1 {
             }
         }
     }
+}
+
+/// Refuses a ClientURI longer than `[limits] uri_bytes` before anything else (polkit
+/// included) looks at it.
+fn within_limits(client_uri: &str) -> Result<(), Error> {
+    let max = uri::limits().bytes;
+    if client_uri.len() > max {
+        return Err(Error::InvalidUri(format!(
+            "a ClientURI of {} bytes is longer than the limit of {max} ([limits] uri_bytes)",
+            client_uri.len()
+        )));
+    }
+    Ok(())
 }
 
 fn sender(header: &Header<'_>) -> Result<String, Error> {

@@ -26,7 +26,7 @@ impl From<AccessError> for Error {
             AccessError::Denied(_) => Error::AccessDenied(message),
             AccessError::InvalidUri(_) => Error::InvalidUri(message),
             AccessError::InvalidValue(_) => Error::InvalidValue(message),
-            AccessError::NotAllowed(_) => Error::NotAllowed(message),
+            AccessError::NotAllowed(_) | AccessError::Limit(_) => Error::NotAllowed(message),
             AccessError::Conflict(_) => Error::Conflict(message),
             AccessError::Store(_) => {
                 tracing::error!("store failure: {message}");

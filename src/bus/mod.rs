@@ -2,8 +2,8 @@
 //! development), with polkit authorization.
 //!
 //! - [`client1`]: the interface; `dbus/org.omadm.Client1.xml` is its contract;
-//! - [`access`]: caller identity and polkit checks, with the read cache;
-//! - [`peer`]: app ids from process credentials;
+//! - [`access`]: caller identity per connection and polkit checks, with the read cache;
+//! - [`peer`]: who a caller is, from what the kernel shows of its process;
 //! - [`servers`] — one object per DM server account (`org.omadm.Client1.Server`);
 //! - [`sessions`]: DM sessions started over D-Bus, their signals and `State`;
 //! - [`watch`]: watches and unicast `Changed` delivery;
@@ -22,6 +22,7 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
+use crate::config::Limits;
 use crate::session::Engine;
 use crate::session::engine::FollowUp;
 use crate::store::Change;
@@ -62,13 +63,15 @@ pub struct Service {
 
 /// Connects to `bus`, exports the interface and the object manager, starts change
 /// delivery from `changes` and follow-up sessions from `followups`, and only then takes
-/// the well-known name.
+/// the well-known name. `limits` bound what each caller may hold (watches, cached polkit
+/// answers).
 pub async fn serve(
     bus: Bus,
     engine: Arc<Engine>,
     changes: mpsc::UnboundedReceiver<Vec<Change>>,
     followups: mpsc::UnboundedReceiver<FollowUp>,
     dev_id: String,
+    limits: &Limits,
 ) -> Result<Service, ServeError> {
     let auth = engine.authority().clone();
     let builder = match bus {
@@ -82,8 +85,8 @@ pub async fn serve(
             bus: bus.clone(),
             source,
         })?;
-    let access = Arc::new(access::Access::new(conn.clone()));
-    let watches = Arc::new(watch::Watches::default());
+    let access = Arc::new(access::Access::new(conn.clone(), limits));
+    let watches = Arc::new(watch::Watches::new(limits.watches_per_caller));
     let sessions = Arc::new(sessions::Sessions::new(engine, conn.clone()));
     let servers = Arc::new(servers::Servers::new(
         conn.clone(),
@@ -134,8 +137,8 @@ pub async fn serve(
     Ok(Service { conn, lost })
 }
 
-/// Drops identities, cached answers and watches of connections that leave the bus.
-/// Returns when the bus connection is gone.
+/// Notes when each connection joins the bus, and drops identities, cached answers and
+/// watches of connections that leave it. Returns when the bus connection is gone.
 async fn forget_departed(
     conn: zbus::Connection,
     access: Arc<access::Access>,
@@ -154,8 +157,13 @@ async fn forget_departed(
     };
     while let Some(signal) = stream.next().await {
         let Ok(args) = signal.args() else { continue };
-        if args.new_owner().is_none() && args.name().starts_with(':') {
-            let name = args.name().to_string();
+        if !args.name().starts_with(':') {
+            continue;
+        }
+        let name = args.name().to_string();
+        if args.new_owner().is_some() {
+            access.seen(&name);
+        } else {
             access.forget(&name);
             watches.forget(&name);
         }

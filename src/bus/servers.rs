@@ -1,6 +1,10 @@
 //! One object per DM server account: `/org/omadm/Client1/server/<escaped SrvID>` with the
 //! `org.omadm.Client1.Server` interface, kept in step with the DM Account MO instances
 //! (added, changed, removed) and listed in the main object's `Servers` property.
+//!
+//! What a server may manage (its `Perm`, as `PermittedMoids`) is for administrators only:
+//! uid 0 or a caller polkit allows `manage`. Everyone else gets `AccessDenied`, and views
+//! without a caller to check (`GetManagedObjects`, `InterfacesAdded`) leave it out.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -149,9 +153,17 @@ impl Server {
         self.account.priority
     }
 
+    /// The MOIDs the server may manage; administrators only (see the module documentation).
     #[zbus(property)]
-    fn permitted_moids(&self) -> Vec<String> {
-        self.account.permitted.clone()
+    async fn permitted_moids(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+    ) -> Result<Vec<String>, Error> {
+        let header = header.ok_or_else(|| {
+            Error::AccessDenied("PermittedMoids is only read by a caller it can check".into())
+        })?;
+        self.access.authorize(&header, Action::Manage, "").await?;
+        Ok(self.account.permitted.clone())
     }
 
     /// When the last session completed, POSIX seconds (0: never).

@@ -1,6 +1,11 @@
 //! Running DM sessions for the D-Bus face: one at a time per server, announced with the
 //! `SessionStarted` and `SessionFinished` signals, reflected in the `State` property;
 //! follow-up sessions the engine asks for (async EXEC results) are started here too.
+//!
+//! A session that fails for any reason releases its server: it runs as a task of its own
+//! ([`engine::contain`]), so an error, a limit or a panic inside it all end in an outcome,
+//! announced with `SessionFinished`; the server's place in the map is a `Claim` that gives
+//! it back when dropped, whatever way the task that holds it ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +19,7 @@ use super::client1::Client1;
 use super::error::Error;
 use super::{INTERFACE, PATH};
 use crate::protocol::alert;
-use crate::session::engine::{FollowUp, REASONS};
+use crate::session::engine::{self, FollowUp, REASONS};
 use crate::session::{Engine, account};
 
 /// The sessions in progress.
@@ -113,6 +118,10 @@ impl Sessions {
             }
             running.insert(account.srv_id.clone(), session_id.clone());
         }
+        let claim = Claim {
+            sessions: Arc::clone(self),
+            srv_id: account.srv_id.clone(),
+        };
         let this = Arc::clone(self);
         let (srv, sid) = (account.srv_id.clone(), session_id.clone());
         let chosen = account.srv_id.clone();
@@ -120,8 +129,11 @@ impl Sessions {
             this.announce("SessionStarted", &(srv.as_str(), sid.as_str(), reason))
                 .await;
             this.state_changed().await;
-            let outcome = this.engine.run(&account, reason, url.as_deref()).await;
-            this.lock().remove(&srv);
+            let engine = Arc::clone(&this.engine);
+            let outcome =
+                engine::contain(async move { engine.run(&account, reason, url.as_deref()).await })
+                    .await;
+            drop(claim);
             this.announce(
                 "SessionFinished",
                 &(srv.as_str(), sid.as_str(), outcome.status),
@@ -198,5 +210,17 @@ impl Sessions {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A server's place in the map of running sessions, given back when dropped.
+struct Claim {
+    sessions: Arc<Sessions>,
+    srv_id: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.sessions.lock().remove(&self.srv_id);
     }
 }

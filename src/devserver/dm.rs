@@ -1,6 +1,7 @@
 //! The DM endpoint's session engine: Package#1 opens a session and gets the script's first
-//! Package#2, each Package#3 gets the next, a Package#2 with `END` (or a scripted HTTP
-//! status, or a body the client cannot read) ends it.
+//! Package#2, each Package#3 gets the next (or the same one again while it repeats), a
+//! Package#2 with `END` (or a scripted HTTP status, or a body the client cannot read) ends
+//! it.
 //!
 //! Sessions are keyed by the `OMADM-DevID` header (project choice): one open session per
 //! device. A new Package#1 from a device whose session is still open abandons that session
@@ -81,6 +82,8 @@ struct Open {
     number: u64,
     script: Arc<Vec<Step>>,
     next: usize,
+    /// How many times the step at `next` has been sent (it may repeat).
+    sent: u64,
     awaiting: Option<Awaiting>,
 }
 
@@ -282,6 +285,7 @@ impl Engine {
                 number,
                 script,
                 next: 0,
+                sent: 0,
                 awaiting: None,
             },
         );
@@ -334,7 +338,10 @@ impl Engine {
             }
         };
         let codes: Vec<u16> = p3.status.iter().map(|s| s.sc).collect();
-        let mut line = format!("session {number} package#3 ← {codes:?}");
+        let mut line = format!(
+            "session {number} package#3 ← [{}]",
+            listing(codes.iter().map(u16::to_string))
+        );
         if !p3.alert.is_empty() {
             line.push_str(&format!(" + {} alert(s)", p3.alert.len()));
         }
@@ -364,11 +371,10 @@ impl Engine {
                     }
                 }
                 if mismatch {
-                    let want: Vec<String> = expect
+                    let want = expect
                         .iter()
-                        .map(|w| w.as_deref().map_or("any".into(), show_expect))
-                        .collect();
-                    line.push_str(&format!(" ✗ expected [{}]", want.join(", ")));
+                        .map(|w| w.as_deref().map_or("any".into(), show_expect));
+                    line.push_str(&format!(" ✗ expected [{}]", listing(want)));
                 }
             }
         }
@@ -392,7 +398,11 @@ impl Engine {
             .get(open.next)
             .cloned()
             .unwrap_or_else(Step::end);
-        open.next += 1;
+        open.sent += 1;
+        if step.repeat.done_after(open.sent) {
+            open.next += 1;
+            open.sent = 0;
+        }
         let o = &mut self.outcomes[number as usize - 1];
         o.packages_sent += 1;
         let package = o.packages_sent;
@@ -420,12 +430,12 @@ impl Engine {
                 raw,
                 ends,
             } => {
-                let names: Vec<&str> = commands.iter().map(|c| c.name.as_str()).collect();
+                let names = || listing(commands.iter().map(|c| c.name.clone()));
                 let mut line = format!(
                     "session {number} package#2 → {} command{} ({})",
                     commands.len(),
                     if commands.len() == 1 { "" } else { "s" },
-                    names.join(", ")
+                    names()
                 );
                 if *raw {
                     line = format!(
@@ -435,11 +445,7 @@ impl Engine {
                     if commands.is_empty() && *ends {
                         line.push_str(", not a valid Package#2");
                     } else {
-                        line.push_str(&format!(
-                            ", {} command(s) ({})",
-                            commands.len(),
-                            names.join(", ")
-                        ));
+                        line.push_str(&format!(", {} command(s) ({})", commands.len(), names()));
                     }
                 }
                 if step.appended {
@@ -492,6 +498,20 @@ impl Engine {
             summary.push(format!("  ✗ {p}"));
             self.fail(number, p.clone());
         }
+    }
+}
+
+/// Summary lines list at most this many items of a package.
+const LISTED: usize = 16;
+
+/// `a, b, c`; a long list is cut after [`LISTED`] items, saying how many there are.
+fn listing(items: impl ExactSizeIterator<Item = String>) -> String {
+    let count = items.len();
+    let shown: Vec<String> = items.take(LISTED).collect();
+    if count > LISTED {
+        format!("{}, … ({count} in all)", shown.join(", "))
+    } else {
+        shown.join(", ")
     }
 }
 
@@ -563,6 +583,34 @@ mod tests {
         let r = e.handle(&post(RESPONSE, br#"{"Status": []}"#));
         assert_eq!(r.status, 400);
         assert!(r.problems[0].contains("after session 1 ended"));
+    }
+
+    #[test]
+    fn repeating_packages_are_sent_again() {
+        let mut e = engine(
+            r#"{"sessions": [
+                 {"packages": [{"commands": [["GET", "urn:a:1.0//X"]], "repeat": 2}]},
+                 {"packages": [{"commands": [["CONT", "https://h/dm"]], "repeat": "forever"}]}]}"#,
+        );
+        let cmds = |r: &DmReply| String::from_utf8(r.body.clone()).unwrap();
+        let r = e.handle(&post(INITIATION, P1));
+        assert!(cmds(&r).contains("GET") && !cmds(&r).contains("END"));
+        let r = e.handle(&post(RESPONSE, br#"{"Status": [{"sc": 200}]}"#));
+        assert!(cmds(&r).contains("GET") && !cmds(&r).contains("END"));
+        let r = e.handle(&post(RESPONSE, br#"{"Status": [{"sc": 200}]}"#));
+        assert_eq!(cmds(&r), r#"{"CMD":[["END"]]}"#);
+        assert!(e.outcomes()[0].passed());
+
+        e.handle(&post(INITIATION, P1));
+        for _ in 0..50 {
+            let r = e.handle(&post(RESPONSE, br#"{"Status": [{"sc": 200}]}"#));
+            assert!(cmds(&r).contains("CONT"), "{}", cmds(&r));
+        }
+        let o = &e.outcomes()[1];
+        assert_eq!(o.packages_sent, 51);
+        assert!(!o.finished);
+        // Long packages are listed in part in the summary.
+        assert!(listing((0..40).map(|i| i.to_string())).ends_with(", 15, … (40 in all)"));
     }
 
     #[test]

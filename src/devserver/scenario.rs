@@ -9,7 +9,9 @@
 //!                           "MOData": {"Weather": {"City": "Oulu"}}} ],  // MO serialization
 //!    "settings/tnds": {"content_type": "application/vnd.syncml.dmtnds+xml",
 //!                      "body": "<MgmtTree/>",       // text, or any JSON value, or
-//!                      "ignore_accept": false}      // "body_base64": "..."
+//!                      "ignore_accept": false},     // "body_base64": "..."
+//!    "deep": {"nested": {"client_uri": "urn:oma:mo:ext-devserver-weather:1.0/deep/",
+//!                        "node": "Weather", "depth": 60}}   // a generated deep MO
 //!  },
 //!  "uploads": {                               // rules for PUT/POST to /repo/<path>
 //!    "sub/weather": {"accept": ["application/vnd.oma.dm.mo+json"], "refuse_first": true}
@@ -19,6 +21,9 @@
 //!     "expect": [200, 200]},                  // sc per command: a code, [alternatives] or null
 //!    {"http_status": 503},                    // answer Package#3 with this status, no body
 //!    {"raw": "{\"CMD\": [[\"FROB\"]]}"},      // this body verbatim as Package#2
+//!    {"commands": [["GET", "urn:oma:mo:oma-dm-devinfo:1.0//"]],
+//!     "repeat_commands": 1000},               // the command list 1000 times in one package
+//!    {"commands": [["CONT", "{dm}"]], "repeat": "forever"},  // or "repeat": 5
 //!    {"commands": [["END"]], "delay_ms": 500, "comment": "free text"}
 //!  ]}
 //! ```
@@ -37,16 +42,30 @@
 //!   `http_status` package (the client aborts on any status it cannot read as Package#2), or
 //!   a `raw` body that is not a valid Package#2.
 //! - If the last package has no `END`, the server appends `END` to it — or, when that
-//!   package has `expect`, sends `[["END"]]` as a package of its own after it, so that the
-//!   expected statuses still come back in a Package#3. When a `raw` last package is valid and
+//!   package has `expect` or `repeat`, sends `[["END"]]` as a package of its own after it, so
+//!   that the expected statuses still come back in a Package#3. When a `raw` last package is valid and
 //!   has no `END`, the server answers its Package#3 with `[["END"]]`.
 //! - `expect` needs one entry per command; `null` accepts any status.
+//! - `repeat_commands: N` puts the package's command list N times into it (and its
+//!   `expect` list N times): a server asking for very many results at once.
+//! - `repeat: N` sends the package N times in a row (each Package#3 answered by the next
+//!   copy); `repeat: "forever"` sends it on every Package#3 and never ends the session — a
+//!   server that keeps a session going (with `CONT`, or with `delay_ms`, a slow one). A
+//!   package that ends the session cannot repeat, and a `"forever"` package must be the
+//!   last. A repeated last package gets its `END` as a package of its own after it; a
+//!   `"forever"` one gets none.
+//! - `delay_ms` delays the answer by that long: with a long delay, a server that stalls.
 //! - Repository entries given as an array are MO serializations, checked as such and served as
 //!   `application/vnd.oma.dm.mo+json`. An object gives `content_type` (default: the MO type for
 //!   a JSON body, else `application/octet-stream`) and `body` (a string is sent as its text,
 //!   any other JSON value as JSON) or `body_base64`. A GET whose `Accept` does not allow the
 //!   entry's type is answered `406` with `OMADM-Accept: <type>` unless `ignore_accept` is true
 //!   (then the entry is served anyway, to test the client's `415` status).
+//! - An object with only `nested` generates an MO serialization of one item: the node
+//!   `node` at `client_uri` holding `depth` levels of interior nodes named `N`, the deepest
+//!   `N` a leaf (so the leaf is `depth` segments below `client_uri`). It is written as text,
+//!   without recursion, so any depth up to [`MAX_NESTED_DEPTH`] can be served — deeper than
+//!   the client's tree may go, or than its JSON parser reads.
 //! - `uploads.<path>.accept` lists the content types a PUT/POST there may have (others get
 //!   `415` with `OMADM-Accept: <list>`); `refuse_first` answers the first upload `415` with
 //!   that list (default: the MO type) whatever its type, once, to test the client's retry. A
@@ -130,9 +149,32 @@ pub(crate) struct Step {
     /// Acceptable `sc` values per command (`None`: any).
     pub expect: Option<Vec<Option<Vec<u16>>>>,
     pub delay: Option<Duration>,
+    /// How many times the package is sent in a row.
+    pub repeat: Repeat,
     /// Added by the server (the `END` package), not written in the scenario.
     pub appended: bool,
 }
+
+/// How many times a package is sent in a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    Times(u64),
+    /// On every Package#3: the session never ends.
+    Forever,
+}
+
+impl Repeat {
+    /// Whether the package is done with once it has been sent `sent` times.
+    pub fn done_after(self, sent: u64) -> bool {
+        match self {
+            Repeat::Times(n) => sent >= n,
+            Repeat::Forever => false,
+        }
+    }
+}
+
+/// The deepest `nested` repository entry a scenario may ask for.
+pub const MAX_NESTED_DEPTH: usize = 100_000;
 
 #[derive(Clone, Debug)]
 pub(crate) enum Reply {
@@ -187,6 +229,7 @@ impl Step {
             },
             expect: None,
             delay: None,
+            repeat: Repeat::Times(1),
             appended: true,
         }
     }
@@ -232,8 +275,19 @@ struct PackageSpec {
     raw: Option<String>,
     #[serde(default)]
     delay_ms: Option<u64>,
+    #[serde(default)]
+    repeat: Option<RepeatSpec>,
+    #[serde(default)]
+    repeat_commands: Option<usize>,
     #[serde(default, rename = "comment")]
     _comment: Option<Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum RepeatSpec {
+    Times(u64),
+    Word(String),
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -252,6 +306,23 @@ struct UploadSpec {
     refuse_first: bool,
     #[serde(default, rename = "comment")]
     _comment: Option<Value>,
+}
+
+/// A generated deep MO serialization (`{"nested": {...}}`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NestedEntry {
+    nested: NestedSpec,
+    #[serde(default, rename = "comment")]
+    _comment: Option<Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NestedSpec {
+    client_uri: String,
+    node: String,
+    depth: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -381,7 +452,19 @@ fn compile(packages: &[PackageSpec], urls: &Urls) -> Result<Vec<Step>, String> {
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(at("give exactly one of commands, http_status, raw".into()));
         }
-        let expect = p.expect.as_ref().map(|list| {
+        if p.repeat_commands.is_some() && p.commands.is_none() {
+            return Err(at("repeat_commands needs commands".into()));
+        }
+        let repeat = match &p.repeat {
+            None => Repeat::Times(1),
+            Some(RepeatSpec::Times(0)) => return Err(at("repeat must be at least 1".into())),
+            Some(RepeatSpec::Times(n)) => Repeat::Times(*n),
+            Some(RepeatSpec::Word(w)) if w == "forever" => Repeat::Forever,
+            Some(RepeatSpec::Word(w)) => {
+                return Err(at(format!("repeat is a count or \"forever\", not {w:?}")));
+            }
+        };
+        let mut expect = p.expect.as_ref().map(|list| {
             list.iter()
                 .map(|e| {
                     e.as_ref().map(|e| match e {
@@ -406,6 +489,22 @@ fn compile(packages: &[PackageSpec], urls: &Urls) -> Result<Vec<Step>, String> {
             }
             if parsed.is_empty() {
                 return Err(at("commands must not be empty".into()));
+            }
+            if let Some(times) = p.repeat_commands {
+                if times == 0 {
+                    return Err(at("repeat_commands must be at least 1".into()));
+                }
+                if let Some(list) = &mut expect {
+                    if list.len() != parsed.len() {
+                        return Err(at(format!(
+                            "expect lists {} status(es) for {} command(s)",
+                            list.len(),
+                            parsed.len()
+                        )));
+                    }
+                    *list = repeated(list, times);
+                }
+                parsed = repeated(&parsed, times);
             }
             let reply = package_of(&parsed);
             last_commands = Some(parsed);
@@ -489,8 +588,20 @@ fn compile(packages: &[PackageSpec], urls: &Urls) -> Result<Vec<Step>, String> {
             reply,
             expect,
             delay: p.delay_ms.map(Duration::from_millis),
+            repeat,
             appended: false,
         };
+        if step.ends() && repeat != Repeat::Times(1) {
+            return Err(at(
+                "this package ends the session, so it cannot repeat".into()
+            ));
+        }
+        if repeat == Repeat::Forever && i + 1 < packages.len() {
+            return Err(at(format!(
+                "this package repeats forever, but {} more package(s) follow",
+                packages.len() - i - 1
+            )));
+        }
         if step.ends() && i + 1 < packages.len() {
             return Err(at(format!(
                 "this package ends the session, but {} more package(s) follow",
@@ -502,8 +613,8 @@ fn compile(packages: &[PackageSpec], urls: &Urls) -> Result<Vec<Step>, String> {
     // END append rule.
     if let Some(mut cmds) = last_commands {
         let last = steps.last_mut().expect("at least one step");
-        if !last.ends() {
-            if last.expect.is_some() {
+        if !last.ends() && last.repeat != Repeat::Forever {
+            if last.expect.is_some() || last.repeat != Repeat::Times(1) {
                 steps.push(Step::end());
             } else {
                 cmds.push(Command::End);
@@ -512,6 +623,16 @@ fn compile(packages: &[PackageSpec], urls: &Urls) -> Result<Vec<Step>, String> {
         }
     }
     Ok(steps)
+}
+
+/// `items` `times` times over.
+fn repeated<T: Clone>(items: &[T], times: usize) -> Vec<T> {
+    items
+        .iter()
+        .cycle()
+        .take(items.len().saturating_mul(times))
+        .cloned()
+        .collect()
 }
 
 fn package_of(cmds: &[Command]) -> Reply {
@@ -549,6 +670,11 @@ fn parse_entry(value: &Value) -> Result<RepoEntry, String> {
             ignore_accept: false,
         });
     }
+    if value.get("nested").is_some() {
+        let entry: NestedEntry =
+            serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+        return nested_entry(&entry.nested);
+    }
     let spec: EntrySpec = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
     let (body, json) = match (&spec.body, &spec.body_base64) {
         (Some(Value::String(s)), None) => (s.clone().into_bytes(), false),
@@ -576,6 +702,31 @@ fn parse_entry(value: &Value) -> Result<RepoEntry, String> {
         content_type,
         body,
         ignore_accept: spec.ignore_accept,
+    })
+}
+
+/// The MO serialization of a `nested` entry, written as text (no recursion at any depth).
+fn nested_entry(spec: &NestedSpec) -> Result<RepoEntry, String> {
+    if spec.depth > MAX_NESTED_DEPTH {
+        return Err(format!(
+            "nested depth {} is more than {MAX_NESTED_DEPTH}",
+            spec.depth
+        ));
+    }
+    let text = |s: &str| serde_json::to_string(s).map_err(|e| e.to_string());
+    let mut body = format!(
+        "[{{\"ClientURI\":{},\"MOData\":{{{}:",
+        text(&spec.client_uri)?,
+        text(&spec.node)?
+    );
+    body.push_str(&"{\"N\":".repeat(spec.depth));
+    body.push_str("\"deep\"");
+    body.push_str(&"}".repeat(spec.depth));
+    body.push_str("}}]");
+    Ok(RepoEntry {
+        content_type: MO_JSON.to_owned(),
+        body: body.into_bytes(),
+        ignore_accept: false,
     })
 }
 
@@ -719,6 +870,127 @@ mod tests {
         ] {
             let err = Scenario::parse(text, "x").unwrap_err();
             assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn repeats_and_repeated_commands() {
+        let s = Scenario::parse(
+            r#"{"packages": [
+                 {"commands": [["GET", "urn:a:1.0//X"], ["GET", "urn:a:1.0//Y"]],
+                  "repeat_commands": 3, "expect": [200, [200, 404]]},
+                 {"commands": [["CONT", "{dm}"]], "repeat": 4}]}"#,
+            "x",
+        )
+        .unwrap();
+        let steps = &s.scripts(&Urls::new("https://h")).unwrap()[0];
+        assert_eq!(
+            steps.len(),
+            3,
+            "the repeated last package gets END after it"
+        );
+        assert_eq!(commands(&steps[0]).len(), 6);
+        assert_eq!(commands(&steps[0])[5], "GET urn:a:1.0//Y");
+        let expect = steps[0].expect.as_ref().unwrap();
+        assert_eq!(expect.len(), 6);
+        assert_eq!(expect[5], Some(vec![200, 404]));
+        assert_eq!(steps[1].repeat, Repeat::Times(4));
+        assert_eq!(commands(&steps[1]), ["CONT https://h/dm"]);
+        assert!(steps[2].appended);
+
+        let s = Scenario::parse(
+            r#"{"packages": [{"commands": [["CONT", "{dm}"]], "repeat": "forever"}]}"#,
+            "x",
+        )
+        .unwrap();
+        let steps = &s.scripts(&Urls::new("https://h")).unwrap()[0];
+        assert_eq!(
+            steps.len(),
+            1,
+            "no END after a package that repeats forever"
+        );
+        assert_eq!(steps[0].repeat, Repeat::Forever);
+        assert!(!steps[0].ends());
+
+        for (text, want) in [
+            (
+                r#"{"packages": [{"commands": [["GET", "urn:a:1.0//X"]], "repeat": "forever"}, {"commands": [["END"]]}]}"#,
+                "repeats forever, but 1 more",
+            ),
+            (
+                r#"{"packages": [{"commands": [["END"]], "repeat": 2}]}"#,
+                "cannot repeat",
+            ),
+            (
+                r#"{"packages": [{"http_status": 503, "repeat": "forever"}]}"#,
+                "cannot repeat",
+            ),
+            (
+                r#"{"packages": [{"commands": [["END"]], "repeat": 0}]}"#,
+                "at least 1",
+            ),
+            (
+                r#"{"packages": [{"commands": [["END"]], "repeat": "often"}]}"#,
+                "not \"often\"",
+            ),
+            (
+                r#"{"packages": [{"raw": "{}", "repeat_commands": 2}]}"#,
+                "needs commands",
+            ),
+            (
+                r#"{"packages": [{"commands": [["GET", "urn:a:1.0//X"]], "repeat_commands": 2, "expect": [200, 200]}]}"#,
+                "2 status(es) for 1 command",
+            ),
+        ] {
+            let err = Scenario::parse(text, "x").unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn nested_entries_are_deep_mo_serializations() {
+        let s = Scenario::parse(
+            r#"{"packages": [{"commands": [["END"]]}],
+                "repository": {"deep": {"nested": {"client_uri": "urn:a:1.0/d/", "node": "A", "depth": 3}}}}"#,
+            "x",
+        )
+        .unwrap();
+        let (key, entry) = &s.repository[0];
+        assert_eq!(key, "deep");
+        assert_eq!(entry.content_type, MO_JSON);
+        let items: Vec<MoItem> = serde_json::from_slice(&entry.body).unwrap();
+        assert_eq!(items[0].client_uri, "urn:a:1.0/d/");
+        assert_eq!(
+            Value::Object(items[0].mo_data.clone()),
+            serde_json::json!({"A": {"N": {"N": {"N": "deep"}}}})
+        );
+
+        // Deeper than any JSON parser's default nesting limit: still written.
+        let s = Scenario::parse(
+            r#"{"packages": [{"commands": [["END"]]}],
+                "repository": {"deep": {"nested": {"client_uri": "urn:a:1.0/d/", "node": "A", "depth": 5000}}}}"#,
+            "x",
+        )
+        .unwrap();
+        let body = String::from_utf8(s.repository[0].1.body.clone()).unwrap();
+        assert_eq!(body.matches("{\"N\":").count(), 5000);
+
+        for (entry, want) in [
+            (
+                r#"{"nested": {"client_uri": "u", "node": "A", "depth": 100001}}"#,
+                "more than",
+            ),
+            (r#"{"nested": {"client_uri": "u", "node": "A"}}"#, "depth"),
+            (
+                r#"{"nested": {"client_uri": "u", "node": "A", "depth": 1}, "body": "x"}"#,
+                "unknown field",
+            ),
+        ] {
+            let text = format!(
+                r#"{{"packages": [{{"commands": [["END"]]}}], "repository": {{"d": {entry}}}}}"#
+            );
+            let err = Scenario::parse(&text, "x").unwrap_err();
+            assert!(err.contains(want), "{entry}: {err}");
         }
     }
 

@@ -105,6 +105,7 @@ impl Failure {
                 AccessError::InvalidUri(_) | AccessError::InvalidValue(_) => 400,
                 AccessError::NotAllowed(_) => 405,
                 AccessError::Conflict(_) => 409,
+                AccessError::Limit(_) => 413,
                 AccessError::Store(_) => 500,
             },
             Failure::Status(sc, _) => *sc,

@@ -3,19 +3,37 @@
 //! `END` — until the session ends. HTTP 4xx/5xx, a malformed package, a wrong content type
 //! or an oversized package abort the session; there is no retry inside a session.
 //!
+//! Bounds (`[limits]`, see [`Limits`]), so that no server can keep a session, or the daemon,
+//! busy without end:
+//! - `session_packages`: a session runs at most that many Package#2; the next one ends the
+//!   session with `508` (loop detected), none of its commands run;
+//! - `session_seconds`: the whole session, from Package#1 to the last answer, HTTP waits
+//!   included, must end within that time; past it the session is ended with `504`;
+//! - `package3_bytes`: no Package#3 is larger (see [`super::package3`]): GET results that do
+//!   not fit are answered `413` in their status instead of their data; a Package#2 with more
+//!   commands than even bare statuses fit for ends the session with `413`, unrun.
+//!
+//! A session that ends early — by one of these, an error, or a panic (see [`contain`]) —
+//! leaves nothing half done: each command is its own transaction, and alerts are dropped only
+//! once Package#1 was answered.
+//!
 //! Durability: every command is its own store transaction, and the store is synced once
 //! before each Package#3, so every change a Package#3 acknowledges is on disk.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::account::Account;
 use super::commands::{self, Context};
 use super::exec::ExecHandlers;
+use super::package3::{Fit, Package3Body};
 use crate::authority::{Authority, Principal};
-use crate::protocol::{self, Alert, MoEntry, Package1, Package2, Package3, Status, alert};
+use crate::config::Config;
+use crate::protocol::{self, Alert, MoEntry, Package1, Package2, Status, alert};
 use crate::store::Store;
 use crate::transport::{HttpClient, Request, Response, TransportError};
 
@@ -24,12 +42,38 @@ use crate::transport::{HttpClient, Request, Response, TransportError};
 pub struct Limits {
     /// Largest Package#2 accepted (`[session] max_package_bytes`, default 8 MiB).
     pub max_package_bytes: usize,
+    /// Most Package#2 in one session (`[limits] session_packages`, default 200).
+    pub session_packages: u32,
+    /// Longest session, in seconds (`[limits] session_seconds`, default 900).
+    pub session_seconds: u64,
+    /// Largest Package#3 sent (`[limits] package3_bytes`, default 8 MiB).
+    pub package3_bytes: usize,
+}
+
+impl Limits {
+    /// The session limits of a configuration.
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            max_package_bytes: config.session.max_package_bytes,
+            session_packages: config.limits.session_packages,
+            session_seconds: config.limits.session_seconds,
+            package3_bytes: config.limits.package3_bytes,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::from_config(&Config::default())
+    }
 }
 
 /// How a session ended. `status` is `200` on success; otherwise the server's HTTP status,
-/// `400` (malformed package), `413` (package too large), `415` (wrong content type),
-/// `495` (the server's certificate was refused), `503` (the server could not be reached)
-/// or `500` (a local failure).
+/// `400` (malformed package), `413` (package too large: a Package#2 above
+/// `max_package_bytes`, or one whose statuses cannot fit in `package3_bytes`), `415` (wrong
+/// content type), `495` (the server's certificate was refused), `503` (the server could not
+/// be reached), `504` (the session ran past `session_seconds`), `508` (the server sent more
+/// than `session_packages` Package#2) or `500` (a local failure, a panic included).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub status: i32,
@@ -57,14 +101,6 @@ pub struct Engine {
     pub(super) exec: ExecHandlers,
     pub(super) extra_ca_files: Vec<PathBuf>,
     pub(super) followups: mpsc::UnboundedSender<FollowUp>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_package_bytes: 8 * 1024 * 1024,
-        }
-    }
 }
 
 impl Engine {
@@ -114,7 +150,19 @@ impl Engine {
             commands: 0,
             detail: String::new(),
         };
-        if let Err((status, detail)) = self.package_loop(account, reason, url, &mut outcome).await {
+        let seconds = self.limits.session_seconds;
+        let result = tokio::time::timeout(
+            Duration::from_secs(seconds),
+            self.package_loop(account, reason, url, &mut outcome),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                504,
+                format!("the session took longer than session_seconds = {seconds}; ended"),
+            ))
+        });
+        if let Err((status, detail)) = result {
             tracing::warn!(srv_id = %account.srv_id, status, "session aborted: {detail}");
             outcome.status = status;
             outcome.detail = detail;
@@ -159,10 +207,31 @@ impl Engine {
             principal: &principal,
         };
         loop {
+            if outcome.packages >= self.limits.session_packages {
+                return Err((
+                    508,
+                    format!(
+                        "the server sent more than session_packages = {} Package#2; ended",
+                        self.limits.session_packages
+                    ),
+                ));
+            }
             outcome.packages += 1;
             let package2 = Package2::parse(&response.body).map_err(|e| (400, e.to_string()))?;
-            let mut statuses = Vec::with_capacity(package2.commands.len());
-            let mut end = false;
+            // A Package#2 with END gets no Package#3: nothing to bound or keep.
+            let mut package3 = if package2
+                .commands
+                .iter()
+                .any(|c| matches!(c, Ok(protocol::Command::End)))
+            {
+                None
+            } else {
+                Some(
+                    Package3Body::new(self.limits.package3_bytes, package2.commands.len())
+                        .map_err(|e| (413, format!("Package#2 refused unrun: {e}")))?,
+                )
+            };
+            let mut cut = 0usize;
             for command in package2.commands {
                 outcome.commands += 1;
                 let status = match command {
@@ -170,30 +239,35 @@ impl Engine {
                         tracing::info!(srv_id = %account.srv_id, "refused command: {e}");
                         Status::code(e.status)
                     }
-                    Ok(protocol::Command::End) => {
-                        end = true;
-                        Status::code(200)
-                    }
+                    Ok(protocol::Command::End) => Status::code(200),
                     Ok(protocol::Command::Cont { server_uri }) => {
                         url = server_uri;
                         Status::code(200)
                     }
                     Ok(command) => commands::execute(&mut ctx, command).await,
                 };
-                statuses.push(status);
+                if let Some(package3) = &mut package3 {
+                    let fit = package3.push(&status).map_err(|e| (500, e.to_string()))?;
+                    cut += usize::from(fit == Fit::Cut);
+                }
             }
-            if end {
+            let Some(package3) = package3 else {
                 return Ok(());
+            };
+            if cut > 0 {
+                tracing::info!(
+                    srv_id = %account.srv_id,
+                    "{cut} status(es) did not fit in Package#3 (package3_bytes = {}): \
+                     sent without their data, GET results as 413",
+                    self.limits.package3_bytes
+                );
             }
             self.auth
                 .sync()
                 .map_err(|e| (500, format!("cannot make the changes durable: {e}")))?;
-            let package3 = Package3 {
-                status: statuses,
-                alert: vec![],
-            };
-            let body = serde_json::to_vec(&package3).map_err(|e| (500, e.to_string()))?;
-            response = self.post(&client, &url, protocol::RESPONSE, body).await?;
+            response = self
+                .post(&client, &url, protocol::RESPONSE, package3.finish())
+                .await?;
         }
     }
 
@@ -355,6 +429,35 @@ impl Engine {
     }
 }
 
+/// Runs `session` (a future yielding its [`Outcome`]) as a task of its own, so that a panic
+/// inside it ends that session only: it becomes an outcome with status `500`, logged, and
+/// the caller goes on to release what the session held.
+pub async fn contain(session: impl Future<Output = Outcome> + Send + 'static) -> Outcome {
+    match tokio::spawn(session).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let why = if e.is_panic() {
+                let payload = e.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                format!("the session panicked: {message}")
+            } else {
+                "the session task was cancelled".to_owned()
+            };
+            tracing::error!("{why}");
+            Outcome {
+                status: 500,
+                packages: 0,
+                commands: 0,
+                detail: why,
+            }
+        }
+    }
+}
+
 /// `application/x; charset=...` → `application/x`.
 pub(super) fn media_type(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or_default().trim()
@@ -376,3 +479,32 @@ pub const REASONS: [&str; 3] = [
     alert::SERVER_INITIATED,
     alert::BOOTSTRAP_COMPLETE,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_a_session_becomes_a_500_outcome() {
+        let outcome = contain(async { panic!("boom in a command") }).await;
+        assert_eq!(outcome.status, 500);
+        assert!(outcome.detail.contains("boom in a command"), "{outcome:?}");
+        let done = Outcome {
+            status: 200,
+            packages: 2,
+            commands: 3,
+            detail: "completed".into(),
+        };
+        let copy = done.clone();
+        assert_eq!(contain(async move { copy }).await, done);
+    }
+
+    #[test]
+    fn default_limits_are_the_configuration_defaults() {
+        let l = Limits::default();
+        assert_eq!(l.max_package_bytes, 8 * 1024 * 1024);
+        assert_eq!(l.session_packages, 200);
+        assert_eq!(l.session_seconds, 900);
+        assert_eq!(l.package3_bytes, 8 * 1024 * 1024);
+    }
+}

@@ -6,6 +6,7 @@
 //! - [`account`] — DM server accounts and choosing the server for a session;
 //! - [`engine`] — the package loop;
 //! - [`commands`] — executing one command into its status;
+//! - [`package3`] — Package#3 within `package3_bytes`;
 //! - [`exec`] — EXEC handlers (configured commands);
 //! - [`subscribe`] — SUB deliveries.
 
@@ -13,6 +14,7 @@ pub mod account;
 pub mod commands;
 pub mod engine;
 pub mod exec;
+pub mod package3;
 pub mod subscribe;
 
 pub use account::Account;

@@ -28,13 +28,17 @@ pub async fn deliver(engine: Arc<Engine>, changes: Vec<Change>) {
         let Ok(uri) = ClientUri::parse(&sub.client_uri) else {
             continue;
         };
-        if !changes.iter().any(|c| uri.covers(&c.addr)) {
+        let principal = Principal::Server(sub.srv_id.clone());
+        // Only a change the server may read is news to it (not a rotated secret, nor a
+        // change in an instance it lost the right to read).
+        if !changes.iter().any(|c| {
+            uri.covers(&c.addr) && engine.auth.may_read(&principal, &c.addr).unwrap_or(false)
+        }) {
             continue;
         }
         let Some(acc) = accounts.iter().find(|a| a.srv_id == sub.srv_id) else {
             continue;
         };
-        let principal = Principal::Server(sub.srv_id.clone());
         let body = match engine.auth.get_items(&principal, &sub.client_uri) {
             Ok(items) => serde_json::to_vec(&items).unwrap_or_default(),
             Err(e) => {

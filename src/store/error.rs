@@ -23,6 +23,13 @@ pub enum StoreError {
     RootIsLeaf(NodeAddr),
     #[error("{uri}: {reason}")]
     BadItem { uri: String, reason: String },
+    #[error(
+        "the change journal no longer reaches back to sequence {since} (oldest kept: {oldest}); \
+         re-read the nodes and continue from the current sequence"
+    )]
+    JournalPruned { since: u64, oldest: u64 },
+    #[error("{at}: deeper than {max} levels below the instance root ([limits] tree_depth)")]
+    TooDeep { at: String, max: usize },
     #[error("store row is corrupt: {0}")]
     Corrupt(String),
 }

@@ -27,9 +27,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use error::StoreError;
-pub use read::{Change, ChangeKind, InstanceInfo, Stats};
+pub use read::{Change, ChangeKind, InstanceInfo, MAX_DEPTH, Stats};
 pub use session_state::{PendingAlert, Subscription};
-pub use write::Txn;
+pub use write::{Txn, Usage};
 
 /// A connection to the store. Open one per thread; any number may read while one writes.
 pub struct Store {
@@ -37,6 +37,27 @@ pub struct Store {
     /// Random per-database value mixed into cache validators so that a recreated store
     /// never repeats a validator a server may have cached.
     epoch: u32,
+    bounds: Bounds,
+}
+
+/// What the store holds itself to, from `[limits]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Journal entries kept behind the newest (`journal_entries`, at least 1); older ones are
+    /// pruned as writes go on.
+    pub journal_entries: u64,
+    /// Deepest node below an instance root a write may create (`tree_depth`, at most
+    /// [`MAX_DEPTH`]).
+    pub tree_depth: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            journal_entries: 100_000,
+            tree_depth: 32,
+        }
+    }
 }
 
 impl Store {
@@ -67,9 +88,22 @@ impl Store {
             .map_err(StoreError::db("setting synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(StoreError::db("enabling foreign keys"))?;
-        let mut store = Store { conn, epoch: 0 };
+        let mut store = Store {
+            conn,
+            epoch: 0,
+            bounds: Bounds::default(),
+        };
         store.epoch = schema::migrate(&mut store.conn)?;
         Ok(store)
+    }
+
+    /// Holds this connection's writes to `bounds` (clamped to what the store can serve).
+    pub fn with_bounds(mut self, bounds: Bounds) -> Store {
+        self.bounds = Bounds {
+            journal_entries: bounds.journal_entries.max(1),
+            tree_depth: bounds.tree_depth.clamp(1, MAX_DEPTH),
+        };
+        self
     }
 
     /// Makes every committed change durable on disk (checkpoints the WAL with fsync).

@@ -71,6 +71,11 @@ impl ChangeKind {
     }
 }
 
+/// The deepest subtree [`Store::subtree`] builds: everything that walks a tree recursively
+/// (serialization, comparison) stays far from the end of the stack. Writes are held to
+/// `[limits] tree_depth`, which may not exceed it.
+pub const MAX_DEPTH: usize = 256;
+
 /// Splits a path below the root into (parent, name). Empty path: the root.
 pub(super) fn split(path: &str) -> (&str, &str) {
     path.rsplit_once('/').unwrap_or(("", path))
@@ -264,6 +269,12 @@ impl Store {
                 None => Node::empty(),
             };
             let rel = parent.get(prefix_len..).unwrap_or("");
+            if rel.split('/').count() > MAX_DEPTH {
+                return Err(StoreError::TooDeep {
+                    at: addr.to_string(),
+                    max: MAX_DEPTH,
+                });
+            }
             insert(&mut root, rel, name, node)?;
         }
         Ok(root)
@@ -317,8 +328,22 @@ impl Store {
             .map_err(StoreError::db("reading grants"))
     }
 
-    /// Journal entries after `seq`, oldest first, at most `limit`.
+    /// Journal entries after `seq`, oldest first, at most `limit`. When entries after `seq`
+    /// were already pruned, [`StoreError::JournalPruned`]: the caller must re-read.
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        let oldest: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT min(seq) FROM journal")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(StoreError::db("reading the journal"))?;
+        if let Some(oldest) = oldest
+            && seq.saturating_add(1) < oldest as u64
+        {
+            return Err(StoreError::JournalPruned {
+                since: seq,
+                oldest: oldest as u64,
+            });
+        }
         let mut stmt = self
             .conn
             .prepare_cached(

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Migrations: entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -90,6 +90,30 @@ CREATE TABLE server_sessions (
     srv_id TEXT PRIMARY KEY,
     last   INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#,
+    r#"
+-- Per-owner quotas: each instance's size (node names and values, in bytes), kept exact by
+-- triggers on every node row written, and an index to sum an owner's instances.
+ALTER TABLE instances ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX instances_owner ON instances (owner);
+UPDATE instances SET bytes = (
+    SELECT total(length(CAST(name AS BLOB)) + ifnull(length(CAST(value AS BLOB)), 0))
+    FROM nodes WHERE inst = instances.id);
+CREATE TRIGGER nodes_bytes_insert AFTER INSERT ON nodes BEGIN
+    UPDATE instances
+    SET bytes = bytes + length(CAST(NEW.name AS BLOB)) + ifnull(length(CAST(NEW.value AS BLOB)), 0)
+    WHERE id = NEW.inst;
+END;
+CREATE TRIGGER nodes_bytes_delete AFTER DELETE ON nodes BEGIN
+    UPDATE instances
+    SET bytes = bytes - length(CAST(OLD.name AS BLOB)) - ifnull(length(CAST(OLD.value AS BLOB)), 0)
+    WHERE id = OLD.inst;
+END;
+CREATE TRIGGER nodes_bytes_update AFTER UPDATE OF value ON nodes BEGIN
+    UPDATE instances
+    SET bytes = bytes + ifnull(length(CAST(NEW.value AS BLOB)), 0) - ifnull(length(CAST(OLD.value AS BLOB)), 0)
+    WHERE id = NEW.inst;
+END;
 "#,
 ];
 

@@ -70,7 +70,7 @@ fn instances_round_trip_with_journal_and_owner() {
     assert_eq!(
         store.stats().unwrap(),
         Stats {
-            schema_version: 3,
+            schema_version: 4,
             instances: 1,
             nodes: 6,
             last_seq: 1
@@ -254,7 +254,7 @@ fn readers_do_not_wait_for_a_writer() {
                 Some(Value::Chr("GPS".into())),
                 "uncommitted data is invisible"
             );
-            Ok(())
+            Ok::<_, StoreError>(())
         })
         .unwrap();
     assert_eq!(
@@ -293,7 +293,7 @@ fn a_newer_schema_is_refused() {
     drop(conn);
     let err = Store::open(&path).err().unwrap();
     assert!(err.to_string().contains("version 99 is newer"), "{err}");
-    assert_eq!(schema::VERSION, 3);
+    assert_eq!(schema::VERSION, 4);
 }
 
 #[test]
@@ -321,4 +321,107 @@ fn grants_are_kept_per_instance_and_go_with_it() {
         [],
         "a recreated instance starts without grants"
     );
+}
+
+/// An instance's size as the quota sees it, recomputed from its rows.
+fn recount(store: &Store, moid: &str, miid: &str) -> (u64, u64) {
+    store
+        .conn
+        .query_row(
+            "SELECT i.bytes, (SELECT total(length(CAST(name AS BLOB)) + ifnull(length(CAST(value AS BLOB)), 0)) \
+             FROM nodes WHERE inst = i.id) FROM instances i WHERE moid = ?1 AND miid = ?2",
+            [moid, miid],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, f64>(1)? as u64)),
+        )
+        .unwrap()
+}
+
+#[test]
+fn instance_sizes_follow_every_change() {
+    let mut store = Store::open_in_memory().unwrap();
+    let tree = |v: &str| {
+        Node::Interior(BTreeMap::from([
+            ("ID".to_owned(), Node::Leaf(Value::Chr(v.into()))),
+            (
+                "Sub".to_owned(),
+                Node::Interior(BTreeMap::from([(
+                    "Blob".to_owned(),
+                    Node::Leaf(Value::Bin(vec![0; 100])),
+                )])),
+            ),
+        ]))
+    };
+    let (root, _) = store
+        .write(|tx| tx.create_instance(MOID, Some("1"), "Test", &tree("a"), "app:x"))
+        .unwrap();
+    let check = |store: &Store| {
+        let (kept, counted) = recount(store, MOID, "1");
+        assert_eq!(kept, counted);
+        kept
+    };
+    let first = check(&store);
+    assert_eq!(first, 2 + 1 + 3 + 4 + 100, "names and values, in bytes");
+    store
+        .write(|tx| {
+            tx.put(
+                &root.child("ID"),
+                &Node::Leaf(Value::Chr("é".repeat(10))),
+                "app:x",
+            )
+        })
+        .unwrap();
+    assert_eq!(check(&store), first - 1 + 20);
+    store
+        .write(|tx| tx.delete(&root.child("Sub"), "app:x"))
+        .unwrap();
+    assert_eq!(check(&store), 2 + 20);
+    store
+        .write(|tx| tx.put(&root, &tree("b"), "app:x"))
+        .unwrap();
+    assert_eq!(check(&store), first);
+    let usage = store.write(|tx| tx.usage("app:x")).unwrap().0;
+    assert_eq!(
+        usage,
+        Usage {
+            instances: 1,
+            bytes: first
+        }
+    );
+}
+
+#[test]
+fn writes_stop_at_the_tree_depth_and_the_journal_is_pruned() {
+    let mut store = Store::open_in_memory().unwrap().with_bounds(Bounds {
+        journal_entries: 2,
+        tree_depth: 2,
+    });
+    let (root, _) = store
+        .write(|tx| tx.create_instance(MOID, Some("1"), "Test", &Node::empty(), "app:x"))
+        .unwrap();
+    let deep = Node::Interior(BTreeMap::from([(
+        "b".to_owned(),
+        Node::Interior(BTreeMap::from([(
+            "c".to_owned(),
+            Node::Leaf(Value::Int(1)),
+        )])),
+    )]));
+    let err = store
+        .write(|tx| tx.put(&root.child("a"), &deep, "app:x"))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::TooDeep { max: 2, .. }), "{err}");
+    assert_eq!(store.kind(MOID, "1", "a").unwrap(), None, "rolled back");
+    for i in 0..4 {
+        store
+            .write(|tx| tx.put(&root.child("v"), &Node::Leaf(Value::Int(i)), "app:x"))
+            .unwrap();
+    }
+    assert_eq!(store.last_seq().unwrap(), 5);
+    assert!(matches!(
+        store.changes_since(0, 10),
+        Err(StoreError::JournalPruned {
+            since: 0,
+            oldest: 4
+        })
+    ));
+    assert_eq!(store.changes_since(3, 10).unwrap().len(), 2);
 }

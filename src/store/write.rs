@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension as _, Transaction, params};
 
 use super::read::{Change, ChangeKind, instance_id, kind_in, split, subtree_bounds};
 use super::{Store, StoreError, codec};
@@ -12,21 +12,30 @@ use crate::tree::node::Node;
 use crate::tree::resolve::NodeKind;
 use crate::tree::uri::{NodeAddr, join};
 
+/// What one owner holds: instances and their size (node names and values, in bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub instances: u64,
+    pub bytes: u64,
+}
+
 /// An open write transaction. Dropped without commit (an error in the closure), it rolls
 /// back.
 pub struct Txn<'a> {
     tx: Transaction<'a>,
     now: i64,
+    tree_depth: usize,
     changes: Vec<Change>,
 }
 
 impl Store {
     /// Runs `f` in one transaction and commits it if `f` succeeds. Returns `f`'s result and
-    /// the journal entries written, in order.
-    pub fn write<T>(
+    /// the journal entries written, in order. A node deeper than the store's `tree_depth`
+    /// fails the write with [`StoreError::TooDeep`].
+    pub fn write<T, E: From<StoreError>>(
         &mut self,
-        f: impl FnOnce(&mut Txn<'_>) -> Result<T, StoreError>,
-    ) -> Result<(T, Vec<Change>), StoreError> {
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
+    ) -> Result<(T, Vec<Change>), E> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -38,9 +47,13 @@ impl Store {
         let mut txn = Txn {
             tx,
             now,
+            tree_depth: self.bounds.tree_depth,
             changes: Vec::new(),
         };
         let out = f(&mut txn)?;
+        if let Some(last) = txn.changes.last() {
+            txn.prune_journal(last.seq, self.bounds.journal_entries)?;
+        }
         let Txn { tx, changes, .. } = txn;
         tx.commit().map_err(StoreError::db("committing a write"))?;
         Ok((out, changes))
@@ -178,6 +191,59 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// The journal entries this transaction has written so far.
+    pub fn pending_changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// How many instances `owner` owns and their size in bytes (node names and values).
+    pub fn usage(&self, owner: &str) -> Result<Usage, StoreError> {
+        self.tx
+            .prepare_cached("SELECT count(*), total(bytes) FROM instances WHERE owner = ?1")
+            .and_then(|mut s| {
+                s.query_row([owner], |r| {
+                    Ok(Usage {
+                        instances: r.get::<_, i64>(0)?.max(0) as u64,
+                        bytes: r.get::<_, f64>(1)?.max(0.0) as u64,
+                    })
+                })
+            })
+            .map_err(StoreError::db("measuring an owner's instances"))
+    }
+
+    /// The owner of the instance `moid`/`miid`, if it exists.
+    pub fn owner(&self, moid: &str, miid: &str) -> Result<Option<String>, StoreError> {
+        self.tx
+            .prepare_cached("SELECT owner FROM instances WHERE moid = ?1 AND miid = ?2")
+            .and_then(|mut s| s.query_row([moid, miid], |r| r.get(0)).optional())
+            .map_err(StoreError::db("reading an owner"))
+    }
+
+    /// (MIID, text) of the leaf at `path` in every instance of `moid` that has one.
+    pub fn leaf_texts(&self, moid: &str, path: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let (parent, name) = split(path);
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT i.miid, n.format, n.value FROM nodes n JOIN instances i ON n.inst = i.id \
+                 WHERE i.moid = ?1 AND n.parent = ?2 AND n.name = ?3",
+            )
+            .map_err(StoreError::db("preparing a leaf query"))?;
+        let mut rows = stmt
+            .query(params![moid, parent, name])
+            .map_err(StoreError::db("reading leaves"))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(StoreError::db("reading leaves"))? {
+            let miid: String = row.get(0).map_err(StoreError::db("reading leaves"))?;
+            let format: String = row.get(1).map_err(StoreError::db("reading leaves"))?;
+            let cell = row.get_ref(2).map_err(StoreError::db("reading leaves"))?;
+            if let Some(v) = codec::from_sql(&format, cell)? {
+                out.push((miid, v.to_text()));
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the instance `moid`/`miid` exists.
     pub fn has_instance(&self, moid: &str, miid: &str) -> Result<bool, StoreError> {
         Ok(instance_id(&self.tx, moid, miid)?.is_some())
@@ -237,6 +303,17 @@ impl Txn<'_> {
         node: &Node,
         writer: &str,
     ) -> Result<(), StoreError> {
+        let depth = if parent.is_empty() {
+            1
+        } else {
+            parent.split('/').count() + 1
+        };
+        if depth > self.tree_depth {
+            return Err(StoreError::TooDeep {
+                at: join(parent, name),
+                max: self.tree_depth,
+            });
+        }
         let (format, value) = match node {
             Node::Interior(_) => ("node", rusqlite::types::Value::Null),
             Node::Leaf(v) => (v.format().as_str(), codec::to_sql(v)),
@@ -290,6 +367,18 @@ impl Txn<'_> {
             "DELETE FROM nodes WHERE inst = ?1 AND parent >= ?2 AND parent < ?3",
             params![inst, lo, hi],
         )?;
+        Ok(())
+    }
+
+    /// Drops journal entries more than `keep` behind `last`.
+    fn prune_journal(&self, last: u64, keep: u64) -> Result<(), StoreError> {
+        let Some(horizon) = last.checked_sub(keep) else {
+            return Ok(());
+        };
+        self.tx
+            .prepare_cached("DELETE FROM journal WHERE seq <= ?1")
+            .and_then(|mut s| s.execute([horizon as i64]))
+            .map_err(StoreError::db("pruning the journal"))?;
         Ok(())
     }
 

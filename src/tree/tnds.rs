@@ -15,13 +15,17 @@
 //! - Only `RTProperties/Format` and, on top-level nodes, `RTProperties/Type/DDFName` (the
 //!   MOID, trimmed) are read; other run-time properties and `Path` are ignored. Top-level nodes
 //!   are independent trees: two may share a name.
+//! - Documents are XML 1.0, so a name, MOID or value can only hold characters of its `Char`
+//!   production ([`xml::is_xml_char`]): NUL, the other C0 controls but tab, LF and CR, U+FFFE
+//!   and U+FFFF cannot be carried, neither raw nor as character references. The reader refuses
+//!   a document holding one (with its line); the writer refuses a tree holding one
+//!   ([`ExportError`]) instead of writing what the reader would refuse. `b64` and `bin` values
+//!   are written in base64, so any bytes travel; a `json` value writes U+FFFE and U+FFFF as
+//!   JSON escapes, so any JSON value travels too.
 //! - The writer escapes `&`, `<`, `>` and every control character but tab and newline (as
-//!   character references: XML would turn a raw CR into LF). C0 controls other than tab, LF
-//!   and CR can only be written as references XML 1.0 itself does not allow (XML 1.1 does);
-//!   our reader takes them, strict XML 1.0 readers will not. U+0000 cannot be carried at all:
-//!   it is written as `&#0;`, which the reader refuses. Trees beyond the XML reader's bounds
-//!   ([`xml::MAX_DEPTH`] nesting, [`xml::MAX_ELEMENTS`], [`xml::MAX_BYTES`]) are written but
-//!   cannot be read back.
+//!   character references: XML would turn a raw CR into LF). Trees beyond the XML reader's
+//!   bounds ([`xml::MAX_DEPTH`] nesting, [`xml::MAX_ELEMENTS`], [`xml::MAX_BYTES`]) are
+//!   written but cannot be read back.
 //!
 //! Every problem is collected, with its line and node path, instead of stopping at the first.
 //! Of two sibling nodes with the same name the first is kept and the second reported. When an
@@ -90,16 +94,33 @@ pub fn import(input: &str, types: &[MoType]) -> Result<Vec<TndsTree>, TndsError>
 }
 
 /// Writes trees as a TNDS document that [`import`] reads back identically (no types
-/// needed). Children are written in name order, so equal trees give equal documents.
-pub fn export(trees: &[TndsTree]) -> String {
+/// needed). Children are written in name order, so equal trees give equal documents. A tree
+/// holding a character XML 1.0 cannot carry is refused, naming the first such node.
+pub fn export(trees: &[TndsTree]) -> Result<String, ExportError> {
     let mut out = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MgmtTree xmlns=\"syncml:dmddf1.2\">\n  <VerDTD>1.2</VerDTD>\n",
     );
     for tree in trees {
-        write_node(&mut out, 1, &tree.name, tree.moid.as_deref(), &tree.node);
+        let at = At {
+            path: &tree.name,
+            moid: tree.moid.as_deref(),
+        };
+        write_node(&mut out, 1, &tree.name, at, &tree.node)?;
     }
     out.push_str("</MgmtTree>\n");
-    out
+    Ok(out)
+}
+
+/// Why a tree cannot be written as TNDS: a name, MOID or value holds a character that XML
+/// 1.0 cannot carry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {what} holds U+{code:04X}, which a TNDS (XML 1.0) document cannot carry", code = u32::from(*.ch))]
+pub struct ExportError {
+    /// Path of the node concerned, from the top-level node's name.
+    pub path: String,
+    /// What holds the character: `name`, `MOID` or `value`.
+    pub what: &'static str,
+    pub ch: char,
 }
 
 impl fmt::Display for TndsProblem {
@@ -425,48 +446,92 @@ fn join(parent: &str, name: &str) -> String {
     }
 }
 
-fn write_node(out: &mut String, depth: usize, name: &str, moid: Option<&str>, node: &Node) {
+/// Where [`write_node`] writes: the node's path, and the MOID of a top-level node.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    path: &'a str,
+    moid: Option<&'a str>,
+}
+
+fn write_node(
+    out: &mut String,
+    depth: usize,
+    name: &str,
+    at: At<'_>,
+    node: &Node,
+) -> Result<(), ExportError> {
+    let refuse = |what| {
+        move |ch| ExportError {
+            path: at.path.to_owned(),
+            what,
+            ch,
+        }
+    };
     let pad = "  ".repeat(depth);
     out.push_str(&format!(
         "{pad}<Node>\n{pad}  <NodeName>{}</NodeName>\n",
-        escape(name)
+        escape(name).map_err(refuse("name"))?
     ));
     let format = match node {
         Node::Leaf(v) if v.format() != Format::Chr => Some(v.format()),
         Node::Interior(children) if children.is_empty() => Some(Format::Node),
         _ => None,
     };
-    if format.is_some() || moid.is_some() {
+    if format.is_some() || at.moid.is_some() {
         out.push_str(&format!("{pad}  <RTProperties>\n"));
         if let Some(f) = format {
             out.push_str(&format!("{pad}    <Format><{f}/></Format>\n"));
         }
-        if let Some(m) = moid {
+        if let Some(m) = at.moid {
             out.push_str(&format!(
                 "{pad}    <Type><DDFName>{}</DDFName></Type>\n",
-                escape(m)
+                escape(m).map_err(refuse("MOID"))?
             ));
         }
         out.push_str(&format!("{pad}  </RTProperties>\n"));
     }
     match node {
         Node::Leaf(Value::Null) => {}
-        Node::Leaf(v) => out.push_str(&format!("{pad}  <Value>{}</Value>\n", escape(&v.to_text()))),
+        Node::Leaf(v) => out.push_str(&format!(
+            "{pad}  <Value>{}</Value>\n",
+            escape(&value_text(v)).map_err(refuse("value"))?
+        )),
         Node::Interior(children) => {
             for (child_name, child) in children {
-                write_node(out, depth + 1, child_name, None, child);
+                let path = join(at.path, child_name);
+                let child_at = At {
+                    path: &path,
+                    moid: None,
+                };
+                write_node(out, depth + 1, child_name, child_at, child)?;
             }
         }
     }
     out.push_str(&format!("{pad}</Node>\n"));
+    Ok(())
+}
+
+/// A value's text as written: [`Value::to_text`], except that a `json` value's U+FFFE and
+/// U+FFFF (which JSON text only holds inside strings) become JSON escapes, which XML 1.0
+/// can carry.
+fn value_text(v: &Value) -> String {
+    let text = v.to_text();
+    match v {
+        Value::Json(_) => text
+            .replace('\u{fffe}', "\\ufffe")
+            .replace('\u{ffff}', "\\uffff"),
+        _ => text,
+    }
 }
 
 /// Escapes text content: markup characters as entities, control characters (CR included,
-/// which XML would otherwise read as LF) as character references; tab and LF stay as they are.
-fn escape(text: &str) -> String {
+/// which XML would otherwise read as LF) as character references; tab and LF stay as they
+/// are. The first character XML 1.0 cannot carry at all is the error.
+fn escape(text: &str) -> Result<String, char> {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
+            c if !xml::is_xml_char(c) => return Err(c),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -475,7 +540,7 @@ fn escape(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -797,7 +862,7 @@ mod tests {
             moid: Some("urn:x".into()),
             node: Node::Interior(children),
         };
-        let out = export(std::slice::from_ref(&tree));
+        let out = export(std::slice::from_ref(&tree)).unwrap();
         assert!(
             out.contains("<NodeName>a &lt;&amp;&gt;</NodeName>"),
             "{out}"
@@ -822,6 +887,106 @@ mod tests {
         assert_eq!(import(&out, &[]).unwrap(), vec![tree]);
     }
 
+    #[test]
+    fn characters_xml_1_0_cannot_carry_are_refused_both_ways() {
+        // Import: raw or as a reference, with the line it is on.
+        for (value, problem) in [
+            (
+                "a\0b",
+                "line 3: character U+0000 is not allowed in an XML 1.0 document",
+            ),
+            (
+                "a&#0;b",
+                "line 3: character reference &#0; stands for U+0000, which XML 1.0 does not allow",
+            ),
+            (
+                "&#x1;",
+                "line 3: character reference &#x1; stands for U+0001, which XML 1.0 does not allow",
+            ),
+            (
+                "\u{ffff}",
+                "line 3: character U+FFFF is not allowed in an XML 1.0 document",
+            ),
+        ] {
+            let input = doc(&format!(
+                "<Node><NodeName>Name</NodeName>\n<Value>{value}</Value></Node>"
+            ));
+            assert_eq!(problems(&input, &[]), [problem], "{value:?}");
+        }
+
+        // Export: refused, naming the node, instead of writing what import refuses.
+        let tree = |name: &str, moid: Option<&str>, value: Value| TndsTree {
+            name: "R".into(),
+            moid: moid.map(str::to_owned),
+            node: Node::Interior(BTreeMap::from([(name.to_owned(), Node::Leaf(value))])),
+        };
+        let refusal = |t: TndsTree| export(&[t]).unwrap_err();
+        let err = refusal(tree("n", None, Value::Chr("a\0b".into())));
+        assert_eq!(
+            err.to_string(),
+            "R/n: value holds U+0000, which a TNDS (XML 1.0) document cannot carry"
+        );
+        for (t, path, what, ch) in [
+            (
+                tree("n", None, Value::Chr("\u{1}".into())),
+                "R/n",
+                "value",
+                '\u{1}',
+            ),
+            (
+                tree("n", None, Value::Xml("<a>\u{fffe}</a>".into())),
+                "R/n",
+                "value",
+                '\u{fffe}',
+            ),
+            (
+                tree("n\u{ffff}", None, Value::Null),
+                "R/n\u{ffff}",
+                "name",
+                '\u{ffff}',
+            ),
+            (
+                tree("n", Some("urn:\u{b}"), Value::Null),
+                "R",
+                "MOID",
+                '\u{b}',
+            ),
+        ] {
+            let want = ExportError {
+                path: path.into(),
+                what,
+                ch,
+            };
+            assert_eq!(refusal(t), want);
+        }
+
+        // What XML 1.0 can carry travels: any bytes in base64, any JSON (U+FFFE and U+FFFF
+        // as JSON escapes), CR and other controls as references.
+        let mut children = BTreeMap::new();
+        let leaves = [
+            ("b64", Value::B64(vec![0, 1, 0xff])),
+            ("bin", Value::Bin(vec![0])),
+            ("chr", Value::Chr("\r\u{7f}\u{85}\t".into())),
+            (
+                "json",
+                Value::Json(serde_json::json!({"k\u{ffff}": "\u{0}\u{fffe}\u{1}"})),
+            ),
+        ];
+        for (name, value) in leaves {
+            children.insert(name.to_owned(), Node::Leaf(value));
+        }
+        let t = TndsTree {
+            name: "R".into(),
+            moid: None,
+            node: Node::Interior(children),
+        };
+        let out = export(std::slice::from_ref(&t)).unwrap();
+        assert!(out.contains("<Value>AAH/</Value>"), "{out}");
+        assert!(out.contains("<Value>&#13;&#127;&#133;\t</Value>"), "{out}");
+        assert!(out.contains(r"\uffff"), "{out}");
+        assert_eq!(import(&out, &[]).unwrap(), vec![t]);
+    }
+
     mod round_trip {
         use proptest::prelude::*;
 
@@ -832,20 +997,30 @@ mod tests {
             "[aB1 &<>.-]{1,6}".prop_filter("valid node name", |n| check_name(n).is_ok())
         }
 
+        /// Text of any characters, those XML 1.0 cannot carry included (rarely enough that
+        /// most trees can still be exported).
         fn text() -> impl Strategy<Value = String> {
             let ch = prop_oneof![
-                4 => proptest::char::range('a', 'e'),
-                1 => Just(' '),
-                1 => Just('&'),
-                1 => Just('<'),
-                1 => Just('>'),
-                1 => Just(']'),
-                1 => Just('\r'),
-                1 => Just('\n'),
-                1 => Just('\t'),
-                1 => Just('\u{1}'),
-                1 => Just('\u{85}'),
-                2 => any::<char>().prop_filter("NUL cannot be carried", |c| *c != '\0'),
+                8 => proptest::char::range('a', 'e'),
+                2 => Just(' '),
+                2 => Just('&'),
+                2 => Just('<'),
+                2 => Just('>'),
+                2 => Just(']'),
+                2 => Just('\r'),
+                2 => Just('\n'),
+                2 => Just('\t'),
+                2 => Just('\u{7f}'),
+                2 => Just('\u{85}'),
+                4 => any::<char>(),
+                1 => prop_oneof![
+                    Just('\0'),
+                    Just('\u{1}'),
+                    Just('\u{b}'),
+                    Just('\u{1f}'),
+                    Just('\u{fffe}'),
+                    Just('\u{ffff}'),
+                ],
             ];
             proptest::collection::vec(ch, 0..12).prop_map(String::from_iter)
         }
@@ -942,12 +1117,35 @@ mod tests {
                 .prop_map(|(name, moid, node)| TndsTree { name, moid, node })
         }
 
+        /// Whether every name and text value under `node` is XML 1.0 text (`json` values
+        /// always are once written; `b64` and `bin` are base64).
+        fn carriable(name: &str, node: &Node) -> bool {
+            let text_ok = |t: &str| t.chars().all(xml::is_xml_char);
+            text_ok(name)
+                && match node {
+                    Node::Leaf(Value::Chr(t) | Value::Xml(t)) => text_ok(t),
+                    Node::Leaf(_) => true,
+                    Node::Interior(children) => children.iter().all(|(n, c)| carriable(n, c)),
+                }
+        }
+
         proptest! {
             #[test]
             fn import_reads_back_what_export_wrote(trees in proptest::collection::vec(tree(), 0..3)) {
-                let doc = export(&trees);
-                let back = import(&doc, &[]).map_err(|e| TestCaseError::fail(format!("{e}\n{doc}")))?;
-                prop_assert_eq!(back, trees);
+                let carried = trees.iter().all(|t| {
+                    carriable(&t.name, &t.node) && t.moid.iter().all(|m| m.chars().all(xml::is_xml_char))
+                });
+                match export(&trees) {
+                    Ok(doc) => {
+                        prop_assert!(carried, "wrote what XML 1.0 cannot carry:\n{}", doc);
+                        let back = import(&doc, &[]).map_err(|e| TestCaseError::fail(format!("{e}\n{doc}")))?;
+                        prop_assert_eq!(back, trees);
+                    }
+                    Err(e) => {
+                        prop_assert!(!carried, "refused a tree XML 1.0 can carry: {}", e);
+                        prop_assert!(!xml::is_xml_char(e.ch), "{}", e);
+                    }
+                }
             }
         }
     }

@@ -4,8 +4,14 @@
 //! (the MOID's only instance), an x-name `(x)` or `*`; path segments are node names,
 //! x-names or `*`; the query holds `nv=(x)/rel/path:value` and `cv=<validator>` fields.
 //! Parsing turns the text into a [`ClientUri`] once; [`super::resolve`] works on that.
+//!
+//! Parsing is bounded and linear in the length of the text: every ClientURI, whoever sends
+//! it (a local app over D-Bus, a DM server in a package), is held to the process-wide
+//! [`UriLimits`] (`[limits]` of the configuration, set once at start by [`set_limits`]).
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::OnceLock;
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
@@ -68,6 +74,40 @@ pub struct UriError {
     pub reason: String,
 }
 
+/// Bounds on a ClientURI (`[limits] uri_bytes`, `uri_segments`, `uri_xnames`, `nv_fields`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UriLimits {
+    pub bytes: usize,
+    pub segments: usize,
+    pub xnames: usize,
+    pub nv_fields: usize,
+}
+
+impl Default for UriLimits {
+    fn default() -> Self {
+        UriLimits {
+            bytes: 4096,
+            segments: 64,
+            xnames: 8,
+            nv_fields: 16,
+        }
+    }
+}
+
+static LIMITS: OnceLock<UriLimits> = OnceLock::new();
+
+/// Sets the limits every later [`ClientUri::parse`] applies. Only the first call takes
+/// effect (the daemon calls it once, from its configuration, before serving anyone);
+/// returns whether this one did.
+pub fn set_limits(limits: UriLimits) -> bool {
+    LIMITS.set(limits).is_ok()
+}
+
+/// The limits in force.
+pub fn limits() -> UriLimits {
+    LIMITS.get().copied().unwrap_or_default()
+}
+
 /// Characters escaped when writing node names and MIIDs into a ClientURI.
 const NAME_ESCAPES: &AsciiSet = &CONTROLS
     .add(b' ')
@@ -83,10 +123,15 @@ const NAME_ESCAPES: &AsciiSet = &CONTROLS
     .add(b'#');
 
 impl ClientUri {
-    /// Parses ClientURI text.
+    /// Parses ClientURI text, within the [`limits`] in force.
     pub fn parse(text: &str) -> Result<ClientUri, UriError> {
-        parse(text).map_err(|reason| UriError {
-            uri: text.to_owned(),
+        ClientUri::parse_within(text, &limits())
+    }
+
+    /// Parses ClientURI text within `limits`.
+    pub fn parse_within(text: &str, limits: &UriLimits) -> Result<ClientUri, UriError> {
+        parse(text, limits).map_err(|reason| UriError {
+            uri: shorten(text),
             reason,
         })
     }
@@ -209,7 +254,23 @@ fn escape(s: &str) -> String {
     utf8_percent_encode(s, NAME_ESCAPES).to_string()
 }
 
-fn parse(text: &str) -> Result<ClientUri, String> {
+/// `text`, cut to a length fit for an error message (on a character boundary).
+fn shorten(text: &str) -> String {
+    const SHOWN: usize = 200;
+    match text.char_indices().nth(SHOWN) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+fn parse(text: &str, limits: &UriLimits) -> Result<ClientUri, String> {
+    if text.len() > limits.bytes {
+        return Err(format!(
+            "{} bytes is longer than the limit of {} ([limits] uri_bytes)",
+            text.len(),
+            limits.bytes
+        ));
+    }
     let (main, query) = match text.split_once('?') {
         Some((m, q)) => (m, Some(q)),
         None => (text, None),
@@ -237,6 +298,12 @@ fn parse(text: &str) -> Result<ClientUri, String> {
     let trimmed = path_text.strip_suffix('/').unwrap_or(path_text);
     if !trimmed.is_empty() {
         for seg in trimmed.split('/') {
+            if path.len() == limits.segments {
+                return Err(format!(
+                    "more than {} path segments ([limits] uri_segments)",
+                    limits.segments
+                ));
+            }
             path.push(match seg {
                 "" => return Err("empty node name in the path ('//')".into()),
                 "*" => Segment::Any,
@@ -246,29 +313,47 @@ fn parse(text: &str) -> Result<ClientUri, String> {
         }
     }
 
-    let mut used: Vec<&str> = Vec::new();
-    if let InstanceSel::XName(x) = &instance {
-        used.push(x);
-    }
-    for s in &path {
-        if let Segment::XName(x) = s {
-            if used.contains(&x.as_str()) {
-                return Err(format!("x-name ({x}) is used twice"));
-            }
-            used.push(x);
+    let mut used: BTreeSet<&str> = BTreeSet::new();
+    let instance_xname = match &instance {
+        InstanceSel::XName(x) => Some(x.as_str()),
+        _ => None,
+    };
+    let path_xnames = path.iter().filter_map(|s| match s {
+        Segment::XName(x) => Some(x.as_str()),
+        _ => None,
+    });
+    for x in instance_xname.into_iter().chain(path_xnames) {
+        if used.len() == limits.xnames {
+            return Err(format!(
+                "more than {} x-names ([limits] uri_xnames)",
+                limits.xnames
+            ));
+        }
+        if !used.insert(x) {
+            return Err(format!("x-name ({x}) is used twice"));
         }
     }
 
-    let mut nv = Vec::new();
+    let mut nv: Vec<NvField> = Vec::new();
+    let mut seen_nv: BTreeSet<&str> = BTreeSet::new();
     let mut cv = None;
     for field in query.into_iter().flat_map(|q| q.split('&')) {
         let (key, value) = field
             .split_once('=')
-            .ok_or_else(|| format!("query field {field:?} has no '='"))?;
+            .ok_or_else(|| format!("query field {:?} has no '='", shorten(field)))?;
         match key {
             "nv" => {
+                if nv.len() == limits.nv_fields {
+                    return Err(format!(
+                        "more than {} nv= fields ([limits] nv_fields)",
+                        limits.nv_fields
+                    ));
+                }
+                if !seen_nv.insert(value) {
+                    return Err(format!("nv={} is given twice", shorten(value)));
+                }
                 let f = nv_field(value)?;
-                if !used.contains(&f.xname.as_str()) {
+                if !used.contains(f.xname.as_str()) {
                     return Err(format!(
                         "nv= names ({}), which the URI does not use",
                         f.xname
@@ -279,13 +364,16 @@ fn parse(text: &str) -> Result<ClientUri, String> {
             "cv" if cv.is_some() => return Err("cv= given twice".into()),
             "cv" if value.is_empty() => return Err("cv= is empty".into()),
             "cv" => cv = Some(decode(value)?),
-            other => return Err(format!("unknown query field {other:?} (expected nv or cv)")),
+            other => {
+                return Err(format!(
+                    "unknown query field {:?} (expected nv or cv)",
+                    shorten(other)
+                ));
+            }
         }
     }
-    if let Some(x) = used
-        .iter()
-        .find(|x| !nv.iter().any(|f: &NvField| f.xname == **x))
-    {
+    let resolved: BTreeSet<&str> = nv.iter().map(|f| f.xname.as_str()).collect();
+    if let Some(x) = used.difference(&resolved).next() {
         return Err(format!("x-name ({x}) has no nv= field to resolve it"));
     }
     Ok(ClientUri {
@@ -298,24 +386,25 @@ fn parse(text: &str) -> Result<ClientUri, String> {
 }
 
 fn nv_field(text: &str) -> Result<NvField, String> {
+    let shown = shorten(text);
     let body = text
         .strip_prefix('(')
-        .ok_or_else(|| format!("nv={text:?} must start with an x-name like (x)"))?;
+        .ok_or_else(|| format!("nv={shown:?} must start with an x-name like (x)"))?;
     let (x, rest) = body
         .split_once(')')
-        .ok_or_else(|| format!("unbalanced x-name in nv={text:?}"))?;
-    let x = xname(&format!("({x})"))?;
+        .ok_or_else(|| format!("unbalanced x-name in nv={shown:?}"))?;
+    let x = xname_inner(x).ok_or_else(|| format!("x-name in nv={shown:?} {XNAME_RULE}"))?;
     let rest = rest
         .strip_prefix('/')
-        .ok_or_else(|| format!("nv={text:?} needs a path after ({x})/"))?;
+        .ok_or_else(|| format!("nv={shown:?} needs a path after ({x})/"))?;
     let (path_text, value) = rest
         .split_once(':')
-        .ok_or_else(|| format!("nv={text:?} needs ':' before the value"))?;
+        .ok_or_else(|| format!("nv={shown:?} needs ':' before the value"))?;
     let path = path_text
         .split('/')
         .map(name)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("nv={text:?}: {e}"))?;
+        .map_err(|e| format!("nv={shown:?}: {e}"))?;
     Ok(NvField {
         xname: x,
         path,
@@ -323,17 +412,20 @@ fn nv_field(text: &str) -> Result<NvField, String> {
     })
 }
 
+const XNAME_RULE: &str = "must be letters, digits or '_' in parentheses";
+
 fn xname(text: &str) -> Result<String, String> {
     let inner = text
         .strip_prefix('(')
         .and_then(|t| t.strip_suffix(')'))
-        .ok_or_else(|| format!("unbalanced x-name {text:?}"))?;
-    if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!(
-            "x-name {text:?} must be letters, digits or '_' in parentheses"
-        ));
-    }
-    Ok(inner.to_owned())
+        .ok_or_else(|| format!("unbalanced x-name {:?}", shorten(text)))?;
+    xname_inner(inner).ok_or_else(|| format!("x-name {:?} {XNAME_RULE}", shorten(text)))
+}
+
+/// The x-name inside parentheses, if it is well formed.
+fn xname_inner(inner: &str) -> Option<String> {
+    (!inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| inner.to_owned())
 }
 
 fn name(text: &str) -> Result<String, String> {
@@ -347,16 +439,14 @@ fn decode(text: &str) -> Result<String, String> {
     for (i, _) in text.match_indices('%') {
         let hex = bytes.get(i + 1..i + 3);
         if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-            return Err(format!(
-                "bad percent-encoding at {:?}",
-                &text[i..text.len().min(i + 3)]
-            ));
+            let at: String = text[i..].chars().take(3).collect();
+            return Err(format!("bad percent-encoding at {at:?}"));
         }
     }
     percent_decode_str(text)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| format!("percent-encoding of {text:?} is not UTF-8"))
+        .map_err(|_| format!("percent-encoding of {:?} is not UTF-8", shorten(text)))
 }
 
 #[cfg(test)]
@@ -455,6 +545,46 @@ mod tests {
     }
 
     #[test]
+    fn limits_bound_every_dimension() {
+        let small = UriLimits {
+            bytes: 64,
+            segments: 3,
+            xnames: 2,
+            nv_fields: 2,
+        };
+        let ok = ClientUri::parse_within("urn:a:1.0/(x)/a/(y)?nv=(x)/I:1&nv=(y)/J:2", &small);
+        assert!(ok.is_ok(), "{ok:?}");
+        let cases = [
+            (format!("urn:a:1.0/x/{}", "a".repeat(60)), "uri_bytes"),
+            ("urn:a:1.0/x/a/b/c/d".to_owned(), "uri_segments"),
+            (
+                "urn:a:1.0/(x)/(y)/(z)?nv=(x)/I:1&nv=(y)/I:1&nv=(z)/I:1".to_owned(),
+                "uri_xnames",
+            ),
+            (
+                "urn:a:1.0/(x)/?nv=(x)/I:1&nv=(x)/J:1&nv=(x)/K:1".to_owned(),
+                "nv_fields",
+            ),
+        ];
+        for (text, limit) in cases {
+            let err = ClientUri::parse_within(&text, &small).unwrap_err();
+            assert!(err.reason.contains(limit), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn error_messages_quote_long_input_shortened() {
+        let long = format!("urn:a:1.0/x/{}%zz", "é".repeat(1000));
+        let limits = UriLimits {
+            bytes: 1 << 20,
+            ..UriLimits::default()
+        };
+        let err = ClientUri::parse_within(&long, &limits).unwrap_err();
+        assert!(err.to_string().len() < 600, "{err}");
+        assert!(err.uri.ends_with("bytes)"), "{}", err.uri);
+    }
+
+    #[test]
     fn malformed_uris_say_what_is_wrong() {
         let cases = [
             ("urn:a:1.0", "missing '/'"),
@@ -475,11 +605,15 @@ mod tests {
             ("urn:a:1.0/(x)/?nv=(x)ID:1", "needs a path"),
             ("urn:a:1.0/(x)/?nv=(x)/ID", "needs ':'"),
             ("urn:a:1.0/x/..", "reserved"),
+            ("urn:a:1.0/x/%€", "bad percent-encoding at \"%€\""),
+            ("urn:a:1.0/x/a%€b", "bad percent-encoding"),
+            ("urn:a:1.0/(x)/?nv=(x)/ID:1&nv=(x)/ID:1", "given twice"),
+            ("urn:a:1.0/(x)/?nv=(x€)/ID:1", "x-name in nv="),
         ];
         for (text, reason) in cases {
             let err = ClientUri::parse(text).unwrap_err();
             assert!(err.reason.contains(reason), "{text}: {err}");
-            assert!(err.to_string().contains(text));
+            assert!(err.to_string().contains(&shorten(text)));
         }
     }
 }

@@ -4,8 +4,11 @@
 //! expanded beyond the five predefined ones and character references (a DOCTYPE internal
 //! subset is skipped, so "billion laughs" and XXE have nothing to work with); input size,
 //! element count and nesting depth are bounded; a UTF-8 byte-order mark is accepted.
+//! Documents are XML 1.0: a character outside its `Char` production ([`is_xml_char`]),
+//! written raw or as a character reference, refuses the document.
 
 use quick_xml::Reader;
+use quick_xml::escape::{EscapeError, ParseCharRefError};
 use quick_xml::events::Event;
 
 /// Largest document accepted.
@@ -56,6 +59,13 @@ impl Element {
     }
 }
 
+/// Whether XML 1.0 allows `c` in a document (its `Char` production): tab, LF, CR and
+/// everything from U+0020 on except U+FFFE and U+FFFF (surrogates are not `char`s). The
+/// other C0 controls, NUL included, cannot appear, not even as character references.
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
 /// Parses `input` into its root element.
 pub fn parse(input: &str) -> Result<Element, XmlError> {
     let input = input.strip_prefix('\u{feff}').unwrap_or(input);
@@ -65,8 +75,17 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
             reason: format!("document is larger than {MAX_BYTES} bytes"),
         });
     }
-    let mut reader = Reader::from_str(input);
     let mut lines = LineCounter::new(input);
+    if let Some((offset, c)) = input.char_indices().find(|&(_, c)| !is_xml_char(c)) {
+        return Err(XmlError {
+            line: lines.line_at(offset as u64),
+            reason: format!(
+                "character U+{:04X} is not allowed in an XML 1.0 document",
+                u32::from(c)
+            ),
+        });
+    }
+    let mut reader = Reader::from_str(input);
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
@@ -143,13 +162,23 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
             }
             Event::GeneralRef(r) => {
                 let name = r.xml10_content();
+                let not_allowed = |code: u32| {
+                    fail(format!(
+                        "character reference &{name}; stands for U+{code:04X}, which XML 1.0 does not allow"
+                    ))
+                };
                 let ch = match r.resolve_char_ref() {
-                    Ok(Some(c)) => c,
+                    Ok(Some(c)) if is_xml_char(c) => c,
+                    Ok(Some(c)) => return Err(not_allowed(u32::from(c))),
                     Ok(None) => predefined_entity(&name).ok_or_else(|| {
                         fail(format!(
                             "entity &{name}; is not expanded (only the XML predefined entities are)"
                         ))
                     })?,
+                    Err(quick_xml::Error::Escape(EscapeError::InvalidCharRef(
+                        ParseCharRefError::IllegalCharacter(code)
+                        | ParseCharRefError::InvalidCodepoint(code),
+                    ))) => return Err(not_allowed(code)),
                     Err(e) => return Err(fail(e.to_string())),
                 };
                 let top = stack
@@ -267,6 +296,31 @@ mod tests {
                 .reason
                 .contains("after the root")
         );
+    }
+
+    #[test]
+    fn characters_outside_xml_1_0_are_refused_raw_or_referenced() {
+        for (doc, line, shown) in [
+            ("<a>\nx\0y</a>", 2, "character U+0000 is not allowed"),
+            ("<a>\u{1}</a>", 1, "character U+0001 is not allowed"),
+            (
+                "<a><!-- \u{b} --></a>",
+                1,
+                "character U+000B is not allowed",
+            ),
+            ("<a>\n\n\u{fffe}</a>", 3, "character U+FFFE is not allowed"),
+            ("<a>\n&#0;</a>", 2, "&#0; stands for U+0000"),
+            ("<a>&#x1;</a>", 1, "&#x1; stands for U+0001"),
+            ("<a>&#31;</a>", 1, "&#31; stands for U+001F"),
+            ("<a>&#xFFFF;</a>", 1, "&#xFFFF; stands for U+FFFF"),
+            ("<a>&#xD800;</a>", 1, "&#xD800; stands for U+D800"),
+        ] {
+            let err = parse(doc).unwrap_err();
+            assert_eq!(err.line, line, "{doc:?}: {err}");
+            assert!(err.reason.contains(shown), "{doc:?}: {err}");
+        }
+        let ok = parse("<a>\t&#9;&#10;&#13;&#x85;&#xFFFD;&#x10FFFF;\u{7f}</a>").unwrap();
+        assert_eq!(ok.text, "\t\t\n\r\u{85}\u{fffd}\u{10ffff}\u{7f}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Running the real `omadmd` against a private system bus for a test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -16,13 +16,21 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `omadmd` as root on `bus` and waits until it owns `org.omadm.Client1`.
     pub fn start(bus: &SysBus) -> Daemon {
+        Daemon::start_with_config(bus, "")
+    }
+
+    /// Like [`Daemon::start`], with `config` (TOML) as its configuration file.
+    pub fn start_with_config(bus: &SysBus, config: &str) -> Daemon {
         let state = tempfile::tempdir().expect("state dir");
         let log = state.path().join("omadmd.log");
         let log_file = std::fs::File::create(&log).expect("log file");
+        let config_file = state.path().join("omadmd.toml");
+        std::fs::write(&config_file, config).expect("config file");
         let mut cmd = bus.command(None, env!("CARGO_BIN_EXE_omadmd"));
         cmd.arg("--state-dir")
             .arg(state.path())
-            .args(["--config", "/dev/null"])
+            .arg("--config")
+            .arg(&config_file)
             .env("RUST_LOG", "omadmd=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -81,7 +89,13 @@ impl Drop for Daemon {
 
 /// `gdbus call` on omadmd's main object as `user` (None: root); returns the output.
 pub fn call(bus: &SysBus, user: Option<&TestUser>, method: &str, args: &[&str]) -> Output {
-    bus.command(user, "gdbus")
+    call_with(bus.command(user, "gdbus"), method, args)
+}
+
+/// `gdbus call` on omadmd's main object, run by `gdbus` (a command for the `gdbus`
+/// program made with [`SysBus::command`], perhaps placed in a unit); returns the output.
+pub fn call_with(mut gdbus: Command, method: &str, args: &[&str]) -> Output {
+    gdbus
         .args([
             "call",
             "--system",
@@ -99,11 +113,15 @@ pub fn call(bus: &SysBus, user: Option<&TestUser>, method: &str, args: &[&str]) 
 
 /// Like [`call`], but the call must succeed; returns its stdout.
 pub fn call_ok(bus: &SysBus, user: Option<&TestUser>, method: &str, args: &[&str]) -> String {
-    let out = call(bus, user, method, args);
+    ok(&call(bus, user, method, args), method, args)
+}
+
+/// The stdout of a `gdbus call` of `method` with `args` that must have succeeded.
+pub fn ok(out: &Output, method: &str, args: &[&str]) -> String {
     assert!(
         out.status.success(),
         "{method} {args:?} failed: {}",
-        show(&out)
+        show(out)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
@@ -117,12 +135,17 @@ pub fn call_err(
     args: &[&str],
     name: &str,
 ) -> String {
-    let out = call(bus, user, method, args);
+    failed(&call(bus, user, method, args), method, args, name)
+}
+
+/// The stderr of a `gdbus call` of `method` with `args` that must have failed with
+/// `org.omadm.Client1.Error.<name>`.
+pub fn failed(out: &Output, method: &str, args: &[&str], name: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !out.status.success(),
         "{method} {args:?} succeeded: {}",
-        show(&out)
+        show(out)
     );
     let wanted = format!("org.omadm.Client1.Error.{name}");
     assert!(
@@ -130,17 +153,4 @@ pub fn call_err(
         "{method} {args:?}: expected {wanted}, got: {stderr}"
     );
     stderr
-}
-
-/// A copy of `program` at `<dir>/<app>/<file name>`, so that processes running it have
-/// their own executable path — and so their own app id.
-pub fn app_binary(dir: &Path, app: &str, program: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let app_dir = dir.join(app);
-    std::fs::create_dir_all(&app_dir).expect("app dir");
-    std::fs::set_permissions(&app_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let target = app_dir.join(program.file_name().expect("file name"));
-    std::fs::copy(program, &target).unwrap_or_else(|e| panic!("copy {}: {e}", program.display()));
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    target
 }

@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
+pub mod client;
 pub mod daemon;
 pub mod sysbus;
+pub mod unit;
 
 /// The shared real-world corpus (`../shared/corpus` next to the checkout).
 pub fn corpus_dir() -> PathBuf {

@@ -275,7 +275,8 @@ pub enum SessionCommand {
     /// Ext/Priority. omadmd runs the session in the background; omadmctl prints a line when
     /// it starts and one with its result when it ends: "finished: 200 OK", or "failed:" with
     /// the status and what it means (400 malformed package, 413 package too large, 415 wrong
-    /// content type, 495 server certificate refused, 503 server unreachable, 500 local
+    /// content type, 495 server certificate refused, 503 server unreachable, 504 longer than
+    /// [limits] session_seconds, 508 more packages than [limits] session_packages, 500 local
     /// failure; any other status is the server's HTTP status). On a terminal, a spinner with
     /// the elapsed time runs on stderr meanwhile.
     ///

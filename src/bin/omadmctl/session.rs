@@ -204,6 +204,8 @@ pub fn describe(status: i32) -> String {
         495 => "server certificate refused".to_owned(),
         500 => "local failure".to_owned(),
         503 => "server unreachable".to_owned(),
+        504 => "session took longer than [limits] session_seconds, or the server answered Gateway Timeout".to_owned(),
+        508 => "server sent more packages than [limits] session_packages".to_owned(),
         other => {
             let reason = u16::try_from(other)
                 .ok()
@@ -226,6 +228,7 @@ mod tests {
         assert_eq!(describe(200), "OK");
         assert_eq!(describe(495), "server certificate refused");
         assert_eq!(describe(503), "server unreachable");
+        assert!(describe(508).contains("session_packages"));
         assert_eq!(describe(404), "server answered Not Found");
         assert_eq!(describe(599), "server's HTTP status");
         assert_eq!(describe(-1), "server's HTTP status");

@@ -1,0 +1,116 @@
+//! Who may change DM accounts (`urn:oma:mo:oma-dm-dmacc:1.2`): an account decides where
+//! sessions go, how the server is trusted and what it may manage, so only an administrator
+//! (uid 0, or a caller polkit authorizes for `manage`, which the D-Bus face turns into the
+//! admin) creates or changes one. A server may change its own account's other nodes (to
+//! rotate a credential, say) but never its `SrvID`, its `Perm` list or its `Ext/Priority`.
+//! Every account's `SrvID` is unique.
+
+use super::error::AccessError;
+use super::principal::Principal;
+use crate::store::Txn;
+use crate::tree::builtin::DMACC;
+use crate::tree::uri::NodeAddr;
+
+/// Account nodes no server may write: a path equal to one of these or below it.
+const SERVER_FORBIDDEN: [&str; 3] = ["SrvID", "Perm", "Ext/Priority"];
+
+/// Whether `who` may create an instance of `moid`.
+pub fn may_create(who: &Principal, moid: &str) -> Result<(), AccessError> {
+    if moid != DMACC || *who == Principal::Admin {
+        return Ok(());
+    }
+    Err(AccessError::Denied(format!(
+        "{who} may not add DM accounts: that takes uid 0 or the polkit action org.omadm.client1.manage"
+    )))
+}
+
+/// Whether `who` may write or delete the node at `addr` (already known to be visible and
+/// writable for it).
+pub fn may_change(who: &Principal, addr: &NodeAddr) -> Result<(), AccessError> {
+    if addr.moid != DMACC || *who == Principal::Admin {
+        return Ok(());
+    }
+    let denied = |why: &str| Err(AccessError::Denied(format!("{addr}: {who} {why}")));
+    match who {
+        Principal::Server(_) => {
+            let forbidden = addr.path.is_empty()
+                || SERVER_FORBIDDEN.iter().any(|f| {
+                    addr.path == *f
+                        || addr
+                            .path
+                            .strip_prefix(f)
+                            .is_some_and(|rest| rest.starts_with('/'))
+                        || f.strip_prefix(addr.path.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                });
+            if forbidden {
+                denied("may not change a DM account's SrvID, Perm or Ext/Priority")
+            } else {
+                Ok(())
+            }
+        }
+        _ => denied(
+            "may not change DM accounts: that takes uid 0 or the polkit action org.omadm.client1.manage",
+        ),
+    }
+}
+
+/// Refuses a transaction that leaves two accounts with the same `SrvID`.
+pub fn check_unique_srv_ids(tx: &Txn<'_>) -> Result<(), AccessError> {
+    let mut ids = tx.leaf_texts(DMACC, "SrvID")?;
+    ids.sort_by(|a, b| a.1.cmp(&b.1));
+    match ids.windows(2).find(|w| w[0].1 == w[1].1) {
+        None => Ok(()),
+        Some(w) => Err(AccessError::Conflict(format!(
+            "SrvID {:?} is already used by the DM account {DMACC}/{}/",
+            w[1].1, w[0].0
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(path: &str) -> NodeAddr {
+        NodeAddr {
+            moid: DMACC.into(),
+            miid: "1".into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn servers_keep_off_identity_permissions_and_priority() {
+        let srv = Principal::Server("acme".into());
+        for path in [
+            "",
+            "SrvID",
+            "Perm",
+            "Perm/1",
+            "Perm/1/MOID",
+            "Ext",
+            "Ext/Priority",
+        ] {
+            assert!(
+                matches!(may_change(&srv, &at(path)), Err(AccessError::Denied(_))),
+                "{path}"
+            );
+        }
+        for path in ["Auth/Trsp/Secret", "SrvURI", "Ext/CACert", "Name"] {
+            assert!(may_change(&srv, &at(path)).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn only_the_admin_adds_or_changes_accounts() {
+        for who in [Principal::App("a.b".into()), Principal::User(1000)] {
+            assert!(may_create(&who, DMACC).is_err());
+            assert!(may_change(&who, &at("SrvURI")).is_err());
+            assert!(may_create(&who, "urn:x:1.0").is_ok());
+        }
+        assert!(may_create(&Principal::Server("s".into()), DMACC).is_err());
+        assert!(may_create(&Principal::Admin, DMACC).is_ok());
+        assert!(may_change(&Principal::Admin, &at("SrvID")).is_ok());
+    }
+}

@@ -1,0 +1,221 @@
+//! The bounds the authority holds every caller to (`[limits]` of the configuration): how
+//! many nodes one read may return, how large its reply may be, and how much one owner (an
+//! app, a user or a server) may keep in the store. Exceeding one is an
+//! [`AccessError::Limit`] that names the limit and says what to do; nothing is cut short
+//! silently.
+
+use std::io;
+
+use super::error::AccessError;
+use super::principal::Principal;
+use crate::store::Usage;
+use crate::tree::json::MoItem;
+use crate::tree::uri::{ClientUri, NodeAddr};
+use crate::tree::value::Value;
+
+/// The authority's share of `[limits]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most nodes one read returns (`result_rows`), counting every node of a subtree.
+    pub result_rows: usize,
+    /// Largest reply to one read in bytes, as serialized (`reply_bytes`).
+    pub reply_bytes: usize,
+    /// Most bytes (node names and values) one owner's instances hold (`owner_bytes`).
+    pub owner_bytes: u64,
+    /// Most instances one owner holds (`owner_instances`).
+    pub owner_instances: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            result_rows: 100_000,
+            reply_bytes: 16 * 1024 * 1024,
+            owner_bytes: 64 * 1024 * 1024,
+            owner_instances: 10_000,
+        }
+    }
+}
+
+/// What is left of one read's allowance as its reply is built.
+pub struct Budget<'a> {
+    uri: &'a ClientUri,
+    bounds: Bounds,
+    rows: usize,
+    bytes: usize,
+}
+
+/// Bytes a `Get` reply spends per node beyond its ClientURI and value (format name,
+/// D-Bus framing).
+const PER_NODE_OVERHEAD: usize = 24;
+
+impl Bounds {
+    /// A fresh allowance for one read of `uri`.
+    pub fn reply<'a>(&self, uri: &'a ClientUri) -> Budget<'a> {
+        Budget {
+            uri,
+            bounds: *self,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Refuses a read that resolved to more than `result_rows` nodes.
+    pub fn check_rows(&self, uri: &ClientUri, rows: usize) -> Result<(), AccessError> {
+        if rows > self.result_rows {
+            return Err(too_many_rows(uri, self.result_rows));
+        }
+        Ok(())
+    }
+
+    /// Refuses a write that leaves `owner` above its quota. The admin has none.
+    pub fn check_usage(&self, owner: &str, usage: Usage) -> Result<(), AccessError> {
+        if owner == Principal::Admin.to_string() {
+            return Ok(());
+        }
+        if usage.instances > self.owner_instances {
+            return Err(AccessError::Limit(format!(
+                "{owner} would own {} instances, more than its quota of {} ([limits] owner_instances); delete some first",
+                usage.instances, self.owner_instances
+            )));
+        }
+        if usage.bytes > self.owner_bytes {
+            return Err(AccessError::Limit(format!(
+                "{owner}'s instances would hold {} bytes, more than its quota of {} ([limits] owner_bytes); delete some first",
+                usage.bytes, self.owner_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Budget<'_> {
+    /// Spends the allowance on one node of a `Get` reply.
+    pub fn take_found(
+        &mut self,
+        addr: &NodeAddr,
+        value: Option<&Value>,
+    ) -> Result<(), AccessError> {
+        let value_bytes = match value {
+            None => 0,
+            Some(Value::B64(b) | Value::Bin(b)) => b.len(),
+            Some(v) => v.to_text().len(),
+        };
+        self.spend(1, addr.to_string().len() + value_bytes + PER_NODE_OVERHEAD)
+    }
+
+    /// Spends the allowance on one MO serialization item (all nodes of its subtree, and its
+    /// serialized size).
+    pub fn take_item(&mut self, item: &MoItem) -> Result<(), AccessError> {
+        let nodes = item.mo_data.values().map(count_nodes).sum();
+        let mut counter = Counter(0);
+        serde_json::to_writer(&mut counter, item)
+            .map_err(|e| AccessError::InvalidValue(format!("{}: {e}", item.client_uri)))?;
+        self.spend(nodes, counter.0)
+    }
+
+    fn spend(&mut self, rows: usize, bytes: usize) -> Result<(), AccessError> {
+        self.rows += rows;
+        self.bytes += bytes;
+        if self.rows > self.bounds.result_rows {
+            return Err(too_many_rows(self.uri, self.bounds.result_rows));
+        }
+        if self.bytes > self.bounds.reply_bytes {
+            return Err(AccessError::Limit(format!(
+                "{}: the reply would exceed {} bytes ([limits] reply_bytes); narrow the query \
+                 (a MIID, a deeper path, nv= conditions) or read the parts one by one",
+                self.uri, self.bounds.reply_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn too_many_rows(uri: &ClientUri, max: usize) -> AccessError {
+    AccessError::Limit(format!(
+        "{uri}: more than {max} nodes match ([limits] result_rows); narrow the query \
+         (a MIID, a deeper path, nv= conditions)"
+    ))
+}
+
+/// Nodes in an MO serialization subtree, counted without recursion.
+fn count_nodes(json: &serde_json::Value) -> usize {
+    let mut stack = vec![json];
+    let mut n = 0;
+    while let Some(j) = stack.pop() {
+        n += 1;
+        if let serde_json::Value::Object(children) = j {
+            stack.extend(children.values());
+        }
+    }
+    n
+}
+
+/// An `io::Write` that only counts.
+struct Counter(usize);
+
+impl io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_spare_the_admin_and_name_the_limit() {
+        let b = Bounds {
+            owner_instances: 2,
+            owner_bytes: 100,
+            ..Bounds::default()
+        };
+        let over = Usage {
+            instances: 3,
+            bytes: 10,
+        };
+        assert!(b.check_usage("admin", over).is_ok());
+        let err = b.check_usage("uid:1000", over).unwrap_err().to_string();
+        assert!(err.contains("owner_instances"), "{err}");
+        let err = b
+            .check_usage(
+                "srv:x",
+                Usage {
+                    instances: 1,
+                    bytes: 101,
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("owner_bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_budget_counts_rows_and_bytes() {
+        let uri = ClientUri::parse("urn:a:1.0/*/").unwrap();
+        let b = Bounds {
+            result_rows: 2,
+            reply_bytes: 1000,
+            ..Bounds::default()
+        };
+        let addr = NodeAddr::root("urn:a:1.0", "1").child("X");
+        let mut budget = b.reply(&uri);
+        budget.take_found(&addr, None).unwrap();
+        budget.take_found(&addr, None).unwrap();
+        let err = budget.take_found(&addr, None).unwrap_err().to_string();
+        assert!(err.contains("result_rows"), "{err}");
+        let mut budget = b.reply(&uri);
+        let big = Value::Chr("x".repeat(2000));
+        let err = budget
+            .take_found(&addr, Some(&big))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reply_bytes"), "{err}");
+    }
+}

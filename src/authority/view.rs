@@ -1,0 +1,156 @@
+//! What one principal can see of the tree: the store as a [`TreeRead`] from which every
+//! instance the principal may not use, and (for reads) every No-Get node, is absent.
+//!
+//! Resolving a ClientURI over a [`View`] instead of the store is what makes invisible nodes
+//! answer exactly like nodes that do not exist, on every path at once: wildcards and x-names
+//! skip them, an empty `mo-inst` counts only visible instances, `nv=` conditions never test
+//! them, and a concrete URI into them is "no such node".
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::principal::{ANY_APP, ANY_SERVER, Principal, Rights};
+use crate::store::{Store, StoreError};
+use crate::tree::registry::Registry;
+use crate::tree::resolve::{NodeKind, TreeRead};
+
+/// What a view is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Reading: instances with the Read right; No-Get nodes are hidden.
+    Read,
+    /// Writing, executing, granting: instances on which the principal holds any right
+    /// (the command's own right is checked afterwards, so a visible instance without it
+    /// answers "denied"); No-Get nodes stay writable.
+    Act,
+}
+
+/// The store as `who` may see it for `purpose`.
+pub struct View<'a> {
+    store: &'a Store,
+    types: &'a Registry,
+    who: &'a Principal,
+    purpose: Purpose,
+    /// Rights per (MOID, MIID), looked up once per view.
+    rights: RefCell<HashMap<(String, String), Rights>>,
+}
+
+impl<'a> View<'a> {
+    pub fn new(
+        store: &'a Store,
+        types: &'a Registry,
+        who: &'a Principal,
+        purpose: Purpose,
+    ) -> View<'a> {
+        View {
+            store,
+            types,
+            who,
+            purpose,
+            rights: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The rights the principal holds on the instance `moid`/`miid` (none if missing).
+    pub fn rights(&self, moid: &str, miid: &str) -> Result<Rights, StoreError> {
+        let key = (moid.to_owned(), miid.to_owned());
+        if let Some(r) = self.rights.borrow().get(&key) {
+            return Ok(*r);
+        }
+        let r = rights(self.store, self.who, moid, miid)?;
+        self.rights.borrow_mut().insert(key, r);
+        Ok(r)
+    }
+
+    /// Whether the instance `moid`/`miid` exists for this view.
+    pub fn sees_instance(&self, moid: &str, miid: &str) -> Result<bool, StoreError> {
+        let r = self.rights(moid, miid)?;
+        Ok(match self.purpose {
+            Purpose::Read => r.contains(Rights::READ),
+            Purpose::Act => r != Rights::NONE,
+        })
+    }
+
+    /// Whether the node at `addr` exists for this view as far as rights and access types go
+    /// (it may still be absent from the tree).
+    pub fn sees(&self, addr: &crate::tree::uri::NodeAddr) -> Result<bool, StoreError> {
+        Ok(!self.hides(&addr.moid, &addr.path) && self.sees_instance(&addr.moid, &addr.miid)?)
+    }
+
+    /// Whether the node at `path` is hidden by its DDF access type (No-Get, for reads).
+    fn hides(&self, moid: &str, path: &str) -> bool {
+        self.purpose == Purpose::Read
+            && !path.is_empty()
+            && self
+                .types
+                .get(moid)
+                .and_then(|t| t.def_at(path))
+                .is_some_and(|d| d.access.is_no_get())
+    }
+}
+
+impl TreeRead for View<'_> {
+    type Error = StoreError;
+
+    fn instances(&self, moid: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = self.store.instances(moid)?;
+        let mut keep = Vec::with_capacity(out.len());
+        for miid in &out {
+            keep.push(self.sees_instance(moid, miid)?);
+        }
+        let mut flags = keep.into_iter();
+        out.retain(|_| flags.next().unwrap_or(false));
+        Ok(out)
+    }
+
+    fn kind(&self, moid: &str, miid: &str, path: &str) -> Result<Option<NodeKind>, StoreError> {
+        if self.hides(moid, path) || !self.sees_instance(moid, miid)? {
+            return Ok(None);
+        }
+        self.store.kind(moid, miid, path)
+    }
+
+    fn children(&self, moid: &str, miid: &str, path: &str) -> Result<Vec<String>, StoreError> {
+        if !self.sees_instance(moid, miid)? {
+            return Ok(Vec::new());
+        }
+        let mut names = self.store.children(moid, miid, path)?;
+        names.retain(|n| !self.hides(moid, &crate::tree::uri::join(path, n)));
+        Ok(names)
+    }
+
+    fn leaf_text(&self, moid: &str, miid: &str, path: &str) -> Result<Option<String>, StoreError> {
+        if self.hides(moid, path) || !self.sees_instance(moid, miid)? {
+            return Ok(None);
+        }
+        self.store.leaf_text(moid, miid, path)
+    }
+}
+
+/// The rights `who` holds on the instance `moid`/`miid`: all for the admin and the owner,
+/// else its own grants plus those to every principal of its kind (`app:*` for local
+/// callers, `srv:*` for servers).
+pub fn rights(
+    store: &Store,
+    who: &Principal,
+    moid: &str,
+    miid: &str,
+) -> Result<Rights, StoreError> {
+    let everyone = match who {
+        Principal::Admin => return Ok(Rights::ALL),
+        Principal::App(_) | Principal::User(_) => ANY_APP,
+        Principal::Server(_) => ANY_SERVER,
+    };
+    let Some(info) = store.instance(moid, miid)? else {
+        return Ok(Rights::NONE);
+    };
+    let me = who.to_string();
+    if info.owner == me {
+        return Ok(Rights::ALL);
+    }
+    let root = crate::tree::uri::NodeAddr::root(moid, miid);
+    let mine = Rights::from_bits(store.grant(&root, &me)?.unwrap_or(0));
+    Ok(mine.union(Rights::from_bits(
+        store.grant(&root, everyone)?.unwrap_or(0),
+    )))
+}

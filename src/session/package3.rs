@@ -1,0 +1,198 @@
+//! Package#3 kept within `[limits] package3_bytes` (PROTOCOL.md §4). The body is written
+//! status by status as the commands finish, so a Package#2 asking for more than fits never
+//! makes the client hold or send more than the bound:
+//!
+//! - before any command runs, room is kept for a bare status (`{"sc":NNN}`) for every
+//!   command; a Package#2 with so many commands that even bare statuses would not fit is
+//!   refused whole (the session ends with `413`, none of its commands run);
+//! - a status that does not fit in what is left is cut: a `GET` result loses its data and is
+//!   answered `413` (too large: the server should narrow the query), an HGET's `URI` list is
+//!   left out (its `sc` stays, since the tree did change).
+//!
+//! The bytes are exactly those of [`Package3`](crate::protocol::Package3) serialized with
+//! its statuses and no alerts.
+
+use crate::protocol::Status;
+
+const OPEN: &[u8] = br#"{"Status":["#;
+const CLOSE: &[u8] = b"]}";
+/// The most a status without data or URIs takes, with its comma: `,{"sc":65535}`.
+const BARE: usize = 13;
+
+/// A Package#3 being written.
+#[derive(Debug)]
+pub struct Package3Body {
+    limit: usize,
+    body: Vec<u8>,
+    /// Statuses still to come.
+    remaining: usize,
+}
+
+/// How a status went into the package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    Whole,
+    /// It did not fit: sent bare (a GET's data replaced by `413`).
+    Cut,
+}
+
+/// Even bare statuses for every command of a Package#2 would be larger than the bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the statuses of {commands} commands alone need up to {needed} bytes, more than \
+     package3_bytes = {limit}"
+)]
+pub struct TooManyCommands {
+    pub commands: usize,
+    pub needed: usize,
+    pub limit: usize,
+}
+
+impl Package3Body {
+    /// A Package#3 for `commands` statuses, at most `limit` bytes long.
+    pub fn new(limit: usize, commands: usize) -> Result<Package3Body, TooManyCommands> {
+        let needed = commands
+            .saturating_mul(BARE)
+            .saturating_add(OPEN.len() + CLOSE.len());
+        if needed > limit {
+            return Err(TooManyCommands {
+                commands,
+                needed,
+                limit,
+            });
+        }
+        let mut body = Vec::with_capacity(needed);
+        body.extend_from_slice(OPEN);
+        Ok(Package3Body {
+            limit,
+            body,
+            remaining: commands,
+        })
+    }
+
+    /// Adds the next command's status, cut to a bare one if it does not fit.
+    pub fn push(&mut self, status: &Status) -> Result<Fit, serde_json::Error> {
+        self.remaining = self.remaining.saturating_sub(1);
+        let comma = usize::from(self.body.len() > OPEN.len());
+        let whole = serde_json::to_vec(status)?;
+        let after = self.body.len() + comma + whole.len() + CLOSE.len() + self.remaining * BARE;
+        let (bytes, fit) = if after <= self.limit {
+            (whole, Fit::Whole)
+        } else {
+            let bare = Status::code(if status.data.is_some() {
+                413
+            } else {
+                status.sc
+            });
+            (serde_json::to_vec(&bare)?, Fit::Cut)
+        };
+        if comma == 1 {
+            self.body.push(b',');
+        }
+        self.body.extend_from_slice(&bytes);
+        Ok(fit)
+    }
+
+    /// The finished body.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.body.extend_from_slice(CLOSE);
+        self.body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Package3;
+    use crate::tree::json::MoItem;
+
+    fn get_result(bytes: usize) -> Status {
+        let mut data = serde_json::Map::new();
+        data.insert("V".into(), serde_json::json!("x".repeat(bytes)));
+        Status {
+            sc: 200,
+            uri: None,
+            data: Some(vec![MoItem {
+                ddf: None,
+                client_uri: "urn:a:1.0/i/V".into(),
+                cv: None,
+                mo_data: data,
+            }]),
+        }
+    }
+
+    #[test]
+    fn the_bytes_are_those_of_the_serialized_package() {
+        let statuses = vec![
+            Status::code(200),
+            get_result(10),
+            Status {
+                sc: 200,
+                uri: Some(vec!["urn:a:1.0/i/".into()]),
+                data: None,
+            },
+        ];
+        let mut p = Package3Body::new(1 << 20, statuses.len()).unwrap();
+        for s in &statuses {
+            assert_eq!(p.push(s).unwrap(), Fit::Whole);
+        }
+        let want = serde_json::to_vec(&Package3 {
+            status: statuses,
+            alert: vec![],
+        })
+        .unwrap();
+        assert_eq!(p.finish(), want);
+        let empty = Package3Body::new(100, 0).unwrap().finish();
+        assert_eq!(empty, br#"{"Status":[]}"#);
+    }
+
+    #[test]
+    fn results_that_do_not_fit_are_answered_413_and_the_package_stays_bounded() {
+        let limit = 1000;
+        let commands = 20;
+        let mut p = Package3Body::new(limit, commands).unwrap();
+        let mut fits = Vec::new();
+        for i in 0..commands {
+            let s = if i % 5 == 4 {
+                Status {
+                    sc: 200,
+                    uri: Some(vec!["urn:a:1.0/very/long/uri/".repeat(20)]),
+                    data: None,
+                }
+            } else {
+                get_result(100)
+            };
+            fits.push(p.push(&s).unwrap());
+        }
+        let body = p.finish();
+        assert!(body.len() <= limit, "{} bytes", body.len());
+        let sent: Package3 = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent.status.len(), commands);
+        let codes: Vec<u16> = sent.status.iter().map(|s| s.sc).collect();
+        assert_eq!(&codes[..2], [200, 200], "the first results fit: {codes:?}");
+        assert!(matches!(fits[0], Fit::Whole));
+        for (s, fit) in sent.status.iter().zip(&fits) {
+            match fit {
+                Fit::Whole => assert_eq!(s.sc, 200),
+                Fit::Cut => {
+                    assert!(s.data.is_none() && s.uri.is_none());
+                    assert!(s.sc == 413 || s.sc == 200, "{s:?}");
+                }
+            }
+        }
+        assert!(codes.contains(&413), "{codes:?}");
+        assert_eq!(codes[19], 200, "an HGET's status stays, without its URIs");
+    }
+
+    #[test]
+    fn too_many_commands_for_even_bare_statuses_are_refused() {
+        let err = Package3Body::new(1000, 100).unwrap_err();
+        assert_eq!(err.needed, 100 * BARE + OPEN.len() + CLOSE.len());
+        assert!(err.to_string().contains("package3_bytes = 1000"), "{err}");
+        let mut p = Package3Body::new(100 * BARE + 13, 100).unwrap();
+        for _ in 0..100 {
+            p.push(&Status::code(65535)).unwrap();
+        }
+        assert!(p.finish().len() <= 100 * BARE + 13);
+    }
+}
