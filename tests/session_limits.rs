@@ -9,8 +9,6 @@
 //! releases its server (the next start is not `Busy`) and the daemon lives on.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
-use std::time::Duration;
 
 use omadmd::protocol::alert;
 use omadmd::session::Limits;
@@ -20,8 +18,8 @@ use serde_json::json;
 
 use crate::omadmctl_cli::TestServer;
 use crate::session_tls::{WEATHER, account, client, get, package_bodies, server};
-use crate::support::daemon::call_ok;
-use crate::support::sysbus::{KillOnDrop, SysBus, show};
+use crate::support::daemon::{Daemon, call_ok};
+use crate::support::sysbus::{SysBus, show};
 
 const DEVINFO_MAN: &str = "urn:oma:mo:oma-dm-devinfo:1.0//Man";
 
@@ -232,53 +230,6 @@ async fn an_mo_nested_deeper_than_tree_depth_is_refused_and_the_tree_stays_whole
     assert_eq!(outcome.status, 200, "{outcome:?}");
 }
 
-/// omadmd on `bus` with `config` as its configuration file.
-struct LimitedDaemon {
-    _child: KillOnDrop,
-    state: tempfile::TempDir,
-}
-
-impl LimitedDaemon {
-    fn start(bus: &SysBus, config: &str) -> LimitedDaemon {
-        let state = tempfile::tempdir().unwrap();
-        let config_file = state.path().join("omadmd.toml");
-        std::fs::write(&config_file, config).unwrap();
-        let log = std::fs::File::create(state.path().join("omadmd.log")).unwrap();
-        let child = KillOnDrop::spawn(
-            bus.command(None, env!("CARGO_BIN_EXE_omadmd"))
-                .arg("--state-dir")
-                .arg(state.path().join("state"))
-                .arg("--config")
-                .arg(&config_file)
-                .env("RUST_LOG", "omadmd=info")
-                .stdout(Stdio::null())
-                .stderr(log),
-        );
-        let daemon = LimitedDaemon {
-            _child: child,
-            state,
-        };
-        assert!(
-            bus.wait_for_name("org.omadm.Client1", Duration::from_secs(20)),
-            "omadmd did not take its name:\n{}",
-            daemon.log()
-        );
-        daemon
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.state.path().join("omadmd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for LimitedDaemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- omadmd log ---\n{}", self.log());
-        }
-    }
-}
-
 /// `omadmctl --json session start devserver` as root: (exit status, SessionFinished status).
 fn start_session(bus: &SysBus) -> (i32, i64) {
     let out = bus
@@ -301,7 +252,7 @@ fn quoted(s: &str) -> String {
 #[test]
 fn omadmd_ends_each_abusive_session_at_its_limit_and_serves_the_next() {
     let bus = SysBus::start();
-    let daemon = LimitedDaemon::start(
+    let daemon = Daemon::start_with_config(
         &bus,
         "[limits]\nsession_packages = 10\nsession_seconds = 5\npackage3_bytes = 4096\n",
     );
