@@ -18,13 +18,28 @@
 //!    ClientURI (polkit asked once, then cached for the connection) against `Get` of a fresh
 //!    ClientURI each time (the same node through a new x-name: the cache key holds the
 //!    ClientURI, so each is a polkit round trip; a bus monitor counts the
-//!    `CheckAuthorization` calls to prove it).
+//!    `CheckAuthorization` calls to prove it);
+//! 5. abuse: `Get` of one leaf by an innocent caller (root, in this process), alone and while
+//!    attacking connections of another Unix user (this binary, re-executed under `setpriv`
+//!    in an attack mode; polkit lets that user read, write and watch) loop as fast as they
+//!    can over the abusive calls of the security review: a ClientURI one byte over
+//!    `uri_bytes`; ClientURIs of exactly `uri_bytes` full of path segments, x-names or `nv=`
+//!    fields; a wildcard matching more than `result_rows` nodes (the attacker's own);
+//!    `nv=` guesses at a DM account's No-Get secret; `CreateInstance` one level past
+//!    `tree_depth`; `Watch` after holding `watches_per_caller` watches. Every ClientURI but
+//!    the wildcard is new on each call, as a guessing attacker's are (each is a polkit
+//!    check). The daemon runs with the default `[limits]`. The attackers check that every
+//!    call gets its refusal (error name and the limit named in its message), count them
+//!    and time them; the bench reports the innocent caller's latency under attack against
+//!    alone, the refusals per second and each kind's mean time to its refusal, the CPU that
+//!    omadmd, dbus-daemon and polkitd used meanwhile, and checks that the daemon is alive
+//!    and answering at the end.
 //!
-//! Calls of ours and of the baseline alternate in slices so that machine load affects both
-//! equally. The bench client runs on the same machine as the daemon, `dbus-daemon` and
-//! `polkitd`: on few cores they all compete. A missed target is reported, not a failure;
-//! any error exits non-zero. Everything started (bus, polkitd, daemon, clients) is stopped
-//! on every exit path.
+//! Calls of ours and of the baseline (in 5: under attack and alone) alternate in slices so
+//! that machine load affects both equally. The bench client runs on the same machine as the
+//! daemon, `dbus-daemon` and `polkitd`: on few cores they all compete. A missed target is
+//! reported, not a failure; any error exits non-zero. Everything started (bus, polkitd,
+//! daemon, clients) is stopped on every exit path.
 //!
 //! Limits: 1,000 watcher connections of one uid exceed dbus-daemon's default
 //! `max_connections_per_user` (256), so the bench drops a `<limit>` file into the private
@@ -33,15 +48,18 @@
 //! with `prlimit`; failing that, fewer watchers are used and the table says how many.
 
 use std::error::Error;
-use std::io::Read as _;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Command, ExitCode, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
+use omadmd::config::Limits;
+use tempfile::TempDir;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -97,6 +115,22 @@ const CONNECT_BATCH: usize = 32;
 /// 4. timed Gets of each kind by the non-root client.
 const POLKIT_ITERS: usize = 2_000;
 
+/// 5. timed Gets of the innocent caller, alone and under attack (each); attacking
+///    connections; the attacker's test user; the MO of its instances, their number of
+///    leaves each; the DM account whose secret it guesses at.
+const ATTACK_ITERS: usize = 5_000;
+const ATTACKERS: usize = 2;
+const ATTACK_USER: &str = "omadmd-t-bench-attack";
+const ATTACK_MOID: &str = "urn:oma:mo:ext-omadmd-bench-attack:1.0";
+const ATTACK_LEAVES: usize = 10_000;
+const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
+const SECRET_ACCOUNT: &str = concat!(
+    r#"{"DMAcc": {"SrvID": "bench", "SrvURI": "https://dm.example/", "Perm": {}, "#,
+    r#""Auth": {"Trsp": {"Data": "dev", "Secret": "hunter2"}}}}"#
+);
+/// How long the attacker may take to make its instances and watches.
+const ATTACK_SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// No call may take longer (a hung daemon fails the bench instead of stalling it).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// fds this process needs besides the watchers' sockets.
@@ -120,9 +154,10 @@ fn run() -> Result<()> {
     println!("omadmd D-Bus bench: {cores} cores, {} build", build());
     println!(
         "columns: ours = omadmd's org.omadm.Client1 call, base = Peer.Ping on the same daemon \
-         (transport floor; in the polkit row: ours = cached ClientURI, base = fresh ClientURI); \
-         median and p99 (delivery: median and max of {ROUNDS} rounds); ratio = ours/base; \
-         targets apply to ours (median)"
+         (transport floor; in the polkit row: ours = cached ClientURI, base = fresh ClientURI; \
+         in the attack row: ours = during the attack, base = alone); median and p99 \
+         (delivery: median and max of {ROUNDS} rounds); ratio = ours/base; targets apply to \
+         ours (median)"
     );
     let watchers = watcher_budget()?;
 
@@ -131,7 +166,7 @@ fn run() -> Result<()> {
     let user = sysbus::test_user(TEST_USER);
     let bus = SysBus::start();
     raise_bus_limits(&bus)?;
-    let daemon = Daemon::start(&bus);
+    let mut daemon = Daemon::start(&bus);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -221,6 +256,9 @@ fn run() -> Result<()> {
          ClientURI and {} Gets of fresh ClientURIs (expected 1 + {})",
         p.checks, p.cached_calls, p.fresh_calls, p.fresh_calls
     ));
+
+    let a = under_attack(&bus, &rt, &mut daemon)?;
+    a.report(&mut rows, &mut notes);
 
     // Orderly stop: clients first (their departures reach the daemon), then the daemon.
     drop(rt);
@@ -388,17 +426,7 @@ impl Procs {
         let omadmd = dbus
             .get_connection_unix_process_id(DEST.try_into()?)
             .await?;
-        let pids = std::fs::read_to_string(bus.dir().join("pids"))?;
-        let bus = pids
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("dbus ")?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .ok_or("the harness recorded no dbus-daemon PID")?;
+        let bus = harness_pid(bus, "dbus")?;
         Ok(Procs { omadmd, bus })
     }
 
@@ -409,6 +437,20 @@ impl Procs {
             bench: cpu_time(std::process::id()),
         }
     }
+}
+
+/// The PID of the harness's process `name` (`dbus`, `polkitd`), from its record (`pids`:
+/// lines of name, PID and start time; the last one counts).
+fn harness_pid(bus: &SysBus, name: &str) -> Result<u32> {
+    let pids = std::fs::read_to_string(bus.dir().join("pids"))?;
+    pids.lines()
+        .rev()
+        .find_map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next()? == name).then_some(())?;
+            cols.next()?.parse().ok()
+        })
+        .ok_or_else(|| format!("the harness recorded no {name} PID").into())
 }
 
 /// Time on CPU of every live thread of `pid` (`/proc/<pid>/task/*/schedstat`, ns).
@@ -618,11 +660,7 @@ async fn change_delivery(
         )
         .await?;
     let root: String = reply.body().deserialize()?;
-    let leaf = if root.ends_with('/') {
-        format!("{root}Value")
-    } else {
-        format!("{root}/Value")
-    };
+    let leaf = child_uri(&root, "Value");
     check_get(admin, &leaf).await?;
 
     let rule = MatchRule::builder()
@@ -785,15 +823,7 @@ struct Polkit {
 /// 4. Runs this binary in client mode as the test user (a copy readable by it, like an
 ///    installed app) while a bus monitor counts polkit checks.
 fn polkit_cache(bus: &SysBus, rt: &Runtime, user: &TestUser) -> Result<Polkit> {
-    let dir = tempfile::Builder::new()
-        .prefix("omadmd-bench-client-")
-        .tempdir()?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    let exe = std::env::current_exe()?;
-    let bin = dir.path().join("bench-client");
-    std::fs::copy(&exe, &bin)?;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
-
+    let (_dir, bin) = client_copy()?;
     let checks = Arc::new(AtomicU64::new(0));
     let monitor = rt.block_on(count_polkit_checks(bus.address(), checks.clone()))?;
     // Spawned from the main thread: the client dies with it (setpriv --pdeathsig).
@@ -855,6 +885,19 @@ fn polkit_cache(bus: &SysBus, rt: &Runtime, user: &TestUser) -> Result<Polkit> {
     Ok(Polkit { checks: seen, ..r })
 }
 
+/// A copy of this binary that a test user can run (like an installed app), in a directory
+/// that lives as long as the returned guard.
+fn client_copy() -> Result<(TempDir, PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix("omadmd-bench-client-")
+        .tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let bin = dir.path().join("bench-client");
+    std::fs::copy(std::env::current_exe()?, &bin)?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    Ok((dir, bin))
+}
+
 /// A monitor connection counting `CheckAuthorization` calls on the bus.
 async fn count_polkit_checks(address: &str, count: Arc<AtomicU64>) -> Result<JoinHandle<()>> {
     let conn = connect(address).await?;
@@ -884,15 +927,365 @@ async fn count_polkit_checks(address: &str, count: Arc<AtomicU64>) -> Result<Joi
 }
 
 // ---------------------------------------------------------------------------------------
-// Client mode (this binary re-executed as the non-root test user)
+// 5. Abuse
+
+struct Attack {
+    alone: Samples,
+    attacked: Samples,
+    /// Refused calls of each kind of [`Abuse::ALL`], the time they waited for their refusals
+    /// in all, and how long the attackers ran.
+    refused: [u64; Abuse::COUNT],
+    waited: [Duration; Abuse::COUNT],
+    attack_time: Duration,
+    /// The attacker's uid, the nodes its wildcard matched, the watches each connection held.
+    uid: u32,
+    rows: usize,
+    watches: usize,
+    /// Cores busy (omadmd / dbus-daemon / polkitd) while the innocent caller was timed.
+    busy_alone: String,
+    busy_attacked: String,
+}
+
+/// 5. The innocent caller's Gets alone and under attack, alternating in slices: the
+///    attacker (a process of [`ATTACK_USER`], see [`attack_client`]) is told when to run and
+///    when to pause, and reports the refusals of each phase.
+fn under_attack(bus: &SysBus, rt: &Runtime, daemon: &mut Daemon) -> Result<Attack> {
+    let user = sysbus::test_user(ATTACK_USER);
+    bus.add_polkit_rules(
+        "60-omadmd-bench-attack",
+        &format!(
+            "polkit.addRule(function(action, subject) {{\n\
+             if ([\"org.omadm.client1.read\", \"org.omadm.client1.write\", \
+             \"org.omadm.client1.watch\"].indexOf(action.id) >= 0 && subject.user == {:?}) {{\n\
+             return polkit.Result.YES; }}\n\
+             return polkit.Result.NOT_HANDLED; }});\n",
+            user.name
+        ),
+    );
+    let (conn, procs) = rt.block_on(async {
+        let conn = connect(bus.address()).await?;
+        conn.call_method(
+            Some(DEST),
+            PATH,
+            Some(IFACE),
+            "CreateInstance",
+            &(DMACC, SECRET_ACCOUNT),
+        )
+        .await?;
+        let procs = Procs::find(&conn, bus).await?;
+        Ok::<_, Box<dyn Error + Send + Sync>>((conn, procs))
+    })?;
+    let pids = [procs.omadmd, procs.bus, harness_pid(bus, "polkitd")?];
+    let cpu = || pids.map(cpu_time);
+
+    let mut attacker = Attacker::spawn(bus, &user)?;
+    let ready = attacker.expect("ready", ATTACK_SETUP_TIMEOUT)?;
+    let mut ready = ready.split_whitespace().map(str::parse::<usize>);
+    let (Some(Ok(rows)), Some(Ok(watches))) = (ready.next(), ready.next()) else {
+        return Err("the attacking client said ready without its node and watch counts".into());
+    };
+    rt.block_on(timed_gets(&conn, WARMUP))?;
+    let per_slice = ATTACK_ITERS / SLICES;
+    let (mut alone, mut attacked) = (Phase::default(), Phase::default());
+    let mut refused = [0u64; Abuse::COUNT];
+    let mut waited = [Duration::ZERO; Abuse::COUNT];
+    let mut attack_time = Duration::ZERO;
+    for _ in 0..SLICES {
+        alone.time(rt, &conn, per_slice, &cpu)?;
+        attacker.send("run")?;
+        attacker.expect("running", CALL_TIMEOUT)?;
+        attacked.time(rt, &conn, per_slice, &cpu)?;
+        attacker.send("pause")?;
+        let paused = attacker.expect("paused", 2 * CALL_TIMEOUT)?;
+        let mut fields = paused.split_whitespace();
+        let secs: f64 = fields.next().ok_or("paused without a time")?.parse()?;
+        attack_time += Duration::from_secs_f64(secs);
+        let mut field = || {
+            fields
+                .next()
+                .ok_or("paused without two figures for each kind")
+        };
+        for r in &mut refused {
+            *r += field()?.parse::<u64>()?;
+        }
+        for w in &mut waited {
+            *w += Duration::from_nanos(field()?.parse()?);
+        }
+    }
+    attacker.finish()?;
+    if let Some(status) = daemon.wait_exit(Duration::from_millis(100)) {
+        return Err(format!("omadmd exited under attack ({status}):\n{}", daemon.log()).into());
+    }
+    rt.block_on(check_get(&conn, LEAF))?;
+    Ok(Attack {
+        busy_alone: alone.busy(),
+        busy_attacked: attacked.busy(),
+        alone: Samples::new(alone.samples),
+        attacked: Samples::new(attacked.samples),
+        refused,
+        waited,
+        attack_time,
+        uid: user.uid,
+        rows,
+        watches,
+    })
+}
+
+impl Attack {
+    /// Its rows of the table and its notes.
+    fn report(&self, rows: &mut Vec<Row>, notes: &mut Vec<String>) {
+        rows.push(Row::timed(
+            &format!("Get DevID, {ATTACKERS} attackers: under/alone"),
+            "µs",
+            1e-6,
+            &self.attacked,
+            Some(&self.alone),
+            None,
+        ));
+        let attack_secs = self.attack_time.as_secs_f64();
+        rows.push(Row {
+            name: "abusive calls refused".into(),
+            unit: "calls/s",
+            ours: self.refused.iter().sum::<u64>() as f64 / attack_secs,
+            ours_p99: None,
+            base: None,
+            base_p99: None,
+            target: None,
+        });
+        let per_kind: Vec<String> = Abuse::ALL
+            .iter()
+            .zip(self.refused.iter().zip(&self.waited))
+            .map(|(k, (n, t))| format!("{} {}", k.label(), num(t.as_secs_f64() * 1e3 / *n as f64)))
+            .collect();
+        notes.push(format!(
+            "abuse: {} calls by {ATTACKERS} connections of uid:{} in {attack_secs:.1} s, each \
+             refused with its expected error; mean time to the refusal by kind (ms): {}",
+            group(&self.refused.iter().sum::<u64>().to_string()),
+            self.uid,
+            per_kind.join(", ")
+        ));
+        notes.push(format!(
+            "the innocent Get under attack/alone: median {:.2}x, p99 {:.2}x",
+            self.attacked.median().as_secs_f64() / self.alone.median().as_secs_f64(),
+            self.attacked.p99().as_secs_f64() / self.alone.p99().as_secs_f64()
+        ));
+        notes.push(format!(
+            "abuse setup: the wildcard matched {} of the attacker's nodes (result_rows {}); each \
+             attacking connection held {} watches (watches_per_caller); the daemon was alive and \
+             answered Get after the attack",
+            group(&self.rows.to_string()),
+            group(&Limits::default().result_rows.to_string()),
+            self.watches
+        ));
+        notes.push(format!(
+            "CPU busy during the innocent Gets (cores; omadmd / dbus-daemon / polkitd): alone {}, \
+             under attack {}",
+            self.busy_alone, self.busy_attacked
+        ));
+    }
+}
+
+/// One condition of the innocent caller's Gets: per-call times, wall time, and CPU of
+/// omadmd, dbus-daemon and polkitd meanwhile.
+#[derive(Default)]
+struct Phase {
+    samples: Vec<Duration>,
+    wall: Duration,
+    cpu: [Duration; 3],
+}
+
+impl Phase {
+    /// Times `calls` Gets on `conn`; `cpu` reads the three processes' CPU time.
+    fn time(
+        &mut self,
+        rt: &Runtime,
+        conn: &Connection,
+        calls: usize,
+        cpu: &impl Fn() -> [Duration; 3],
+    ) -> Result<()> {
+        let (start, before) = (Instant::now(), cpu());
+        self.samples.extend(rt.block_on(timed_gets(conn, calls))?);
+        self.wall += start.elapsed();
+        for (total, (after, before)) in self.cpu.iter_mut().zip(cpu().into_iter().zip(before)) {
+            *total += after.saturating_sub(before);
+        }
+        Ok(())
+    }
+
+    /// Cores busy, `a / b / c`.
+    fn busy(&self) -> String {
+        let wall = self.wall.as_secs_f64();
+        let busy: Vec<String> = self
+            .cpu
+            .iter()
+            .map(|c| format!("{:.2}", c.as_secs_f64() / wall))
+            .collect();
+        busy.join(" / ")
+    }
+}
+
+/// `calls` Gets of [`LEAF`], one at a time; per-call times.
+async fn timed_gets(conn: &Connection, calls: usize) -> Result<Vec<Duration>> {
+    let mut lat = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let start = Instant::now();
+        call(conn, Kind::Get).await?;
+        lat.push(start.elapsed());
+    }
+    Ok(lat)
+}
+
+/// The attacking process, driven line by line over its stdin and stdout.
+struct Attacker {
+    child: KillOnDrop,
+    commands: Option<ChildStdin>,
+    replies: std_mpsc::Receiver<String>,
+    /// Holds the binary the child runs; dropped after it.
+    _bin: TempDir,
+}
+
+impl Attacker {
+    /// This binary in attack mode as `user`. Spawned from the main thread: the attacker dies
+    /// with it (`setpriv --pdeathsig`).
+    fn spawn(bus: &SysBus, user: &TestUser) -> Result<Attacker> {
+        let (dir, bin) = client_copy()?;
+        let mut cmd = bus.command(Some(user), &bin);
+        cmd.env(CLIENT_ENV, "attack")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = KillOnDrop(cmd.spawn()?);
+        let commands = child.stdin.take().ok_or("the attacker has no stdin")?;
+        let stdout = child.stdout.take().ok_or("the attacker has no stdout")?;
+        let (tx, replies) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Attacker {
+            child,
+            commands: Some(commands),
+            replies,
+            _bin: dir,
+        })
+    }
+
+    fn send(&mut self, command: &str) -> Result<()> {
+        let stdin = self
+            .commands
+            .as_mut()
+            .ok_or("the attacker's stdin is closed")?;
+        writeln!(stdin, "{command}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// The rest of the attacker's next line, which must start with `word`.
+    fn expect(&mut self, word: &str, timeout: Duration) -> Result<String> {
+        match self.replies.recv_timeout(timeout) {
+            Ok(line) => match line.strip_prefix(word) {
+                Some(rest) => Ok(rest.trim().to_owned()),
+                None => Err(format!("the attacking client said {line:?}, not {word}").into()),
+            },
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                Err(format!("the attacking client did not say {word} within {timeout:?}").into())
+            }
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => Err(format!(
+                "the attacking client exited ({}) instead of saying {word}; its error is above",
+                self.child.wait()?
+            )
+            .into()),
+        }
+    }
+
+    /// Tells the attacker to quit; it must exit successfully.
+    fn finish(mut self) -> Result<()> {
+        self.send("quit")?;
+        drop(self.commands.take());
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return match status.success() {
+                    true => Ok(()),
+                    false => Err(format!("the attacking client failed ({status})").into()),
+                };
+            }
+            if Instant::now() > deadline {
+                return Err(
+                    format!("the attacking client did not quit within {CALL_TIMEOUT:?}").into(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The abusive calls of the security review, each with the refusal it must get.
+#[derive(Clone, Copy, Debug)]
+enum Abuse {
+    OverLong,
+    Segments,
+    XNames,
+    NvFields,
+    Rows,
+    Secret,
+    Deep,
+    Watch,
+}
+
+impl Abuse {
+    const COUNT: usize = 8;
+    /// In declaration order (`kind as usize` indexes it).
+    const ALL: [Abuse; Abuse::COUNT] = [
+        Abuse::OverLong,
+        Abuse::Segments,
+        Abuse::XNames,
+        Abuse::NvFields,
+        Abuse::Rows,
+        Abuse::Secret,
+        Abuse::Deep,
+        Abuse::Watch,
+    ];
+
+    /// How the notes name it.
+    fn label(self) -> &'static str {
+        match self {
+            Abuse::OverLong => "ClientURI over uri_bytes",
+            Abuse::Segments => "max-length ClientURI of segments",
+            Abuse::XNames => "of x-names",
+            Abuse::NvFields => "of nv= fields",
+            Abuse::Rows => "wildcard over result_rows",
+            Abuse::Secret => "nv= guess at a secret",
+            Abuse::Deep => "CreateInstance past tree_depth",
+            Abuse::Watch => "Watch past watches_per_caller",
+        }
+    }
+
+    /// The error (`org.omadm.Client1.Error.<name>`) and a word its message must contain.
+    fn refusal(self) -> (&'static str, &'static str) {
+        match self {
+            Abuse::OverLong => ("InvalidUri", "uri_bytes"),
+            Abuse::Segments => ("InvalidUri", "uri_segments"),
+            Abuse::XNames => ("InvalidUri", "uri_xnames"),
+            Abuse::NvFields => ("InvalidUri", "nv_fields"),
+            Abuse::Rows => ("NotAllowed", "result_rows"),
+            Abuse::Secret => ("InvalidUri", "No-Get"),
+            Abuse::Deep => ("NotAllowed", "tree_depth"),
+            Abuse::Watch => ("NotAllowed", "watches_per_caller"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Client mode (this binary re-executed as a non-root test user)
 
 fn client_main(mode: &str) -> ExitCode {
     let result = match mode {
-        "polkit" => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(Into::into)
-            .and_then(|rt| rt.block_on(polkit_client())),
+        "polkit" => client_runtime().and_then(|rt| rt.block_on(polkit_client())),
+        "attack" => client_runtime().and_then(|rt| attack_client(&rt)),
         other => Err(format!("unknown client mode {other:?}").into()),
     };
     match result {
@@ -905,6 +1298,12 @@ fn client_main(mode: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn client_runtime() -> Result<Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// The same DevInfo node as `uri` (`<MOID>//<path>`), addressed through a never-used x-name
@@ -964,4 +1363,276 @@ async fn polkit_client() -> Result<String> {
         f.median().as_secs_f64(),
         f.p99().as_secs_f64(),
     ))
+}
+
+/// Attack mode: makes enough instances that a wildcard over them exceeds `result_rows` and
+/// fills every connection's watches, says `ready <nodes> <watches per connection>`; then,
+/// on each `run`, loops over the abusive calls on every connection (saying `running`) until
+/// `pause`, and says `paused <seconds> <refusals of each kind> <their ns of each kind>`.
+/// `quit` or the end of its input ends it; a call that does not get its refusal is an
+/// error.
+fn attack_client(rt: &Runtime) -> Result<String> {
+    let limits = Limits::default();
+    let watches = limits.watches_per_caller;
+    let (conns, arsenal, nodes) = rt.block_on(async {
+        let mut conns = Vec::with_capacity(ATTACKERS);
+        for _ in 0..ATTACKERS {
+            conns.push(
+                zbus::connection::Builder::system()
+                    .method_timeout(CALL_TIMEOUT)
+                    .build()
+                    .await?,
+            );
+        }
+        let (arsenal, nodes) = Arsenal::arm(&conns, limits).await?;
+        Ok::<_, Box<dyn Error + Send + Sync>>((conns, Arc::new(arsenal), nodes))
+    })?;
+    println!("ready {nodes} {watches}");
+    let tally = Arc::new(Tally::default());
+    let seq = Arc::new(AtomicU64::new(0));
+    // Each connection starts at another kind, and goes on where it paused.
+    let mut next: Vec<usize> = (0..ATTACKERS)
+        .map(|i| i * Abuse::COUNT / ATTACKERS)
+        .collect();
+    let mut commands = std::io::stdin().lines();
+    loop {
+        match commands.next().transpose()?.as_deref() {
+            Some("run") => {}
+            Some("quit") | None => return Ok(String::new()),
+            Some(other) => return Err(format!("unknown command {other:?}").into()),
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let tasks: Vec<JoinHandle<Result<usize>>> = conns
+            .iter()
+            .zip(&next)
+            .map(|(conn, &from)| {
+                rt.spawn(attack_loop(
+                    conn.clone(),
+                    arsenal.clone(),
+                    from,
+                    seq.clone(),
+                    stop.clone(),
+                    tally.clone(),
+                ))
+            })
+            .collect();
+        println!("running");
+        let command = commands.next().transpose()?;
+        stop.store(true, Ordering::Relaxed);
+        for (task, from) in tasks.into_iter().zip(&mut next) {
+            *from = rt.block_on(task)??;
+        }
+        if command.as_deref() != Some("pause") {
+            return Err(format!("expected pause, got {command:?}").into());
+        }
+        println!("paused {} {}", start.elapsed().as_secs_f64(), tally.take());
+    }
+}
+
+/// One attacking connection: abusive calls of each kind in turn, from `next`, until `stop`;
+/// returns where it stopped.
+async fn attack_loop(
+    conn: Connection,
+    arsenal: Arc<Arsenal>,
+    mut next: usize,
+    seq: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> Result<usize> {
+    while !stop.load(Ordering::Relaxed) {
+        let kind = Abuse::ALL[next % Abuse::COUNT];
+        let n = seq.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let outcome = arsenal.call(&conn, kind, n).await;
+        let waited = start.elapsed();
+        refused_as_expected(kind, outcome)?;
+        tally.add(kind, waited);
+        next += 1;
+    }
+    Ok(next)
+}
+
+/// The refusals of one phase of the attack: how many of each kind, and how long they took
+/// in all (ns).
+#[derive(Default)]
+struct Tally {
+    calls: [AtomicU64; Abuse::COUNT],
+    nanos: [AtomicU64; Abuse::COUNT],
+}
+
+impl Tally {
+    fn add(&self, kind: Abuse, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.calls[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.nanos[kind as usize].fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The counts of each kind, then the times of each kind, and zeroes them.
+    fn take(&self) -> String {
+        let figures: Vec<String> = self
+            .calls
+            .iter()
+            .chain(&self.nanos)
+            .map(|c| c.swap(0, Ordering::Relaxed).to_string())
+            .collect();
+        figures.join(" ")
+    }
+}
+
+/// Whether `outcome` is the refusal `kind` must get.
+fn refused_as_expected(kind: Abuse, outcome: zbus::Result<Message>) -> Result<()> {
+    let (name, word) = kind.refusal();
+    let wanted = format!("{IFACE}.Error.{name}");
+    match outcome {
+        Err(zbus::Error::MethodError(got, Some(message), _))
+            if got.as_str() == wanted && message.contains(word) =>
+        {
+            Ok(())
+        }
+        Err(e) => {
+            let e: String = e.to_string().chars().take(300).collect();
+            Err(format!(
+                "{}: expected {wanted} naming {word}, got: {e}",
+                kind.label()
+            )
+            .into())
+        }
+        Ok(_) => Err(format!(
+            "{}: expected {wanted}, but the call succeeded",
+            kind.label()
+        )
+        .into()),
+    }
+}
+
+/// What the attacker's calls are made of.
+struct Arsenal {
+    limits: Limits,
+    /// One of its instances (whose leaves it watches).
+    root: String,
+}
+
+impl Arsenal {
+    /// Creates the attacker's instances (`ATTACK_LEAVES` leaves each, enough of them for a
+    /// wildcard to match more than `result_rows`) and has every connection watch as many
+    /// leaves as it may. Returns the arsenal and the number of leaves.
+    async fn arm(conns: &[Connection], limits: Limits) -> Result<(Arsenal, usize)> {
+        let leaves: Vec<String> = (0..ATTACK_LEAVES)
+            .map(|i| format!(r#""L{i}": "v""#))
+            .collect();
+        let modata = format!(r#"{{"Bench": {{{}}}}}"#, leaves.join(", "));
+        let instances = limits.result_rows / ATTACK_LEAVES + 1;
+        let mut root = None;
+        for _ in 0..instances {
+            let created: String = conns[0]
+                .call_method(
+                    Some(DEST),
+                    PATH,
+                    Some(IFACE),
+                    "CreateInstance",
+                    &(ATTACK_MOID, modata.as_str()),
+                )
+                .await?
+                .body()
+                .deserialize()?;
+            root.get_or_insert(created);
+        }
+        let root = root.ok_or("no instance was created")?;
+        for conn in conns {
+            for i in 0..limits.watches_per_caller {
+                let leaf = child_uri(&root, &format!("L{i}"));
+                conn.call_method(Some(DEST), PATH, Some(IFACE), "Watch", &(leaf.as_str(),))
+                    .await?;
+            }
+        }
+        Ok((Arsenal { limits, root }, instances * ATTACK_LEAVES))
+    }
+
+    /// The `n`-th abusive call (`n` makes its ClientURI new), of `kind`, on `conn`.
+    async fn call(&self, conn: &Connection, kind: Abuse, n: u64) -> zbus::Result<Message> {
+        let bytes = self.limits.uri_bytes;
+        let (method, uri) = match kind {
+            Abuse::OverLong => ("Get", format!("{ATTACK_MOID}/m{n}/{}", "a".repeat(bytes))),
+            Abuse::Segments => {
+                let head = format!("{ATTACK_MOID}/m{n}");
+                let parts = (bytes - head.len()) / 2;
+                (
+                    "Get",
+                    padded(bytes, head, vec![("/".to_owned(), ""); parts]),
+                )
+            }
+            Abuse::XNames => {
+                let parts = (0..self.limits.uri_segments)
+                    .map(|i| (format!("/(x{i}_"), ")"))
+                    .collect();
+                ("Get", padded(bytes, format!("{ATTACK_MOID}/m{n}"), parts))
+            }
+            Abuse::NvFields => {
+                let parts = (0..2 * self.limits.nv_fields)
+                    .map(|i| (format!("{}nv=(x)/F{i}:", if i == 0 { "" } else { "&" }), ""))
+                    .collect();
+                (
+                    "Get",
+                    padded(bytes, format!("{ATTACK_MOID}/(x)/m{n}?"), parts),
+                )
+            }
+            Abuse::Rows => ("Get", format!("{ATTACK_MOID}/*/*")),
+            Abuse::Secret => (
+                "Get",
+                format!("{DMACC}/(x)/SrvID?nv=(x)/Auth/Trsp/Secret:{n:06}"),
+            ),
+            Abuse::Watch => (
+                "Watch",
+                child_uri(&self.root, &format!("L{}", n % ATTACK_LEAVES as u64)),
+            ),
+            Abuse::Deep => {
+                let levels = self.limits.tree_depth + 1;
+                let modata = format!(
+                    r#"{{"Bench": {}"v{n}"{}}}"#,
+                    r#"{"n": "#.repeat(levels),
+                    "}".repeat(levels)
+                );
+                return conn
+                    .call_method(
+                        Some(DEST),
+                        PATH,
+                        Some(IFACE),
+                        "CreateInstance",
+                        &(ATTACK_MOID, modata.as_str()),
+                    )
+                    .await;
+            }
+        };
+        conn.call_method(Some(DEST), PATH, Some(IFACE), method, &(uri.as_str(),))
+            .await
+    }
+}
+
+/// `head`, then each part's opening, `a`s and closing, with as many `a`s as make the whole
+/// exactly `bytes` long (spread over the parts; at least one each if there is room).
+fn padded(bytes: usize, head: String, parts: Vec<(String, &str)>) -> String {
+    let fixed: usize = head.len()
+        + parts
+            .iter()
+            .map(|(open, close)| open.len() + close.len())
+            .sum::<usize>();
+    let pad = bytes.saturating_sub(fixed);
+    let (each, extra) = (pad / parts.len().max(1), pad % parts.len().max(1));
+    let mut uri = head;
+    for (i, (open, close)) in parts.iter().enumerate() {
+        uri.push_str(open);
+        uri.push_str(&"a".repeat(each + usize::from(i < extra)));
+        uri.push_str(close);
+    }
+    uri
+}
+
+/// The ClientURI of `name` below the node `uri` (with or without its trailing `/`).
+fn child_uri(uri: &str, name: &str) -> String {
+    if uri.ends_with('/') {
+        format!("{uri}{name}")
+    } else {
+        format!("{uri}/{name}")
+    }
 }

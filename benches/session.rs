@@ -321,6 +321,8 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
         client: &http,
         account: &acc,
         principal: &principal,
+        deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
+        shown: false,
     };
     let raw = open_raw(&client.db)?;
     let mut leaves = LeafSelect::prepare(&raw)?;

@@ -267,7 +267,7 @@ fn leaf_get(store: &Store, raw: &Connection) -> Result<Row> {
     let mut leaves = LeafSelect::prepare(raw)?;
     let ours = |i: usize| {
         let uri = ClientUri::parse(&uris[i % uris.len()])?;
-        let addrs = resolve(&uri, store)?;
+        let addrs = resolve(&uri, store, usize::MAX)?;
         let leaf = store.leaf(&addrs[0])?.ok_or("a picked leaf is missing")?;
         black_box(leaf);
         Ok(())
@@ -300,7 +300,7 @@ fn wildcard_resolve(store: &Store, raw: &Connection) -> Result<Row> {
     )?;
     let ours = |_| {
         let uri = ClientUri::parse(WILDCARD)?;
-        let addrs = resolve(&uri, store)?;
+        let addrs = resolve(&uri, store, usize::MAX)?;
         if addrs.len() != INSTANCES {
             return Err(format!(
                 "{WILDCARD} resolved to {} nodes, expected {INSTANCES}",

@@ -56,6 +56,15 @@ pub struct Limits {
     pub session_seconds: u64,
     /// Largest Package#3 (results) the client sends, in bytes.
     pub package3_bytes: usize,
+    /// Most `SUB` subscriptions one DM server holds; further ones are refused (`413`).
+    pub subscriptions_per_server: usize,
+    /// Most asynchronous `EXEC`s (with a ServerURI) one DM server has running at once;
+    /// further ones are refused (`429`).
+    pub exec_concurrent: usize,
+    /// Most alerts kept waiting for one DM server; beyond it the oldest are dropped.
+    pub pending_alerts_per_server: usize,
+    /// Longest ServerURI a DM server may name in a command, in bytes (`400` beyond).
+    pub server_uri_bytes: usize,
 }
 
 impl Default for Limits {
@@ -76,6 +85,10 @@ impl Default for Limits {
             session_packages: 200,
             session_seconds: 900,
             package3_bytes: 8 * 1024 * 1024,
+            subscriptions_per_server: 64,
+            exec_concurrent: 4,
+            pending_alerts_per_server: 64,
+            server_uri_bytes: 2048,
         }
     }
 }
@@ -161,7 +174,61 @@ impl Config {
 
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        let config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        config.limits.check()?;
+        Ok(config)
+    }
+}
+
+/// The range `[limits] reply_bytes` must lie in: room for one answer at least, and well under
+/// the 32 MiB a system bus carries in one message.
+const REPLY_BYTES: std::ops::RangeInclusive<usize> = 64 * 1024..=24 * 1024 * 1024;
+
+impl Limits {
+    /// Refuses bounds that cannot work: zero, or a reply the bus would not carry.
+    fn check(&self) -> Result<(), String> {
+        let counts = [
+            ("uri_bytes", self.uri_bytes as u64),
+            ("uri_segments", self.uri_segments as u64),
+            ("uri_xnames", self.uri_xnames as u64),
+            ("nv_fields", self.nv_fields as u64),
+            ("result_rows", self.result_rows as u64),
+            ("tree_depth", self.tree_depth as u64),
+            ("watches_per_caller", self.watches_per_caller as u64),
+            (
+                "auth_cache_bytes_per_caller",
+                self.auth_cache_bytes_per_caller as u64,
+            ),
+            ("owner_bytes", self.owner_bytes),
+            ("owner_instances", self.owner_instances),
+            ("journal_entries", self.journal_entries),
+            ("session_packages", u64::from(self.session_packages)),
+            ("session_seconds", self.session_seconds),
+            ("package3_bytes", self.package3_bytes as u64),
+            (
+                "subscriptions_per_server",
+                self.subscriptions_per_server as u64,
+            ),
+            ("exec_concurrent", self.exec_concurrent as u64),
+            (
+                "pending_alerts_per_server",
+                self.pending_alerts_per_server as u64,
+            ),
+            ("server_uri_bytes", self.server_uri_bytes as u64),
+        ];
+        if let Some((key, _)) = counts.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("[limits] {key} must be at least 1"));
+        }
+        if !REPLY_BYTES.contains(&self.reply_bytes) {
+            return Err(format!(
+                "[limits] reply_bytes = {} must be between {} and {} (a system bus message holds at most 32 MiB)",
+                self.reply_bytes,
+                REPLY_BYTES.start(),
+                REPLY_BYTES.end()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -211,6 +278,10 @@ mod tests {
         assert_eq!(c.limits.tree_depth, Limits::default().tree_depth);
         let err = Config::parse("[limits]\nuri_byte = 1\n").unwrap_err();
         assert!(err.contains("uri_byte"), "{err}");
+        let err = Config::parse("[limits]\nresult_rows = 0\n").unwrap_err();
+        assert!(err.contains("result_rows must be at least 1"), "{err}");
+        let err = Config::parse("[limits]\nreply_bytes = 100000000\n").unwrap_err();
+        assert!(err.contains("32 MiB"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Who omadmd takes a caller for, on a real system bus with a real polkitd and test users:
 //! an app only where the platform names it — a process in a system service's cgroup
-//! (`support::unit`), a Flatpak sandbox the caller could not have built itself — and every
-//! other caller its user, whatever binary it runs and whichever process its connection came
-//! from. Also the bounds a caller meets on the bus side: watches per connection, and the
+//! (`support::unit`) running as the service's main process does, a Flatpak sandbox the
+//! caller could not have built itself — and every other caller its user, whatever binary it
+//! runs, whichever unit runs it and whichever process its connection came from. Also the bounds a caller meets on the bus side: watches per connection, and the
 //! servers' `PermittedMoids` for administrators only.
 //!
 //! A polkit rule logs, for every omadmd action, the subject's user and the `principal` and
@@ -72,16 +72,10 @@ fn provision(bus: &SysBus) -> (String, String) {
     (root, server)
 }
 
-/// The call was refused as a read of something the caller may not read (AccessDenied, or
-/// NotFound where unreadable nodes do not exist for the caller).
-fn assert_unreadable(out: &Output) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success()
-            && (err.contains("Error.AccessDenied") || err.contains("Error.NotFound")),
-        "{}",
-        show(out)
-    );
+/// The `Get` of `uri` answered exactly as for a node that does not exist: nodes a caller
+/// may not read do not exist for it.
+fn assert_not_found(out: &Output, uri: &str) {
+    failed(out, "Get", &[uri], "NotFound");
 }
 
 /// A scratch directory every test user may write to.
@@ -93,11 +87,13 @@ fn shared_dir() -> tempfile::TempDir {
 }
 
 #[test]
-fn an_app_is_its_unit_not_its_binary_nor_its_user() {
+fn an_app_is_its_unit_for_its_user_not_its_binary_nor_another_user() {
     let bus = SysBus::start();
-    let _daemon = Daemon::start(&bus);
+    let daemon = Daemon::start(&bus);
     let (alice, bob) = (test_user("omadm-t-alice"), test_user("omadm-t-bob"));
     let app = SystemUnit::new("omadmd-t-weather");
+    // The service runs as alice (its `User=`).
+    let _main = app.start_main(&bus, Some(&alice));
     let in_app = |user| {
         let mut gdbus = bus.command(Some(user), "gdbus");
         app.contain(&mut gdbus);
@@ -142,22 +138,34 @@ fn an_app_is_its_unit_not_its_binary_nor_its_user() {
         "{e}"
     );
     // Neither alice nor bob outside the unit reads the app's instance, with the same binary.
-    assert_unreadable(&call_with(outside(&alice), "Get", &get));
-    assert_unreadable(&call_with(outside(&bob), "Get", &get));
-    // Bob's process in the app's unit is the app: identity is per app, not per user.
-    let out = ok(&call_with(in_app(&bob), "Get", &get), "Get", &get);
+    assert_not_found(&call_with(outside(&alice), "Get", &get), &server);
+    assert_not_found(&call_with(outside(&bob), "Get", &get), &server);
+    // Alice's process in the app's unit is the app.
+    let out = ok(&call_with(in_app(&alice), "Get", &get), "Get", &get);
     assert!(out.contains("https://weather.example"), "{out}");
+    // Bob's process in the app's unit runs the app's code for bob (as a user's cron job
+    // runs in cron.service): it is bob, not the app.
+    assert_not_found(&call_with(in_app(&bob), "Get", &get), &server);
+    let why = format!(
+        "runs as uid {} in {}, whose main process runs as uid {}",
+        bob.uid,
+        app.name(),
+        alice.uid
+    );
+    assert!(daemon.log().contains(&why), "{}", daemon.log());
 
     let seen = principals_seen(&bus);
     for expected in [
         seen_as(&alice, &app.principal(), app.name(), "write"),
         seen_as(&alice, &format!("uid:{}", alice.uid), "", "write"),
         seen_as(&alice, &format!("uid:{}", alice.uid), "", "read"),
+        seen_as(&alice, &app.principal(), app.name(), "read"),
         seen_as(&bob, &format!("uid:{}", bob.uid), "", "read"),
-        seen_as(&bob, &app.principal(), app.name(), "read"),
     ] {
         assert!(seen.contains(&expected), "no {expected:?} in:\n{seen}");
     }
+    let bob_as_app = format!("user={} principal={}", bob.name, app.principal());
+    assert!(!seen.contains(&bob_as_app), "{seen}");
 
     // uid:<n> is one user: a grant to alice's user is not bob's, nor the app's.
     let (root, own) = provision(&bus);
@@ -174,8 +182,47 @@ fn an_app_is_its_unit_not_its_binary_nor_its_user() {
         ],
     );
     ok(&call_with(outside(&alice), "Get", &own), "Get", &own);
-    assert_unreadable(&call_with(outside(&bob), "Get", &own));
-    assert_unreadable(&call_with(in_app(&alice), "Get", &own));
+    assert_not_found(&call_with(outside(&bob), "Get", &own), own[0]);
+    assert_not_found(&call_with(in_app(&alice), "Get", &own), own[0]);
+}
+
+#[test]
+fn a_users_job_in_a_service_running_as_root_is_its_user() {
+    let bus = SysBus::start();
+    let daemon = Daemon::start(&bus);
+    let alice = test_user("omadm-t-alice");
+    // Like cron.service: its main process is root; a user's job runs in the unit as the user.
+    let cron = SystemUnit::new("omadmd-t-cron");
+    let _main = cron.start_main(&bus, None);
+    bus.add_polkit_rules("60-omadmd-log", LOG_PRINCIPALS);
+    let (root, server) = provision(&bus);
+    call_ok(
+        &bus,
+        None,
+        "Grant",
+        &[&quoted(&root), &quoted(&cron.principal()), "['Read']"],
+    );
+    let get = [quoted(&server)];
+    let get: Vec<&str> = get.iter().map(String::as_str).collect();
+
+    let mut job = bus.command(Some(&alice), "gdbus");
+    cron.contain(&mut job);
+    assert_not_found(&call_with(job, "Get", &get), get[0]);
+    let why = format!(
+        "runs as uid {} in {}, whose main process runs as uid 0",
+        alice.uid,
+        cron.name()
+    );
+    assert!(daemon.log().contains(&why), "{}", daemon.log());
+    let seen = principals_seen(&bus);
+    let as_alice = seen_as(&alice, &format!("uid:{}", alice.uid), "", "read");
+    assert!(seen.contains(&as_alice), "{seen}");
+    assert!(!seen.contains(&cron.principal()), "{seen}");
+
+    // The service itself (root) is the admin anyway.
+    let mut service = bus.command(None, "gdbus");
+    cron.contain(&mut service);
+    ok(&call_with(service, "Get", &get), "Get", &get);
 }
 
 #[test]
@@ -374,11 +421,14 @@ fn a_flatpak_info_names_an_app_only_in_a_sandbox_its_caller_did_not_build() {
     );
     assert!(out.contains("https://weather.example"), "{out}");
     // Built by alice in her own user namespace, the same file: alice.
-    assert_unreadable(&call_with(
-        sandboxed_gdbus(&bus, &alice, app, at.path(), true),
-        "Get",
-        &get,
-    ));
+    assert_not_found(
+        &call_with(
+            sandboxed_gdbus(&bus, &alice, app, at.path(), true),
+            "Get",
+            &get,
+        ),
+        &server,
+    );
 
     let seen = principals_seen(&bus);
     for expected in [

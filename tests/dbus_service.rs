@@ -114,6 +114,9 @@ fn polkit_and_the_mo_access_model_decide_together() {
     let (alice, bob) = (test_user("omadm-t-alice"), test_user("omadm-t-bob"));
     let app_a = SystemUnit::new("omadmd-t-app-a");
     let app_b = SystemUnit::new("omadmd-t-app-b");
+    // App A runs as alice, app B as bob.
+    let _main_a = app_a.start_main(&bus, Some(&alice));
+    let _main_b = app_b.start_main(&bus, Some(&bob));
     let as_app = |user: &TestUser, app: &SystemUnit, method: &str, args: &[&str]| {
         let mut gdbus = bus.command(Some(user), "gdbus");
         app.contain(&mut gdbus);
@@ -187,13 +190,9 @@ fn polkit_and_the_mo_access_model_decide_together() {
     // node does not exist.
     let e = err_name(&as_app(&bob, &app_b, "Get", &[&quoted(&server)]));
     assert!(e.contains("Error.NotFound"), "{e}");
-    // Bob's process in app A's unit is app A: identity is per app, not per user.
-    let out = as_app(&bob, &app_a, "Get", &[&quoted(&server)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        crate::support::sysbus::show(&out)
-    );
+    // Bob's process in app A's unit is not app A, which runs as alice: it is bob.
+    let e = err_name(&as_app(&bob, &app_a, "Get", &[&quoted(&server)]));
+    assert!(e.contains("Error.NotFound"), "{e}");
 
     // Granting is the manage action: not for apps without a rule; root may.
     let grant_args = [
@@ -789,4 +788,174 @@ fn a_second_daemon_or_a_missing_bus_is_a_clear_failure() {
     assert!(!nobus.status.success());
     let err = String::from_utf8_lossy(&nobus.stderr);
     assert!(err.contains("cannot connect to the System bus"), "{err}");
+}
+
+/// A watch on an instance its caller may not read hears nothing of it — no change, and not
+/// its deletion — exactly like a watch on an instance that does not exist; watchers that
+/// could read it (its owner, a grantee) hear of both.
+#[test]
+fn a_watch_on_an_unreadable_instance_hears_nothing_not_even_its_end() {
+    use crate::support::client::{self, Step};
+    use crate::support::sysbus::{KillOnDrop, wait_until};
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::time::Duration;
+
+    const SECRET: &str = "urn:x:secret:1.0";
+    let bus = SysBus::start();
+    let _daemon = Daemon::start(&bus);
+    let (alice, bob, frank) = (
+        test_user("omadm-t-alice"),
+        test_user("omadm-t-bob"),
+        test_user("omadm-t-frank"),
+    );
+    bus.add_polkit_rules(
+        "60-omadmd-write",
+        &format!(
+            r#"polkit.addRule(function(action, subject) {{
+                if (action.id == "org.omadm.client1.write" && subject.user == "{}")
+                    return polkit.Result.YES;
+            }});"#,
+            alice.name
+        ),
+    );
+    let created = |out: String| out.split('\'').nth(1).expect("a ClientURI").to_owned();
+    // Alice's secret, which frank may read; bob's own instance (the admin's, granted to him).
+    let secret = created(call_ok(
+        &bus,
+        Some(&alice),
+        "CreateInstance",
+        &[&quoted(SECRET), "'{\"Secret\": {\"Pin\": \"1234\"}}'"],
+    ));
+    let mine = created(call_ok(
+        &bus,
+        None,
+        "CreateInstance",
+        &[&quoted(SECRET), "'{\"Secret\": {\"Pin\": \"0\"}}'"],
+    ));
+    for (instance, user) in [(&secret, &frank), (&mine, &bob)] {
+        call_ok(
+            &bus,
+            None,
+            "Grant",
+            &[
+                &quoted(instance),
+                &quoted(&format!("uid:{}", user.uid)),
+                "['Read']",
+            ],
+        );
+    }
+    let (secret_pin, mine_pin) = (format!("{secret}Pin"), format!("{mine}Pin"));
+    let missing = format!("{SECRET}/999/");
+    let every = format!("{SECRET}/*/");
+
+    // Each watcher: one connection, its watches, then every Changed until the last one due.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let file = |name: &str| scratch.path().join(name);
+    let watch = |uri: &str| Step::Watch(uri.to_owned());
+    let until = |uri: &str, count| Step::Changes {
+        uri: uri.to_owned(),
+        count,
+    };
+    let watchers = [
+        (
+            &alice,
+            vec![watch(&secret), watch(&every), Step::Touch(file("alice"))],
+            until(&secret, 2),
+        ),
+        (
+            &frank,
+            vec![watch(&secret), Step::Touch(file("frank"))],
+            until(&secret, 1),
+        ),
+        (
+            &bob,
+            vec![
+                watch(&secret),
+                watch(&missing),
+                watch(&every),
+                watch(&mine),
+                Step::Touch(file("bob")),
+            ],
+            until(&mine_pin, 2),
+        ),
+    ];
+    let _clients: Vec<KillOnDrop> = watchers
+        .iter()
+        .map(|(user, steps, until)| {
+            let mut steps = steps.clone();
+            steps.push(until.clone());
+            KillOnDrop::spawn(&mut client::command(
+                &bus,
+                Some(user),
+                &steps,
+                &file(&format!("{}.out", user.name)),
+            ))
+        })
+        .collect();
+    for (user, _, _) in &watchers {
+        let ready = file(&user.name.replace("omadm-t-", ""));
+        assert!(
+            wait_until(Duration::from_secs(30), || ready.exists()),
+            "{} did not get to watch",
+            user.name
+        );
+    }
+
+    // Alice changes her secret, the admin deletes it, and then bob's own instance changes:
+    // bob hears of that last change only after anything about the secret sent to him.
+    call_ok(
+        &bus,
+        Some(&alice),
+        "Set",
+        &[&quoted(&secret_pin), "''", "<'4321'>"],
+    );
+    call_ok(&bus, None, "Delete", &[&quoted(&secret)]);
+    call_ok(&bus, None, "Set", &[&quoted(&mine_pin), "''", "<'1'>"]);
+
+    // Watch ids and the Changed lines, sorted (one change reaches a caller's watches in no
+    // set order).
+    let heard = |user: &TestUser, watches: usize| {
+        let outcome = client::outcomes(&file(&format!("{}.out", user.name)));
+        let ids: Vec<String> = outcome[..watches]
+            .iter()
+            .map(|o| {
+                o.strip_prefix("ok ")
+                    .unwrap_or_else(|| panic!("{}: {outcome:?}", user.name))
+                    .to_owned()
+            })
+            .collect();
+        let mut changed = outcome[watches..].to_vec();
+        changed.sort();
+        (ids, changed)
+    };
+    let line = |id: &str, uri: &str, change: &str| format!("changed {id} {uri} {change}");
+    let sorted = |mut lines: Vec<String>| {
+        lines.sort();
+        lines
+    };
+
+    let (ids, changed) = heard(&alice, 2);
+    let mut expected = Vec::new();
+    for id in &ids {
+        expected.push(line(id, &secret_pin, "replaced"));
+        expected.push(line(id, &secret, "deleted"));
+    }
+    assert_eq!(changed, sorted(expected), "alice");
+
+    let (ids, changed) = heard(&frank, 1);
+    let expected = vec![
+        line(&ids[0], &secret_pin, "replaced"),
+        line(&ids[0], &secret, "deleted"),
+    ];
+    assert_eq!(changed, sorted(expected), "frank");
+
+    // Bob's watches on the secret and on a missing instance were accepted alike, and told
+    // him nothing; his own instance's change reached his wildcard and his own watch.
+    let (ids, changed) = heard(&bob, 4);
+    let expected = vec![
+        line(&ids[2], &mine_pin, "replaced"),
+        line(&ids[3], &mine_pin, "replaced"),
+    ];
+    assert_eq!(changed, sorted(expected), "bob");
 }

@@ -24,7 +24,7 @@ pub(crate) const WEATHER: &str = "urn:oma:mo:ext-devserver-weather:1.0";
 pub(crate) struct Client {
     pub(crate) auth: Arc<Authority>,
     pub(crate) engine: Arc<Engine>,
-    followups: mpsc::UnboundedReceiver<FollowUp>,
+    pub(crate) followups: mpsc::UnboundedReceiver<FollowUp>,
     _dir: tempfile::TempDir,
 }
 
@@ -74,17 +74,32 @@ pub(crate) async fn server(scenario: &str, certs: &std::path::Path) -> RunningSe
 
 /// A DM account for `server` trusting `ca_pem`, permitted to manage `moids`.
 pub(crate) fn account(c: &Client, server: &RunningServer, ca_pem: &str, moids: &[&str]) -> Account {
+    account_as(c, "devserver", server, ca_pem, moids)
+}
+
+/// Like [`account`], with the server id `srv_id`.
+pub(crate) fn account_as(
+    c: &Client,
+    srv_id: &str,
+    server: &RunningServer,
+    ca_pem: &str,
+    moids: &[&str],
+) -> Account {
     let perm: serde_json::Map<String, serde_json::Value> = moids
         .iter()
         .enumerate()
         .map(|(i, m)| (format!("p{i}"), serde_json::json!({ "MOID": m })))
         .collect();
     let modata = serde_json::json!({"DMAcc": {
-        "SrvID": "devserver", "SrvURI": server.url(), "Perm": perm, "Ext": {"CACert": ca_pem}}});
+        "SrvID": srv_id, "SrvURI": server.url(), "Perm": perm, "Ext": {"CACert": ca_pem}}});
     c.auth
         .create_instance(&Principal::Admin, builtin::DMACC, &modata.to_string())
         .unwrap();
-    account::load_all(&c.auth).unwrap().remove(0)
+    account::load_all(&c.auth)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.srv_id == srv_id)
+        .unwrap()
 }
 
 /// Runs a client-initiated session that must succeed.

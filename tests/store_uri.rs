@@ -33,7 +33,7 @@ fn fixture_store(dir: &tempfile::TempDir) -> Store {
 
 fn run(store: &Store, uri: &str) -> Result<Vec<String>, String> {
     let parsed = ClientUri::parse(uri).map_err(|e| e.to_string())?;
-    resolve(&parsed, store)
+    resolve(&parsed, store, usize::MAX)
         .map(|v| v.iter().map(|a| a.to_string()).collect())
         .map_err(|e| e.to_string())
 }
@@ -101,7 +101,7 @@ fn serialization_round_trips_through_the_store() {
     let items = parse_items(FIXTURE).unwrap();
     for item in items {
         let uri = ClientUri::parse(&item.client_uri).unwrap();
-        let addr = resolve(&uri, &store).unwrap().remove(0);
+        let addr = resolve(&uri, &store, usize::MAX).unwrap().remove(0);
         let mut out = store.mo_item(&addr).unwrap();
         assert!(
             out.cv.take().is_some(),

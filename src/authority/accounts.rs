@@ -25,13 +25,20 @@ pub fn may_create(who: &Principal, moid: &str) -> Result<(), AccessError> {
 }
 
 /// Whether `who` may write or delete the node at `addr` (already known to be visible and
-/// writable for it).
-pub fn may_change(who: &Principal, addr: &NodeAddr) -> Result<(), AccessError> {
+/// writable for it) of the account whose `SrvID` is `account_srv_id`.
+pub fn may_change(
+    who: &Principal,
+    addr: &NodeAddr,
+    account_srv_id: Option<&str>,
+) -> Result<(), AccessError> {
     if addr.moid != DMACC || *who == Principal::Admin {
         return Ok(());
     }
     let denied = |why: &str| Err(AccessError::Denied(format!("{addr}: {who} {why}")));
     match who {
+        Principal::Server(id) if account_srv_id != Some(id.as_str()) => {
+            denied("may change only its own DM account")
+        }
         Principal::Server(_) => {
             let forbidden = addr.path.is_empty()
                 || SERVER_FORBIDDEN.iter().any(|f| {
@@ -93,12 +100,20 @@ mod tests {
             "Ext/Priority",
         ] {
             assert!(
-                matches!(may_change(&srv, &at(path)), Err(AccessError::Denied(_))),
+                matches!(
+                    may_change(&srv, &at(path), Some("acme")),
+                    Err(AccessError::Denied(_))
+                ),
                 "{path}"
             );
         }
         for path in ["Auth/Trsp/Secret", "SrvURI", "Ext/CACert", "Name"] {
-            assert!(may_change(&srv, &at(path)).is_ok(), "{path}");
+            assert!(may_change(&srv, &at(path), Some("acme")).is_ok(), "{path}");
+            assert!(
+                may_change(&srv, &at(path), Some("other")).is_err(),
+                "another server's account: {path}"
+            );
+            assert!(may_change(&srv, &at(path), None).is_err(), "{path}");
         }
     }
 
@@ -106,11 +121,11 @@ mod tests {
     fn only_the_admin_adds_or_changes_accounts() {
         for who in [Principal::App("a.b".into()), Principal::User(1000)] {
             assert!(may_create(&who, DMACC).is_err());
-            assert!(may_change(&who, &at("SrvURI")).is_err());
+            assert!(may_change(&who, &at("SrvURI"), None).is_err());
             assert!(may_create(&who, "urn:x:1.0").is_ok());
         }
         assert!(may_create(&Principal::Server("s".into()), DMACC).is_err());
         assert!(may_create(&Principal::Admin, DMACC).is_ok());
-        assert!(may_change(&Principal::Admin, &at("SrvID")).is_ok());
+        assert!(may_change(&Principal::Admin, &at("SrvID"), None).is_ok());
     }
 }

@@ -8,7 +8,7 @@ use std::io;
 
 use super::error::AccessError;
 use super::principal::Principal;
-use crate::store::Usage;
+use crate::store::{Change, ROW_OVERHEAD, Usage};
 use crate::tree::json::MoItem;
 use crate::tree::uri::{ClientUri, NodeAddr};
 use crate::tree::value::Value;
@@ -60,12 +60,23 @@ impl Bounds {
         }
     }
 
-    /// Refuses a read that resolved to more than `result_rows` nodes.
-    pub fn check_rows(&self, uri: &ClientUri, rows: usize) -> Result<(), AccessError> {
-        if rows > self.result_rows {
-            return Err(too_many_rows(uri, self.result_rows));
-        }
-        Ok(())
+    /// Refuses, before anything is written, a write that would take `owner` above its
+    /// quota: `usage` (what it holds now) plus `new_instances` and `bytes` (the write's
+    /// footprint, see [`footprint`]). The write is checked again exactly when it commits.
+    pub fn precheck(
+        &self,
+        owner: &str,
+        usage: Usage,
+        new_instances: u64,
+        bytes: u64,
+    ) -> Result<(), AccessError> {
+        self.check_usage(
+            owner,
+            Usage {
+                instances: usage.instances + new_instances,
+                bytes: usage.bytes.saturating_add(bytes),
+            },
+        )
     }
 
     /// Refuses a write that leaves `owner` above its quota. The admin has none.
@@ -104,6 +115,18 @@ impl Budget<'_> {
         self.spend(1, addr.to_string().len() + value_bytes + PER_NODE_OVERHEAD)
     }
 
+    /// Spends the allowance on one journal entry of a `ChangesSince` reply; `false` when it
+    /// does not fit (the reply ends before it, and the caller asks again from there).
+    pub fn fits_change(&mut self, change: &Change) -> bool {
+        let bytes = change.addr.to_string().len() + PER_NODE_OVERHEAD;
+        if self.rows + 1 > self.bounds.result_rows || self.bytes + bytes > self.bounds.reply_bytes {
+            return false;
+        }
+        self.rows += 1;
+        self.bytes += bytes;
+        true
+    }
+
     /// Spends the allowance on one MO serialization item (all nodes of its subtree, and its
     /// serialized size).
     pub fn take_item(&mut self, item: &MoItem) -> Result<(), AccessError> {
@@ -129,6 +152,35 @@ impl Budget<'_> {
         }
         Ok(())
     }
+}
+
+/// What writing the MO serialization `json` (the content of the node at `path`) by `writer`
+/// costs against its owner's quota, counted as the store counts rows: each node's parent
+/// path, name, value and writer plus [`ROW_OVERHEAD`]. Walks without recursion.
+pub fn footprint(json: &serde_json::Value, path: &str, writer: &str) -> u64 {
+    let mut total = 0u64;
+    let mut stack: Vec<(usize, &serde_json::Value)> = vec![(path.len(), json)];
+    while let Some((path_len, node)) = stack.pop() {
+        let serde_json::Value::Object(children) = node else {
+            continue;
+        };
+        for (name, child) in children {
+            let value = match child {
+                serde_json::Value::Object(_) => 0,
+                serde_json::Value::String(s) => s.len(),
+                other => other.to_string().len(),
+            };
+            let row = ROW_OVERHEAD + (path_len + name.len() + value + writer.len()) as u64;
+            total = total.saturating_add(row);
+            let child_len = if path_len == 0 {
+                name.len()
+            } else {
+                path_len + 1 + name.len()
+            };
+            stack.push((child_len, child));
+        }
+    }
+    total
 }
 
 fn too_many_rows(uri: &ClientUri, max: usize) -> AccessError {
@@ -194,6 +246,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("owner_bytes"), "{err}");
+    }
+
+    #[test]
+    fn footprints_count_like_the_store() {
+        let json = serde_json::json!({"a": {"bb": "xyz", "c": 5}});
+        // a at "": 0 + 1 + 0; bb at "r/a": 3 + 2 + 3; c at "r/a": 3 + 1 + 1; writer 5 each
+        let expected = 3 * (ROW_OVERHEAD + 5) + 1 + (3 + 2 + 3) + (3 + 1 + 1);
+        assert_eq!(footprint(&json, "", "app:x"), expected - 2 * 2);
+        assert_eq!(footprint(&json, "r", "app:x"), expected + 1);
     }
 
     #[test]

@@ -39,6 +39,7 @@ impl From<ResolveError<StoreError>> for AccessError {
         match e {
             ResolveError::Tree(s) => AccessError::from(s),
             ResolveError::Ambiguous { .. } => AccessError::InvalidUri(e.to_string()),
+            ResolveError::TooMany { .. } => AccessError::Limit(e.to_string()),
             other => AccessError::NotFound(other.to_string()),
         }
     }

@@ -74,8 +74,9 @@ pub struct Found {
     pub value: Option<Value>,
 }
 
-/// Most journal entries one `changes_since` call returns.
-pub const MAX_CHANGES: usize = 10_000;
+/// Most grants one instance holds (each names a principal; `app:*` and `srv:*` cover
+/// everyone, so more is never needed).
+pub const MAX_GRANTS: usize = 256;
 
 impl Authority {
     /// `writer` and `reader` are two connections to the same store; reads never wait for
@@ -146,7 +147,7 @@ impl Authority {
     ) -> Result<Vec<Change>, AccessError> {
         let uri = ClientUri::parse(uri)?;
         let mut store = self.writer();
-        let addr = self.single_target(who, &store, &uri)?;
+        let addr = self.single_target(who, &store, &uri, Rights::WRITE)?;
         if addr.path.is_empty() {
             return Err(AccessError::InvalidUri(format!(
                 "{addr}: Set needs a leaf, not an instance root"
@@ -168,7 +169,7 @@ impl Authority {
             }
         }
         self.require(who, &store, &addr, Rights::WRITE)?;
-        accounts::may_change(who, &addr)?;
+        self.account_guard(who, &store, &addr)?;
         // Without a format or a DDF, an existing leaf keeps its format.
         let current = match (format, def) {
             (None, None) => store.leaf(&addr)?.map(|(v, _)| v.format()),
@@ -206,7 +207,7 @@ impl Authority {
     pub fn delete(&self, who: &Principal, uri: &str) -> Result<Vec<Change>, AccessError> {
         let uri = ClientUri::parse(uri)?;
         let mut store = self.writer();
-        let addr = self.single_target(who, &store, &uri)?;
+        let addr = self.single_target(who, &store, &uri, Rights::WRITE)?;
         if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
             return Err(AccessError::NotFound(format!("{addr}: no such node")));
         }
@@ -224,7 +225,7 @@ impl Authority {
             }
         }
         self.require(who, &store, &addr, Rights::WRITE)?;
-        accounts::may_change(who, &addr)?;
+        self.account_guard(who, &store, &addr)?;
         let who_s = who.to_string();
         let (_, changes) = self.guarded_write(&mut store, |tx| {
             tx.delete(&addr, &who_s)?;
@@ -263,6 +264,10 @@ impl Authority {
                 t.root_name()
             )));
         }
+        let owner = who.to_string();
+        let usage = self.reader().usage(&owner)?;
+        self.bounds
+            .precheck(&owner, usage, 1, bounds::footprint(content, "", &owner))?;
         let node = node_from_json(content, ty.map(|t| &t.root), name)
             .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
         if !matches!(node, Node::Interior(_)) {
@@ -281,7 +286,6 @@ impl Authority {
                 return Err(AccessError::InvalidValue(problems.join("; ")));
             }
         }
-        let owner = who.to_string();
         let mut store = self.writer();
         let (addr, changes) = self.guarded_write(&mut store, |tx| {
             Ok(tx.create_instance(moid, None, name, &node, &owner)?)
@@ -291,26 +295,50 @@ impl Authority {
         Ok(addr)
     }
 
-    /// The current journal sequence and the changes after `seq` that `uri` covers and `who`
-    /// may read (at most [`MAX_CHANGES`]; ask again from the last one for more). Changes to
-    /// nodes `who` may not read are left out as if they never happened.
+    /// The changes after `seq` that `uri` covers and `who` may read, and the sequence they
+    /// run to: the newest in the journal when every later entry was looked at, else the last
+    /// change returned — ask again from it for more. A reply stops before it would exceed
+    /// `result_rows` or `reply_bytes`. Changes to nodes `who` may not read are left out as
+    /// if they never happened.
     pub fn changes_since(
         &self,
         who: &Principal,
         uri: &str,
         seq: u64,
     ) -> Result<(u64, Vec<Change>), AccessError> {
+        /// Journal entries read per query while filtering.
+        const BATCH: usize = 1_000;
         let uri = self.parse_query(uri)?;
         let store = self.reader();
-        let view = View::new(&store, &self.types, who, Purpose::Read);
-        let current = store.last_seq()?;
-        let mut out = Vec::new();
-        for c in store.changes_since(seq, MAX_CHANGES)? {
-            if uri.covers(&c.addr) && view.sees(&c.addr)? {
-                out.push(c);
+        store.snapshot(|store| {
+            let view = View::new(store, &self.types, who, Purpose::Read);
+            let me = who.to_string();
+            let mut budget = self.bounds.reply(&uri);
+            let mut out = Vec::new();
+            let mut from = seq;
+            loop {
+                let batch = store.changes_since(from, BATCH)?;
+                let done = batch.len() < BATCH;
+                for c in batch {
+                    from = c.seq;
+                    // An instance that is gone has no rights left to check: its end is
+                    // news to the admin (who sees everything) and to whoever ended it.
+                    let gone_by_me = c.kind == crate::store::ChangeKind::Deleted
+                        && c.addr.path.is_empty()
+                        && c.writer == me;
+                    if uri.covers(&c.addr) && (gone_by_me || view.sees(&c.addr)?) {
+                        if !budget.fits_change(&c) {
+                            let upto = out.last().map_or(seq, |l: &Change| l.seq);
+                            return Ok((upto, out));
+                        }
+                        out.push(c);
+                    }
+                }
+                if done {
+                    return Ok((store.last_seq()?.max(from), out));
+                }
             }
-        }
-        Ok((current, out))
+        })?
     }
 
     /// Whether `who` may read the node at `addr` (Read right on its instance, not No-Get).
@@ -329,16 +357,27 @@ impl Authority {
         rights: Rights,
     ) -> Result<(), AccessError> {
         let uri = ClientUri::parse(instance_uri)?;
-        Principal::parse(principal).map_err(|e| AccessError::InvalidValue(e.to_string()))?;
+        let principal = Principal::parse(principal)
+            .map_err(|e| AccessError::InvalidValue(e.to_string()))?
+            .to_string();
         let mut store = self.writer();
-        let addr = self.single_target(who, &store, &uri)?;
+        let addr = self.single_target(who, &store, &uri, Rights::DELEGATE)?;
         if !addr.path.is_empty() {
             return Err(AccessError::InvalidUri(format!(
                 "{addr}: grants are per instance; name its root"
             )));
         }
         self.require(who, &store, &addr, Rights::DELEGATE)?;
-        store.write(|tx| tx.set_grant(&addr, principal, rights.bits()))?;
+        if rights != Rights::NONE {
+            let grants = store.grants(&addr)?;
+            if grants.len() >= MAX_GRANTS && !grants.iter().any(|(p, _)| *p == principal) {
+                return Err(AccessError::Limit(format!(
+                    "{addr}: already {} grants, the most one instance holds; revoke some first",
+                    grants.len()
+                )));
+            }
+        }
+        store.write(|tx| tx.set_grant(&addr, &principal, rights.bits()))?;
         Ok(())
     }
 
@@ -408,7 +447,7 @@ impl Authority {
     /// `Exec` in the DDF's access types. Returns the one node's address.
     pub fn exec_target(&self, who: &Principal, uri: &ClientUri) -> Result<NodeAddr, AccessError> {
         let store = self.reader();
-        let addr = self.single_target(who, &store, uri)?;
+        let addr = self.single_target(who, &store, uri, Rights::EXEC)?;
         if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
             return Err(AccessError::NotFound(format!("{addr}: no such node")));
         }
@@ -423,6 +462,38 @@ impl Authority {
         }
         self.require(who, &store, &addr, Rights::EXEC)?;
         Ok(addr)
+    }
+
+    /// What an administrator should look at in the DM accounts a store carries from before
+    /// accounts became admin-only: accounts not owned by the admin, and `SrvID`s used twice.
+    /// One line each; empty when all is well.
+    pub fn audit_accounts(&self) -> Result<Vec<String>, AccessError> {
+        let store = self.reader();
+        let mut out = Vec::new();
+        let mut seen: Vec<(String, String)> = Vec::new();
+        let admin = Principal::Admin.to_string();
+        for info in store.list_instances()? {
+            if info.moid != crate::tree::builtin::DMACC {
+                continue;
+            }
+            let root = NodeAddr::root(&info.moid, &info.miid);
+            if info.owner != admin {
+                out.push(format!(
+                    "DM account {root} was created by {}, not an administrator; review it",
+                    info.owner
+                ));
+            }
+            if let Some((v, _)) = store.leaf(&root.child("SrvID"))? {
+                let id = v.to_text();
+                if let Some((_, first)) = seen.iter().find(|(s, _)| *s == id) {
+                    out.push(format!(
+                        "DM accounts {first} and {root} share SrvID {id:?}; remove one"
+                    ));
+                }
+                seen.push((id, root.to_string()));
+            }
+        }
+        Ok(out)
     }
 
     /// MIIDs of the instances of `moid`.
@@ -466,6 +537,7 @@ impl Authority {
         let mut store = self.writer();
         let owner = who.to_string();
         let mut plan: Vec<Planned> = Vec::with_capacity(items.len());
+        let mut charges = Charges::default();
         if let Some(target) = target {
             let [item] = items else {
                 return Err(AccessError::InvalidValue(format!(
@@ -473,12 +545,15 @@ impl Authority {
                     items.len()
                 )));
             };
-            let addr = self.single_target(who, &store, target)?;
+            let addr = self.single_target(who, &store, target, Rights::WRITE)?;
             self.require(who, &store, &addr, Rights::WRITE)?;
-            accounts::may_change(who, &addr)?;
+            self.account_guard(who, &store, &addr)?;
             let (name, json) = item
                 .single()
                 .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
+            if let Some(info) = store.instance(&addr.moid, &addr.miid)? {
+                charges.add(&info.owner, 0, bounds::footprint(json, &addr.path, &owner));
+            }
             let node = node_from_json(json, self.def(&addr), name)
                 .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
             plan.push(Planned::Put(addr, node));
@@ -510,11 +585,20 @@ impl Authority {
                     }
                 };
                 let mut item = item.clone();
+                let path = uri_path(&uri);
+                let bytes = item
+                    .mo_data
+                    .values()
+                    .map(|j| bounds::footprint(j, &path, &owner))
+                    .sum();
                 match visible {
                     Some(root) => {
-                        let at = root.child(&uri_path(&uri));
+                        let at = root.child(&path);
                         self.require(who, &store, &at, Rights::WRITE)?;
-                        accounts::may_change(who, &at)?;
+                        self.account_guard(who, &store, &at)?;
+                        if let Some(info) = store.instance(&at.moid, &at.miid)? {
+                            charges.add(&info.owner, 0, bytes);
+                        }
                         item.client_uri = ClientUri {
                             instance: InstanceSel::Miid(root.miid.clone()),
                             cv: None,
@@ -543,10 +627,15 @@ impl Authority {
                         if taken {
                             item.client_uri = format!("{}//", uri.moid);
                         }
+                        charges.add(&owner, 1, bytes);
                     }
                 }
                 plan.push(Planned::Item(item));
             }
+        }
+        for (charged, new_instances, bytes) in &charges.0 {
+            self.bounds
+                .precheck(charged, store.usage(charged)?, *new_instances, *bytes)?;
         }
         let types = self.types.types();
         let (written, changes) = self.guarded_write(&mut store, |tx| {
@@ -627,18 +716,20 @@ impl Authority {
         store: &Store,
         uri: &ClientUri,
     ) -> Result<Vec<NodeAddr>, AccessError> {
-        let addrs = resolve(uri, &View::new(store, &self.types, who, Purpose::Read))?;
-        self.bounds.check_rows(uri, addrs.len())?;
-        Ok(addrs)
+        let view = View::new(store, &self.types, who, Purpose::Read);
+        Ok(resolve(uri, &view, self.bounds.result_rows)?)
     }
 
     /// The one node a write (or EXEC, or grant) names, in an instance `who` can see: a
-    /// MIID (or the only visible instance) and real names only.
+    /// MIID (or the only visible instance) and real names only. A No-Get node (or one below
+    /// it) is not there for a principal without `needed` on its instance, so a reader cannot
+    /// tell which secrets exist by trying to write them.
     fn single_target(
         &self,
         who: &Principal,
         store: &Store,
         uri: &ClientUri,
+        needed: Rights,
     ) -> Result<NodeAddr, AccessError> {
         let fixed = uri.path.iter().all(|s| matches!(s, Segment::Name(_)));
         if !fixed || !matches!(uri.instance, InstanceSel::Miid(_) | InstanceSel::Only) {
@@ -653,8 +744,14 @@ impl Authority {
             ..uri.clone()
         };
         let view = View::new(store, &self.types, who, Purpose::Act);
-        let root = resolve(&root_uri, &view)?.remove(0);
-        Ok(root.child(&uri_path(uri)))
+        let root = resolve(&root_uri, &view, self.bounds.result_rows)?.remove(0);
+        let addr = root.child(&uri_path(uri));
+        if view.no_get(&addr.moid, &addr.path)
+            && !view.rights(&addr.moid, &addr.miid)?.contains(needed)
+        {
+            return Err(AccessError::NotFound(format!("{addr}: no such node")));
+        }
+        Ok(addr)
     }
 
     /// Runs `f` as one transaction, then, before it commits, holds it to the per-owner
@@ -689,6 +786,23 @@ impl Authority {
             }
             Ok(out)
         })
+    }
+
+    /// The DM-account rules for a write of `who` at `addr` (see [`accounts`]); a server's
+    /// own account is the one whose `SrvID` is its id.
+    fn account_guard(
+        &self,
+        who: &Principal,
+        store: &Store,
+        addr: &NodeAddr,
+    ) -> Result<(), AccessError> {
+        if addr.moid != crate::tree::builtin::DMACC {
+            return Ok(());
+        }
+        let srv_id = store
+            .leaf(&NodeAddr::root(&addr.moid, &addr.miid).child("SrvID"))?
+            .map(|(v, _)| v.to_text());
+        accounts::may_change(who, addr, srv_id.as_deref())
     }
 
     fn require(
@@ -742,6 +856,22 @@ impl Authority {
 
     fn writer(&self) -> MutexGuard<'_, Store> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What an import will add per owner: (owner, new instances, bytes), before it is written.
+#[derive(Default)]
+struct Charges(Vec<(String, u64, u64)>);
+
+impl Charges {
+    fn add(&mut self, owner: &str, new_instances: u64, bytes: u64) {
+        match self.0.iter_mut().find(|(o, _, _)| o == owner) {
+            Some((_, n, b)) => {
+                *n += new_instances;
+                *b = b.saturating_add(bytes);
+            }
+            None => self.0.push((owner.to_owned(), new_instances, bytes)),
+        }
     }
 }
 

@@ -30,6 +30,19 @@ pub struct UnknownRight(pub String);
 #[error("principal {0:?} must be app:<id>, app:*, uid:<n>, srv:<SrvID> or srv:*")]
 pub struct BadPrincipal(pub String);
 
+/// Longest principal text accepted (`app:`/`srv:` and the id).
+const MAX_PRINCIPAL_LEN: usize = 260;
+
+/// Whether `id` can be an app id: `*` (every local caller), a Flatpak app id or a systemd
+/// unit name — letters, digits and `._-@\+:`.
+fn app_id_ok(id: &str) -> bool {
+    id == "*"
+        || (!id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-@\\+:".contains(c)))
+}
+
 /// The principal that stands for every local caller (apps and users) in grants.
 pub const ANY_APP: &str = "app:*";
 /// The principal that stands for every DM server in grants.
@@ -38,14 +51,17 @@ pub const ANY_SERVER: &str = "srv:*";
 impl Principal {
     /// Parses `app:<id>`, `uid:<n>` or `srv:<SrvID>` (as stored in grants and owners).
     pub fn parse(text: &str) -> Result<Principal, BadPrincipal> {
+        let bad = || BadPrincipal(text.chars().take(80).collect());
+        if text.len() > MAX_PRINCIPAL_LEN || text.chars().any(char::is_control) {
+            return Err(bad());
+        }
         match text.split_once(':') {
-            Some(("app", id)) if !id.is_empty() => Ok(Principal::App(id.to_owned())),
-            Some(("uid", n)) if n.bytes().all(|b| b.is_ascii_digit()) => n
-                .parse()
-                .map(Principal::User)
-                .map_err(|_| BadPrincipal(text.to_owned())),
+            Some(("app", id)) if app_id_ok(id) => Ok(Principal::App(id.to_owned())),
+            Some(("uid", n)) if n.bytes().all(|b| b.is_ascii_digit()) => {
+                n.parse().map(Principal::User).map_err(|_| bad())
+            }
             Some(("srv", id)) if !id.is_empty() => Ok(Principal::Server(id.to_owned())),
-            _ => Err(BadPrincipal(text.to_owned())),
+            _ => Err(bad()),
         }
     }
 }
@@ -147,6 +163,12 @@ mod tests {
         );
         assert_eq!(Principal::parse("uid:1000").unwrap(), Principal::User(1000));
         assert_eq!(Principal::User(7).to_string(), "uid:7");
+        assert_eq!(
+            Principal::parse("uid:01000").unwrap().to_string(),
+            "uid:1000"
+        );
+        assert!(Principal::parse("app:weather@eth0.service").is_ok());
+        let long = format!("app:{}", "a".repeat(300));
         for bad in [
             "app:",
             "root",
@@ -156,6 +178,10 @@ mod tests {
             "uid:-1",
             "uid:1x",
             "uid:99999999999",
+            "app:a b",
+            "app:a/b",
+            "srv:a\nb",
+            long.as_str(),
         ] {
             assert!(Principal::parse(bad).is_err(), "{bad}");
         }

@@ -803,3 +803,206 @@ fn changes_since_before_the_kept_journal_asks_to_re_read() {
     assert_eq!(current, 7);
     assert_eq!(changes.len(), 3);
 }
+
+#[test]
+fn a_reader_cannot_tell_which_secrets_exist_by_writing_them() {
+    let f = fixture();
+    let acc = account(&f, "acme", "pw");
+    let reader = Principal::User(1000);
+    f.auth
+        .grant(
+            &Principal::Admin,
+            &acc.to_string(),
+            "uid:1000",
+            Rights::READ,
+        )
+        .unwrap();
+    let srv = Principal::Server("other".into());
+    f.auth
+        .grant(
+            &Principal::Admin,
+            &acc.to_string(),
+            "srv:other",
+            Rights::READ,
+        )
+        .unwrap();
+    for who in [&reader, &srv] {
+        let present = format!("{acc}Auth/Trsp/Secret");
+        let absent = format!("{acc}Auth/Noti/Secret");
+        let delete = |uri: &str| answer(f.auth.delete(who, uri), uri);
+        assert!(delete(&present).starts_with("NotFound"), "{who}");
+        assert_eq!(delete(&present), delete(&absent), "{who}");
+        let exec = |uri: &str| {
+            answer(
+                f.auth.exec_target(who, &ClientUri::parse(uri).unwrap()),
+                uri,
+            )
+        };
+        assert_eq!(exec(&present), exec(&absent), "{who}");
+        let set = |uri: &str| answer(f.auth.set(who, uri, None, Input::Text("x".into())), uri);
+        assert_eq!(set(&present), set(&absent), "{who}");
+    }
+    // The node next to the secret is visible to the reader: writing it is denied, not absent.
+    let err = f
+        .auth
+        .set(
+            &reader,
+            &format!("{acc}Auth/Trsp/Data"),
+            None,
+            Input::Text("x".into()),
+        )
+        .unwrap_err();
+    assert!(matches!(err, AccessError::Denied(_)), "{err}");
+}
+
+#[test]
+fn a_server_may_not_touch_another_servers_account() {
+    let f = fixture();
+    let acme = account(&f, "acme", "pw");
+    account(&f, "other", "pw");
+    f.auth
+        .grant(
+            &Principal::Admin,
+            &acme.to_string(),
+            ANY_SERVER,
+            Rights::ALL,
+        )
+        .unwrap();
+    let err = f
+        .auth
+        .set(
+            &Principal::Server("other".into()),
+            &format!("{acme}SrvURI"),
+            None,
+            Input::Text("https://evil/".into()),
+        )
+        .unwrap_err();
+    assert!(matches!(err, AccessError::Denied(_)), "{err}");
+    f.auth
+        .set(
+            &Principal::Server("acme".into()),
+            &format!("{acme}SrvURI"),
+            None,
+            Input::Text("https://acme2/".into()),
+        )
+        .unwrap();
+}
+
+#[test]
+fn changes_since_pages_by_the_reply_bounds_and_skips_what_is_invisible() {
+    let f = bounded(
+        crate::store::Bounds::default(),
+        Bounds {
+            result_rows: 3,
+            ..Bounds::default()
+        },
+    );
+    let a = app("A");
+    let b = app("B");
+    let mine = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {}}"#)
+        .unwrap();
+    let theirs = f
+        .auth
+        .create_instance(&b, SETTINGS, r#"{"Settings": {}}"#)
+        .unwrap();
+    // Far more invisible changes than one batch, then one of A's own.
+    for i in 0..2_500 {
+        f.auth
+            .set(&b, &format!("{theirs}V"), None, Input::Int(i))
+            .unwrap();
+    }
+    for i in 0..5 {
+        f.auth
+            .set(&a, &format!("{mine}V"), None, Input::Int(i))
+            .unwrap();
+    }
+    let all = format!("{SETTINGS}/*/");
+    let (upto, first) = f.auth.changes_since(&a, &all, 0).unwrap();
+    assert_eq!(first.len(), 3, "held to result_rows");
+    assert_eq!(upto, first[2].seq);
+    let (end, rest) = f.auth.changes_since(&a, &all, upto).unwrap();
+    assert_eq!(rest.len(), 3, "the other three of A's six changes");
+    assert_eq!(
+        end,
+        f.auth
+            .changes_since(&Principal::Admin, &all, end)
+            .unwrap()
+            .0
+    );
+    let (again, none) = f.auth.changes_since(&a, &all, end).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(again, end);
+}
+
+#[test]
+fn a_write_too_large_for_the_quota_is_refused_before_it_is_written() {
+    let f = bounded(
+        crate::store::Bounds::default(),
+        Bounds {
+            owner_bytes: 100_000,
+            ..Bounds::default()
+        },
+    );
+    // Few value bytes, but long names repeated in every row's parent path.
+    let name = "n".repeat(200);
+    let mut json = String::from(r#"{"leaf": 1}"#);
+    for _ in 0..20 {
+        let leaves: Vec<String> = (0..20).map(|i| format!(r#""l{i}": 1"#)).collect();
+        json = format!(r#"{{"{name}": {json}, {}}}"#, leaves.join(", "));
+    }
+    let err = f
+        .auth
+        .create_instance(&app("A"), SETTINGS, &format!(r#"{{"Settings": {json}}}"#))
+        .unwrap_err();
+    assert!(err.to_string().contains("owner_bytes"), "{err}");
+    assert!(f.auth.instances_of(SETTINGS).unwrap().is_empty());
+}
+
+#[test]
+fn accounts_from_before_are_audited() {
+    let f = fixture();
+    account(&f, "acme", "pw");
+    assert!(f.auth.audit_accounts().unwrap().is_empty());
+    // As an older omadmd let an app write them: straight into the store.
+    let mut store = f.auth.writer();
+    let node = node_from_json(
+        &serde_json::json!({"SrvID": "acme", "SrvURI": "https://evil/"}),
+        None,
+        "DMAcc",
+    )
+    .unwrap();
+    store
+        .write(|tx| tx.create_instance(builtin::DMACC, Some("9"), "DMAcc", &node, "app:evil"))
+        .unwrap();
+    drop(store);
+    let problems = f.auth.audit_accounts().unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("app:evil"), "{problems:?}");
+    assert!(problems[1].contains("share SrvID"), "{problems:?}");
+}
+
+#[test]
+fn the_end_of_an_instance_is_news_to_whoever_ended_it_only() {
+    let f = fixture();
+    let a = app("A");
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {}}"#)
+        .unwrap();
+    f.auth.delete(&a, &root.to_string()).unwrap();
+    let all = format!("{SETTINGS}/*/");
+    let kinds = |who: &Principal| -> Vec<&'static str> {
+        f.auth
+            .changes_since(who, &all, 0)
+            .unwrap()
+            .1
+            .iter()
+            .map(|c| c.kind.as_str())
+            .collect()
+    };
+    assert_eq!(kinds(&a), ["deleted"]);
+    assert_eq!(kinds(&Principal::Admin), ["added", "deleted"]);
+    assert!(kinds(&app("B")).is_empty());
+}

@@ -79,13 +79,22 @@ impl<'a> View<'a> {
 
     /// Whether the node at `path` is hidden by its DDF access type (No-Get, for reads).
     fn hides(&self, moid: &str, path: &str) -> bool {
-        self.purpose == Purpose::Read
-            && !path.is_empty()
-            && self
-                .types
-                .get(moid)
-                .and_then(|t| t.def_at(path))
-                .is_some_and(|d| d.access.is_no_get())
+        self.purpose == Purpose::Read && self.no_get(moid, path)
+    }
+
+    /// Whether the node at `path`, or one of its ancestors, is No-Get in the DDF.
+    pub fn no_get(&self, moid: &str, path: &str) -> bool {
+        let Some(mut def) = self.types.get(moid).map(|t| &t.root) else {
+            return false;
+        };
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            match def.child(name) {
+                Some(d) if d.access.is_no_get() => return true,
+                Some(d) => def = d,
+                None => return false,
+            }
+        }
+        false
     }
 }
 

@@ -34,7 +34,8 @@ use omadmd::tree::uri::{self, UriLimits};
 /// extra_ca_files, [session] max_package_bytes, [exec."<ClientURI pattern>"] command, and
 /// [limits] uri_bytes, uri_segments, uri_xnames, nv_fields, result_rows, reply_bytes,
 /// tree_depth, watches_per_caller, auth_cache_bytes_per_caller, owner_bytes,
-/// owner_instances, journal_entries, session_packages, session_seconds, package3_bytes
+/// owner_instances, journal_entries, session_packages, session_seconds, package3_bytes,
+/// subscriptions_per_server, exec_concurrent, pending_alerts_per_server, server_uri_bytes
 /// (bounds on what callers and servers send; see the README's security model).
 ///
 /// Logs go to the journal when started by systemd, otherwise to standard error; set
@@ -140,6 +141,13 @@ async fn run(args: Args) -> Result<(), String> {
             owner_instances: limits.owner_instances,
         }),
     );
+
+    for problem in auth
+        .audit_accounts()
+        .map_err(|e| format!("reading DM accounts: {e}"))?
+    {
+        tracing::warn!("{problem}");
+    }
 
     let lang = std::env::var("LANG").ok();
     let facts = HostFacts::read(Path::new("/"), lang.as_deref()).map_err(|e| e.to_string())?;

@@ -155,10 +155,12 @@ impl Client1 {
             .authorize(&header, Action::Watch, &client_uri)
             .await?;
         // A watch on nodes the caller may not read is accepted like one on nodes that do not
-        // exist (yet): it is never told of changes it may not read.
+        // exist (yet): it is never told of changes it may not read, their deletion included.
         let uri = self.auth.parse_query(&client_uri)?;
         let owner = sender(&header)?;
-        let id = self.watches.add(&owner, caller.principal, &uri)?;
+        let id = self
+            .watches
+            .add(&self.auth, &owner, caller.principal, &uri)?;
         // A caller that left the bus while this call ran is forgotten already; so is its watch.
         if !self.access.knows(&owner) {
             self.watches.remove(&owner, id);

@@ -8,14 +8,33 @@
 //!
 //! A local caller is an app only where the caller cannot choose the name itself:
 //!
-//! - **A systemd system service**: the unit from the cgroup v2 line of `/proc/<pid>/cgroup`,
-//!   `0::/system.slice/<name>.service[/…]`. Only root creates cgroups below `system.slice`
-//!   and moves processes into them; an unprivileged process cannot enter one, and one
-//!   started there (by `User=`) cannot leave its unit's subtree. User units
+//! - **A systemd system service**, for the callers that run as its user: the unit from the
+//!   cgroup v2 line of `/proc/<pid>/cgroup`, `0::/system.slice/<name>.service[/…]`, when the
+//!   caller's uid is the (effective) uid of the unit's main process. Only root creates
+//!   cgroups below `system.slice` and moves processes into them; an unprivileged process
+//!   cannot enter one, and one started there cannot leave its unit's subtree. User units
 //!   (`/user.slice/…/user@<uid>.service/…`) are named by their user and do not count, nor do
-//!   scopes. One caveat: a system service that starts its users' sessions without
-//!   `pam_systemd` (which moves a session into its own scope) keeps those sessions in its
-//!   own unit.
+//!   scopes.
+//!
+//!   The uid rule is there because a unit runs code for other users too: where `pam_systemd`
+//!   does not move their work into a session scope of its own, user cron and at jobs stay in
+//!   `cron.service` or `atd.service`, `.forward` pipes in the mail service, and sessions of an
+//!   sshd without `UsePAM` in `ssh.service`. Those run as their users, the unit's main
+//!   process does not; so they are their users here, not the unit.
+//!
+//!   With no systemd to ask, the main process is taken to be the process in the unit's
+//!   cgroup subtree (`cgroup.procs` of the unit's cgroup and of every cgroup below it, under
+//!   the cgroup v2 mount of `/proc/self/mountinfo`) that started first; processes started at
+//!   that same tick must all run as one uid. Limits of the rule: a service whose main
+//!   process runs as root and that runs code as other users (a root daemon with per-user
+//!   workers) is no app for any caller — root is the admin anyway, the others their users;
+//!   a service whose processes are not all visible in the daemon's pid namespace, whose
+//!   cgroup tree is larger than this module reads (`MAX_CGROUPS`, `MAX_READ` per file), or
+//!   that runs in no cgroup v2 hierarchy the daemon sees names no app either. And where a
+//!   unit is restarted without its remaining processes being killed (`KillMode=process` or
+//!   `none`, as `cron.service` has), a process left behind whose parents in the unit have all
+//!   exited is older than the new main process: if it runs as another user, that user is
+//!   taken for the unit until the process ends.
 //! - **A Flatpak app**: `name=` of the `[Application]` group in `/.flatpak-info` of the
 //!   process's root, but only when the process is in the daemon's own user namespace and in
 //!   a mount namespace of its own. Flatpak (xdg-desktop-portal, xdg-dbus-proxy) trusts that
@@ -57,8 +76,10 @@ use std::io::Read as _;
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// The longest `/proc` file or `.flatpak-info` read, in bytes.
+/// The longest `/proc` or cgroup file or `.flatpak-info` read, in bytes.
 const MAX_READ: u64 = 64 * 1024;
+/// The most cgroups of one unit examined to find its main process.
+const MAX_CGROUPS: usize = 1024;
 /// `AT_CLKTCK` in the auxiliary vector: the unit of process start times.
 const AT_CLKTCK: usize = 17;
 
@@ -96,25 +117,42 @@ pub enum Refused {
     Changed { pid: u32 },
     #[error("the boot clock ({0}) cannot be read")]
     NoClock(PathBuf),
+    #[error("process {pid} runs as uid {uid} in {unit}, whose main process runs as uid {main_uid}")]
+    NotTheUnitsUser {
+        pid: u32,
+        uid: u32,
+        unit: String,
+        main_uid: u32,
+    },
+    #[error("the main process of {unit} (process {pid}'s unit) cannot be told")]
+    NoMainProcess { pid: u32, unit: String },
 }
 
-/// `/proc` (or a fake tree in tests) and the unit of its process start times.
+/// `/proc` (or a fake tree in tests), the unit of its process start times and the cgroup
+/// v2 hierarchy its processes are in.
 #[derive(Clone, Debug)]
 pub struct Procfs {
     root: PathBuf,
     ticks_per_second: Option<u64>,
+    /// Where the cgroup v2 hierarchy is mounted; `None`: nowhere the daemon sees.
+    cgroup2: Option<PathBuf>,
 }
 
 impl Procfs {
-    /// The tree at `root`; reads the clock tick rate from `root/self/auxv`.
+    /// The tree at `root`; reads the clock tick rate from `root/self/auxv` and the cgroup v2
+    /// mount from `root/self/mountinfo`.
     pub fn new(root: impl Into<PathBuf>) -> Procfs {
         let root = root.into();
         let ticks_per_second = read_bytes(&root.join("self/auxv"))
             .ok()
             .and_then(|auxv| clock_ticks(&auxv));
+        let cgroup2 = read_text(&root.join("self/mountinfo"))
+            .ok()
+            .and_then(|info| cgroup2_mount(&info));
         Procfs {
             root,
             ticks_per_second,
+            cgroup2,
         }
     }
 
@@ -131,11 +169,11 @@ impl Procfs {
         match &creds.pidfd {
             Some(fd) => {
                 let pid = self.pidfd_pid(fd, creds.pid)?;
-                let app = self.platform_app(pid);
+                let app = self.platform_app(pid, creds.uid);
                 if self.pidfd_pid(fd, pid)? != pid {
                     return Err(Refused::Changed { pid });
                 }
-                Ok(app)
+                app
             }
             None => {
                 let pid = creds.pid;
@@ -143,18 +181,85 @@ impl Procfs {
                     .first_seen
                     .ok_or_else(|| Refused::NoClock(self.root.join("uptime")))?;
                 let before = self.start_time(pid)?;
-                let app = self.platform_app(pid);
+                let app = self.platform_app(pid, creds.uid);
                 let after = self.start_time(pid)?;
                 same_process(pid, before, after, first_seen)?;
-                Ok(app)
+                app
             }
         }
     }
 
-    /// A Flatpak app id where the sandbox is trustworthy, else a system unit.
-    fn platform_app(&self, pid: u32) -> Option<String> {
-        self.flatpak_app(pid)
-            .or_else(|| system_unit(&read_text(&self.pid_dir(pid).join("cgroup")).ok()?))
+    /// A Flatpak app id where the sandbox is trustworthy, else the system unit of process
+    /// `pid` if `uid` (the caller's) is its main process's.
+    fn platform_app(&self, pid: u32, uid: u32) -> Result<Option<String>, Refused> {
+        if let Some(app) = self.flatpak_app(pid) {
+            return Ok(Some(app));
+        }
+        let Some(unit) = read_text(&self.pid_dir(pid).join("cgroup"))
+            .ok()
+            .and_then(|cgroup| system_unit(&cgroup))
+        else {
+            return Ok(None);
+        };
+        match self.main_uid(&unit) {
+            Some(main_uid) if main_uid == uid => Ok(Some(unit)),
+            Some(main_uid) => Err(Refused::NotTheUnitsUser {
+                pid,
+                uid,
+                unit,
+                main_uid,
+            }),
+            None => Err(Refused::NoMainProcess { pid, unit }),
+        }
+    }
+
+    /// The effective uid of the main process of the system unit `unit`: of the process in
+    /// the unit's cgroup subtree that started first (see the module documentation). `None`
+    /// when it cannot be told: no cgroup v2 mount, a cgroup or process the daemon cannot
+    /// see, more than [`MAX_CGROUPS`] cgroups, or first processes of different uids.
+    fn main_uid(&self, unit: &str) -> Option<u32> {
+        let top = self.cgroup2.as_ref()?.join("system.slice").join(unit);
+        let mut pending = vec![top];
+        let mut seen = 0;
+        let mut first: Option<(u64, u32)> = None;
+        let mut tied_uids_differ = false;
+        while let Some(dir) = pending.pop() {
+            seen += 1;
+            if seen > MAX_CGROUPS {
+                return None;
+            }
+            for pid in cgroup_procs(&read_text_whole(&dir.join("cgroup.procs")).ok()?)? {
+                // Gone since it was listed: it is no main process.
+                let Some((start, uid)) = self.start_and_uid(pid) else {
+                    continue;
+                };
+                match first {
+                    Some((s, _)) if s < start => {}
+                    Some((s, u)) if s == start => tied_uids_differ |= u != uid,
+                    _ => {
+                        first = Some((start, uid));
+                        tied_uids_differ = false;
+                    }
+                }
+            }
+            for entry in std::fs::read_dir(&dir).ok()? {
+                let entry = entry.ok()?;
+                if entry.file_type().ok()?.is_dir() {
+                    pending.push(entry.path());
+                }
+            }
+        }
+        let (_, uid) = first?;
+        (!tied_uids_differ).then_some(uid)
+    }
+
+    /// The start time and effective uid of process `pid`, read as one process: its start
+    /// time is the same before and after its uid is read.
+    fn start_and_uid(&self, pid: u32) -> Option<(u64, u32)> {
+        let before = self.start_time(pid).ok()?;
+        let uid = effective_uid(&read_text(&self.pid_dir(pid).join("status")).ok()?)?;
+        let after = self.start_time(pid).ok()?;
+        (before == after).then_some((before, uid))
     }
 
     fn flatpak_app(&self, pid: u32) -> Option<String> {
@@ -219,6 +324,50 @@ fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
 fn read_text(path: &Path) -> std::io::Result<String> {
     String::from_utf8(read_bytes(path)?)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Like [`read_text`], but a file longer than [`MAX_READ`] is an error instead of cut short
+/// (a list cut short could leave out what matters).
+fn read_text_whole(path: &Path) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_READ + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_READ {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("{} is longer than {MAX_READ} bytes", path.display()),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo`: the first
+/// `cgroup2` mount of the hierarchy's root (`/`). Mount points are taken as they are
+/// written; one that needed escaping (`\040` for a space) is not found later, which only
+/// means no process is taken for a system unit.
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        let mut fields = mount.split_whitespace();
+        let (root, point) = (fields.nth(3)?, fields.next()?);
+        (fs.split_whitespace().next()? == "cgroup2" && root == "/").then(|| PathBuf::from(point))
+    })
+}
+
+/// The pids of a `cgroup.procs` file; `None` if one is not a pid of the daemon's pid
+/// namespace (0: a process outside it) or not a number.
+fn cgroup_procs(procs: &str) -> Option<Vec<u32>> {
+    procs
+        .split_whitespace()
+        .map(|p| p.parse().ok().filter(|&pid| pid != 0))
+        .collect()
+}
+
+/// The effective uid of a `/proc/<pid>/status` (`Uid:` real, effective, saved, fs).
+fn effective_uid(status: &str) -> Option<u32> {
+    let ids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    ids.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The `name=` of the `[Application]` group of a `.flatpak-info` file, if it is a valid
@@ -305,7 +454,9 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     /// A fake `/proc` with the daemon's own entries (`self/ns`, `uptime` at 10.00 s, a
-    /// tick rate of 100) and process 42 started at tick 500, in cgroup `cgroup`.
+    /// tick rate of 100, a `mountinfo` with a fake cgroup v2 tree at `cgroup/` next to it)
+    /// and process 42 of uid 1000 started at tick 500, in cgroup `cgroup` (listed in that
+    /// cgroup's `cgroup.procs` too).
     fn fake_proc(cgroup: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -317,12 +468,59 @@ mod tests {
             .flat_map(|w| w.to_ne_bytes())
             .collect();
         std::fs::write(root.join("self/auxv"), auxv).unwrap();
+        std::fs::write(
+            root.join("self/mountinfo"),
+            format!(
+                "24 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                 31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+                 41 31 0:38 / {} rw,relatime - cgroup2 cgroup2 rw\n",
+                root.join("cgroup").display()
+            ),
+        )
+        .unwrap();
         std::fs::write(root.join("uptime"), "10.00 19.50\n").unwrap();
+        process(root, 42, 500, 1000);
         std::fs::create_dir_all(root.join("42/ns")).unwrap();
         std::fs::create_dir_all(root.join("42/root")).unwrap();
         std::fs::write(root.join("42/cgroup"), cgroup).unwrap();
-        std::fs::write(root.join("42/stat"), stat_with_start(500)).unwrap();
+        if let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::/")) {
+            in_cgroup(root, path, &[42]);
+        }
         dir
+    }
+
+    /// Process `pid` of effective uid `uid` (its real uid is 4242), started at tick `start`.
+    fn process(root: &Path, pid: u32, start: u64, uid: u32) {
+        let dir = root.join(pid.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("stat"), stat_with_start(start)).unwrap();
+        std::fs::write(
+            dir.join("status"),
+            format!("Name:\tx\nPid:\t{pid}\nUid:\t4242\t{uid}\t{uid}\t{uid}\nGid:\t1\t1\t1\t1\n"),
+        )
+        .unwrap();
+    }
+
+    /// Adds `pids` to the fake cgroup `path` (below the cgroup v2 mount); every cgroup on
+    /// the way has a `cgroup.procs`, as in the real tree.
+    fn in_cgroup(root: &Path, path: &str, pids: &[u32]) {
+        let dir = root.join("cgroup").join(path);
+        std::fs::create_dir_all(&dir).unwrap();
+        for cgroup in dir
+            .ancestors()
+            .take_while(|d| d.starts_with(root.join("cgroup")))
+        {
+            let procs = cgroup.join("cgroup.procs");
+            if !procs.exists() {
+                std::fs::write(procs, "").unwrap();
+            }
+        }
+        let procs = dir.join("cgroup.procs");
+        let mut listed = std::fs::read_to_string(&procs).unwrap_or_default();
+        for pid in pids {
+            listed.push_str(&format!("{pid}\n"));
+        }
+        std::fs::write(procs, listed).unwrap();
     }
 
     fn stat_with_start(start: u64) -> String {
@@ -395,6 +593,132 @@ mod tests {
         ] {
             assert_eq!(system_unit(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn the_cgroup2_mount_is_found_in_mountinfo() {
+        let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+            40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
+            41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        // A bind mount of a subtree does not show the whole hierarchy.
+        let subtree = "50 1 0:38 /system.slice /mnt/cg rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount(subtree), None);
+        assert_eq!(cgroup2_mount("24 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), None);
+    }
+
+    #[test]
+    fn procs_and_uids_are_read_strictly() {
+        assert_eq!(cgroup_procs("7\n42\n"), Some(vec![7, 42]));
+        assert_eq!(cgroup_procs(""), Some(vec![]));
+        assert_eq!(cgroup_procs("7\n0\n"), None);
+        assert_eq!(cgroup_procs("7\nx\n"), None);
+        assert_eq!(
+            effective_uid("Name:\tcron\nUid:\t0\t1000\t0\t1000\n"),
+            Some(1000)
+        );
+        assert_eq!(effective_uid("Uid:\t0\n"), None);
+    }
+
+    /// A unit `x.service` whose processes are 42 (uid 1000, started at 500) and `others`
+    /// (pid, start, uid) in the cgroups given; what process 42 is taken for.
+    fn in_unit(others: &[(&str, u32, u64, u32)]) -> Result<Option<String>, Refused> {
+        let dir = fake_proc("0::/system.slice/x.service/jobs\n");
+        for &(cgroup, pid, start, uid) in others {
+            process(dir.path(), pid, start, uid);
+            in_cgroup(dir.path(), cgroup, &[pid]);
+        }
+        Procfs::new(dir.path()).app_id(&creds(900))
+    }
+
+    #[test]
+    fn a_unit_is_the_app_of_its_main_processs_user_only() {
+        let not_root = |main_uid| {
+            Err(Refused::NotTheUnitsUser {
+                pid: 42,
+                uid: 1000,
+                unit: "x.service".into(),
+                main_uid,
+            })
+        };
+        // Alone in its unit, 42 is its main process.
+        assert_eq!(in_unit(&[]), Ok(Some("x.service".into())));
+        // A service running as 42's user, with its main process at the unit's top.
+        assert_eq!(
+            in_unit(&[("system.slice/x.service", 7, 100, 1000)]),
+            Ok(Some("x.service".into()))
+        );
+        // A user's job in a service running as root (cron), wherever in the unit its main
+        // process is: the user.
+        assert_eq!(
+            in_unit(&[("system.slice/x.service", 7, 100, 0)]),
+            not_root(0)
+        );
+        assert_eq!(
+            in_unit(&[("system.slice/x.service/main", 7, 100, 0)]),
+            not_root(0)
+        );
+        // Another user's process started earlier is the main one, even if later ones are
+        // 42's user's.
+        assert_eq!(
+            in_unit(&[
+                ("system.slice/x.service/jobs", 8, 300, 1000),
+                ("system.slice/x.service/main", 7, 100, 2000),
+            ]),
+            not_root(2000)
+        );
+        // Processes of other units do not count.
+        assert_eq!(
+            in_unit(&[("system.slice/y.service", 7, 100, 0)]),
+            Ok(Some("x.service".into()))
+        );
+    }
+
+    #[test]
+    fn a_unit_whose_main_process_is_unclear_names_no_app() {
+        let unclear = Err(Refused::NoMainProcess {
+            pid: 42,
+            unit: "x.service".into(),
+        });
+        // Two first processes of different users.
+        assert_eq!(
+            in_unit(&[
+                ("system.slice/x.service", 7, 100, 1000),
+                ("system.slice/x.service", 8, 100, 0),
+            ]),
+            unclear
+        );
+        // A process from outside the daemon's pid namespace.
+        let dir = fake_proc("0::/system.slice/x.service\n");
+        in_cgroup(dir.path(), "system.slice/x.service", &[0]);
+        assert_eq!(Procfs::new(dir.path()).app_id(&creds(900)), unclear);
+        // More cgroups than are read.
+        let dir = fake_proc("0::/system.slice/x.service\n");
+        for n in 0..MAX_CGROUPS {
+            in_cgroup(dir.path(), &format!("system.slice/x.service/c{n}"), &[]);
+        }
+        assert_eq!(Procfs::new(dir.path()).app_id(&creds(900)), unclear);
+        // No cgroup v2 mount.
+        let dir = fake_proc("0::/system.slice/x.service\n");
+        std::fs::write(dir.path().join("self/mountinfo"), "").unwrap();
+        assert_eq!(Procfs::new(dir.path()).app_id(&creds(900)), unclear);
+        // Tied first processes of one user are fine; a process that left is no main one.
+        assert_eq!(
+            in_unit(&[
+                ("system.slice/x.service", 7, 100, 1000),
+                ("system.slice/x.service", 8, 100, 1000),
+            ]),
+            Ok(Some("x.service".into()))
+        );
+        let dir = fake_proc("0::/system.slice/x.service\n");
+        in_cgroup(dir.path(), "system.slice/x.service", &[7]);
+        assert_eq!(
+            Procfs::new(dir.path()).app_id(&creds(900)),
+            Ok(Some("x.service".into()))
+        );
     }
 
     #[test]
@@ -505,14 +829,16 @@ mod tests {
     fn the_real_proc_tells_this_process_apart() {
         let proc = Procfs::new("/proc");
         let now = proc.now_ticks().expect("the boot clock");
+        let uid = effective_uid(&std::fs::read_to_string("/proc/self/status").unwrap());
         let me = Credentials {
-            uid: 1000,
+            uid: uid.expect("an effective uid"),
             pid: std::process::id(),
             pidfd: None,
             first_seen: Some(now),
         };
-        let unit = system_unit(&std::fs::read_to_string("/proc/self/cgroup").unwrap());
-        assert_eq!(proc.app_id(&me), Ok(unit));
+        // Which app this process is depends on where the tests run (the fake trees cover
+        // that); here only the timing of the real process is at stake.
+        assert_eq!(proc.app_id(&me), proc.platform_app(me.pid, me.uid));
         let before_me = Credentials {
             first_seen: Some(proc.start_time(me.pid).unwrap() - 1),
             ..me

@@ -1,10 +1,28 @@
 //! Watches: which caller wants to hear about which ClientURI, and the delivery of
-//! `Changed` signals — unicast to the watcher only, and only for nodes the watcher may
-//! read at the time of the change. A connection holds at most `[limits]
-//! watches_per_caller` watches; each keeps only what matching needs, in about the size of
-//! its ClientURI, and all of them go when the connection leaves the bus.
+//! `Changed` signals — unicast to the watcher only, and only of changes the watcher could
+//! read. A connection holds at most `[limits] watches_per_caller` watches; each keeps only
+//! what matching needs, in about the size of its ClientURI, and all of them go when the
+//! connection leaves the bus.
+//!
+//! # Who hears of a change
+//!
+//! A change is delivered when the watcher may read its instance and the node is not
+//! No-Get, as found when the change is delivered. A deleted instance has no rights left to
+//! check, so for each principal holding watches this module remembers which of the
+//! instances its watches cover it was last found able to read — when it made a watch, and
+//! at every change of the instance — and an instance's end is told to those that could
+//! read it then (the admin always). So a watch on an instance its caller may not read hears
+//! nothing, its end included, exactly like a watch on an instance that does not exist; and
+//! the Watch call accepts both alike.
+//!
+//! What that memory cannot see: rights changed by a grant or revocation (not journaled,
+//! so not a change here) count only from the next change of the instance or the next watch
+//! its principal makes on it. Until then a principal granted Read after its last check does
+//! not hear of the instance's end, and one whose Read was revoked does. The memory holds at
+//! most one entry per instance per watching principal, and a principal's goes with its last
+//! watch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -13,7 +31,7 @@ use tokio::sync::mpsc;
 use super::error::Error;
 use super::servers::Servers;
 use super::{INTERFACE, PATH};
-use crate::authority::{Authority, Principal};
+use crate::authority::{AccessError, Authority, Principal};
 use crate::store::{Change, ChangeKind};
 use crate::tree::builtin;
 use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, Segment};
@@ -25,12 +43,19 @@ pub struct Watches {
     state: Mutex<State>,
 }
 
+/// An instance, as (MOID, MIID).
+type Instance = (Box<str>, Box<str>);
+
 #[derive(Default)]
 struct State {
     last_id: u64,
     active: HashMap<u64, Watch>,
     /// Watches per owner (unique bus name).
     counts: HashMap<String, usize>,
+    /// For each principal holding watches (every one has an entry), the instances its
+    /// watches cover that it was last found able to read; nothing for the admin, who reads
+    /// everything.
+    readable: HashMap<Principal, HashSet<Instance>>,
 }
 
 struct Watch {
@@ -47,6 +72,17 @@ struct Filter {
     moid: Box<str>,
     miid: Option<Box<str>>,
     path: Box<str>,
+}
+
+/// What was found of a watcher's right to read an instance, as a change is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Found {
+    Readable,
+    Unreadable,
+    /// The instance is gone: what was last found stands.
+    Gone,
+    /// The check failed: not delivered, and what was last found stands.
+    Failed,
 }
 
 impl Filter {
@@ -70,8 +106,7 @@ impl Filter {
 
     /// As [`ClientUri::covers`].
     fn covers(&self, addr: &NodeAddr) -> bool {
-        addr.moid == *self.moid
-            && self.miid.as_deref().is_none_or(|m| m == addr.miid)
+        self.covers_instance(&addr.moid, &addr.miid)
             && addr
                 .path
                 .split('/')
@@ -80,9 +115,9 @@ impl Filter {
                 .all(|(name, segment)| segment.is_empty() || segment == name)
     }
 
-    /// Whether this watch names the instance `miid` by its MIID.
-    fn names(&self, miid: &str) -> bool {
-        self.miid.as_deref() == Some(miid)
+    /// Whether this watch covers nodes of the instance `moid`/`miid`.
+    fn covers_instance(&self, moid: &str, miid: &str) -> bool {
+        *self.moid == *moid && self.miid.as_deref().is_none_or(|m| m == miid)
     }
 }
 
@@ -96,9 +131,40 @@ impl Watches {
     }
 
     /// Registers a watch and returns its id (never 0); refused when `owner` holds as many
-    /// as it may.
-    pub fn add(&self, owner: &str, principal: Principal, uri: &ClientUri) -> Result<u64, Error> {
+    /// as it may. Notes which of the instances `uri` covers `principal` may read now.
+    pub fn add(
+        &self,
+        auth: &Authority,
+        owner: &str,
+        principal: Principal,
+        uri: &ClientUri,
+    ) -> Result<u64, Error> {
+        self.has_room(&self.lock(), owner)?;
+        let filter = Filter::new(uri);
+        let readable = readable_now(auth, &principal, &filter);
         let mut state = self.lock();
+        self.has_room(&state, owner)?;
+        state.last_id += 1;
+        let id = state.last_id;
+        *state.counts.entry(owner.to_owned()).or_default() += 1;
+        state
+            .readable
+            .entry(principal.clone())
+            .or_default()
+            .extend(readable);
+        state.active.insert(
+            id,
+            Watch {
+                owner: owner.to_owned(),
+                principal,
+                filter,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Refused when `owner` holds as many watches as it may.
+    fn has_room(&self, state: &State, owner: &str) -> Result<(), Error> {
         let held = state.counts.get(owner).copied().unwrap_or(0);
         if held >= self.per_caller {
             return Err(Error::NotAllowed(format!(
@@ -107,18 +173,7 @@ impl Watches {
                 self.per_caller
             )));
         }
-        state.last_id += 1;
-        let id = state.last_id;
-        *state.counts.entry(owner.to_owned()).or_default() += 1;
-        state.active.insert(
-            id,
-            Watch {
-                owner: owner.to_owned(),
-                principal,
-                filter: Filter::new(uri),
-            },
-        );
-        Ok(id)
+        Ok(())
     }
 
     /// Removes watch `id` if `owner` made it; whether it did.
@@ -134,6 +189,7 @@ impl Watches {
                 state.counts.remove(owner);
             }
         }
+        state.forget_unwatching();
         true
     }
 
@@ -142,47 +198,143 @@ impl Watches {
         let mut state = self.lock();
         if state.counts.remove(owner).is_some() {
             state.active.retain(|_, w| w.owner != owner);
+            state.forget_unwatching();
         }
     }
 
     /// (watch id, owner) of every watch that should hear of `change`.
     fn recipients(&self, auth: &Authority, change: &Change) -> Vec<(u64, String)> {
-        let instance_gone = change.kind == ChangeKind::Deleted && change.addr.path.is_empty();
-        let mut named = Vec::new();
-        let candidates: Vec<(u64, String, Principal)> = self
-            .lock()
-            .active
-            .iter()
-            .filter(|(_, w)| w.filter.covers(&change.addr))
-            .filter_map(|(id, w)| {
-                // A deleted instance has no rights left to check. Watches that name it by
-                // MIID were checked for Read when they were made; they hear of its end.
-                if instance_gone && w.filter.names(&change.addr.miid) {
-                    named.push((*id, w.owner.clone()));
-                    return None;
+        let addr = &change.addr;
+        let instance: Instance = (addr.moid.as_str().into(), addr.miid.as_str().into());
+        let mut watchers = HashSet::new();
+        let mut candidates = Vec::new();
+        for (id, w) in &self.lock().active {
+            if w.filter.covers_instance(&addr.moid, &addr.miid) {
+                watchers.insert(w.principal.clone());
+                if w.filter.covers(addr) {
+                    candidates.push((*id, w.owner.clone(), w.principal.clone()));
                 }
-                Some((*id, w.owner.clone(), w.principal.clone()))
-            })
-            .collect();
+            }
+        }
+        let found = found_now(auth, addr, watchers);
+        let hidden = no_get(auth, addr);
+        let mut state = self.lock();
         let mut verdicts: HashMap<Principal, bool> = HashMap::new();
+        for (who, found) in found {
+            if who == Principal::Admin {
+                verdicts.insert(who, true);
+                continue;
+            }
+            // None: its last watch went meanwhile.
+            let Some(known) = state.readable.get_mut(&who) else {
+                continue;
+            };
+            let verdict = match found {
+                Found::Readable => {
+                    known.insert(instance.clone());
+                    true
+                }
+                Found::Unreadable => {
+                    known.remove(&instance);
+                    false
+                }
+                Found::Gone => known.contains(&instance),
+                Found::Failed => false,
+            };
+            verdicts.insert(who, verdict);
+        }
+        if change.kind == ChangeKind::Deleted && addr.path.is_empty() {
+            for known in state.readable.values_mut() {
+                known.remove(&instance);
+            }
+        }
+        drop(state);
+        if hidden {
+            return Vec::new();
+        }
         candidates
             .into_iter()
-            .filter(|(_, _, who)| {
-                *verdicts.entry(who.clone()).or_insert_with(|| {
-                    auth.may_read(who, &change.addr).unwrap_or_else(|e| {
-                        tracing::warn!("cannot check read access for a watcher: {e}");
-                        false
-                    })
-                })
-            })
+            .filter(|(_, _, who)| verdicts.get(who).copied().unwrap_or(false))
             .map(|(id, owner, _)| (id, owner))
-            .chain(named)
             .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+impl State {
+    /// Drops what was noted for principals that no longer hold any watch.
+    fn forget_unwatching(&mut self) {
+        let watching: HashSet<&Principal> = self.active.values().map(|w| &w.principal).collect();
+        self.readable.retain(|who, _| watching.contains(who));
+    }
+}
+
+/// The instances `filter` covers that `who` may read now (none noted for the admin, who
+/// reads everything).
+fn readable_now(auth: &Authority, who: &Principal, filter: &Filter) -> Vec<Instance> {
+    if *who == Principal::Admin {
+        return Vec::new();
+    }
+    let miids = match &filter.miid {
+        Some(miid) => Ok(vec![miid.to_string()]),
+        None => auth.instances_of(&filter.moid),
+    };
+    let readable = miids.and_then(|miids| {
+        let mut out = Vec::new();
+        for miid in miids {
+            if auth.may_read(who, &NodeAddr::root(&filter.moid, &miid))? {
+                out.push((filter.moid.clone(), miid.into()));
+            }
+        }
+        Ok::<_, AccessError>(out)
+    });
+    readable.unwrap_or_else(|e| {
+        tracing::warn!("cannot check which instances a watcher may read: {e}");
+        Vec::new()
+    })
+}
+
+/// What each of `watchers` may do with the instance of `addr` now.
+fn found_now(
+    auth: &Authority,
+    addr: &NodeAddr,
+    watchers: HashSet<Principal>,
+) -> Vec<(Principal, Found)> {
+    let root = NodeAddr::root(&addr.moid, &addr.miid);
+    let failed = |e: AccessError| {
+        tracing::warn!("cannot check read access for a watcher of {root}: {e}");
+        Found::Failed
+    };
+    // Whether a refusal means "unreadable" or "gone", asked once, and only after a refusal.
+    let mut refused: Option<Found> = None;
+    watchers
+        .into_iter()
+        .map(|who| {
+            let found = match auth.may_read(&who, &root) {
+                Ok(true) => Found::Readable,
+                Ok(false) => *refused.get_or_insert_with(|| match auth.instances_of(&addr.moid) {
+                    Ok(miids) if miids.contains(&addr.miid) => Found::Unreadable,
+                    Ok(_) => Found::Gone,
+                    Err(e) => failed(e),
+                }),
+                Err(e) => failed(e),
+            };
+            (who, found)
+        })
+        .collect()
+}
+
+/// Whether the node at `addr` is No-Get: read by no one, so never announced.
+fn no_get(auth: &Authority, addr: &NodeAddr) -> bool {
+    !addr.path.is_empty()
+        && auth
+            .types()
+            .get(&addr.moid)
+            .and_then(|t| t.def_at(&addr.path))
+            .is_some_and(|d| d.access.is_no_get())
 }
 
 /// Delivers changes as they come until the channel closes; keeps the server objects in step
@@ -270,25 +422,200 @@ mod tests {
         );
     }
 
+    /// An authority over a fresh store, and the changes it has reported so far.
+    struct Fixture {
+        auth: Authority,
+        seen: Arc<Mutex<Vec<Change>>>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let auth = Authority::new(
+            Store::open(&path).unwrap(),
+            Store::open(&path).unwrap(),
+            crate::tree::registry::Registry::with_builtin(),
+            Box::new(move |c| sink.lock().unwrap().extend_from_slice(c)),
+        );
+        Fixture {
+            auth,
+            seen,
+            _dir: dir,
+        }
+    }
+
+    impl Fixture {
+        /// Each change reported since the last call, with the watches told of it (sorted).
+        fn told(&self, watches: &Watches) -> Vec<(String, &'static str, Vec<u64>)> {
+            let changes: Vec<Change> = self.seen.lock().unwrap().drain(..).collect();
+            changes
+                .iter()
+                .map(|c| {
+                    let mut ids: Vec<u64> = watches
+                        .recipients(&self.auth, c)
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect();
+                    ids.sort_unstable();
+                    (c.addr.to_string(), c.kind.as_str(), ids)
+                })
+                .collect()
+        }
+    }
+
+    const SECRET: &str = "urn:x:secret:1.0";
+
+    #[test]
+    fn only_watchers_that_could_read_an_instance_hear_of_it_and_its_end() {
+        use crate::authority::{Input, Rights};
+        let f = fixture();
+        let (owner, grantee, late, bob) = (
+            Principal::App("org.example.Owner".into()),
+            Principal::App("org.example.Grantee".into()),
+            Principal::App("org.example.Late".into()),
+            Principal::User(1001),
+        );
+        let root = f
+            .auth
+            .create_instance(&owner, SECRET, r#"{"Secret": {"Pin": "1234"}}"#)
+            .unwrap();
+        let shared = f
+            .auth
+            .create_instance(&Principal::Admin, SECRET, r#"{"Secret": {"Pin": "0"}}"#)
+            .unwrap();
+        f.auth
+            .grant(
+                &owner,
+                &root.to_string(),
+                &grantee.to_string(),
+                Rights::READ,
+            )
+            .unwrap();
+        f.auth
+            .grant(
+                &Principal::Admin,
+                &shared.to_string(),
+                "app:*",
+                Rights::READ,
+            )
+            .unwrap();
+        f.seen.lock().unwrap().clear();
+        let watches = Watches::new(16);
+        let watch = |who: &Principal, owner: &str, uri: &str| {
+            let uri = ClientUri::parse(uri).unwrap();
+            watches.add(&f.auth, owner, who.clone(), &uri).unwrap()
+        };
+        let (r, s, all) = (root.to_string(), shared.to_string(), format!("{SECRET}/*/"));
+        let owner_named = watch(&owner, ":1.1", &r);
+        let owner_all = watch(&owner, ":1.1", &all);
+        let grantee_named = watch(&grantee, ":1.2", &r);
+        let admin_named = watch(&Principal::Admin, ":1.3", &r);
+        let late_named = watch(&late, ":1.4", &r);
+        // Bob may read the shared instance only; his watches on the owner's instance and on
+        // one that does not exist are accepted alike.
+        let bob_named = watch(&bob, ":1.5", &r);
+        let bob_missing = watch(&bob, ":1.5", &format!("{SECRET}/999/"));
+        let bob_all = watch(&bob, ":1.5", &all);
+        let bob_shared = watch(&bob, ":1.5", &s);
+        assert!(bob_named > 0 && bob_missing > 0);
+
+        let pin = format!("{r}Pin");
+        f.auth
+            .set(&owner, &pin, None, Input::Text("4321".into()))
+            .unwrap();
+        let readers = vec![owner_named, owner_all, grantee_named, admin_named];
+        assert_eq!(
+            f.told(&watches),
+            [(pin.clone(), "replaced", readers.clone())]
+        );
+
+        // Read granted after the watch counts from the next change on.
+        f.auth
+            .grant(&owner, &r, &late.to_string(), Rights::READ)
+            .unwrap();
+        f.auth
+            .set(&owner, &pin, None, Input::Text("5555".into()))
+            .unwrap();
+        let mut with_late = readers.clone();
+        with_late.push(late_named);
+        assert_eq!(
+            f.told(&watches),
+            [(pin.clone(), "replaced", with_late.clone())]
+        );
+
+        // Its end: for those that could read it, never for bob.
+        f.auth.delete(&owner, &r).unwrap();
+        assert_eq!(f.told(&watches), [(r.clone(), "deleted", with_late)]);
+
+        // An instance bob may read (as every local caller may): bob hears of its end.
+        f.auth.delete(&Principal::Admin, &s).unwrap();
+        assert_eq!(
+            f.told(&watches),
+            [(s.clone(), "deleted", vec![owner_all, bob_all, bob_shared])]
+        );
+        // Nothing is remembered of gone instances.
+        assert!(watches.lock().readable.values().all(HashSet::is_empty));
+    }
+
+    #[test]
+    fn a_change_read_after_its_instance_went_is_judged_as_before() {
+        use crate::authority::Input;
+        let f = fixture();
+        let owner = Principal::App("org.example.Owner".into());
+        let bob = Principal::User(1001);
+        let root = f
+            .auth
+            .create_instance(&owner, SECRET, r#"{"Secret": {"Pin": "1234"}}"#)
+            .unwrap();
+        f.seen.lock().unwrap().clear();
+        let watches = Watches::new(16);
+        let r = ClientUri::parse(&root.to_string()).unwrap();
+        let owner_named = watches.add(&f.auth, ":1.1", owner.clone(), &r).unwrap();
+        watches.add(&f.auth, ":1.2", bob.clone(), &r).unwrap();
+        // Changed, then deleted, before the changes are delivered.
+        let pin = format!("{root}Pin");
+        f.auth
+            .set(&owner, &pin, None, Input::Text("4321".into()))
+            .unwrap();
+        f.auth.delete(&owner, &root.to_string()).unwrap();
+        assert_eq!(
+            f.told(&watches),
+            [
+                (pin, "replaced", vec![owner_named]),
+                (root.to_string(), "deleted", vec![owner_named]),
+            ]
+        );
+    }
+
     #[test]
     fn each_caller_holds_at_most_its_share_of_watches() {
+        let f = fixture();
+        let auth = &f.auth;
         let watches = Watches::new(2);
         let uri = ClientUri::parse("urn:a:1.0/*/").unwrap();
-        let a = watches.add(":1.1", Principal::User(1), &uri).unwrap();
-        watches.add(":1.1", Principal::User(1), &uri).unwrap();
-        let err = watches.add(":1.1", Principal::User(1), &uri).unwrap_err();
+        let a = watches.add(auth, ":1.1", Principal::User(1), &uri).unwrap();
+        watches.add(auth, ":1.1", Principal::User(1), &uri).unwrap();
+        let err = watches
+            .add(auth, ":1.1", Principal::User(1), &uri)
+            .unwrap_err();
         assert!(
             matches!(&err, Error::NotAllowed(m) if m.contains("[limits] watches_per_caller = 2")),
             "{err:?}"
         );
         // Others are not limited by it; unwatching or leaving frees the share.
-        watches.add(":1.2", Principal::User(2), &uri).unwrap();
+        watches.add(auth, ":1.2", Principal::User(2), &uri).unwrap();
         assert!(!watches.remove(":1.2", a));
         assert!(watches.remove(":1.1", a));
-        watches.add(":1.1", Principal::User(1), &uri).unwrap();
+        watches.add(auth, ":1.1", Principal::User(1), &uri).unwrap();
         watches.forget(":1.1");
         assert_eq!(watches.lock().counts.get(":1.1"), None);
         assert_eq!(watches.lock().active.len(), 1);
-        watches.add(":1.1", Principal::User(1), &uri).unwrap();
+        // What was noted for a principal goes with its last watch.
+        assert!(!watches.lock().readable.contains_key(&Principal::User(1)));
+        watches.add(auth, ":1.1", Principal::User(1), &uri).unwrap();
     }
 }

@@ -1,16 +1,36 @@
 //! Executing one command of a Package#2 into its status (PROTOCOL.md §3–§4, §9). Every
-//! command acts as the session's server principal through the authority; data-repository
-//! transfers go through the session's HTTPS client.
+//! command acts as the session's server principal through the authority — on a blocking
+//! thread, so that neither a costly read nor a large write holds up the runtime or the
+//! session's deadline; data-repository transfers go through the session's HTTPS client.
+//!
+//! What one server may leave behind or set going is bounded (`[limits]`), each refusal a
+//! status of its own while the session goes on:
+//! - every ServerURI a command names is at most `server_uri_bytes` long, else `400`;
+//! - HPUT/HPOST: the data of all its ClientURIs together is at most `reply_bytes`, else
+//!   `413` and nothing is sent;
+//! - SUB: the ClientURI is kept without its `cv=`; a server holds at most
+//!   `subscriptions_per_server` subscriptions, a new one beyond is `413` (replacing one is
+//!   not new);
+//! - DEFAULT: only for a MOID the server may manage (`403` otherwise); another server's
+//!   source for the MOID is never replaced (`409`) unless that server's account is gone —
+//!   so a server has at most one source per MOID of its `Perm`;
+//! - EXEC with a ServerURI: at most `exec_concurrent` running per server, a further one is
+//!   `429` and does not run; the results wait as alerts, at most
+//!   `pending_alerts_per_server` per server (the oldest dropped beyond);
+//! - SHOW: one per Package#2 is handed on; a further SHOW in the same package is `429`
+//!   and is not announced.
 
 use std::sync::Arc;
 
-use super::account::Account;
-use super::engine::{Engine, media_type};
+use tokio::time::Instant;
+
+use super::account::{self, Account};
+use super::engine::{Engine, Limits, media_type};
 use super::exec;
 use crate::authority::{AccessError, Authority, Principal};
 use crate::protocol::{self, Alert, Command, Status, alert};
 use crate::transport::{HttpClient, Request};
-use crate::tree::json::{MoItem, parse_items};
+use crate::tree::json::parse_items;
 use crate::tree::uri::{ClientUri, NodeAddr};
 
 /// What a command runs with.
@@ -19,6 +39,10 @@ pub struct Context<'a> {
     pub client: &'a HttpClient,
     pub account: &'a Account,
     pub principal: &'a Principal,
+    /// When the session must have ended (`session_seconds`).
+    pub deadline: Instant,
+    /// Whether a SHOW of the current Package#2 was handed on already.
+    pub shown: bool,
 }
 
 /// The MO serialization formats the client reads and writes.
@@ -27,14 +51,32 @@ const ACCEPTED: [&str; 2] = [protocol::MO_JSON, "application/json"];
 /// Runs `command` (anything but END and CONT, which the package loop handles).
 pub async fn execute(ctx: &mut Context<'_>, command: Command) -> Status {
     let name = command.name();
-    let result = match command {
-        Command::Get { client_uri } => get(ctx, &client_uri),
-        Command::Delete { client_uri } => ctx
-            .engine
-            .auth
-            .delete(ctx.principal, &client_uri.to_string())
+    let result = match server_uri_of(&command) {
+        Some(uri) => server_uri_fits(&ctx.engine.limits, uri),
+        None => Ok(()),
+    };
+    let result = match result {
+        Ok(()) => run(ctx, command).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|f| {
+        let status = f.status();
+        tracing::info!(srv_id = %ctx.account.srv_id, "{name}: {status}: {f}");
+        Status::code(status)
+    })
+}
+
+async fn run(ctx: &mut Context<'_>, command: Command) -> Result<Status, Failure> {
+    match command {
+        Command::Get { client_uri } => get(ctx, client_uri).await,
+        Command::Delete { client_uri } => {
+            let who = ctx.principal.clone();
+            blocking(&ctx.engine.auth, move |auth| {
+                auth.delete(&who, &client_uri.to_string())
+            })
+            .await
             .map(|_| Status::code(200))
-            .map_err(Failure::Access),
+        }
         Command::Hget {
             server_uri,
             client_uri,
@@ -42,31 +84,37 @@ pub async fn execute(ctx: &mut Context<'_>, command: Command) -> Status {
         Command::Hput {
             server_uri,
             client_uris,
-        } => upload(ctx, &server_uri, &client_uris, false).await,
+        } => upload(ctx, &server_uri, client_uris, false).await,
         Command::Hpost {
             server_uri,
             client_uris,
-        } => upload(ctx, &server_uri, &client_uris, true).await,
+        } => upload(ctx, &server_uri, client_uris, true).await,
         Command::Exec {
             client_uri,
             server_uri,
-        } => run_exec(ctx, &client_uri, server_uri).await,
+        } => run_exec(ctx, client_uri, server_uri).await,
         Command::Show { server_uri } => {
+            if ctx.shown {
+                return Err(Failure::Status(
+                    429,
+                    format!(
+                        "SHOW {server_uri}: one SHOW per Package#2 is offered to user agents; \
+                         not announced"
+                    ),
+                ));
+            }
+            ctx.shown = true;
             tracing::info!(srv_id = %ctx.account.srv_id, "SHOW {server_uri}: offered to user agents; going on");
             ctx.engine.show(&ctx.account.srv_id, &server_uri);
             Ok(Status::code(200))
         }
-        Command::Default { moid, server_uri } => ctx
-            .engine
-            .state(|tx| tx.set_default_source(&moid, &ctx.account.srv_id, &server_uri))
-            .map(|_| Status::code(200))
-            .map_err(|(_, e)| Failure::Local(e)),
+        Command::Default { moid, server_uri } => set_default(ctx, &moid, &server_uri).await,
         Command::Sub {
             client_uri,
             server_uri,
-        } => subscribe(ctx, &client_uri, &server_uri),
+        } => subscribe(ctx, client_uri, &server_uri).await,
         Command::Unsub { client_uri } => {
-            let uri = client_uri.to_string();
+            let uri = without_cv(client_uri).to_string();
             match ctx
                 .engine
                 .state(|tx| tx.unsubscribe(&ctx.account.srv_id, &uri))
@@ -77,12 +125,59 @@ pub async fn execute(ctx: &mut Context<'_>, command: Command) -> Status {
             }
         }
         Command::End | Command::Cont { .. } => Ok(Status::code(200)),
-    };
-    result.unwrap_or_else(|f| {
-        let status = f.status();
-        tracing::info!(srv_id = %ctx.account.srv_id, "{name}: {status}: {f}");
-        Status::code(status)
-    })
+    }
+}
+
+/// The ServerURI a command names, if any.
+fn server_uri_of(command: &Command) -> Option<&str> {
+    match command {
+        Command::Hget { server_uri, .. }
+        | Command::Hput { server_uri, .. }
+        | Command::Hpost { server_uri, .. }
+        | Command::Show { server_uri }
+        | Command::Cont { server_uri }
+        | Command::Default { server_uri, .. }
+        | Command::Sub { server_uri, .. } => Some(server_uri),
+        Command::Exec { server_uri, .. } => server_uri.as_deref(),
+        Command::Get { .. } | Command::Delete { .. } | Command::Unsub { .. } | Command::End => None,
+    }
+}
+
+/// Refuses a ServerURI longer than `server_uri_bytes`.
+pub(super) fn server_uri_fits(limits: &Limits, uri: &str) -> Result<(), Failure> {
+    if uri.len() > limits.server_uri_bytes {
+        return Err(Failure::Status(
+            400,
+            format!(
+                "a ServerURI of {} bytes is longer than server_uri_bytes = {}",
+                uri.len(),
+                limits.server_uri_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `f` with the authority on a blocking thread and waits for it: the session task
+/// stays responsive (its deadline can end it), and the runtime's workers stay free. A panic
+/// in `f` goes on in the session task, as if `f` had run there.
+pub(super) async fn blocking<T: Send + 'static>(
+    auth: &Arc<Authority>,
+    f: impl FnOnce(&Authority) -> Result<T, AccessError> + Send + 'static,
+) -> Result<T, Failure> {
+    let auth = Arc::clone(auth);
+    match tokio::task::spawn_blocking(move || f(&auth)).await {
+        Ok(result) => result.map_err(Failure::Access),
+        Err(e) => match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(e) => Err(Failure::Local(format!("the command did not run: {e}"))),
+        },
+    }
+}
+
+/// `uri` without its `cv=`.
+fn without_cv(uri: ClientUri) -> ClientUri {
+    ClientUri { cv: None, ..uri }
 }
 
 /// Why a command failed, mapped to its status code.
@@ -114,25 +209,22 @@ impl Failure {
     }
 }
 
-fn get(ctx: &Context<'_>, uri: &ClientUri) -> Result<Status, Failure> {
-    let auth = &ctx.engine.auth;
-    if let Some(cv) = &uri.cv
-        && auth
-            .cache_validator(ctx.principal, uri)
-            .map_err(Failure::Access)?
-            .as_ref()
-            == Some(cv)
-    {
-        return Ok(Status::code(304));
-    }
-    let items = auth
-        .get_items(ctx.principal, &uri.to_string())
-        .map_err(Failure::Access)?;
-    Ok(Status {
-        sc: 200,
-        uri: None,
-        data: Some(items),
+async fn get(ctx: &Context<'_>, uri: ClientUri) -> Result<Status, Failure> {
+    let who = ctx.principal.clone();
+    blocking(&ctx.engine.auth, move |auth| {
+        if let Some(cv) = &uri.cv
+            && auth.cache_validator(&who, &uri)?.as_ref() == Some(cv)
+        {
+            return Ok(Status::code(304));
+        }
+        let items = auth.get_items(&who, &uri.to_string())?;
+        Ok(Status {
+            sc: 200,
+            uri: None,
+            data: Some(items),
+        })
     })
+    .await
 }
 
 async fn hget(
@@ -158,7 +250,7 @@ async fn hget(
 /// HGET's work: GET the MO serialization at `server_uri` and write it into the tree as
 /// `account`'s server (replacing the node at `target`, or where the items say).
 pub(super) async fn fetch_into_tree(
-    auth: &Authority,
+    auth: &Arc<Authority>,
     client: &HttpClient,
     account: &Account,
     server_uri: &str,
@@ -192,42 +284,71 @@ pub(super) async fn fetch_into_tree(
     let text = std::str::from_utf8(&response.body)
         .map_err(|_| Failure::Status(400, "MO data is not UTF-8".into()))?;
     let items = parse_items(text).map_err(|e| Failure::Status(400, e.to_string()))?;
-    let principal = Principal::Server(account.srv_id.clone());
-    auth.import_items(&principal, &items, target, &|moid| account.may_manage(moid))
-        .map_err(Failure::Access)
+    let account = account.clone();
+    let target = target.cloned();
+    blocking(auth, move |auth| {
+        let principal = Principal::Server(account.srv_id.clone());
+        auth.import_items(&principal, &items, target.as_ref(), &|moid| {
+            account.may_manage(moid)
+        })
+    })
+    .await
 }
 
+/// HPUT/HPOST: the MO serialization of every ClientURI's data, one array, sent once. The
+/// body is built as the ClientURIs are read and may not grow past `reply_bytes`: beyond,
+/// the command is `413` and nothing is sent.
 async fn upload(
     ctx: &Context<'_>,
     server_uri: &str,
-    uris: &[ClientUri],
+    uris: Vec<ClientUri>,
     post: bool,
 ) -> Result<Status, Failure> {
-    let auth = &ctx.engine.auth;
-    let mut items: Vec<MoItem> = Vec::new();
+    let max = ctx.engine.limits.reply_bytes;
+    let mut body = b"[".to_vec();
     let mut all_unchanged = true;
     for uri in uris {
-        let unchanged = match &uri.cv {
-            Some(cv) => {
-                auth.cache_validator(ctx.principal, uri)
-                    .map_err(Failure::Access)?
-                    .as_ref()
-                    == Some(cv)
+        if Instant::now() >= ctx.deadline {
+            return Err(Failure::Status(
+                504,
+                "session_seconds ran out during the upload".into(),
+            ));
+        }
+        let who = ctx.principal.clone();
+        let items = blocking(&ctx.engine.auth, move |auth| {
+            if let Some(cv) = &uri.cv
+                && auth.cache_validator(&who, &uri)?.as_ref() == Some(cv)
+            {
+                return Ok(None);
             }
-            None => false,
+            auth.get_items(&who, &uri.to_string()).map(Some)
+        })
+        .await?;
+        let Some(items) = items else {
+            continue;
         };
-        all_unchanged &= unchanged;
-        if !unchanged {
-            items.extend(
-                auth.get_items(ctx.principal, &uri.to_string())
-                    .map_err(Failure::Access)?,
-            );
+        all_unchanged = false;
+        for item in &items {
+            if body.len() > 1 {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, item).map_err(|e| Failure::Local(e.to_string()))?;
+            // With the closing bracket.
+            if body.len() + 1 > max {
+                return Err(Failure::Status(
+                    413,
+                    format!(
+                        "the data of the ClientURIs would exceed {max} bytes ([limits] \
+                         reply_bytes); name fewer or narrower ClientURIs"
+                    ),
+                ));
+            }
         }
     }
     if all_unchanged {
         return Ok(Status::code(304));
     }
-    let body = serde_json::to_vec(&items).map_err(|e| Failure::Local(e.to_string()))?;
+    body.push(b']');
     let status = send_mo(ctx.client, server_uri, body, post).await?;
     Ok(Status::code(status))
 }
@@ -279,14 +400,11 @@ pub(super) async fn send_mo(
 
 async fn run_exec(
     ctx: &Context<'_>,
-    uri: &ClientUri,
+    uri: ClientUri,
     result_uri: Option<String>,
 ) -> Result<Status, Failure> {
-    let addr = ctx
-        .engine
-        .auth
-        .exec_target(ctx.principal, uri)
-        .map_err(Failure::Access)?;
+    let who = ctx.principal.clone();
+    let addr = blocking(&ctx.engine.auth, move |auth| auth.exec_target(&who, &uri)).await?;
     let Some(command) = ctx.engine.exec.find(&addr).map(<[String]>::to_vec) else {
         return Err(Failure::Status(501, format!("{addr}: no EXEC handler")));
     };
@@ -297,9 +415,21 @@ async fn run_exec(
             Ok(Status::code(result.status))
         }
         Some(target) => {
+            let Some(slot) = ctx.engine.exec_slot(&srv_id) else {
+                return Err(Failure::Status(
+                    429,
+                    format!(
+                        "{addr}: exec_concurrent = {} asynchronous EXECs of this server are \
+                         running; not run",
+                        ctx.engine.limits.exec_concurrent
+                    ),
+                ));
+            };
             let engine = Arc::clone(ctx.engine);
             tokio::spawn(async move {
                 let result = exec::run(&command, &addr, &srv_id).await;
+                // Free before the result is queued: whoever hears of it may EXEC again.
+                drop(slot);
                 let mut alert = Alert::of_type(alert::EXEC_RESULT);
                 alert.source_uri = Some(addr.to_string());
                 alert.target_uri = Some(target);
@@ -312,14 +442,69 @@ async fn run_exec(
     }
 }
 
-fn subscribe(ctx: &Context<'_>, uri: &ClientUri, server_uri: &str) -> Result<Status, Failure> {
-    ctx.engine
-        .auth
-        .get(ctx.principal, &uri.to_string())
-        .map_err(Failure::Access)?;
-    let text = uri.to_string();
-    ctx.engine
-        .state(|tx| tx.subscribe(&ctx.account.srv_id, &text, server_uri))
-        .map_err(|(_, e)| Failure::Local(e))?;
-    Ok(Status::code(200))
+/// SUB: the subtree must be there for the server to read; kept without `cv=` (one
+/// subscription per subtree, whatever validator the server names).
+async fn subscribe(ctx: &Context<'_>, uri: ClientUri, server_uri: &str) -> Result<Status, Failure> {
+    let text = without_cv(uri).to_string();
+    let who = ctx.principal.clone();
+    let query = text.clone();
+    blocking(&ctx.engine.auth, move |auth| {
+        auth.get(&who, &query).map(drop)
+    })
+    .await?;
+    let max = ctx.engine.limits.subscriptions_per_server;
+    match ctx
+        .engine
+        .state(|tx| tx.subscribe(&ctx.account.srv_id, &text, server_uri, max))
+    {
+        Ok(true) => Ok(Status::code(200)),
+        Ok(false) => Err(Failure::Status(
+            413,
+            format!(
+                "{text}: the server holds subscriptions_per_server = {max} subscriptions \
+                 already; UNSUB one first"
+            ),
+        )),
+        Err((_, e)) => Err(Failure::Local(e)),
+    }
+}
+
+/// DEFAULT: only for a MOID the server may manage; another server's source stays unless
+/// that server's account is gone.
+async fn set_default(ctx: &Context<'_>, moid: &str, server_uri: &str) -> Result<Status, Failure> {
+    let srv_id = &ctx.account.srv_id;
+    if !ctx.account.may_manage(moid) {
+        return Err(Failure::Status(
+            403,
+            format!("{moid} is not among the MOIDs this server may manage"),
+        ));
+    }
+    let holder = ctx
+        .engine
+        .with_state(|s| s.default_source(moid))
+        .map_err(Failure::Local)?
+        .map(|(holder, _)| holder)
+        .filter(|holder| holder != srv_id);
+    let replaceable = match holder {
+        None => None,
+        Some(holder) => {
+            let accounts = blocking(&ctx.engine.auth, account::load_all).await?;
+            if accounts.iter().any(|a| a.srv_id == holder) {
+                None
+            } else {
+                Some(holder)
+            }
+        }
+    };
+    match ctx
+        .engine
+        .state(|tx| tx.set_default_source(moid, srv_id, server_uri, replaceable.as_deref()))
+    {
+        Ok(true) => Ok(Status::code(200)),
+        Ok(false) => Err(Failure::Status(
+            409,
+            format!("{moid}: another server's DEFAULT source is recorded; it stays"),
+        )),
+        Err((_, e)) => Err(Failure::Local(e)),
+    }
 }

@@ -8,10 +8,21 @@
 //! - `session_packages`: a session runs at most that many Package#2; the next one ends the
 //!   session with `508` (loop detected), none of its commands run;
 //! - `session_seconds`: the whole session, from Package#1 to the last answer, HTTP waits
-//!   included, must end within that time; past it the session is ended with `504`;
+//!   included, must end within that time; past it the session is ended with `504`. The
+//!   deadline is also checked before every command (and between the ClientURIs of an
+//!   HPUT/HPOST), and the commands' reads and writes run on blocking threads while the
+//!   session awaits them, so a Package#2 of many costly commands is cut off at the deadline
+//!   too — not only a slow server;
 //! - `package3_bytes`: no Package#3 is larger (see [`super::package3`]): GET results that do
-//!   not fit are answered `413` in their status instead of their data; a Package#2 with more
-//!   commands than even bare statuses fit for ends the session with `413`, unrun.
+//!   not fit are answered `413` in their status instead of their data, and once no result
+//!   fits any more the remaining GETs of the package are answered `413` without being run; a
+//!   Package#2 with more commands than even bare statuses fit for ends the session with
+//!   `413`, unrun;
+//! - `max_package_bytes` bounds Package#1 as well: alerts waiting for the server go in
+//!   oldest first while they fit, the rest wait for a later session;
+//! - what a server leaves behind is bounded per server (see [`super::commands`]):
+//!   `subscriptions_per_server`, `exec_concurrent` asynchronous EXECs, and
+//!   `pending_alerts_per_server` (beyond it the oldest alerts are dropped, with a log line).
 //!
 //! A session that ends early — by one of these, an error, or a panic (see [`contain`]) —
 //! leaves nothing half done: each command is its own transaction, and alerts are dropped only
@@ -20,12 +31,14 @@
 //! Durability: every command is its own store transaction, and the store is synced once
 //! before each Package#3, so every change a Package#3 acknowledges is on disk.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::account::Account;
 use super::commands::{self, Context};
@@ -48,6 +61,17 @@ pub struct Limits {
     pub session_seconds: u64,
     /// Largest Package#3 sent (`[limits] package3_bytes`, default 8 MiB).
     pub package3_bytes: usize,
+    /// Largest body one HPUT/HPOST sends, all its ClientURIs together (`[limits]
+    /// reply_bytes`, default 16 MiB).
+    pub reply_bytes: usize,
+    /// Most SUB subscriptions per server (`[limits] subscriptions_per_server`, default 64).
+    pub subscriptions_per_server: usize,
+    /// Most asynchronous EXECs running per server (`[limits] exec_concurrent`, default 4).
+    pub exec_concurrent: usize,
+    /// Most alerts waiting per server (`[limits] pending_alerts_per_server`, default 64).
+    pub pending_alerts_per_server: usize,
+    /// Longest ServerURI in a command (`[limits] server_uri_bytes`, default 2048).
+    pub server_uri_bytes: usize,
 }
 
 impl Limits {
@@ -58,6 +82,11 @@ impl Limits {
             session_packages: config.limits.session_packages,
             session_seconds: config.limits.session_seconds,
             package3_bytes: config.limits.package3_bytes,
+            reply_bytes: config.limits.reply_bytes,
+            subscriptions_per_server: config.limits.subscriptions_per_server,
+            exec_concurrent: config.limits.exec_concurrent,
+            pending_alerts_per_server: config.limits.pending_alerts_per_server,
+            server_uri_bytes: config.limits.server_uri_bytes,
         }
     }
 }
@@ -101,6 +130,27 @@ pub struct Engine {
     pub(super) exec: ExecHandlers,
     pub(super) extra_ca_files: Vec<PathBuf>,
     pub(super) followups: mpsc::UnboundedSender<FollowUp>,
+    /// Asynchronous EXECs running, per server.
+    async_execs: Mutex<HashMap<String, usize>>,
+}
+
+/// A running asynchronous EXEC's place in its server's `exec_concurrent`, given back when
+/// dropped.
+pub(super) struct ExecSlot {
+    engine: Arc<Engine>,
+    srv_id: String,
+}
+
+impl Drop for ExecSlot {
+    fn drop(&mut self) {
+        let mut running = self.engine.running_execs();
+        if let Some(n) = running.get_mut(&self.srv_id) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.srv_id);
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -123,6 +173,7 @@ impl Engine {
             exec,
             extra_ca_files,
             followups,
+            async_execs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -151,17 +202,17 @@ impl Engine {
             detail: String::new(),
         };
         let seconds = self.limits.session_seconds;
-        let result = tokio::time::timeout(
-            Duration::from_secs(seconds),
-            self.package_loop(account, reason, url, &mut outcome),
+        let now = Instant::now();
+        // As tokio does for a timeout too long to represent: about 30 years.
+        let deadline = now
+            .checked_add(Duration::from_secs(seconds))
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+        let result = tokio::time::timeout_at(
+            deadline,
+            self.package_loop(account, reason, url, deadline, &mut outcome),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err((
-                504,
-                format!("the session took longer than session_seconds = {seconds}; ended"),
-            ))
-        });
+        .unwrap_or_else(|_| Err(overtime(seconds)));
         if let Err((status, detail)) = result {
             tracing::warn!(srv_id = %account.srv_id, status, "session aborted: {detail}");
             outcome.status = status;
@@ -178,8 +229,16 @@ impl Engine {
         account: &Account,
         reason: &str,
         url: Option<&str>,
+        deadline: Instant,
         outcome: &mut Outcome,
     ) -> Result<(), (i32, String)> {
+        let on_time = || {
+            if Instant::now() >= deadline {
+                Err(overtime(self.limits.session_seconds))
+            } else {
+                Ok(())
+            }
+        };
         let client = HttpClient::new(
             account.client_settings(&self.extra_ca_files, self.limits.max_package_bytes),
         )
@@ -192,11 +251,11 @@ impl Engine {
         let principal = Principal::Server(account.srv_id.clone());
         let mut url = url.unwrap_or(&account.srv_uri).to_owned();
 
-        let (package1, delivered) = self.package1(account, &principal, reason, &url)?;
+        let (package1, done) = self.package1(account, &principal, reason, &url)?;
         let body = serde_json::to_vec(&package1).map_err(|e| (500, e.to_string()))?;
         let mut response = self.post(&client, &url, protocol::INITIATION, body).await?;
         self.state(|tx| {
-            tx.drop_alerts(&delivered)?;
+            tx.drop_alerts(&done)?;
             tx.record_session(&account.srv_id)
         })?;
 
@@ -205,6 +264,8 @@ impl Engine {
             client: &client,
             account,
             principal: &principal,
+            deadline,
+            shown: false,
         };
         loop {
             if outcome.packages >= self.limits.session_packages {
@@ -232,7 +293,11 @@ impl Engine {
                 )
             };
             let mut cut = 0usize;
+            ctx.shown = false;
             for command in package2.commands {
+                on_time()?;
+                // Commands may be cheap and many: let the runtime's other tasks in.
+                tokio::task::yield_now().await;
                 outcome.commands += 1;
                 let status = match command {
                     Err(e) => {
@@ -241,8 +306,23 @@ impl Engine {
                     }
                     Ok(protocol::Command::End) => Status::code(200),
                     Ok(protocol::Command::Cont { server_uri }) => {
-                        url = server_uri;
-                        Status::code(200)
+                        match commands::server_uri_fits(&self.limits, &server_uri) {
+                            Ok(()) => {
+                                url = server_uri;
+                                Status::code(200)
+                            }
+                            Err(e) => {
+                                tracing::info!(srv_id = %account.srv_id, "CONT: {e}");
+                                Status::code(400)
+                            }
+                        }
+                    }
+                    // No result would fit: the GET is not run.
+                    Ok(protocol::Command::Get { .. })
+                        if package3.as_ref().is_some_and(|p| !p.has_room_for_data()) =>
+                    {
+                        cut += 1;
+                        Status::code(413)
                     }
                     Ok(command) => commands::execute(&mut ctx, command).await,
                 };
@@ -262,6 +342,7 @@ impl Engine {
                     self.limits.package3_bytes
                 );
             }
+            on_time()?;
             self.auth
                 .sync()
                 .map_err(|e| (500, format!("cannot make the changes durable: {e}")))?;
@@ -272,8 +353,10 @@ impl Engine {
     }
 
     /// Package#1: the MO list and the session reason, plus alerts waiting for this server
-    /// (those addressed to `url`, or to no particular URI). Returns the ids of the alerts
-    /// included, to drop once delivered.
+    /// (those addressed to `url`, or to no particular URI), oldest first while the package
+    /// stays within `max_package_bytes`; the others wait for a later session. Returns the
+    /// ids of the alerts done with — included, or never deliverable (unreadable, or too
+    /// large for any Package#1) — to drop once Package#1 was answered.
     fn package1(
         &self,
         account: &Account,
@@ -300,22 +383,61 @@ impl Engine {
         } else {
             vec![]
         };
-        let mut alerts = vec![Alert::of_type(reason)];
-        let mut delivered = Vec::new();
+        let max = self.limits.max_package_bytes;
+        let mut package = Package1 {
+            mos,
+            alert: vec![Alert::of_type(reason)],
+        };
+        let mut size = json_len(&package)?;
+        // The smallest Package#1 an alert could ever go in: the session reason alone.
+        let smallest = json_len(&Package1 {
+            mos: vec![],
+            alert: package.alert.clone(),
+        })?;
+        let mut done = Vec::new();
+        let mut waiting = 0usize;
         for pending in self
             .with_state(|s| s.pending_alerts(&account.srv_id))
             .map_err(local)?
         {
-            match serde_json::from_str::<Alert>(&pending.alert_json) {
-                Ok(a) if a.target_uri.as_deref().is_none_or(|t| t == url) => {
-                    alerts.push(a);
-                    delivered.push(pending.id);
+            let alert = match serde_json::from_str::<Alert>(&pending.alert_json) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!("dropping unreadable pending alert {}: {e}", pending.id);
+                    done.push(pending.id);
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!("dropping unreadable pending alert {}: {e}", pending.id),
+            };
+            if alert.target_uri.as_deref().is_some_and(|t| t != url) {
+                continue;
+            }
+            // With its comma in the Alert array.
+            let bytes = json_len(&alert)? + 1;
+            if smallest + bytes > max {
+                tracing::error!(
+                    srv_id = %account.srv_id,
+                    "dropping pending alert {}: its {bytes} bytes never fit in a Package#1 \
+                     (max_package_bytes = {max})",
+                    pending.id
+                );
+                done.push(pending.id);
+            } else if waiting > 0 || size + bytes > max {
+                // Oldest first: once one waits, the later ones wait too.
+                waiting += 1;
+            } else {
+                size += bytes;
+                package.alert.push(alert);
+                done.push(pending.id);
             }
         }
-        Ok((Package1 { mos, alert: alerts }, delivered))
+        if waiting > 0 {
+            tracing::info!(
+                srv_id = %account.srv_id,
+                "{waiting} alert(s) wait for a later session: Package#1 is kept within \
+                 max_package_bytes = {max}"
+            );
+        }
+        Ok((package, done))
     }
 
     async fn post(
@@ -373,6 +495,24 @@ impl Engine {
         f(&store).map_err(|e| e.to_string())
     }
 
+    /// A place among `srv_id`'s `exec_concurrent` asynchronous EXECs, if one is free.
+    pub(super) fn exec_slot(self: &Arc<Self>, srv_id: &str) -> Option<ExecSlot> {
+        let mut running = self.running_execs();
+        let n = running.get(srv_id).copied().unwrap_or(0);
+        if n >= self.limits.exec_concurrent {
+            return None;
+        }
+        running.insert(srv_id.to_owned(), n + 1);
+        Some(ExecSlot {
+            engine: Arc::clone(self),
+            srv_id: srv_id.to_owned(),
+        })
+    }
+
+    fn running_execs(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.async_execs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Hands a `SHOW` URL on; whether anyone took it is not the session's concern.
     pub(super) fn show(&self, srv_id: &str, url: &str) {
         let _ = self.followups.send(FollowUp::Show {
@@ -397,6 +537,10 @@ impl Engine {
                     "DEFAULT source of {moid} belongs to {srv_id}, which has no account any more"
                 )
             })?;
+        if !account.may_manage(moid) {
+            tracing::warn!(srv_id = %srv_id, "not fetching {moid} from its DEFAULT source: the server may no longer manage it");
+            return Ok(false);
+        }
         let client = HttpClient::new(
             account.client_settings(&self.extra_ca_files, self.limits.max_package_bytes),
         )
@@ -409,7 +553,8 @@ impl Engine {
         Ok(!written.is_empty())
     }
 
-    /// Keeps an alert for `srv_id` and asks for a follow-up session to deliver it.
+    /// Keeps an alert for `srv_id` and asks for a follow-up session to deliver it. Beyond
+    /// `pending_alerts_per_server` waiting alerts, the oldest are dropped (and logged).
     pub fn queue_alert(&self, srv_id: &str, alert: &Alert) {
         let json = match serde_json::to_string(alert) {
             Ok(j) => j,
@@ -418,9 +563,18 @@ impl Engine {
                 return;
             }
         };
-        if let Err((_, e)) = self.state(|tx| tx.queue_alert(srv_id, &json)) {
-            tracing::error!("cannot persist an alert for {srv_id}: {e}");
-            return;
+        let keep = self.limits.pending_alerts_per_server;
+        match self.state(|tx| tx.queue_alert(srv_id, &json, keep)) {
+            Ok(0) => {}
+            Ok(dropped) => tracing::warn!(
+                srv_id = %srv_id,
+                "dropped the {dropped} oldest undelivered alert(s): more than \
+                 pending_alerts_per_server = {keep} were waiting"
+            ),
+            Err((_, e)) => {
+                tracing::error!("cannot persist an alert for {srv_id}: {e}");
+                return;
+            }
         }
         let _ = self.followups.send(FollowUp::Session {
             srv_id: srv_id.to_owned(),
@@ -456,6 +610,21 @@ pub async fn contain(session: impl Future<Output = Outcome> + Send + 'static) ->
             }
         }
     }
+}
+
+/// The length of `value` serialized.
+fn json_len(value: &impl serde::Serialize) -> Result<usize, (i32, String)> {
+    serde_json::to_vec(value)
+        .map(|v| v.len())
+        .map_err(|e| (500, e.to_string()))
+}
+
+/// How a session past `session_seconds` ends.
+fn overtime(seconds: u64) -> (i32, String) {
+    (
+        504,
+        format!("the session took longer than session_seconds = {seconds}; ended"),
+    )
 }
 
 /// `application/x; charset=...` → `application/x`.
@@ -506,5 +675,15 @@ mod tests {
         assert_eq!(l.session_packages, 200);
         assert_eq!(l.session_seconds, 900);
         assert_eq!(l.package3_bytes, 8 * 1024 * 1024);
+        assert_eq!(l.reply_bytes, 16 * 1024 * 1024);
+        assert_eq!(
+            (
+                l.subscriptions_per_server,
+                l.exec_concurrent,
+                l.pending_alerts_per_server,
+                l.server_uri_bytes
+            ),
+            (64, 4, 64, 2048)
+        );
     }
 }

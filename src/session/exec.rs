@@ -1,10 +1,15 @@
 //! EXEC handlers: commands an administrator maps to ClientURI patterns in the
 //! configuration (`[exec."<ClientURI pattern>"] command = [...]`). The command runs with
 //! `OMADM_CLIENT_URI` (the executed node) and `OMADM_SERVER_ID` in its environment; exit 0
-//! is `200`, anything else `500`; its standard output (up to 64 KiB) is the result.
+//! is `200`, anything else `500`; its standard output is the result: the first 64 KiB are
+//! kept (cut on a character boundary), the rest is read and discarded so that the handler is
+//! not blocked on a full pipe. Its standard error is discarded.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::AsyncReadExt as _;
+use tokio::process::Child;
 
 use crate::tree::uri::{ClientUri, NodeAddr};
 
@@ -57,28 +62,55 @@ pub async fn run(command: &[String], addr: &NodeAddr, srv_id: &str) -> ExecResul
             output: "empty command".into(),
         };
     };
-    let out = tokio::process::Command::new(program)
+    let spawned = tokio::process::Command::new(program)
         .args(args)
         .env("OMADM_CLIENT_URI", addr.to_string())
         .env("OMADM_SERVER_ID", srv_id)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
-        .output()
-        .await;
-    match out {
-        Ok(out) => {
-            let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-            output.truncate(MAX_OUTPUT);
-            ExecResult {
-                status: if out.status.success() { 200 } else { 500 },
-                output,
-            }
-        }
+        .spawn();
+    let result = match spawned {
+        Ok(mut child) => collect(&mut child).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((status, output)) => ExecResult {
+            status: if status.success() { 200 } else { 500 },
+            output,
+        },
         Err(e) => ExecResult {
             status: 500,
             output: format!("cannot run {program}: {e}"),
         },
     }
+}
+
+/// Waits for `child` to exit, keeping at most [`MAX_OUTPUT`] bytes of its output.
+async fn collect(child: &mut Child) -> std::io::Result<(ExitStatus, String)> {
+    let mut kept = Vec::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        (&mut stdout)
+            .take(MAX_OUTPUT as u64)
+            .read_to_end(&mut kept)
+            .await?;
+        tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await?;
+    }
+    let status = child.wait().await?;
+    Ok((status, text_within(&kept, MAX_OUTPUT)))
+}
+
+/// `bytes` as text (invalid UTF-8 replaced), at most `max` bytes of it, cut where a
+/// character starts.
+fn text_within(bytes: &[u8], max: usize) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
 }
 
 #[cfg(test)]
@@ -130,5 +162,53 @@ mod tests {
             ExecHandlers::from_config(&BTreeMap::from([("bad".to_owned(), vec!["x".to_owned()])]))
                 .is_err()
         );
+    }
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()]
+    }
+
+    #[tokio::test]
+    async fn long_output_is_cut_on_a_character_boundary_and_the_rest_discarded() {
+        let addr = NodeAddr::root("urn:oma:mo:x:1.0", "m").child("Run");
+        // One byte, then two-byte characters: the 64 KiB mark falls inside one. Then
+        // 10 MB more, which must be read to the end for the handler to exit.
+        let r = run(
+            &sh(
+                "printf x; i=0; while [ $i -lt 40000 ]; do printf 'é'; i=$((i+1)); done; \
+                 head -c 10000000 /dev/zero; exit 3",
+            ),
+            &addr,
+            "s",
+        )
+        .await;
+        assert_eq!(r.status, 500, "the exit status is kept");
+        assert_eq!(
+            r.output.len(),
+            MAX_OUTPUT - 1,
+            "cut before the split character"
+        );
+        assert!(r.output.starts_with("xéé") && r.output.ends_with('é'));
+        assert_eq!(r.output.chars().filter(|c| *c == 'é').count(), 32767);
+
+        let r = run(&sh("printf 'ok é'"), &addr, "s").await;
+        assert_eq!(
+            r,
+            ExecResult {
+                status: 200,
+                output: "ok é".into()
+            }
+        );
+    }
+
+    #[test]
+    fn text_is_cut_where_a_character_starts() {
+        assert_eq!(text_within("aé€".as_bytes(), 6), "aé€");
+        assert_eq!(text_within("aé€".as_bytes(), 5), "aé");
+        assert_eq!(text_within("aé€".as_bytes(), 2), "a");
+        assert_eq!(text_within("aé€".as_bytes(), 0), "");
+        // A character split by the read itself becomes U+FFFD, itself cut if it would not fit.
+        assert_eq!(text_within(&"aé".as_bytes()[..2], 2), "a");
+        assert_eq!(text_within(&"aé".as_bytes()[..2], 4), "a\u{fffd}");
     }
 }

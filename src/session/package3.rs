@@ -7,7 +7,10 @@
 //!   refused whole (the session ends with `413`, none of its commands run);
 //! - a status that does not fit in what is left is cut: a `GET` result loses its data and is
 //!   answered `413` (too large: the server should narrow the query), an HGET's `URI` list is
-//!   left out (its `sc` stays, since the tree did change).
+//!   left out (its `sc` stays, since the tree did change);
+//! - once not even the smallest result fits, [`Package3Body::has_room_for_data`] says so, and
+//!   the session answers further GETs `413` without running them: computing a result that
+//!   cannot be sent is wasted work.
 //!
 //! The bytes are exactly those of [`Package3`](crate::protocol::Package3) serialized with
 //! its statuses and no alerts.
@@ -18,6 +21,8 @@ const OPEN: &[u8] = br#"{"Status":["#;
 const CLOSE: &[u8] = b"]}";
 /// The most a status without data or URIs takes, with its comma: `,{"sc":65535}`.
 const BARE: usize = 13;
+/// The least a status with data takes: `{"sc":200,"Data":[{"ClientURI":"","MOData":{}}]}`.
+const SMALLEST_DATA: usize = 48;
 
 /// A Package#3 being written.
 #[derive(Debug)]
@@ -68,6 +73,18 @@ impl Package3Body {
             body,
             remaining: commands,
         })
+    }
+
+    /// Whether the next command's status could still carry data (a GET result), room for
+    /// the bare statuses of the commands after it kept.
+    pub fn has_room_for_data(&self) -> bool {
+        let comma = usize::from(self.body.len() > OPEN.len());
+        let after = self.body.len()
+            + comma
+            + SMALLEST_DATA
+            + CLOSE.len()
+            + self.remaining.saturating_sub(1) * BARE;
+        after <= self.limit
     }
 
     /// Adds the next command's status, cut to a bare one if it does not fit.
@@ -182,6 +199,31 @@ mod tests {
         }
         assert!(codes.contains(&413), "{codes:?}");
         assert_eq!(codes[19], 200, "an HGET's status stays, without its URIs");
+    }
+
+    #[test]
+    fn room_for_data_runs_out_before_the_package_does() {
+        let smallest = Status {
+            sc: 200,
+            uri: None,
+            data: Some(vec![MoItem {
+                ddf: None,
+                client_uri: String::new(),
+                cv: None,
+                mo_data: serde_json::Map::new(),
+            }]),
+        };
+        assert_eq!(serde_json::to_vec(&smallest).unwrap().len(), SMALLEST_DATA);
+        // Room for exactly one smallest result and one bare status after it.
+        let limit = OPEN.len() + SMALLEST_DATA + BARE + CLOSE.len();
+        let mut p = Package3Body::new(limit, 2).unwrap();
+        assert!(p.has_room_for_data());
+        assert_eq!(p.push(&smallest).unwrap(), Fit::Whole);
+        assert!(!p.has_room_for_data(), "only a bare status is left");
+        assert_eq!(p.push(&Status::code(413)).unwrap(), Fit::Whole);
+        assert!(p.finish().len() <= limit);
+        let p = Package3Body::new(limit - 1, 2).unwrap();
+        assert!(!p.has_room_for_data());
     }
 
     #[test]

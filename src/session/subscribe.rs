@@ -1,10 +1,12 @@
 //! SUB deliveries: whenever something under a subscribed ClientURI changes, PUT the
-//! subtree (as the subscribing server may read it) to the subscription's ServerURI.
+//! subtree (as the subscribing server may read it) to the subscription's ServerURI. A server
+//! holds at most `subscriptions_per_server` subscriptions (see [`super::commands`]), so one
+//! change makes at most that many PUTs per server, each at most `reply_bytes`.
 
 use std::sync::Arc;
 
 use super::account;
-use super::commands::send_mo;
+use super::commands::{blocking, send_mo};
 use super::engine::Engine;
 use crate::authority::Principal;
 use crate::store::Change;
@@ -39,7 +41,9 @@ pub async fn deliver(engine: Arc<Engine>, changes: Vec<Change>) {
         let Some(acc) = accounts.iter().find(|a| a.srv_id == sub.srv_id) else {
             continue;
         };
-        let body = match engine.auth.get_items(&principal, &sub.client_uri) {
+        let query = sub.client_uri.clone();
+        let read = blocking(&engine.auth, move |auth| auth.get_items(&principal, &query)).await;
+        let body = match read {
             Ok(items) => serde_json::to_vec(&items).unwrap_or_default(),
             Err(e) => {
                 tracing::info!(srv_id = %sub.srv_id, "SUB {}: not delivered: {e}", sub.client_uri);

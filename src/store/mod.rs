@@ -27,9 +27,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use error::StoreError;
-pub use read::{Change, ChangeKind, InstanceInfo, MAX_DEPTH, Stats};
+pub use read::{Change, ChangeKind, InstanceInfo, MAX_DEPTH, Stats, Usage};
 pub use session_state::{PendingAlert, Subscription};
-pub use write::{Txn, Usage};
+pub use write::Txn;
 
 /// A connection to the store. Open one per thread; any number may read while one writes.
 pub struct Store {
@@ -39,6 +39,10 @@ pub struct Store {
     epoch: u32,
     bounds: Bounds,
 }
+
+/// Bytes every node row costs against its owner's quota beyond its parent path, name, value
+/// and writer (the schema's triggers count the same).
+pub const ROW_OVERHEAD: u64 = 32;
 
 /// What the store holds itself to, from `[limits]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

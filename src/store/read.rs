@@ -23,6 +23,14 @@ pub struct InstanceInfo {
     pub cv: String,
 }
 
+/// What one owner holds: instances and their size in bytes (each node row's parent path,
+/// name, value and writer, plus [`super::ROW_OVERHEAD`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub instances: u64,
+    pub bytes: u64,
+}
+
 /// A journal entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -117,6 +125,11 @@ impl Store {
             nodes: count("SELECT count(*) FROM nodes")?,
             last_seq: self.last_seq()?,
         })
+    }
+
+    /// How many instances `owner` owns and their size in bytes.
+    pub fn usage(&self, owner: &str) -> Result<Usage, StoreError> {
+        usage_in(&self.conn, owner)
     }
 
     /// The sequence number of the newest journal entry (0 when empty).
@@ -386,6 +399,20 @@ impl Store {
     fn kind_in(&self, inst: i64, path: &str) -> Result<Option<NodeKind>, StoreError> {
         kind_in(&self.conn, inst, path)
     }
+}
+
+/// How many instances `owner` owns and their size in bytes, as of `conn`'s view.
+pub(super) fn usage_in(conn: &rusqlite::Connection, owner: &str) -> Result<Usage, StoreError> {
+    conn.prepare_cached("SELECT count(*), total(bytes) FROM instances WHERE owner = ?1")
+        .and_then(|mut s| {
+            s.query_row([owner], |r| {
+                Ok(Usage {
+                    instances: r.get::<_, i64>(0)?.max(0) as u64,
+                    bytes: r.get::<_, f64>(1)?.max(0.0) as u64,
+                })
+            })
+        })
+        .map_err(StoreError::db("measuring an owner's instances"))
 }
 
 pub(super) fn instance_id(

@@ -92,26 +92,31 @@ CREATE TABLE server_sessions (
 ) WITHOUT ROWID;
 "#,
     r#"
--- Per-owner quotas: each instance's size (node names and values, in bytes), kept exact by
--- triggers on every node row written, and an index to sum an owner's instances.
+-- Per-owner quotas: each instance's size in bytes, kept exact by triggers on every node row
+-- written: a row costs its parent path, name, value and writer plus 32 bytes of overhead
+-- (store::ROW_OVERHEAD). An index sums an owner's instances.
 ALTER TABLE instances ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX instances_owner ON instances (owner);
 UPDATE instances SET bytes = (
-    SELECT total(length(CAST(name AS BLOB)) + ifnull(length(CAST(value AS BLOB)), 0))
+    SELECT total(32 + length(CAST(parent AS BLOB)) + length(CAST(name AS BLOB))
+                 + ifnull(length(CAST(value AS BLOB)), 0) + length(CAST(writer AS BLOB)))
     FROM nodes WHERE inst = instances.id);
 CREATE TRIGGER nodes_bytes_insert AFTER INSERT ON nodes BEGIN
     UPDATE instances
-    SET bytes = bytes + length(CAST(NEW.name AS BLOB)) + ifnull(length(CAST(NEW.value AS BLOB)), 0)
+    SET bytes = bytes + 32 + length(CAST(NEW.parent AS BLOB)) + length(CAST(NEW.name AS BLOB))
+                + ifnull(length(CAST(NEW.value AS BLOB)), 0) + length(CAST(NEW.writer AS BLOB))
     WHERE id = NEW.inst;
 END;
 CREATE TRIGGER nodes_bytes_delete AFTER DELETE ON nodes BEGIN
     UPDATE instances
-    SET bytes = bytes - length(CAST(OLD.name AS BLOB)) - ifnull(length(CAST(OLD.value AS BLOB)), 0)
+    SET bytes = bytes - 32 - length(CAST(OLD.parent AS BLOB)) - length(CAST(OLD.name AS BLOB))
+                - ifnull(length(CAST(OLD.value AS BLOB)), 0) - length(CAST(OLD.writer AS BLOB))
     WHERE id = OLD.inst;
 END;
-CREATE TRIGGER nodes_bytes_update AFTER UPDATE OF value ON nodes BEGIN
+CREATE TRIGGER nodes_bytes_update AFTER UPDATE ON nodes BEGIN
     UPDATE instances
-    SET bytes = bytes + ifnull(length(CAST(NEW.value AS BLOB)), 0) - ifnull(length(CAST(OLD.value AS BLOB)), 0)
+    SET bytes = bytes + ifnull(length(CAST(NEW.value AS BLOB)), 0) + length(CAST(NEW.writer AS BLOB))
+                - ifnull(length(CAST(OLD.value AS BLOB)), 0) - length(CAST(OLD.writer AS BLOB))
     WHERE id = NEW.inst;
 END;
 "#,

@@ -83,13 +83,26 @@ impl Store {
 }
 
 impl Txn<'_> {
-    /// Keeps an alert for a later session with `srv_id`.
-    pub fn queue_alert(&mut self, srv_id: &str, alert_json: &str) -> Result<(), StoreError> {
+    /// Keeps an alert for a later session with `srv_id`, and at most `keep` of its alerts
+    /// in all: older ones beyond that are dropped. Returns how many were dropped.
+    pub fn queue_alert(
+        &mut self,
+        srv_id: &str,
+        alert_json: &str,
+        keep: usize,
+    ) -> Result<usize, StoreError> {
         self.execute(
             "INSERT INTO pending_alerts (srv_id, alert, at) VALUES (?1, ?2, ?3)",
             params![srv_id, alert_json, self.now()],
             "queueing an alert",
-        )
+        )?;
+        self.tx()
+            .execute(
+                "DELETE FROM pending_alerts WHERE srv_id = ?1 AND id NOT IN \
+                 (SELECT id FROM pending_alerts WHERE srv_id = ?1 ORDER BY id DESC LIMIT ?2)",
+                params![srv_id, i64::try_from(keep).unwrap_or(i64::MAX)],
+            )
+            .map_err(StoreError::db("dropping the oldest pending alerts"))
     }
 
     /// Forgets alerts that were delivered.
@@ -104,19 +117,26 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Sets (replacing any earlier one) the `DEFAULT` source of `moid`.
+    /// Sets the `DEFAULT` source of `moid` to `srv_id`'s `server_uri`, unless another
+    /// server's source is recorded for it: that one is replaced only when it is
+    /// `replaceable`'s (a server whose account is gone). Returns whether it was set.
     pub fn set_default_source(
         &mut self,
         moid: &str,
         srv_id: &str,
         server_uri: &str,
-    ) -> Result<(), StoreError> {
-        self.execute(
-            "INSERT INTO defaults (moid, srv_id, server_uri) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (moid) DO UPDATE SET srv_id = excluded.srv_id, server_uri = excluded.server_uri",
-            params![moid, srv_id, server_uri],
-            "recording a default source",
-        )
+        replaceable: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .tx()
+            .execute(
+                "INSERT INTO defaults (moid, srv_id, server_uri) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (moid) DO UPDATE SET srv_id = excluded.srv_id, server_uri = excluded.server_uri \
+                 WHERE defaults.srv_id IN (excluded.srv_id, ?4)",
+                params![moid, srv_id, server_uri, replaceable.unwrap_or(srv_id)],
+            )
+            .map_err(StoreError::db("recording a default source"))?;
+        Ok(changed > 0)
     }
 
     /// Records that `srv_id` completed a session now.
@@ -129,19 +149,33 @@ impl Txn<'_> {
         )
     }
 
-    /// Adds or replaces a subscription.
+    /// Adds or replaces a subscription, unless it is new and `srv_id` already holds `max`.
+    /// Returns whether it was recorded.
     pub fn subscribe(
         &mut self,
         srv_id: &str,
         client_uri: &str,
         server_uri: &str,
-    ) -> Result<(), StoreError> {
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        let (held, this): (i64, i64) = self
+            .tx()
+            .query_row(
+                "SELECT count(*), coalesce(sum(client_uri = ?2), 0) FROM subscriptions WHERE srv_id = ?1",
+                params![srv_id, client_uri],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(StoreError::db("counting subscriptions"))?;
+        if this == 0 && usize::try_from(held).unwrap_or(usize::MAX) >= max {
+            return Ok(false);
+        }
         self.execute(
             "INSERT INTO subscriptions (srv_id, client_uri, server_uri) VALUES (?1, ?2, ?3) \
              ON CONFLICT (srv_id, client_uri) DO UPDATE SET server_uri = excluded.server_uri",
             params![srv_id, client_uri, server_uri],
             "recording a subscription",
-        )
+        )?;
+        Ok(true)
     }
 
     /// Removes a subscription; whether there was one.
@@ -168,11 +202,11 @@ mod tests {
         let mut store = Store::open(&path).unwrap();
         store
             .write(|tx| {
-                tx.queue_alert("a", r#"{"AlertType":"x"}"#)?;
-                tx.queue_alert("b", r#"{"AlertType":"y"}"#)?;
-                tx.set_default_source("urn:x:1.0", "a", "https://one/")?;
-                tx.set_default_source("urn:x:1.0", "b", "https://two/")?;
-                tx.subscribe("a", "urn:x:1.0/m/", "https://sub/")
+                tx.queue_alert("a", r#"{"AlertType":"x"}"#, 10)?;
+                tx.queue_alert("b", r#"{"AlertType":"y"}"#, 10)?;
+                tx.set_default_source("urn:x:1.0", "a", "https://one/", None)?;
+                tx.set_default_source("urn:x:1.0", "b", "https://two/", Some("a"))?;
+                tx.subscribe("a", "urn:x:1.0/m/", "https://sub/", 10)
             })
             .unwrap();
         drop(store);
@@ -199,5 +233,77 @@ mod tests {
             .write(|tx| tx.unsubscribe("a", "urn:x:1.0/m/"))
             .unwrap();
         assert!(!gone);
+    }
+
+    #[test]
+    fn each_server_holds_at_most_its_subscriptions_and_alerts() {
+        let mut store = Store::open_in_memory().unwrap();
+        let sub = |store: &mut Store, srv: &str, uri: &str, to: &str| {
+            store.write(|tx| tx.subscribe(srv, uri, to, 2)).unwrap().0
+        };
+        assert!(sub(&mut store, "a", "urn:x:1.0/m/", "https://1/"));
+        assert!(sub(&mut store, "a", "urn:x:1.0/n/", "https://1/"));
+        assert!(
+            !sub(&mut store, "a", "urn:x:1.0/o/", "https://1/"),
+            "a third"
+        );
+        assert!(
+            sub(&mut store, "a", "urn:x:1.0/m/", "https://2/"),
+            "replacing one is not a new one"
+        );
+        assert!(
+            sub(&mut store, "b", "urn:x:1.0/o/", "https://1/"),
+            "per server"
+        );
+        let subs = store.subscriptions().unwrap();
+        assert_eq!(subs.len(), 3);
+        assert_eq!(subs[0].server_uri, "https://2/");
+
+        for i in 0..5 {
+            let (dropped, _) = store
+                .write(|tx| tx.queue_alert("a", &format!("{{\"n\":{i}}}"), 3))
+                .unwrap();
+            assert_eq!(dropped, usize::from(i >= 3), "alert {i}");
+        }
+        store.write(|tx| tx.queue_alert("b", "{}", 3)).unwrap();
+        let kept: Vec<String> = store
+            .pending_alerts("a")
+            .unwrap()
+            .into_iter()
+            .map(|p| p.alert_json)
+            .collect();
+        assert_eq!(
+            kept,
+            [r#"{"n":2}"#, r#"{"n":3}"#, r#"{"n":4}"#],
+            "the newest"
+        );
+        assert_eq!(store.pending_alerts("b").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_default_source_is_replaced_only_by_its_server_or_over_a_gone_one() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mut set = |srv: &str, uri: &str, replaceable: Option<&str>| {
+            store
+                .write(|tx| tx.set_default_source("urn:x:1.0", srv, uri, replaceable))
+                .unwrap()
+                .0
+        };
+        assert!(set("a", "https://a1/", None));
+        assert!(set("a", "https://a2/", None), "its own server replaces it");
+        assert!(!set("b", "https://b/", None), "another server does not");
+        assert!(!set("b", "https://b/", Some("c")), "nor over a third one");
+        assert_eq!(
+            store.default_source("urn:x:1.0").unwrap(),
+            Some(("a".into(), "https://a2/".into()))
+        );
+        let (set, _) = store
+            .write(|tx| tx.set_default_source("urn:x:1.0", "b", "https://b/", Some("a")))
+            .unwrap();
+        assert!(set, "a gone server's source is replaced");
+        assert_eq!(
+            store.default_source("urn:x:1.0").unwrap(),
+            Some(("b".into(), "https://b/".into()))
+        );
     }
 }

@@ -269,7 +269,7 @@ fn resolves_client_uris_against_the_store() {
     create(&mut store, "left");
     create(&mut store, "right");
     let uri = ClientUri::parse("urn:oma:mo:test:1.0/*/Data/(x)/Date?nv=(x)/Date:12.2").unwrap();
-    let found: Vec<String> = resolve(&uri, &store)
+    let found: Vec<String> = resolve(&uri, &store, usize::MAX)
         .unwrap()
         .iter()
         .map(|a| a.to_string())
@@ -328,7 +328,8 @@ fn recount(store: &Store, moid: &str, miid: &str) -> (u64, u64) {
     store
         .conn
         .query_row(
-            "SELECT i.bytes, (SELECT total(length(CAST(name AS BLOB)) + ifnull(length(CAST(value AS BLOB)), 0)) \
+            "SELECT i.bytes, (SELECT total(32 + length(CAST(parent AS BLOB)) + length(CAST(name AS BLOB)) \
+             + ifnull(length(CAST(value AS BLOB)), 0) + length(CAST(writer AS BLOB))) \
              FROM nodes WHERE inst = i.id) FROM instances i WHERE moid = ?1 AND miid = ?2",
             [moid, miid],
             |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, f64>(1)? as u64)),
@@ -360,7 +361,12 @@ fn instance_sizes_follow_every_change() {
         kept
     };
     let first = check(&store);
-    assert_eq!(first, 2 + 1 + 3 + 4 + 100, "names and values, in bytes");
+    let row = |parent: u64, name: u64, value: u64| ROW_OVERHEAD + parent + name + value + 5;
+    assert_eq!(
+        first,
+        row(0, 2, 1) + row(0, 3, 0) + row(3, 4, 100),
+        "paths, names, values and writers, in bytes"
+    );
     store
         .write(|tx| {
             tx.put(
@@ -374,7 +380,7 @@ fn instance_sizes_follow_every_change() {
     store
         .write(|tx| tx.delete(&root.child("Sub"), "app:x"))
         .unwrap();
-    assert_eq!(check(&store), 2 + 20);
+    assert_eq!(check(&store), row(0, 2, 20));
     store
         .write(|tx| tx.put(&root, &tree("b"), "app:x"))
         .unwrap();

@@ -6,18 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{OptionalExtension as _, Transaction, params};
 
-use super::read::{Change, ChangeKind, instance_id, kind_in, split, subtree_bounds};
+use super::read::{
+    Change, ChangeKind, Usage, instance_id, kind_in, split, subtree_bounds, usage_in,
+};
 use super::{Store, StoreError, codec};
 use crate::tree::node::Node;
 use crate::tree::resolve::NodeKind;
 use crate::tree::uri::{NodeAddr, join};
-
-/// What one owner holds: instances and their size (node names and values, in bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub instances: u64,
-    pub bytes: u64,
-}
 
 /// An open write transaction. Dropped without commit (an error in the closure), it rolls
 /// back.
@@ -198,17 +193,7 @@ impl Txn<'_> {
 
     /// How many instances `owner` owns and their size in bytes (node names and values).
     pub fn usage(&self, owner: &str) -> Result<Usage, StoreError> {
-        self.tx
-            .prepare_cached("SELECT count(*), total(bytes) FROM instances WHERE owner = ?1")
-            .and_then(|mut s| {
-                s.query_row([owner], |r| {
-                    Ok(Usage {
-                        instances: r.get::<_, i64>(0)?.max(0) as u64,
-                        bytes: r.get::<_, f64>(1)?.max(0.0) as u64,
-                    })
-                })
-            })
-            .map_err(StoreError::db("measuring an owner's instances"))
+        usage_in(&self.tx, owner)
     }
 
     /// The owner of the instance `moid`/`miid`, if it exists.

@@ -8,7 +8,9 @@
 //! - when an x-name is the last element of the URI (`.../(x)/`), the URI addresses the
 //!   nodes its `nv=` fields name below each match (the worked example
 //!   `urn:oma:mo:moid:1.0/(x)/?nv=(x)/ID:Temperature` resolves to `right/ID`);
-//! - a URI that resolves to nothing is an error, never an empty success.
+//! - a URI that resolves to nothing is an error, never an empty success;
+//! - no step may hold more than `limit` nodes (the caller's `[limits] result_rows`), so a
+//!   wildcard over a huge tree fails early instead of growing without bound.
 
 use super::uri::{ClientUri, InstanceSel, NodeAddr, NvField, Segment, join};
 
@@ -48,15 +50,26 @@ pub enum ResolveError<E> {
     NotFound { uri: String },
     #[error("{uri}: no node matches the nv= conditions")]
     NoMatch { uri: String },
+    #[error(
+        "{uri}: more than {limit} nodes match ([limits] result_rows); narrow the query \
+         (a MIID, a deeper path, nv= conditions)"
+    )]
+    TooMany { uri: String, limit: usize },
     #[error(transparent)]
     Tree(E),
 }
 
-/// Resolves `uri` against `tree`: every addressed node, in instance and name order.
+/// Resolves `uri` against `tree`: every addressed node, in instance and name order; more
+/// than `limit` nodes at any step is [`ResolveError::TooMany`].
 pub fn resolve<T: TreeRead>(
     uri: &ClientUri,
     tree: &T,
+    limit: usize,
 ) -> Result<Vec<NodeAddr>, ResolveError<T::Error>> {
+    let too_many = || ResolveError::TooMany {
+        uri: uri.to_string(),
+        limit,
+    };
     let moid = uri.moid.as_str();
     let not_found = || ResolveError::NotFound {
         uri: uri.to_string(),
@@ -124,6 +137,9 @@ pub fn resolve<T: TreeRead>(
             }
         }
     };
+    if current.len() > limit {
+        return Err(too_many());
+    }
     let mut last_xname = match &uri.instance {
         InstanceSel::XName(x) => Some(x.as_str()),
         _ => None,
@@ -145,17 +161,25 @@ pub fn resolve<T: TreeRead>(
                     }
                 }
                 Segment::Any | Segment::XName(_) => {
-                    for name in tree
+                    let children: Vec<NodeAddr> = tree
                         .children(moid, &node.miid, &node.path)
                         .map_err(ResolveError::Tree)?
-                    {
-                        next.push(node.child(&name));
+                        .iter()
+                        .map(|name| node.child(name))
+                        .collect();
+                    match segment {
+                        Segment::XName(x) => {
+                            next.extend(filter_nv(tree, children, fields(uri, x))?);
+                        }
+                        _ => next.extend(children),
                     }
                 }
             }
+            if next.len() > limit {
+                return Err(too_many());
+            }
         }
         if let Segment::XName(x) = segment {
-            next = filter_nv(tree, next, fields(uri, x))?;
             last_xname = Some(x);
         }
         current = next;
@@ -166,6 +190,9 @@ pub fn resolve<T: TreeRead>(
             .iter()
             .flat_map(|n| fields(uri, x).map(move |f| n.child(&f.path.join("/"))))
             .collect();
+    }
+    if current.len() > limit {
+        return Err(too_many());
     }
     if current.is_empty() {
         let uses_nv = !uri.nv.is_empty();
@@ -291,7 +318,7 @@ mod tests {
 
     fn run(uri: &str) -> Result<Vec<String>, String> {
         let parsed = ClientUri::parse(uri).map_err(|e| e.to_string())?;
-        resolve(&parsed, &fixture())
+        resolve(&parsed, &fixture(), usize::MAX)
             .map(|v| {
                 v.into_iter()
                     .map(|a| {
@@ -375,5 +402,23 @@ mod tests {
                 .unwrap_err()
                 .contains("no such node")
         );
+    }
+
+    #[test]
+    fn no_step_holds_more_than_the_limit() {
+        let tree = fixture();
+        let all = ClientUri::parse("urn:oma:mo:moid:1.0/*/*").unwrap();
+        let n = resolve(&all, &tree, usize::MAX).unwrap().len();
+        assert!(n > 2);
+        assert!(matches!(
+            resolve(&all, &tree, n - 1),
+            Err(ResolveError::TooMany { .. })
+        ));
+        assert_eq!(resolve(&all, &tree, n).unwrap().len(), n);
+        let instances = ClientUri::parse("urn:oma:mo:moid:1.0/*/").unwrap();
+        assert!(matches!(
+            resolve(&instances, &tree, 1),
+            Err(ResolveError::TooMany { .. })
+        ));
     }
 }

@@ -335,7 +335,6 @@ fn parse(text: &str, limits: &UriLimits) -> Result<ClientUri, String> {
     }
 
     let mut nv: Vec<NvField> = Vec::new();
-    let mut seen_nv: BTreeSet<&str> = BTreeSet::new();
     let mut cv = None;
     for field in query.into_iter().flat_map(|q| q.split('&')) {
         let (key, value) = field
@@ -349,10 +348,10 @@ fn parse(text: &str, limits: &UriLimits) -> Result<ClientUri, String> {
                         limits.nv_fields
                     ));
                 }
-                if !seen_nv.insert(value) {
+                let f = nv_field(value)?;
+                if nv.contains(&f) {
                     return Err(format!("nv={} is given twice", shorten(value)));
                 }
-                let f = nv_field(value)?;
                 if !used.contains(f.xname.as_str()) {
                     return Err(format!(
                         "nv= names ({}), which the URI does not use",
@@ -608,6 +607,7 @@ mod tests {
             ("urn:a:1.0/x/%€", "bad percent-encoding at \"%€\""),
             ("urn:a:1.0/x/a%€b", "bad percent-encoding"),
             ("urn:a:1.0/(x)/?nv=(x)/ID:1&nv=(x)/ID:1", "given twice"),
+            ("urn:a:1.0/(x)/?nv=(x)/a:v&nv=(x)/%61:v", "given twice"),
             ("urn:a:1.0/(x)/?nv=(x€)/ID:1", "x-name in nv="),
         ];
         for (text, reason) in cases {

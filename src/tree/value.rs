@@ -211,13 +211,15 @@ impl Date {
 impl Time {
     /// Accepts `hh:mm:ss[.fff][zone]` or `hhmmss[.fff][zone]`.
     pub fn parse(text: &str) -> Option<Time> {
-        let (clock, rest) = if text.len() >= 8 && text.as_bytes().get(2) == Some(&b':') {
-            (text[..8].replace(':', ""), &text[8..])
-        } else if text.len() >= 6 && text.is_char_boundary(6) {
-            (text[..6].to_owned(), &text[6..])
-        } else {
-            return None;
-        };
+        let (clock, rest) =
+            if text.len() >= 8 && text.is_char_boundary(8) && text.as_bytes().get(2) == Some(&b':')
+            {
+                (text[..8].replace(':', ""), &text[8..])
+            } else if text.len() >= 6 && text.is_char_boundary(6) {
+                (text[..6].to_owned(), &text[6..])
+            } else {
+                return None;
+            };
         if clock.len() != 6 || !clock.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -343,7 +345,15 @@ mod tests {
         ] {
             assert!(Time::parse(ok).is_some(), "{ok}");
         }
-        for bad in ["", "10:00", "10:00:00.", "1000000", "10:00:00X"] {
+        for bad in [
+            "",
+            "10:00",
+            "10:00:00.",
+            "1000000",
+            "10:00:00X",
+            "00:00:0é",
+            "0000é",
+        ] {
             assert!(Time::parse(bad).is_none(), "{bad}");
         }
     }

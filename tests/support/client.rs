@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
+
 use super::sysbus::{SysBus, TestUser, wait_until};
 
 /// The test that runs [`run`].
@@ -50,6 +52,10 @@ pub enum Step {
     Watch(String),
     /// `Unwatch` of the last watch made: `ok` or `err …`.
     Unwatch,
+    /// Waits for `count` `Changed` signals about `uri`, writing each `Changed` received
+    /// until then, in order, as a line `changed <watch id> <ClientURI> <change>`. The client
+    /// listens for them from the start, so none sent after its first step is missed.
+    Changes { uri: String, count: usize },
     /// Creates the file (no outcome line).
     Touch(PathBuf),
     /// Waits for the file to appear (no outcome line).
@@ -119,6 +125,7 @@ fn encode(steps: &[Step]) -> String {
         Step::Get(uri) => format!("get {uri}"),
         Step::Watch(uri) => format!("watch {uri}"),
         Step::Unwatch => "unwatch".to_owned(),
+        Step::Changes { uri, count } => format!("changes {count} {uri}"),
         Step::Touch(p) => format!("touch {}", p.display()),
         Step::WaitFor(p) => format!("wait {}", p.display()),
     };
@@ -180,6 +187,15 @@ fn client() {
             zbus::connection::Builder::system()
         };
         let conn = builder.build().await.expect("cannot connect to the bus");
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.omadm.Client1")
+            .member("Changed")
+            .build()
+            .expect("a match rule");
+        let mut changed = zbus::MessageStream::for_match_rule(rule, &conn, None)
+            .await
+            .expect("cannot listen for Changed");
         let mut last_watch = 0u64;
         for step in steps.lines() {
             let (verb, arg) = step.split_once(' ').unwrap_or((step, ""));
@@ -198,6 +214,23 @@ fn client() {
                         .await
                         .map(|_| String::new()),
                 ),
+                "changes" => {
+                    let (count, uri) = arg.split_once(' ').expect("changes <count> <uri>");
+                    let count: usize = count.parse().expect("a count");
+                    let mut seen = 0;
+                    while seen < count {
+                        let signal = tokio::time::timeout(WAIT, changed.next())
+                            .await
+                            .unwrap_or_else(|_| panic!("{seen} of {count} Changed for {uri}"))
+                            .expect("the bus connection ended")
+                            .expect("a message");
+                        let (id, about, change, _seq): (u64, String, String, u64) =
+                            signal.body().deserialize().expect("a Changed signal");
+                        writeln!(out, "changed {id} {about} {change}").expect("outcome");
+                        seen += usize::from(about == uri);
+                    }
+                    None
+                }
                 "touch" => {
                     std::fs::write(arg, "").unwrap_or_else(|e| panic!("{arg}: {e}"));
                     None

@@ -8,10 +8,16 @@
 //! the unit by itself (which is the point). Dropping the [`SystemUnit`] kills what is still
 //! in it and removes the directory.
 //!
+//! omadmd takes a unit's process for the app only when it runs as the unit's main process
+//! (the one that started first in the unit); [`SystemUnit::start_main`] starts one as a
+//! given user, as systemd starts a service's `ExecStart=` as its `User=`. In a unit without
+//! one, the first process to enter is its main process.
+//!
 //! ```ignore
 //! let unit = SystemUnit::new("omadmd-t-weather");
+//! let _main = unit.start_main(&bus, Some(&alice));
 //! let mut cmd = bus.command(Some(&alice), "gdbus");
-//! unit.contain(&mut cmd); // alice's gdbus is app:<unit.name()>
+//! unit.contain(&mut cmd); // alice's gdbus is app:<unit.name()>; bob's would be uid:<bob>
 //! ```
 
 use std::io::Write as _;
@@ -21,7 +27,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::sysbus::wait_until;
+use super::sysbus::{KillOnDrop, SysBus, TestUser, wait_until};
 
 /// A system service's cgroup, made for a test; removed on drop.
 pub struct SystemUnit {
@@ -66,6 +72,27 @@ impl SystemUnit {
         // before the fork ("0": move the writing process); it allocates nothing and takes
         // no locks, so it is safe in the child of a multi-threaded process.
         unsafe { cmd.pre_exec(move || (&procs).write_all(b"0")) }
+    }
+}
+
+impl SystemUnit {
+    /// Starts the unit's main process, a `sleep` running as `user` (None: root) until the
+    /// returned handle is dropped. Start it before any other process enters the unit.
+    pub fn start_main(&self, bus: &SysBus, user: Option<&TestUser>) -> KillOnDrop {
+        let mut sleep = bus.command(user, "sleep");
+        sleep.arg("infinity");
+        self.contain(&mut sleep);
+        // In the unit once spawned (it moved before exec); running as `user` once `setpriv`
+        // has exec'd `sleep`.
+        let main = KillOnDrop::spawn(&mut sleep);
+        let exe = PathBuf::from(format!("/proc/{}/exe", main.id()));
+        assert!(
+            wait_until(Duration::from_secs(10), || std::fs::read_link(&exe)
+                .is_ok_and(|p| p.ends_with("sleep"))),
+            "the main process of {} did not start",
+            self.name
+        );
+        main
     }
 }
 
