@@ -29,11 +29,11 @@
 //!    `tree_depth`; `Watch` after holding `watches_per_caller` watches. Every ClientURI but
 //!    the wildcard is new on each call, as a guessing attacker's are (each is a polkit
 //!    check). The daemon runs with the default `[limits]`. The attackers check that every
-//!    call gets its refusal (error name and the limit named in its message), count them
-//!    and time them; the bench reports the innocent caller's latency under attack against
-//!    alone, the refusals per second and each kind's mean time to its refusal, the CPU that
-//!    omadmd, dbus-daemon and polkitd used meanwhile, and checks that the daemon is alive
-//!    and answering at the end.
+//!    call gets its refusal (error name and the limit named in its message) and count them;
+//!    the bench reports the innocent caller's latency under attack against alone, the
+//!    refusals per second, each kind's time to its refusal when made one at a time (before
+//!    the attack), the CPU that omadmd, dbus-daemon and polkitd used meanwhile, and checks
+//!    that the daemon is alive and answering at the end.
 //!
 //! Calls of ours and of the baseline (in 5: under attack and alone) alternate in slices so
 //! that machine load affects both equally. The bench client runs on the same machine as the
@@ -123,6 +123,8 @@ const ATTACKERS: usize = 2;
 const ATTACK_USER: &str = "omadmd-t-bench-attack";
 const ATTACK_MOID: &str = "urn:oma:mo:ext-omadmd-bench-attack:1.0";
 const ATTACK_LEAVES: usize = 10_000;
+/// Calls of each kind the attacker times one at a time before the attack.
+const PROBE_CALLS: usize = 20;
 const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
 const SECRET_ACCOUNT: &str = concat!(
     r#"{"DMAcc": {"SrvID": "bench", "SrvURI": "https://dm.example/", "Perm": {}, "#,
@@ -932,11 +934,11 @@ async fn count_polkit_checks(address: &str, count: Arc<AtomicU64>) -> Result<Joi
 struct Attack {
     alone: Samples,
     attacked: Samples,
-    /// Refused calls of each kind of [`Abuse::ALL`], the time they waited for their refusals
-    /// in all, and how long the attackers ran.
+    /// Refused calls of each kind of [`Abuse::ALL`] during the attack, and how long the
+    /// attackers ran; each kind's median time to its refusal, one call at a time.
     refused: [u64; Abuse::COUNT],
-    waited: [Duration; Abuse::COUNT],
     attack_time: Duration,
+    probe: [Duration; Abuse::COUNT],
     /// The attacker's uid, the nodes its wildcard matched, the watches each connection held.
     uid: u32,
     rows: usize,
@@ -980,15 +982,20 @@ fn under_attack(bus: &SysBus, rt: &Runtime, daemon: &mut Daemon) -> Result<Attac
 
     let mut attacker = Attacker::spawn(bus, &user)?;
     let ready = attacker.expect("ready", ATTACK_SETUP_TIMEOUT)?;
-    let mut ready = ready.split_whitespace().map(str::parse::<usize>);
-    let (Some(Ok(rows)), Some(Ok(watches))) = (ready.next(), ready.next()) else {
-        return Err("the attacking client said ready without its node and watch counts".into());
+    let mut ready = ready.split_whitespace().map(str::parse::<u64>);
+    let mut figure = || match ready.next() {
+        Some(Ok(v)) => Ok(v),
+        _ => Err("the attacking client said ready without all its figures"),
     };
+    let (rows, watches) = (figure()? as usize, figure()? as usize);
+    let mut probe = [Duration::ZERO; Abuse::COUNT];
+    for p in &mut probe {
+        *p = Duration::from_nanos(figure()?);
+    }
     rt.block_on(timed_gets(&conn, WARMUP))?;
     let per_slice = ATTACK_ITERS / SLICES;
     let (mut alone, mut attacked) = (Phase::default(), Phase::default());
     let mut refused = [0u64; Abuse::COUNT];
-    let mut waited = [Duration::ZERO; Abuse::COUNT];
     let mut attack_time = Duration::ZERO;
     for _ in 0..SLICES {
         alone.time(rt, &conn, per_slice, &cpu)?;
@@ -1000,16 +1007,11 @@ fn under_attack(bus: &SysBus, rt: &Runtime, daemon: &mut Daemon) -> Result<Attac
         let mut fields = paused.split_whitespace();
         let secs: f64 = fields.next().ok_or("paused without a time")?.parse()?;
         attack_time += Duration::from_secs_f64(secs);
-        let mut field = || {
-            fields
-                .next()
-                .ok_or("paused without two figures for each kind")
-        };
         for r in &mut refused {
-            *r += field()?.parse::<u64>()?;
-        }
-        for w in &mut waited {
-            *w += Duration::from_nanos(field()?.parse()?);
+            *r += fields
+                .next()
+                .ok_or("paused without a count for each kind")?
+                .parse::<u64>()?;
         }
     }
     attacker.finish()?;
@@ -1023,8 +1025,8 @@ fn under_attack(bus: &SysBus, rt: &Runtime, daemon: &mut Daemon) -> Result<Attac
         alone: Samples::new(alone.samples),
         attacked: Samples::new(attacked.samples),
         refused,
-        waited,
         attack_time,
+        probe,
         uid: user.uid,
         rows,
         watches,
@@ -1054,12 +1056,13 @@ impl Attack {
         });
         let per_kind: Vec<String> = Abuse::ALL
             .iter()
-            .zip(self.refused.iter().zip(&self.waited))
-            .map(|(k, (n, t))| format!("{} {}", k.label(), num(t.as_secs_f64() * 1e3 / *n as f64)))
+            .zip(&self.probe)
+            .map(|(k, t)| format!("{} {}", k.label(), num(t.as_secs_f64() * 1e3)))
             .collect();
         notes.push(format!(
-            "abuse: {} calls by {ATTACKERS} connections of uid:{} in {attack_secs:.1} s, each \
-             refused with its expected error; mean time to the refusal by kind (ms): {}",
+            "abuse: {} calls by {ATTACKERS} connections of uid:{} looping over all kinds in \
+             {attack_secs:.1} s, each refused with its expected error; time to the refusal, one \
+             call at a time (median of {PROBE_CALLS}, ms): {}",
             group(&self.refused.iter().sum::<u64>().to_string()),
             self.uid,
             per_kind.join(", ")
@@ -1366,15 +1369,17 @@ async fn polkit_client() -> Result<String> {
 }
 
 /// Attack mode: makes enough instances that a wildcard over them exceeds `result_rows` and
-/// fills every connection's watches, says `ready <nodes> <watches per connection>`; then,
-/// on each `run`, loops over the abusive calls on every connection (saying `running`) until
-/// `pause`, and says `paused <seconds> <refusals of each kind> <their ns of each kind>`.
+/// fills every connection's watches, times each kind of abusive call alone, and says `ready
+/// <nodes> <watches per connection> <median ns to the refusal of each kind>`; then, on each
+/// `run`, loops over the abusive calls on every connection (saying `running`) until `pause`,
+/// and says `paused <seconds> <refusals of each kind>`.
 /// `quit` or the end of its input ends it; a call that does not get its refusal is an
 /// error.
 fn attack_client(rt: &Runtime) -> Result<String> {
     let limits = Limits::default();
     let watches = limits.watches_per_caller;
-    let (conns, arsenal, nodes) = rt.block_on(async {
+    let seq = Arc::new(AtomicU64::new(0));
+    let (conns, arsenal, nodes, probe) = rt.block_on(async {
         let mut conns = Vec::with_capacity(ATTACKERS);
         for _ in 0..ATTACKERS {
             conns.push(
@@ -1385,11 +1390,11 @@ fn attack_client(rt: &Runtime) -> Result<String> {
             );
         }
         let (arsenal, nodes) = Arsenal::arm(&conns, limits).await?;
-        Ok::<_, Box<dyn Error + Send + Sync>>((conns, Arc::new(arsenal), nodes))
+        let probe = arsenal.probe(&conns[0], &seq).await?;
+        Ok::<_, Box<dyn Error + Send + Sync>>((conns, Arc::new(arsenal), nodes, probe))
     })?;
-    println!("ready {nodes} {watches}");
+    println!("ready {nodes} {watches} {probe}");
     let tally = Arc::new(Tally::default());
-    let seq = Arc::new(AtomicU64::new(0));
     // Each connection starts at another kind, and goes on where it paused.
     let mut next: Vec<usize> = (0..ATTACKERS)
         .map(|i| i * Abuse::COUNT / ATTACKERS)
@@ -1426,7 +1431,15 @@ fn attack_client(rt: &Runtime) -> Result<String> {
         if command.as_deref() != Some("pause") {
             return Err(format!("expected pause, got {command:?}").into());
         }
-        println!("paused {} {}", start.elapsed().as_secs_f64(), tally.take());
+        let counts: Vec<String> = tally
+            .iter()
+            .map(|c| c.swap(0, Ordering::Relaxed).to_string())
+            .collect();
+        println!(
+            "paused {} {}",
+            start.elapsed().as_secs_f64(),
+            counts.join(" ")
+        );
     }
 }
 
@@ -1443,42 +1456,15 @@ async fn attack_loop(
     while !stop.load(Ordering::Relaxed) {
         let kind = Abuse::ALL[next % Abuse::COUNT];
         let n = seq.fetch_add(1, Ordering::Relaxed);
-        let start = Instant::now();
-        let outcome = arsenal.call(&conn, kind, n).await;
-        let waited = start.elapsed();
-        refused_as_expected(kind, outcome)?;
-        tally.add(kind, waited);
+        refused_as_expected(kind, arsenal.call(&conn, kind, n).await)?;
+        tally[kind as usize].fetch_add(1, Ordering::Relaxed);
         next += 1;
     }
     Ok(next)
 }
 
-/// The refusals of one phase of the attack: how many of each kind, and how long they took
-/// in all (ns).
-#[derive(Default)]
-struct Tally {
-    calls: [AtomicU64; Abuse::COUNT],
-    nanos: [AtomicU64; Abuse::COUNT],
-}
-
-impl Tally {
-    fn add(&self, kind: Abuse, waited: Duration) {
-        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        self.calls[kind as usize].fetch_add(1, Ordering::Relaxed);
-        self.nanos[kind as usize].fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// The counts of each kind, then the times of each kind, and zeroes them.
-    fn take(&self) -> String {
-        let figures: Vec<String> = self
-            .calls
-            .iter()
-            .chain(&self.nanos)
-            .map(|c| c.swap(0, Ordering::Relaxed).to_string())
-            .collect();
-        figures.join(" ")
-    }
-}
+/// Refusals of each kind of [`Abuse::ALL`] in one phase of the attack.
+type Tally = [AtomicU64; Abuse::COUNT];
 
 /// Whether `outcome` is the refusal `kind` must get.
 fn refused_as_expected(kind: Abuse, outcome: zbus::Result<Message>) -> Result<()> {
@@ -1547,6 +1533,24 @@ impl Arsenal {
             }
         }
         Ok((Arsenal { limits, root }, instances * ATTACK_LEAVES))
+    }
+
+    /// The median time to the refusal of each kind of abusive call, `PROBE_CALLS` of each made
+    /// one at a time on `conn` (numbered from `seq`), as `ns ns ...`.
+    async fn probe(&self, conn: &Connection, seq: &AtomicU64) -> Result<String> {
+        let mut medians = Vec::with_capacity(Abuse::COUNT);
+        for kind in Abuse::ALL {
+            let mut times = Vec::with_capacity(PROBE_CALLS);
+            for _ in 0..PROBE_CALLS {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let start = Instant::now();
+                let outcome = self.call(conn, kind, n).await;
+                times.push(start.elapsed());
+                refused_as_expected(kind, outcome)?;
+            }
+            medians.push(Samples::new(times).median().as_nanos().to_string());
+        }
+        Ok(medians.join(" "))
     }
 
     /// The `n`-th abusive call (`n` makes its ClientURI new), of `kind`, on `conn`.

@@ -17,7 +17,7 @@ use super::watch::Watches;
 use crate::authority::{AccessError, Authority, Input, Principal, Rights};
 use crate::tree::builtin;
 use crate::tree::format::Format;
-use crate::tree::uri::{self, ClientUri};
+use crate::tree::uri::ClientUri;
 use crate::tree::value::Value;
 
 /// The optional features this client offers (DM-HLF-019), as listed in `Features`.
@@ -48,15 +48,21 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<(String, String, OwnedVariant)>, Error> {
-        within_limits(&client_uri)?;
+        self.well_formed(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Read, &client_uri)
             .await?;
-        let found = match self.auth.get(&caller.principal, &client_uri) {
-            Err(AccessError::NotFound(_)) if self.fetched_default(&client_uri).await => {
-                self.auth.get(&caller.principal, &client_uri)?
-            }
+        let read = || {
+            let (auth, who, uri) = (
+                self.auth.clone(),
+                caller.principal.clone(),
+                client_uri.clone(),
+            );
+            offload(move || auth.get(&who, &uri))
+        };
+        let found = match read().await {
+            Err(Error::NotFound(_)) if self.fetched_default(&client_uri).await => read().await?,
             other => other?,
         };
         Ok(found
@@ -82,18 +88,26 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, Error> {
-        within_limits(&client_uri)?;
+        self.well_formed(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Read, &client_uri)
             .await?;
-        let items = match self.auth.get_items(&caller.principal, &client_uri) {
-            Err(AccessError::NotFound(_)) if self.fetched_default(&client_uri).await => {
-                self.auth.get_items(&caller.principal, &client_uri)?
-            }
-            other => other?,
+        let read = || {
+            let (auth, who, uri) = (
+                self.auth.clone(),
+                caller.principal.clone(),
+                client_uri.clone(),
+            );
+            offload(move || {
+                let items = auth.get_items(&who, &uri)?;
+                serde_json::to_string(&items).map_err(|e| AccessError::InvalidValue(e.to_string()))
+            })
         };
-        serde_json::to_string(&items).map_err(|e| Error::Failed(e.to_string()))
+        match read().await {
+            Err(Error::NotFound(_)) if self.fetched_default(&client_uri).await => read().await,
+            other => other,
+        }
     }
 
     async fn set(
@@ -103,7 +117,7 @@ impl Client1 {
         value: Variant<'_>,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        within_limits(&client_uri)?;
+        self.well_formed(&client_uri)?;
         let who = self.writer(&header, &client_uri).await?;
         let format = match format.as_str() {
             "" => None,
@@ -113,7 +127,8 @@ impl Client1 {
             ),
         };
         let input = from_variant(value)?;
-        self.auth.set(&who, &client_uri, format, input)?;
+        let auth = self.auth.clone();
+        offload(move || auth.set(&who, &client_uri, format, input)).await?;
         Ok(())
     }
 
@@ -122,9 +137,10 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        within_limits(&client_uri)?;
+        self.well_formed(&client_uri)?;
         let who = self.writer(&header, &client_uri).await?;
-        self.auth.delete(&who, &client_uri)?;
+        let auth = self.auth.clone();
+        offload(move || auth.delete(&who, &client_uri)).await?;
         Ok(())
     }
 
@@ -136,9 +152,10 @@ impl Client1 {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, Error> {
         let moid_uri = format!("{moid}/");
-        within_limits(&moid_uri)?;
+        self.well_formed(&moid_uri)?;
         let who = self.writer(&header, &moid_uri).await?;
-        let root = self.auth.create_instance(&who, &moid, &modata_json)?;
+        let (auth, creator) = (self.auth.clone(), who.clone());
+        let root = offload(move || auth.create_instance(&creator, &moid, &modata_json)).await?;
         tracing::info!(principal = %who, "created {root}");
         Ok(root.to_string())
     }
@@ -149,7 +166,7 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<u64, Error> {
-        within_limits(&client_uri)?;
+        self.well_formed(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Watch, &client_uri)
@@ -188,14 +205,14 @@ impl Client1 {
         seq: u64,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(u64, Vec<(String, String, u64)>), Error> {
-        within_limits(&client_uri)?;
+        self.well_formed(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Read, &client_uri)
             .await?;
-        let (current, changes) = self
-            .auth
-            .changes_since(&caller.principal, &client_uri, seq)?;
+        let (auth, who) = (self.auth.clone(), caller.principal.clone());
+        let (current, changes) =
+            offload(move || auth.changes_since(&who, &client_uri, seq)).await?;
         Ok((
             current,
             changes
@@ -212,15 +229,16 @@ impl Client1 {
         rights: Vec<String>,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        within_limits(&instance_uri)?;
+        self.well_formed(&instance_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Manage, &instance_uri)
             .await?;
         let rights = Rights::parse(rights.iter().map(String::as_str))
             .map_err(|e| Error::InvalidValue(e.to_string()))?;
-        self.auth
-            .grant(&caller.principal, &instance_uri, &principal, rights)?;
+        let (auth, who) = (self.auth.clone(), caller.principal.clone());
+        let (at, to) = (instance_uri.clone(), principal.clone());
+        offload(move || auth.grant(&who, &at, &to, rights)).await?;
         tracing::info!(by = %caller.principal, "granted {principal} {:?} on {instance_uri}", rights.names());
         Ok(())
     }
@@ -231,13 +249,14 @@ impl Client1 {
         principal: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        within_limits(&instance_uri)?;
+        self.well_formed(&instance_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Manage, &instance_uri)
             .await?;
-        self.auth
-            .grant(&caller.principal, &instance_uri, &principal, Rights::NONE)?;
+        let (auth, who) = (self.auth.clone(), caller.principal.clone());
+        let (at, to) = (instance_uri.clone(), principal.clone());
+        offload(move || auth.grant(&who, &at, &to, Rights::NONE)).await?;
         tracing::info!(by = %caller.principal, "revoked {principal} on {instance_uri}");
         Ok(())
     }
@@ -323,6 +342,14 @@ impl Client1 {
 }
 
 impl Client1 {
+    /// Refuses a malformed ClientURI, or one beyond the `[limits]` of its shape, before
+    /// anything else (polkit included) spends work on it. Looks at no MO data, so it tells
+    /// the caller nothing it could not work out itself.
+    fn well_formed(&self, client_uri: &str) -> Result<(), Error> {
+        self.auth.parse_query(client_uri)?;
+        Ok(())
+    }
+
     /// Who a write to `client_uri` acts as: the caller, once polkit allows it `write`; for
     /// a DM account (which only administrators change), the admin, once polkit also allows
     /// it `manage`.
@@ -365,17 +392,15 @@ impl Client1 {
     }
 }
 
-/// Refuses a ClientURI longer than `[limits] uri_bytes` before anything else (polkit
-/// included) looks at it.
-fn within_limits(client_uri: &str) -> Result<(), Error> {
-    let max = uri::limits().bytes;
-    if client_uri.len() > max {
-        return Err(Error::InvalidUri(format!(
-            "a ClientURI of {} bytes is longer than the limit of {max} ([limits] uri_bytes)",
-            client_uri.len()
-        )));
-    }
-    Ok(())
+/// Runs synchronous store work (the [`Authority`]) on the blocking pool, so that one slow
+/// call never holds up the async workers that serve everyone else.
+async fn offload<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AccessError> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Failed(format!("store work failed: {e}")))?
+        .map_err(Error::from)
 }
 
 fn sender(header: &Header<'_>) -> Result<String, Error> {
