@@ -24,6 +24,7 @@ mod error;
 mod principal;
 mod view;
 
+use std::borrow::Cow;
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value as J;
@@ -39,9 +40,45 @@ use crate::tree::mo_type::{AccessTypes, NodeDef, Scope};
 use crate::tree::node::Node;
 use crate::tree::registry::Registry;
 use crate::tree::resolve::{TreeRead as _, resolve};
-use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, NvField, Segment};
+use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, NvField, Segment, UriError};
 use crate::tree::value::Value;
 use view::{Purpose, View};
+
+/// A ClientURI as the authority's methods take it: text (parsed once, there) or already
+/// parsed. Parsing applies the `[limits]` of [`crate::tree::uri`].
+pub trait Address {
+    /// The parsed ClientURI, borrowed when it already was one.
+    fn parsed<'a>(self) -> Result<Cow<'a, ClientUri>, UriError>
+    where
+        Self: 'a;
+}
+
+impl Address for &str {
+    fn parsed<'a>(self) -> Result<Cow<'a, ClientUri>, UriError>
+    where
+        Self: 'a,
+    {
+        ClientUri::parse(self).map(Cow::Owned)
+    }
+}
+
+impl Address for &String {
+    fn parsed<'a>(self) -> Result<Cow<'a, ClientUri>, UriError>
+    where
+        Self: 'a,
+    {
+        self.as_str().parsed()
+    }
+}
+
+impl Address for &ClientUri {
+    fn parsed<'a>(self) -> Result<Cow<'a, ClientUri>, UriError>
+    where
+        Self: 'a,
+    {
+        Ok(Cow::Borrowed(self))
+    }
+}
 
 /// Called with the journal entries of every committed write.
 pub type Observer = Box<dyn Fn(&[Change]) + Send + Sync>;
@@ -112,8 +149,8 @@ impl Authority {
 
     /// Every node `uri` resolves to that `who` may read. Nodes it may not read (No-Get, or
     /// in instances without the Read right) do not exist for it.
-    pub fn get(&self, who: &Principal, uri: &str) -> Result<Vec<Found>, AccessError> {
-        let uri = self.parse_query(uri)?;
+    pub fn get(&self, who: &Principal, uri: impl Address) -> Result<Vec<Found>, AccessError> {
+        let uri = self.query(uri)?;
         let store = self.reader();
         store.snapshot(|store| {
             let addrs = self.readable(who, store, &uri)?;
@@ -131,8 +168,12 @@ impl Authority {
 
     /// The MO serialization of every node `uri` resolves to that `who` may read, with
     /// No-Get nodes removed from the subtrees.
-    pub fn get_items(&self, who: &Principal, uri: &str) -> Result<Vec<MoItem>, AccessError> {
-        let uri = self.parse_query(uri)?;
+    pub fn get_items(
+        &self,
+        who: &Principal,
+        uri: impl Address,
+    ) -> Result<Vec<MoItem>, AccessError> {
+        let uri = self.query(uri)?;
         self.items(who, &uri)
     }
 
@@ -141,11 +182,11 @@ impl Authority {
     pub fn set(
         &self,
         who: &Principal,
-        uri: &str,
+        uri: impl Address,
         format: Option<Format>,
         input: Input,
     ) -> Result<Vec<Change>, AccessError> {
-        let uri = ClientUri::parse(uri)?;
+        let uri = uri.parsed()?;
         let mut store = self.writer();
         let addr = self.single_target(who, &store, &uri, Rights::WRITE)?;
         if addr.path.is_empty() {
@@ -204,8 +245,8 @@ impl Authority {
     }
 
     /// Deletes the node at `uri` (an instance root deletes the instance).
-    pub fn delete(&self, who: &Principal, uri: &str) -> Result<Vec<Change>, AccessError> {
-        let uri = ClientUri::parse(uri)?;
+    pub fn delete(&self, who: &Principal, uri: impl Address) -> Result<Vec<Change>, AccessError> {
+        let uri = uri.parsed()?;
         let mut store = self.writer();
         let addr = self.single_target(who, &store, &uri, Rights::WRITE)?;
         if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
@@ -243,7 +284,7 @@ impl Authority {
         moid: &str,
         modata: &str,
     ) -> Result<NodeAddr, AccessError> {
-        ClientUri::parse(&format!("{moid}//"))?;
+        crate::tree::uri::check_moid(moid)?;
         accounts::may_create(who, moid)?;
         let json: J = serde_json::from_str(modata)
             .map_err(|e| AccessError::InvalidValue(format!("MOData is not JSON: {e}")))?;
@@ -303,12 +344,12 @@ impl Authority {
     pub fn changes_since(
         &self,
         who: &Principal,
-        uri: &str,
+        uri: impl Address,
         seq: u64,
     ) -> Result<(u64, Vec<Change>), AccessError> {
         /// Journal entries read per query while filtering.
         const BATCH: usize = 1_000;
-        let uri = self.parse_query(uri)?;
+        let uri = self.query(uri)?;
         let store = self.reader();
         store.snapshot(|store| {
             let view = View::new(store, &self.types, who, Purpose::Read);
@@ -352,11 +393,11 @@ impl Authority {
     pub fn grant(
         &self,
         who: &Principal,
-        instance_uri: &str,
+        instance_uri: impl Address,
         principal: &str,
         rights: Rights,
     ) -> Result<(), AccessError> {
-        let uri = ClientUri::parse(instance_uri)?;
+        let uri = instance_uri.parsed()?;
         let principal = Principal::parse(principal)
             .map_err(|e| AccessError::InvalidValue(e.to_string()))?
             .to_string();
@@ -662,9 +703,10 @@ impl Authority {
         Ok(self.writer().sync()?)
     }
 
-    /// Parses a ClientURI for a read or a watch and refuses `nv=` conditions on No-Get nodes.
-    pub fn parse_query(&self, text: &str) -> Result<ClientUri, AccessError> {
-        let uri = ClientUri::parse(text)?;
+    /// A ClientURI fit for a read or a watch: parsed (if it is text), and refused when an
+    /// `nv=` condition would test a No-Get node.
+    pub fn query<'a>(&self, uri: impl Address + 'a) -> Result<Cow<'a, ClientUri>, AccessError> {
+        let uri = uri.parsed()?;
         self.check_nv(&uri)?;
         Ok(uri)
     }

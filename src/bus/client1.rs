@@ -48,17 +48,13 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<(String, String, OwnedVariant)>, Error> {
-        self.well_formed(&client_uri)?;
+        let uri = self.well_formed(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Read, &client_uri)
             .await?;
         let read = || {
-            let (auth, who, uri) = (
-                self.auth.clone(),
-                caller.principal.clone(),
-                client_uri.clone(),
-            );
+            let (auth, who, uri) = (self.auth.clone(), caller.principal.clone(), uri.clone());
             offload(move || auth.get(&who, &uri))
         };
         let found = match read().await {
@@ -88,17 +84,13 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, Error> {
-        self.well_formed(&client_uri)?;
+        let uri = self.well_formed(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Read, &client_uri)
             .await?;
         let read = || {
-            let (auth, who, uri) = (
-                self.auth.clone(),
-                caller.principal.clone(),
-                client_uri.clone(),
-            );
+            let (auth, who, uri) = (self.auth.clone(), caller.principal.clone(), uri.clone());
             offload(move || {
                 let items = auth.get_items(&who, &uri)?;
                 serde_json::to_string(&items).map_err(|e| AccessError::InvalidValue(e.to_string()))
@@ -117,7 +109,7 @@ impl Client1 {
         value: Variant<'_>,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        self.well_formed(&client_uri)?;
+        let uri = self.well_formed(&client_uri)?;
         let who = self.writer(&header, &client_uri).await?;
         let format = match format.as_str() {
             "" => None,
@@ -128,7 +120,7 @@ impl Client1 {
         };
         let input = from_variant(value)?;
         let auth = self.auth.clone();
-        offload(move || auth.set(&who, &client_uri, format, input)).await?;
+        offload(move || auth.set(&who, &uri, format, input)).await?;
         Ok(())
     }
 
@@ -137,10 +129,10 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        self.well_formed(&client_uri)?;
+        let uri = self.well_formed(&client_uri)?;
         let who = self.writer(&header, &client_uri).await?;
         let auth = self.auth.clone();
-        offload(move || auth.delete(&who, &client_uri)).await?;
+        offload(move || auth.delete(&who, &uri)).await?;
         Ok(())
     }
 
@@ -151,9 +143,8 @@ impl Client1 {
         modata_json: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, Error> {
-        let moid_uri = format!("{moid}/");
-        self.well_formed(&moid_uri)?;
-        let who = self.writer(&header, &moid_uri).await?;
+        crate::tree::uri::check_moid(&moid).map_err(|e| Error::InvalidUri(e.to_string()))?;
+        let who = self.writer(&header, &format!("{moid}/")).await?;
         let (auth, creator) = (self.auth.clone(), who.clone());
         let root = offload(move || auth.create_instance(&creator, &moid, &modata_json)).await?;
         tracing::info!(principal = %who, "created {root}");
@@ -166,14 +157,13 @@ impl Client1 {
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<u64, Error> {
-        self.well_formed(&client_uri)?;
+        let uri = self.well_formed(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Watch, &client_uri)
             .await?;
         // A watch on nodes the caller may not read is accepted like one on nodes that do not
         // exist (yet): it is never told of changes it may not read, their deletion included.
-        let uri = self.auth.parse_query(&client_uri)?;
         let owner = sender(&header)?;
         let id = self
             .watches
@@ -205,14 +195,13 @@ impl Client1 {
         seq: u64,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(u64, Vec<(String, String, u64)>), Error> {
-        self.well_formed(&client_uri)?;
+        let uri = self.well_formed(&client_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Read, &client_uri)
             .await?;
         let (auth, who) = (self.auth.clone(), caller.principal.clone());
-        let (current, changes) =
-            offload(move || auth.changes_since(&who, &client_uri, seq)).await?;
+        let (current, changes) = offload(move || auth.changes_since(&who, &uri, seq)).await?;
         Ok((
             current,
             changes
@@ -229,15 +218,18 @@ impl Client1 {
         rights: Vec<String>,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        self.well_formed(&instance_uri)?;
+        let at = self.well_formed(&instance_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Manage, &instance_uri)
             .await?;
         let rights = Rights::parse(rights.iter().map(String::as_str))
             .map_err(|e| Error::InvalidValue(e.to_string()))?;
-        let (auth, who) = (self.auth.clone(), caller.principal.clone());
-        let (at, to) = (instance_uri.clone(), principal.clone());
+        let (auth, who, to) = (
+            self.auth.clone(),
+            caller.principal.clone(),
+            principal.clone(),
+        );
         offload(move || auth.grant(&who, &at, &to, rights)).await?;
         tracing::info!(by = %caller.principal, "granted {principal} {:?} on {instance_uri}", rights.names());
         Ok(())
@@ -249,13 +241,16 @@ impl Client1 {
         principal: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        self.well_formed(&instance_uri)?;
+        let at = self.well_formed(&instance_uri)?;
         let caller = self
             .access
             .authorize(&header, Action::Manage, &instance_uri)
             .await?;
-        let (auth, who) = (self.auth.clone(), caller.principal.clone());
-        let (at, to) = (instance_uri.clone(), principal.clone());
+        let (auth, who, to) = (
+            self.auth.clone(),
+            caller.principal.clone(),
+            principal.clone(),
+        );
         offload(move || auth.grant(&who, &at, &to, Rights::NONE)).await?;
         tracing::info!(by = %caller.principal, "revoked {principal} on {instance_uri}");
         Ok(())
@@ -342,12 +337,11 @@ impl Client1 {
 }
 
 impl Client1 {
-    /// Refuses a malformed ClientURI, or one beyond the `[limits]` of its shape, before
-    /// anything else (polkit included) spends work on it. Looks at no MO data, so it tells
-    /// the caller nothing it could not work out itself.
-    fn well_formed(&self, client_uri: &str) -> Result<(), Error> {
-        self.auth.parse_query(client_uri)?;
-        Ok(())
+    /// Parses `client_uri` once, refusing a malformed ClientURI, or one beyond the `[limits]`
+    /// of its shape, before anything else (polkit included) spends work on it. Looks at no
+    /// MO data, so it tells the caller nothing it could not work out itself.
+    fn well_formed(&self, client_uri: &str) -> Result<ClientUri, Error> {
+        Ok(self.auth.query(client_uri)?.into_owned())
     }
 
     /// Who a write to `client_uri` acts as: the caller, once polkit allows it `write`; for

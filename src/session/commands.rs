@@ -71,11 +71,9 @@ async fn run(ctx: &mut Context<'_>, command: Command) -> Result<Status, Failure>
         Command::Get { client_uri } => get(ctx, client_uri).await,
         Command::Delete { client_uri } => {
             let who = ctx.principal.clone();
-            blocking(&ctx.engine.auth, move |auth| {
-                auth.delete(&who, &client_uri.to_string())
-            })
-            .await
-            .map(|_| Status::code(200))
+            blocking(&ctx.engine.auth, move |auth| auth.delete(&who, &client_uri))
+                .await
+                .map(|_| Status::code(200))
         }
         Command::Hget {
             server_uri,
@@ -217,7 +215,7 @@ async fn get(ctx: &Context<'_>, uri: ClientUri) -> Result<Status, Failure> {
         {
             return Ok(Status::code(304));
         }
-        let items = auth.get_items(&who, &uri.to_string())?;
+        let items = auth.get_items(&who, &uri)?;
         Ok(Status {
             sc: 200,
             uri: None,
@@ -321,7 +319,7 @@ async fn upload(
             {
                 return Ok(None);
             }
-            auth.get_items(&who, &uri.to_string()).map(Some)
+            auth.get_items(&who, &uri).map(Some)
         })
         .await?;
         let Some(items) = items else {
@@ -445,13 +443,10 @@ async fn run_exec(
 /// SUB: the subtree must be there for the server to read; kept without `cv=` (one
 /// subscription per subtree, whatever validator the server names).
 async fn subscribe(ctx: &Context<'_>, uri: ClientUri, server_uri: &str) -> Result<Status, Failure> {
-    let text = without_cv(uri).to_string();
+    let uri = without_cv(uri);
+    let text = uri.to_string();
     let who = ctx.principal.clone();
-    let query = text.clone();
-    blocking(&ctx.engine.auth, move |auth| {
-        auth.get(&who, &query).map(drop)
-    })
-    .await?;
+    blocking(&ctx.engine.auth, move |auth| auth.get(&who, &uri).map(drop)).await?;
     let max = ctx.engine.limits.subscriptions_per_server;
     match ctx
         .engine

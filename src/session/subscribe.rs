@@ -41,8 +41,7 @@ pub async fn deliver(engine: Arc<Engine>, changes: Vec<Change>) {
         let Some(acc) = accounts.iter().find(|a| a.srv_id == sub.srv_id) else {
             continue;
         };
-        let query = sub.client_uri.clone();
-        let read = blocking(&engine.auth, move |auth| auth.get_items(&principal, &query)).await;
+        let read = blocking(&engine.auth, move |auth| auth.get_items(&principal, &uri)).await;
         let body = match read {
             Ok(items) => serde_json::to_vec(&items).unwrap_or_default(),
             Err(e) => {

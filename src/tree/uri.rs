@@ -254,6 +254,43 @@ fn escape(s: &str) -> String {
     utf8_percent_encode(s, NAME_ESCAPES).to_string()
 }
 
+/// Checks that `moid` can be a MOID on its own (as `CreateInstance` takes it): the rules
+/// of the MOID part of a ClientURI, and no `/`.
+pub fn check_moid(moid: &str) -> Result<(), UriError> {
+    let rules = if moid.contains('/') {
+        Err(format!("MOID {:?} contains '/'", shorten(moid)))
+    } else if moid.len() > limits().bytes {
+        Err(format!(
+            "MOID of {} bytes is longer than the limit of {} ([limits] uri_bytes)",
+            moid.len(),
+            limits().bytes
+        ))
+    } else {
+        moid_rules(moid)
+    };
+    rules.map_err(|reason| UriError {
+        uri: shorten(moid),
+        reason,
+    })
+}
+
+/// A MOID is a URN (`urn:...`) without whitespace, control characters or `%`.
+fn moid_rules(moid: &str) -> Result<(), String> {
+    if !moid.starts_with("urn:") || moid.len() <= 4 {
+        return Err(format!("MOID {:?} is not a URN (urn:...)", shorten(moid)));
+    }
+    if moid
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '%')
+    {
+        return Err(format!(
+            "MOID {:?} contains a character that is not allowed",
+            shorten(moid)
+        ));
+    }
+    Ok(())
+}
+
 /// `text`, cut to a length fit for an error message (on a character boundary).
 fn shorten(text: &str) -> String {
     const SHOWN: usize = 200;
@@ -276,17 +313,7 @@ fn parse(text: &str, limits: &UriLimits) -> Result<ClientUri, String> {
         None => (text, None),
     };
     let (moid, rest) = main.split_once('/').ok_or("missing '/' after the MOID")?;
-    if !moid.starts_with("urn:") || moid.len() <= 4 {
-        return Err(format!("MOID {moid:?} is not a URN (urn:...)"));
-    }
-    if moid
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '%')
-    {
-        return Err(format!(
-            "MOID {moid:?} contains a character that is not allowed"
-        ));
-    }
+    moid_rules(moid)?;
     let (inst, path_text) = rest.split_once('/').unwrap_or((rest, ""));
     let instance = match inst {
         "" => InstanceSel::Only,
@@ -541,6 +568,14 @@ mod tests {
             miid: "l".into(),
             path: "ID".into()
         }));
+    }
+
+    #[test]
+    fn moids_stand_alone() {
+        assert!(check_moid("urn:oma:mo:ext-x:1.0").is_ok());
+        for bad in ["", "urn:", "x:y", "urn:a b", "urn:a/b", "urn:a%20"] {
+            assert!(check_moid(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
