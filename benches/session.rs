@@ -184,7 +184,7 @@ struct Client {
     auth: Arc<Authority>,
     engine: Arc<Engine>,
     db: std::path::PathBuf,
-    _followups: mpsc::UnboundedReceiver<omadmd::session::engine::FollowUp>,
+    _followups: mpsc::Receiver<omadmd::session::engine::FollowUp>,
     _dir: tempfile::TempDir,
 }
 
@@ -209,7 +209,7 @@ impl Client {
             ("Lang".to_owned(), leaf("en-US")),
         ]));
         auth.provide(builtin::DEVINFO, "0", "DevInfo", &devinfo, Rights::READ)?;
-        let (tx, followups) = mpsc::unbounded_channel();
+        let (tx, followups) = omadmd::session::engine::follow_up_queue();
         let engine = Arc::new(Engine::new(
             auth.clone(),
             Store::open(&db)?,

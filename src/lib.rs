@@ -10,16 +10,19 @@
 //! - [`authority`] → `store`, `tree` — the MO access model: principals, rights, grants,
 //!   DDF access types, No-Get secrets. Every read and write by anyone goes through it.
 //! - [`protocol`] → `tree` — the DM 2.0 wire format: packages, commands, alerts. Pure.
-//! - [`session`] → `authority`, `protocol`, `transport` — DM sessions: the package loop,
-//!   the twelve commands, persisted alerts, SUB deliveries.
+//! - [`session`] → `authority`, `protocol`, `transport`, `store` — DM sessions: the
+//!   scheduler (every trigger, one session per server, polling, session events, the
+//!   SessionInfo MO), the package loop, the twelve commands, persisted alerts, SUB
+//!   deliveries. Runs without D-Bus.
 //! - [`device`] → `tree` — DevInfo facts read from the host.
 //! - [`config`] — `/etc/omadmd/omadmd.toml`.
 //! - [`transport`] — the HTTPS client of DM sessions and data-repository transfers: TLS
 //!   trust and pinning, client certificates, HTTP Basic, timeouts, retries. Bytes and URLs only.
 //! - [`devserver`] → `protocol`, `tree` — `omadm-devserver`, the scriptable DM 2.0 server
 //!   over HTTPS for development, tests and demos (server side; no client code uses it).
-//! - [`bus`] → `authority` — the D-Bus face: `org.omadm.Client1`, polkit, watches. Nothing
-//!   inward knows about D-Bus.
+//! - [`bus`] → `authority`, `session` (the scheduler's public API) — the D-Bus face:
+//!   `org.omadm.Client1`, polkit, watches, session events as signals. Nothing inward knows
+//!   about D-Bus.
 //!
 //! The binaries (`omadmd`, `omadmctl`, `omadm-devserver`) live in `src/bin/` and only wire
 //! these parts together.

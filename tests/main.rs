@@ -12,6 +12,7 @@ mod devserver;
 mod harness;
 mod omadmctl_cli;
 mod session_crash;
+mod session_info;
 mod session_limits;
 mod session_security;
 mod session_tls;

@@ -81,7 +81,7 @@ fn engine(db: &Path, url: &str, ca_pem: &str) -> Arc<Engine> {
         format!("{BIG}/*/G0/L0"),
         vec!["sleep".to_owned(), "0.05".to_owned()],
     )]);
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = omadmd::session::engine::follow_up_queue();
     // The receiver is dropped: follow-ups are not run here; their alerts stay queued.
     Arc::new(Engine::new(
         auth,

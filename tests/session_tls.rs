@@ -24,7 +24,7 @@ pub(crate) const WEATHER: &str = "urn:oma:mo:ext-devserver-weather:1.0";
 pub(crate) struct Client {
     pub(crate) auth: Arc<Authority>,
     pub(crate) engine: Arc<Engine>,
-    pub(crate) followups: mpsc::UnboundedReceiver<FollowUp>,
+    pub(crate) followups: mpsc::Receiver<FollowUp>,
     _dir: tempfile::TempDir,
 }
 
@@ -47,7 +47,7 @@ pub(crate) fn client(exec: BTreeMap<String, Vec<String>>, limits: Limits) -> Cli
     ]));
     auth.provide(builtin::DEVINFO, "0", "DevInfo", &devinfo, Rights::READ)
         .unwrap();
-    let (tx, followups) = mpsc::unbounded_channel();
+    let (tx, followups) = omadmd::session::engine::follow_up_queue();
     let engine = Arc::new(Engine::new(
         auth.clone(),
         open(),

@@ -15,6 +15,7 @@
 //! - [`principal`]: [`Principal`] and [`Rights`];
 //! - [`view`]: the store as one principal may see it;
 //! - [`accounts`]: who may change DM accounts;
+//! - [`provided`]: instances omadmd keeps for one reader (SessionInfo);
 //! - [`bounds`]: result size, reply size and per-owner quotas;
 //! - [`error`] — [`AccessError`].
 
@@ -22,6 +23,7 @@ mod accounts;
 mod bounds;
 mod error;
 mod principal;
+mod provided;
 mod view;
 
 use std::borrow::Cow;

@@ -15,8 +15,9 @@ use omadmd::authority::{self, Authority, Rights};
 use omadmd::bus::{self, Bus};
 use omadmd::config::{self, Config};
 use omadmd::device::HostFacts;
+use omadmd::session::engine::follow_up_queue;
 use omadmd::session::exec::ExecHandlers;
-use omadmd::session::{Engine, Limits, subscribe};
+use omadmd::session::{Engine, Limits, Scheduler, subscribe};
 use omadmd::store::{self, Change, Store};
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
@@ -28,7 +29,8 @@ use omadmd::tree::uri::{self, UriLimits};
 /// HTTPS with the servers it has DM accounts for (urn:oma:mo:oma-dm-dmacc:1.2), and serves
 /// the MOs to local applications as org.omadm.Client1 on the D-Bus system bus, with polkit
 /// deciding what each caller may do. It is normally started by systemd (omadmd.service) or
-/// by D-Bus activation; sessions start with `omadmctl session start` or StartSession.
+/// by D-Bus activation; sessions start with `omadmctl session start` or StartSession, and
+/// every Ext/PollSeconds seconds for accounts that set it.
 ///
 /// Configuration (/etc/omadmd/omadmd.toml, every key optional): [ddf] dirs, [tls]
 /// extra_ca_files, [session] max_package_bytes, [exec."<ClientURI pattern>"] command, and
@@ -112,15 +114,19 @@ async fn run(args: Args) -> Result<(), String> {
             .map(|s| s.with_bounds(store_bounds))
             .map_err(|e| format!("{what} {}: {e}", db.display()))
     };
-    let (writer, reader, state) = (
+    let (writer, reader, state, schedule) = (
         open("opening")?,
         open("opening a reader on")?,
         open("opening")?,
+        open("opening")?,
     );
 
-    // Every committed change goes to the D-Bus watchers and to SUB deliveries.
+    // Every committed change goes to the D-Bus watchers and to SUB deliveries; a change of
+    // a DM account wakes the poller.
     let (watch_tx, watch_rx) = mpsc::unbounded_channel();
     let (sub_tx, mut sub_rx) = mpsc::unbounded_channel::<Vec<Change>>();
+    let accounts_changed = Arc::new(tokio::sync::Notify::new());
+    let poke = accounts_changed.clone();
     let extra_readers = vec![open("opening a reader on")?, open("opening a reader on")?];
     let auth = Arc::new(
         Authority::new(
@@ -131,6 +137,9 @@ async fn run(args: Args) -> Result<(), String> {
                 // The receivers live until the daemon stops; after that nobody listens.
                 let _ = watch_tx.send(changes.to_vec());
                 let _ = sub_tx.send(changes.to_vec());
+                if changes.iter().any(|c| c.addr.moid == builtin::DMACC) {
+                    poke.notify_one();
+                }
             }),
         )
         .with_readers(extra_readers)
@@ -167,7 +176,7 @@ async fn run(args: Args) -> Result<(), String> {
             .map(|(k, v)| (k.clone(), v.command.clone()))
             .collect(),
     )?;
-    let (followup_tx, followup_rx) = mpsc::unbounded_channel();
+    let (followup_tx, followup_rx) = follow_up_queue();
     let limits = Limits::from_config(&config);
     let engine = Arc::new(Engine::new(
         auth.clone(),
@@ -185,6 +194,16 @@ async fn run(args: Args) -> Result<(), String> {
         }
     });
 
+    // Sessions run from here on, whether or not the bus is up.
+    let scheduler = Scheduler::new(engine, auth.clone(), schedule, PathBuf::from("/"));
+    match scheduler.clear_stale().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} SessionInfo instance(s) left by a stopped daemon"),
+        Err(e) => return Err(format!("clearing stale SessionInfo instances: {e}")),
+    }
+    tokio::spawn(scheduler.clone().follow_ups(followup_rx));
+    tokio::spawn(scheduler.clone().poll(accounts_changed));
+
     let bus = if args.session {
         Bus::Session
     } else {
@@ -192,9 +211,9 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let service = bus::serve(
         bus,
-        engine,
+        auth.clone(),
+        scheduler,
         watch_rx,
-        followup_rx,
         facts.dev_id.clone(),
         &config.limits,
     )

@@ -12,9 +12,10 @@ use zbus::{OwnedVariant, Variant, interface};
 use super::access::{Access, Action};
 use super::error::Error;
 use super::servers::Servers;
-use super::sessions::Sessions;
+use super::sessions;
 use super::watch::Watches;
 use crate::authority::{AccessError, Authority, Input, Principal, Rights};
+use crate::session::Scheduler;
 use crate::tree::builtin;
 use crate::tree::format::Format;
 use crate::tree::uri::ClientUri;
@@ -35,7 +36,7 @@ pub struct Client1 {
     pub(super) auth: Arc<Authority>,
     pub(super) access: Arc<Access>,
     pub(super) watches: Arc<Watches>,
-    pub(super) sessions: Arc<Sessions>,
+    pub(super) scheduler: Arc<Scheduler>,
     pub(super) servers: Arc<Servers>,
     pub(super) dev_id: String,
 }
@@ -267,7 +268,7 @@ impl Client1 {
             .access
             .authorize(&header, Action::StartSession, "")
             .await?;
-        let (srv, sid) = self.sessions.start(&server_id, &reason, None)?;
+        let (srv, sid) = sessions::start(&self.scheduler, &server_id, &reason).await?;
         tracing::info!(by = %caller.principal, "session {sid} with {srv} requested");
         Ok(sid)
     }
@@ -327,12 +328,12 @@ impl Client1 {
     /// The sessions in progress, as (server id, session id).
     #[zbus(property)]
     fn sessions(&self) -> Vec<(String, String)> {
-        self.sessions.running()
+        sessions::running(&self.scheduler)
     }
 
     #[zbus(property)]
     fn state(&self) -> String {
-        self.sessions.state().to_owned()
+        sessions::state(&sessions::running(&self.scheduler)).to_owned()
     }
 }
 
@@ -376,7 +377,7 @@ impl Client1 {
         {
             return false;
         }
-        match self.sessions.engine().fetch_default(&uri.moid).await {
+        match self.scheduler.fetch_default(&uri.moid).await {
             Ok(fetched) => fetched,
             Err(e) => {
                 tracing::warn!("fetching {} from its DEFAULT source failed: {e}", uri.moid);

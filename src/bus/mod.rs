@@ -5,9 +5,14 @@
 //! - [`access`]: caller identity per connection and polkit checks, with the read cache;
 //! - [`peer`]: who a caller is, from what the kernel shows of its process;
 //! - [`servers`] — one object per DM server account (`org.omadm.Client1.Server`);
-//! - [`sessions`]: DM sessions started over D-Bus, their signals and `State`;
+//! - [`sessions`]: starting DM sessions for callers; the session scheduler's events as
+//!   signals and `State`;
 //! - [`watch`]: watches and unicast `Changed` delivery;
 //! - [`error`]: the `org.omadm.Client1.Error.*` names.
+//!
+//! Within the face, `client1` uses `servers`, `sessions` and `watch`; `servers` uses
+//! `sessions`; `watch` uses `servers`; nothing points back. Outside it, `bus` uses the
+//! [`Authority`] and the session [`Scheduler`]'s public API only.
 
 pub mod access;
 pub mod client1;
@@ -22,9 +27,9 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
+use crate::authority::Authority;
 use crate::config::Limits;
-use crate::session::Engine;
-use crate::session::engine::FollowUp;
+use crate::session::Scheduler;
 use crate::store::Change;
 
 /// The well-known bus name.
@@ -62,18 +67,17 @@ pub struct Service {
 }
 
 /// Connects to `bus`, exports the interface and the object manager, starts change
-/// delivery from `changes` and follow-up sessions from `followups`, and only then takes
-/// the well-known name. `limits` bound what each caller may hold (watches, cached polkit
-/// answers).
+/// delivery from `changes` and the announcing of `scheduler`'s session events, and only
+/// then takes the well-known name. `limits` bound what each caller may hold (watches,
+/// cached polkit answers).
 pub async fn serve(
     bus: Bus,
-    engine: Arc<Engine>,
+    auth: Arc<Authority>,
+    scheduler: Arc<Scheduler>,
     changes: mpsc::UnboundedReceiver<Vec<Change>>,
-    followups: mpsc::UnboundedReceiver<FollowUp>,
     dev_id: String,
     limits: &Limits,
 ) -> Result<Service, ServeError> {
-    let auth = engine.authority().clone();
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
         Bus::Session => zbus::connection::Builder::session(),
@@ -87,17 +91,16 @@ pub async fn serve(
         })?;
     let access = Arc::new(access::Access::new(conn.clone(), limits));
     let watches = Arc::new(watch::Watches::new(limits.watches_per_caller));
-    let sessions = Arc::new(sessions::Sessions::new(engine, conn.clone()));
     let servers = Arc::new(servers::Servers::new(
         conn.clone(),
-        sessions.clone(),
+        scheduler.clone(),
         access.clone(),
     ));
     let iface = client1::Client1 {
         auth: auth.clone(),
         access: access.clone(),
         watches: watches.clone(),
-        sessions: sessions.clone(),
+        scheduler: scheduler.clone(),
         servers: servers.clone(),
         dev_id,
     };
@@ -108,6 +111,12 @@ pub async fn serve(
         .await
         .map_err(ServeError::Export)?;
     servers.sync().await;
+    // Subscribed before the name is taken: no caller can start a session unannounced.
+    tokio::spawn(sessions::announce(
+        conn.clone(),
+        scheduler.clone(),
+        scheduler.subscribe(),
+    ));
     tokio::spawn(watch::dispatch(
         conn.clone(),
         auth,
@@ -115,7 +124,6 @@ pub async fn serve(
         servers,
         changes,
     ));
-    tokio::spawn(sessions.follow_ups(followups));
     let (lost_tx, lost) = tokio::sync::oneshot::channel();
     let departures = forget_departed(conn.clone(), access, watches);
     tokio::spawn(async move {

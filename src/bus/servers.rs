@@ -14,8 +14,8 @@ use zbus::{OwnedObjectPath, interface};
 
 use super::access::{Access, Action};
 use super::error::Error;
-use super::sessions::Sessions;
-use crate::session::{Account, account};
+use super::sessions;
+use crate::session::{Account, Scheduler};
 
 /// Where the server objects live.
 pub const PREFIX: &str = "/org/omadm/Client1/server";
@@ -23,7 +23,7 @@ pub const PREFIX: &str = "/org/omadm/Client1/server";
 /// The published server objects, by SrvID.
 pub struct Servers {
     conn: zbus::Connection,
-    sessions: Arc<Sessions>,
+    scheduler: Arc<Scheduler>,
     access: Arc<Access>,
     published: Mutex<BTreeMap<String, Account>>,
 }
@@ -31,15 +31,15 @@ pub struct Servers {
 /// `org.omadm.Client1.Server`: one DM server (Management Authority).
 struct Server {
     account: Account,
-    sessions: Arc<Sessions>,
+    scheduler: Arc<Scheduler>,
     access: Arc<Access>,
 }
 
 impl Servers {
-    pub fn new(conn: zbus::Connection, sessions: Arc<Sessions>, access: Arc<Access>) -> Servers {
+    pub fn new(conn: zbus::Connection, scheduler: Arc<Scheduler>, access: Arc<Access>) -> Servers {
         Servers {
             conn,
-            sessions,
+            scheduler,
             access,
             published: Mutex::new(BTreeMap::new()),
         }
@@ -52,7 +52,7 @@ impl Servers {
 
     /// Publishes an object per DM account, replaces changed ones, removes stale ones.
     pub async fn sync(&self) {
-        let accounts = match account::load_all(self.sessions.engine().authority()) {
+        let accounts = match self.scheduler.accounts().await {
             Ok(a) => a,
             Err(e) => return tracing::error!("cannot read DM accounts: {e}"),
         };
@@ -75,7 +75,7 @@ impl Servers {
             }
             let iface = Server {
                 account: acc.clone(),
-                sessions: self.sessions.clone(),
+                scheduler: self.scheduler.clone(),
                 access: self.access.clone(),
             };
             match path(id) {
@@ -128,7 +128,7 @@ impl Server {
             .access
             .authorize(&header, Action::StartSession, "")
             .await?;
-        let (srv, sid) = self.sessions.start(&self.account.srv_id, &reason, None)?;
+        let (srv, sid) = sessions::start(&self.scheduler, &self.account.srv_id, &reason).await?;
         tracing::info!(by = %caller.principal, "session {sid} with {srv} requested");
         Ok(sid)
     }
@@ -169,7 +169,7 @@ impl Server {
     /// When the last session completed, POSIX seconds (0: never).
     #[zbus(property)]
     fn last_session(&self) -> u64 {
-        self.sessions.last_session(&self.account.srv_id)
+        self.scheduler.last_session(&self.account.srv_id)
     }
 
     /// How the server reaches this client for notifications ("" until channels exist).

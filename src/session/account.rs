@@ -1,6 +1,6 @@
 //! DM server accounts (the DM Account MO, `urn:oma:mo:oma-dm-dmacc:1.2`) as the session
 //! engine needs them: where the server is, how to trust it, how to authenticate to it,
-//! which MOIDs it may manage, and its priority.
+//! which MOIDs it may manage, its priority and how often to poll it.
 
 use std::path::PathBuf;
 
@@ -25,6 +25,9 @@ pub struct Account {
     pub permitted: Vec<String>,
     /// `Ext/Priority`; higher wins (0 when unset).
     pub priority: i64,
+    /// `Ext/PollSeconds`: seconds between client-initiated sessions; 0 (also when unset or
+    /// negative): no polling.
+    pub poll_seconds: u64,
 }
 
 impl Account {
@@ -60,6 +63,9 @@ impl Account {
         Ok(Account {
             miid: miid.to_owned(),
             priority: text("Ext/Priority")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
+            poll_seconds: text("Ext/PollSeconds")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0),
             name: text("Name"),
@@ -132,7 +138,7 @@ mod tests {
     fn reads_credentials_permissions_and_priority() {
         let a = account(serde_json::json!({
             "SrvID": "s", "SrvURI": "https://x/dm", "Perm": {"a": {"MOID": "urn:a:1.0"}, "b": {"MOID": "urn:b:1.0"}},
-            "Auth": {"Trsp": {"Data": "u", "Secret": "p"}}, "Ext": {"Priority": 7, "CACert": "PEM"}}))
+            "Auth": {"Trsp": {"Data": "u", "Secret": "p"}}, "Ext": {"Priority": 7, "CACert": "PEM", "PollSeconds": 3600}}))
         .unwrap();
         assert_eq!(
             a.auth,
@@ -143,6 +149,7 @@ mod tests {
         );
         assert!(a.may_manage("urn:b:1.0") && !a.may_manage("urn:c:1.0"));
         assert_eq!((a.priority, a.ca_pem.as_deref()), (7, Some("PEM")));
+        assert_eq!(a.poll_seconds, 3600);
         assert!(matches!(a.client_settings(&[], 10).trust, Trust::Pem(_)));
         assert!(
             account(serde_json::json!({"SrvURI": "https://x/"}))

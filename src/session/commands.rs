@@ -119,7 +119,7 @@ async fn run(ctx: &mut Context<'_>, command: Command) -> Result<Status, Failure>
             {
                 Ok(true) => Ok(Status::code(200)),
                 Ok(false) => Ok(Status::code(404)),
-                Err((_, e)) => Err(Failure::Local(e)),
+                Err(e) => Err(Failure::Local(e.to_string())),
             }
         }
         Command::End | Command::Cont { .. } => Ok(Status::code(200)),
@@ -460,7 +460,7 @@ async fn subscribe(ctx: &Context<'_>, uri: ClientUri, server_uri: &str) -> Resul
                  already; UNSUB one first"
             ),
         )),
-        Err((_, e)) => Err(Failure::Local(e)),
+        Err(e) => Err(Failure::Local(e.to_string())),
     }
 }
 
@@ -500,6 +500,6 @@ async fn set_default(ctx: &Context<'_>, moid: &str, server_uri: &str) -> Result<
             409,
             format!("{moid}: another server's DEFAULT source is recorded; it stays"),
         )),
-        Err((_, e)) => Err(Failure::Local(e)),
+        Err(e) => Err(Failure::Local(e.to_string())),
     }
 }

@@ -42,13 +42,14 @@ use tokio::time::Instant;
 
 use super::account::Account;
 use super::commands::{self, Context};
+use super::error::SessionError;
 use super::exec::ExecHandlers;
 use super::package3::{Fit, Package3Body};
 use crate::authority::{Authority, Principal};
 use crate::config::Config;
-use crate::protocol::{self, Alert, MoEntry, Package1, Package2, Status, alert};
+use crate::protocol::{self, Alert, MoEntry, Package1, Package2, Status};
 use crate::store::Store;
-use crate::transport::{HttpClient, Request, Response, TransportError};
+use crate::transport::{HttpClient, Request, Response};
 
 /// Configured limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,18 +98,40 @@ impl Default for Limits {
     }
 }
 
-/// How a session ended. `status` is `200` on success; otherwise the server's HTTP status,
-/// `400` (malformed package), `413` (package too large: a Package#2 above
-/// `max_package_bytes`, or one whose statuses cannot fit in `package3_bytes`), `415` (wrong
-/// content type), `495` (the server's certificate was refused), `503` (the server could not
-/// be reached), `504` (the session ran past `session_seconds`), `508` (the server sent more
-/// than `session_packages` Package#2) or `500` (a local failure, a panic included).
+/// How a session ended. `status` is `200` on success, otherwise `error`'s
+/// [`SessionError::status`]; `detail` says it in words.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub status: i32,
     pub packages: u32,
     pub commands: u32,
     pub detail: String,
+    /// Why the session ended early; `None` when the server ended it.
+    pub error: Option<SessionError>,
+}
+
+impl Outcome {
+    /// A session that ended with `error` before it ran anything.
+    pub fn failed(error: SessionError) -> Outcome {
+        Outcome {
+            status: error.status(),
+            packages: 0,
+            commands: 0,
+            detail: error.to_string(),
+            error: Some(error),
+        }
+    }
+}
+
+/// How many follow-up requests wait for the scheduler at most. When the queue is full a
+/// request is dropped, with a log line: a `SHOW` goes unannounced, and a session request
+/// costs nothing, since its alert is persisted and goes with the next session with that
+/// server (requests for one server coalesce into one session anyway).
+pub const FOLLOW_UP_QUEUE: usize = 64;
+
+/// The bounded queue the engine hands follow-up requests to the scheduler through.
+pub fn follow_up_queue() -> (mpsc::Sender<FollowUp>, mpsc::Receiver<FollowUp>) {
+    mpsc::channel(FOLLOW_UP_QUEUE)
 }
 
 /// What the engine asks of the daemon after a command.
@@ -129,7 +152,7 @@ pub struct Engine {
     pub(super) limits: Limits,
     pub(super) exec: ExecHandlers,
     pub(super) extra_ca_files: Vec<PathBuf>,
-    pub(super) followups: mpsc::UnboundedSender<FollowUp>,
+    pub(super) followups: mpsc::Sender<FollowUp>,
     /// Asynchronous EXECs running, per server.
     async_execs: Mutex<HashMap<String, usize>>,
 }
@@ -155,7 +178,8 @@ impl Drop for ExecSlot {
 
 impl Engine {
     /// `state` is a store connection for session state (pending alerts, subscriptions);
-    /// `followups` receives sessions the engine wants run later (async EXEC results).
+    /// `followups` (see [`follow_up_queue`]) receives sessions the engine wants run later
+    /// (async EXEC results) and `SHOW` URLs.
     pub fn new(
         auth: Arc<Authority>,
         state: Store,
@@ -163,7 +187,7 @@ impl Engine {
         limits: Limits,
         exec: ExecHandlers,
         extra_ca_files: Vec<PathBuf>,
-        followups: mpsc::UnboundedSender<FollowUp>,
+        followups: mpsc::Sender<FollowUp>,
     ) -> Engine {
         Engine {
             auth,
@@ -200,6 +224,7 @@ impl Engine {
             packages: 0,
             commands: 0,
             detail: String::new(),
+            error: None,
         };
         let seconds = self.limits.session_seconds;
         let now = Instant::now();
@@ -212,11 +237,13 @@ impl Engine {
             self.package_loop(account, reason, url, deadline, &mut outcome),
         )
         .await
-        .unwrap_or_else(|_| Err(overtime(seconds)));
-        if let Err((status, detail)) = result {
-            tracing::warn!(srv_id = %account.srv_id, status, "session aborted: {detail}");
+        .unwrap_or(Err(SessionError::Overtime { seconds }));
+        if let Err(error) = result {
+            let status = error.status();
+            tracing::warn!(srv_id = %account.srv_id, status, "session aborted: {error}");
             outcome.status = status;
-            outcome.detail = detail;
+            outcome.detail = error.to_string();
+            outcome.error = Some(error);
         } else {
             tracing::info!(srv_id = %account.srv_id, packages = outcome.packages, commands = outcome.commands, "session finished");
             outcome.detail = "completed".into();
@@ -231,10 +258,12 @@ impl Engine {
         url: Option<&str>,
         deadline: Instant,
         outcome: &mut Outcome,
-    ) -> Result<(), (i32, String)> {
+    ) -> Result<(), SessionError> {
         let on_time = || {
             if Instant::now() >= deadline {
-                Err(overtime(self.limits.session_seconds))
+                Err(SessionError::Overtime {
+                    seconds: self.limits.session_seconds,
+                })
             } else {
                 Ok(())
             }
@@ -243,16 +272,16 @@ impl Engine {
             account.client_settings(&self.extra_ca_files, self.limits.max_package_bytes),
         )
         .map_err(|e| {
-            (
-                500,
-                format!("cannot set up the transport for {}: {e}", account.srv_id),
-            )
+            SessionError::Local(format!(
+                "cannot set up the transport for {}: {e}",
+                account.srv_id
+            ))
         })?;
         let principal = Principal::Server(account.srv_id.clone());
         let mut url = url.unwrap_or(&account.srv_uri).to_owned();
 
         let (package1, done) = self.package1(account, &principal, reason, &url)?;
-        let body = serde_json::to_vec(&package1).map_err(|e| (500, e.to_string()))?;
+        let body = serde_json::to_vec(&package1).map_err(|e| SessionError::Local(e.to_string()))?;
         let mut response = self.post(&client, &url, protocol::INITIATION, body).await?;
         self.state(|tx| {
             tx.drop_alerts(&done)?;
@@ -269,16 +298,13 @@ impl Engine {
         };
         loop {
             if outcome.packages >= self.limits.session_packages {
-                return Err((
-                    508,
-                    format!(
-                        "the server sent more than session_packages = {} Package#2; ended",
-                        self.limits.session_packages
-                    ),
-                ));
+                return Err(SessionError::Loop {
+                    packages: self.limits.session_packages,
+                });
             }
             outcome.packages += 1;
-            let package2 = Package2::parse(&response.body).map_err(|e| (400, e.to_string()))?;
+            let package2 = Package2::parse(&response.body)
+                .map_err(|e| SessionError::Malformed(e.to_string()))?;
             // A Package#2 with END gets no Package#3: nothing to bound or keep.
             let mut package3 = if package2
                 .commands
@@ -289,7 +315,9 @@ impl Engine {
             } else {
                 Some(
                     Package3Body::new(self.limits.package3_bytes, package2.commands.len())
-                        .map_err(|e| (413, format!("Package#2 refused unrun: {e}")))?,
+                        .map_err(|e| {
+                            SessionError::TooLarge(format!("Package#2 refused unrun: {e}"))
+                        })?,
                 )
             };
             let mut cut = 0usize;
@@ -327,7 +355,9 @@ impl Engine {
                     Ok(command) => commands::execute(&mut ctx, command).await,
                 };
                 if let Some(package3) = &mut package3 {
-                    let fit = package3.push(&status).map_err(|e| (500, e.to_string()))?;
+                    let fit = package3
+                        .push(&status)
+                        .map_err(|e| SessionError::Local(e.to_string()))?;
                     cut += usize::from(fit == Fit::Cut);
                 }
             }
@@ -343,9 +373,9 @@ impl Engine {
                 );
             }
             on_time()?;
-            self.auth
-                .sync()
-                .map_err(|e| (500, format!("cannot make the changes durable: {e}")))?;
+            self.auth.sync().map_err(|e| {
+                SessionError::Local(format!("cannot make the changes durable: {e}"))
+            })?;
             response = self
                 .post(&client, &url, protocol::RESPONSE, package3.finish())
                 .await?;
@@ -363,8 +393,8 @@ impl Engine {
         principal: &Principal,
         reason: &str,
         url: &str,
-    ) -> Result<(Package1, Vec<i64>), (i32, String)> {
-        let local = |e: String| (500, e);
+    ) -> Result<(Package1, Vec<i64>), SessionError> {
+        let local = SessionError::Local;
         let first_session = self
             .with_state(|s| s.last_session(&account.srv_id))
             .map_err(local)?
@@ -446,7 +476,7 @@ impl Engine {
         url: &str,
         content_type: &str,
         body: Vec<u8>,
-    ) -> Result<Response, (i32, String)> {
+    ) -> Result<Response, SessionError> {
         let request = Request::post(url, body)
             .with_header("Content-Type", content_type)
             .with_header("Accept", protocol::REQUEST)
@@ -454,22 +484,20 @@ impl Engine {
         let response = client
             .send(request)
             .await
-            .map_err(|e| transport_status(&e))?;
+            .map_err(|e| SessionError::from(&e))?;
         if !response.is_success() {
-            return Err((
-                i32::from(response.status),
-                format!("{url} answered HTTP {}", response.status),
-            ));
+            return Err(SessionError::Http {
+                url: url.to_owned(),
+                status: response.status,
+            });
         }
         let content_type = response.header("Content-Type").unwrap_or_default();
         if media_type(content_type) != protocol::REQUEST {
-            return Err((
-                415,
-                format!(
-                    "{url} answered with Content-Type {content_type:?}, not {}",
-                    protocol::REQUEST
-                ),
-            ));
+            return Err(SessionError::ContentType {
+                url: url.to_owned(),
+                found: content_type.to_owned(),
+                expected: protocol::REQUEST,
+            });
         }
         Ok(response)
     }
@@ -478,12 +506,9 @@ impl Engine {
     pub(super) fn state<T>(
         &self,
         f: impl FnOnce(&mut crate::store::Txn<'_>) -> Result<T, crate::store::StoreError>,
-    ) -> Result<T, (i32, String)> {
+    ) -> Result<T, SessionError> {
         let mut store = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        store
-            .write(f)
-            .map(|(t, _)| t)
-            .map_err(|e| (500, e.to_string()))
+        Ok(store.write(f).map(|(t, _)| t)?)
     }
 
     /// Reads session state.
@@ -515,10 +540,30 @@ impl Engine {
 
     /// Hands a `SHOW` URL on; whether anyone took it is not the session's concern.
     pub(super) fn show(&self, srv_id: &str, url: &str) {
-        let _ = self.followups.send(FollowUp::Show {
+        self.follow_up(FollowUp::Show {
             srv_id: srv_id.to_owned(),
             url: url.to_owned(),
         });
+    }
+
+    /// Queues a follow-up request for the scheduler; when the queue is full (see
+    /// [`FOLLOW_UP_QUEUE`]) or nobody listens, the request is dropped with a log line.
+    fn follow_up(&self, request: FollowUp) {
+        if let Err(e) = self.followups.try_send(request) {
+            let (why, request) = match e {
+                mpsc::error::TrySendError::Full(r) => ("the follow-up queue is full", r),
+                mpsc::error::TrySendError::Closed(r) => ("nobody takes follow-ups", r),
+            };
+            match request {
+                FollowUp::Session { srv_id, .. } => tracing::warn!(
+                    srv_id = %srv_id,
+                    "no follow-up session: {why}; the alert waits for the next session"
+                ),
+                FollowUp::Show { srv_id, url } => {
+                    tracing::warn!(srv_id = %srv_id, "SHOW {url} not announced: {why}")
+                }
+            }
+        }
     }
 
     /// `DEFAULT`: when a local app asks for an MO of `moid` that is not in the tree, fetch
@@ -571,12 +616,12 @@ impl Engine {
                 "dropped the {dropped} oldest undelivered alert(s): more than \
                  pending_alerts_per_server = {keep} were waiting"
             ),
-            Err((_, e)) => {
+            Err(e) => {
                 tracing::error!("cannot persist an alert for {srv_id}: {e}");
                 return;
             }
         }
-        let _ = self.followups.send(FollowUp::Session {
+        self.follow_up(FollowUp::Session {
             srv_id: srv_id.to_owned(),
             url: alert.target_uri.clone(),
         });
@@ -602,52 +647,22 @@ pub async fn contain(session: impl Future<Output = Outcome> + Send + 'static) ->
                 "the session task was cancelled".to_owned()
             };
             tracing::error!("{why}");
-            Outcome {
-                status: 500,
-                packages: 0,
-                commands: 0,
-                detail: why,
-            }
+            Outcome::failed(SessionError::Local(why))
         }
     }
 }
 
 /// The length of `value` serialized.
-fn json_len(value: &impl serde::Serialize) -> Result<usize, (i32, String)> {
+fn json_len(value: &impl serde::Serialize) -> Result<usize, SessionError> {
     serde_json::to_vec(value)
         .map(|v| v.len())
-        .map_err(|e| (500, e.to_string()))
-}
-
-/// How a session past `session_seconds` ends.
-fn overtime(seconds: u64) -> (i32, String) {
-    (
-        504,
-        format!("the session took longer than session_seconds = {seconds}; ended"),
-    )
+        .map_err(|e| SessionError::Local(e.to_string()))
 }
 
 /// `application/x; charset=...` → `application/x`.
 pub(super) fn media_type(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or_default().trim()
 }
-
-fn transport_status(e: &TransportError) -> (i32, String) {
-    let status = match e {
-        TransportError::Tls(_) => 495,
-        TransportError::TooLarge { .. } => 413,
-        TransportError::Connect { .. } | TransportError::Timeout(_) => 503,
-        _ => 500,
-    };
-    (status, e.to_string())
-}
-
-/// The session-reason alert types a session may be started with.
-pub const REASONS: [&str; 3] = [
-    alert::CLIENT_INITIATED,
-    alert::SERVER_INITIATED,
-    alert::BOOTSTRAP_COMPLETE,
-];
 
 #[cfg(test)]
 mod tests {
@@ -663,6 +678,7 @@ mod tests {
             packages: 2,
             commands: 3,
             detail: "completed".into(),
+            error: None,
         };
         let copy = done.clone();
         assert_eq!(contain(async move { copy }).await, done);

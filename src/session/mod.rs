@@ -3,8 +3,12 @@
 //! principal, persisted alerts, and what sessions leave running (SUB deliveries, async EXEC
 //! results).
 //!
+//! - [`scheduler`] — which sessions run and when: every trigger (D-Bus, follow-ups,
+//!   polling), one session per server, session events;
 //! - [`account`] — DM server accounts and choosing the server for a session;
 //! - [`engine`] — the package loop;
+//! - [`error`] — why a session ended early, and its status;
+//! - [`info`] — the SessionInfo MO of running sessions;
 //! - [`commands`] — executing one command into its status;
 //! - [`package3`] — Package#3 within `package3_bytes`;
 //! - [`exec`] — EXEC handlers (configured commands);
@@ -13,9 +17,14 @@
 pub mod account;
 pub mod commands;
 pub mod engine;
+pub mod error;
 pub mod exec;
+pub mod info;
 pub mod package3;
+pub mod scheduler;
 pub mod subscribe;
 
 pub use account::Account;
 pub use engine::{Engine, Limits, Outcome};
+pub use error::SessionError;
+pub use scheduler::{Event, Origin, Running, Scheduler, Start, StartError};

@@ -5,7 +5,7 @@
 //! - [`read`]: queries, and [`crate::tree::resolve::TreeRead`] over the store;
 //! - [`write`]: [`Txn`], the only way to change anything — one SQLite transaction per
 //!   [`Store::write`], so a crash leaves the old state or the new one, never a mix;
-//! - [`session_state`] — pending alerts, `DEFAULT` sources, `SUB` subscriptions;
+//! - [`session_state`] — pending alerts, `DEFAULT` sources, `SUB` subscriptions, poll due times;
 //! - [`import`]: writing MO serialization items (HGET, bootstrap files);
 //! - [`error`] — [`StoreError`].
 //!
@@ -28,7 +28,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use error::StoreError;
 pub use read::{Change, ChangeKind, InstanceInfo, MAX_DEPTH, Stats, Usage};
-pub use session_state::{PendingAlert, Subscription};
+pub use session_state::{PendingAlert, PollDue, Subscription};
 pub use write::Txn;
 
 /// A connection to the store. Open one per thread; any number may read while one writes.

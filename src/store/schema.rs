@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Migrations: entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -119,6 +119,15 @@ CREATE TRIGGER nodes_bytes_update AFTER UPDATE ON nodes BEGIN
                 - ifnull(length(CAST(OLD.value AS BLOB)), 0) - length(CAST(OLD.writer AS BLOB))
     WHERE id = NEW.inst;
 END;
+"#,
+    r#"
+-- When each polled server's next session is due (POSIX seconds), and the PollSeconds it was
+-- scheduled with: kept across restarts so that a restart neither repeats nor loses a poll.
+CREATE TABLE poll_due (
+    srv_id TEXT PRIMARY KEY,
+    due    INTEGER NOT NULL,
+    every  INTEGER NOT NULL
+) WITHOUT ROWID;
 "#,
 ];
 

@@ -1,5 +1,6 @@
-//! What DM sessions leave behind for later: alerts waiting for delivery, `DEFAULT` sources
-//! and `SUB` subscriptions. Plain rows; the session engine gives them meaning.
+//! What DM sessions leave behind for later: alerts waiting for delivery, `DEFAULT` sources,
+//! `SUB` subscriptions and when each polled server's next session is due. Plain rows; the
+//! session engine and scheduler give them meaning.
 
 use rusqlite::params;
 
@@ -11,6 +12,15 @@ pub struct PendingAlert {
     pub id: i64,
     pub srv_id: String,
     pub alert_json: String,
+}
+
+/// When a polled server's next session is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollDue {
+    /// POSIX seconds.
+    pub due: i64,
+    /// The `PollSeconds` the due time was set with.
+    pub every: i64,
 }
 
 /// A `SUB` subscription.
@@ -67,6 +77,27 @@ impl Store {
             .prepare_cached("SELECT last FROM server_sessions WHERE srv_id = ?1")
             .and_then(|mut s| s.query_row([srv_id], |r| r.get(0)).optional())
             .map_err(StoreError::db("reading the last session"))
+    }
+
+    /// Every server's next poll, by server id.
+    pub fn poll_due(&self) -> Result<Vec<(String, PollDue)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT srv_id, due, every FROM poll_due ORDER BY srv_id")
+            .map_err(StoreError::db("preparing the poll query"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    PollDue {
+                        due: r.get(1)?,
+                        every: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(StoreError::db("reading poll due times"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("reading poll due times"))
     }
 
     /// The `DEFAULT` source of `moid`: (server id, ServerURI).
@@ -178,6 +209,25 @@ impl Txn<'_> {
         Ok(true)
     }
 
+    /// Sets when `srv_id`'s next poll is due.
+    pub fn set_poll_due(&mut self, srv_id: &str, due: PollDue) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO poll_due (srv_id, due, every) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (srv_id) DO UPDATE SET due = excluded.due, every = excluded.every",
+            params![srv_id, due.due, due.every],
+            "recording a poll due time",
+        )
+    }
+
+    /// Forgets `srv_id`'s poll (it is no longer polled).
+    pub fn clear_poll_due(&mut self, srv_id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM poll_due WHERE srv_id = ?1",
+            params![srv_id],
+            "forgetting a poll due time",
+        )
+    }
+
     /// Removes a subscription; whether there was one.
     pub fn unsubscribe(&mut self, srv_id: &str, client_uri: &str) -> Result<bool, StoreError> {
         let n = self
@@ -233,6 +283,35 @@ mod tests {
             .write(|tx| tx.unsubscribe("a", "urn:x:1.0/m/"))
             .unwrap();
         assert!(!gone);
+    }
+
+    #[test]
+    fn poll_due_times_persist_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut store = Store::open(&path).unwrap();
+        let due = PollDue {
+            due: 100,
+            every: 60,
+        };
+        store.write(|tx| tx.set_poll_due("a", due)).unwrap();
+        store
+            .write(|tx| tx.set_poll_due("b", PollDue { due: 5, every: 1 }))
+            .unwrap();
+        store
+            .write(|tx| tx.set_poll_due("b", PollDue { due: 7, every: 2 }))
+            .unwrap();
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.poll_due().unwrap(),
+            [
+                ("a".into(), due),
+                ("b".into(), PollDue { due: 7, every: 2 })
+            ]
+        );
+        store.write(|tx| tx.clear_poll_due("a")).unwrap();
+        assert_eq!(store.poll_due().unwrap().len(), 1);
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn instances_round_trip_with_journal_and_owner() {
     assert_eq!(
         store.stats().unwrap(),
         Stats {
-            schema_version: 4,
+            schema_version: schema::VERSION,
             instances: 1,
             nodes: 6,
             last_seq: 1
@@ -293,7 +293,7 @@ fn a_newer_schema_is_refused() {
     drop(conn);
     let err = Store::open(&path).err().unwrap();
     assert!(err.to_string().contains("version 99 is newer"), "{err}");
-    assert_eq!(schema::VERSION, 4);
+    assert_eq!(schema::VERSION, 5);
 }
 
 #[test]

@@ -1,0 +1,1007 @@
+//! Which DM sessions run, and when: [`Scheduler`] takes every trigger — a D-Bus caller, a
+//! follow-up the engine asks for (an async EXEC's result alert), a server's poll interval,
+//! later Package#0 notifications and network changes — checks the reason, chooses the
+//! server, names the session, and runs at most one session per server at a time. It
+//! announces what happens as [`Event`]s on a broadcast channel; the D-Bus face is one
+//! subscriber among any, and sessions run whether or not anyone listens.
+//!
+//! Policies:
+//! - **One session per server.** A D-Bus caller asking while that server's session runs is
+//!   refused with [`StartError::Busy`] (it sees the running session and may wait for it);
+//!   any other trigger is queued, and queued triggers coalesce: however many arrive while
+//!   the session runs, one more session follows it (one per distinct follow-up URL, at most
+//!   [`QUEUED_PER_SERVER`]; beyond that a trigger is dropped with a log line — the alerts it
+//!   would carry are persisted and go with the next session).
+//! - **Follow-ups** arrive on the engine's bounded queue
+//!   ([`super::engine::follow_up_queue`], policy there); `SHOW` URLs become [`Event::Show`].
+//! - **Polling**: an account's `Ext/PollSeconds` (absent or 0: off) gets a client-initiated
+//!   session every that many seconds, each due time jittered by ±10% so that devices do not
+//!   call in step. The next due time is persisted before the session starts: a restart
+//!   neither repeats a poll (the due time is in the future) nor loses one (a due time that
+//!   passed while the daemon was down starts one session, not one per missed interval).
+//! - **SessionInfo**: each running session has its instance (see [`super::info`]); stale
+//!   ones, left by a crash, are removed by [`Scheduler::clear_stale`] at start.
+//! - **Events** go to a broadcast channel of [`EVENTS`] entries; a subscriber that falls
+//!   further behind loses the oldest and is told so (`RecvError::Lagged`), and can read the
+//!   current state from [`Scheduler::running`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use super::account::{self, Account};
+use super::engine::{self, Engine, FollowUp, Outcome};
+use super::error::SessionError;
+use super::info::{self, SessionInfo};
+use crate::authority::{Authority, Principal, Rights};
+use crate::protocol::alert;
+use crate::store::{PollDue, Store, StoreError};
+use crate::tree::builtin;
+
+/// The session-reason alert types a session may be started with.
+pub const REASONS: [&str; 3] = [
+    alert::CLIENT_INITIATED,
+    alert::SERVER_INITIATED,
+    alert::BOOTSTRAP_COMPLETE,
+];
+
+/// Most triggers queued behind one server's running session.
+pub const QUEUED_PER_SERVER: usize = 8;
+
+/// Events kept for a subscriber that has not read them yet.
+pub const EVENTS: usize = 256;
+
+/// The longest the poller sleeps before it looks at the accounts again, even when nothing
+/// told it they changed.
+const POLL_RECHECK: Duration = Duration::from_secs(3600);
+
+/// Who asked for a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A D-Bus caller (`StartSession`).
+    Bus,
+    /// The engine, to deliver an alert (an async EXEC's result).
+    FollowUp,
+    /// The account's poll interval.
+    Poll,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Bus => "bus",
+            Origin::FollowUp => "follow-up",
+            Origin::Poll => "poll",
+        }
+    }
+}
+
+/// A session in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Running {
+    pub srv_id: String,
+    pub session_id: String,
+    /// The session-reason alert type.
+    pub reason: &'static str,
+    pub origin: Origin,
+}
+
+/// What the scheduler announces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A session started; `sessions` are those running now, as (server id, session id).
+    Started {
+        session: Running,
+        sessions: Vec<(String, String)>,
+    },
+    /// A session ended with `status` (`200`, or its [`SessionError::status`]).
+    Finished {
+        session: Running,
+        status: i32,
+        detail: String,
+        sessions: Vec<(String, String)>,
+    },
+    /// A server's `SHOW`: offer `url` to the user.
+    Show { srv_id: String, url: String },
+}
+
+/// What a start did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The session runs now.
+    Now { srv_id: String, session_id: String },
+    /// Another session with the server runs; one follows it.
+    Queued { srv_id: String, behind: String },
+}
+
+/// Why a session was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("unknown session reason {0:?}; use one of {reasons}", reasons = REASONS.join(", "))]
+    Reason(String),
+    #[error("no DM server account is configured")]
+    NoAccounts,
+    #[error("no DM server account with SrvID {0:?}")]
+    NoAccount(String),
+    #[error("session {session_id} with {srv_id} is still running")]
+    Busy { srv_id: String, session_id: String },
+    #[error("reading the DM accounts: {0}")]
+    Accounts(String),
+}
+
+/// What runs sessions for the scheduler: the [`Engine`] in the daemon.
+pub trait Runner: Send + Sync + 'static {
+    /// Runs one session with `account` (at `url` instead of its SrvURI when given).
+    fn session(
+        self: Arc<Self>,
+        account: Account,
+        reason: &'static str,
+        url: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+    /// `DEFAULT`: fetches a missing MO of `moid` from the source a server named; whether
+    /// anything was fetched.
+    fn fetch_default(
+        self: Arc<Self>,
+        moid: String,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
+
+    /// When `srv_id` last completed a session (POSIX seconds), if ever.
+    fn last_session(&self, srv_id: &str) -> Result<Option<i64>, String>;
+}
+
+impl Runner for Engine {
+    fn session(
+        self: Arc<Self>,
+        account: Account,
+        reason: &'static str,
+        url: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+        Box::pin(async move { Engine::run(&self, &account, reason, url.as_deref()).await })
+    }
+
+    fn fetch_default(
+        self: Arc<Self>,
+        moid: String,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
+        Box::pin(async move { Engine::fetch_default(&self, &moid).await })
+    }
+
+    fn last_session(&self, srv_id: &str) -> Result<Option<i64>, String> {
+        Engine::last_session(self, srv_id)
+    }
+}
+
+/// A trigger waiting for its server's running session to end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Trigger {
+    reason: &'static str,
+    origin: Origin,
+    url: Option<String>,
+}
+
+#[derive(Default)]
+struct Table {
+    running: BTreeMap<String, Running>,
+    queued: BTreeMap<String, Vec<Trigger>>,
+}
+
+/// Runs and schedules sessions; see the module documentation.
+pub struct Scheduler {
+    runner: Arc<dyn Runner>,
+    auth: Arc<Authority>,
+    /// The poll due times.
+    state: Mutex<Store>,
+    events: broadcast::Sender<Event>,
+    table: Mutex<Table>,
+    next: AtomicU64,
+    /// Where the bearer is read from (`/` on a live system).
+    host_root: PathBuf,
+}
+
+impl Scheduler {
+    /// `state` is a store connection for the poll due times; `host_root` is where the
+    /// bearer for SessionInfo's `CBT` is read from (`/`).
+    pub fn new(
+        runner: Arc<dyn Runner>,
+        auth: Arc<Authority>,
+        state: Store,
+        host_root: PathBuf,
+    ) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            runner,
+            auth,
+            state: Mutex::new(state),
+            events: broadcast::channel(EVENTS).0,
+            table: Mutex::new(Table::default()),
+            next: AtomicU64::new(1),
+            host_root,
+        })
+    }
+
+    /// Removes SessionInfo instances no running session owns: those a crash left behind.
+    /// Call at start, before any session.
+    pub async fn clear_stale(self: &Arc<Self>) -> Result<usize, String> {
+        let this = Arc::clone(self);
+        blocking(move || {
+            let live: Vec<String> = this
+                .lock()
+                .running
+                .values()
+                .map(|r| info_miid(&r.session_id))
+                .collect();
+            this.auth
+                .withdraw(builtin::SESSIONINFO, |miid| live.iter().any(|l| l == miid))
+        })
+        .await
+    }
+
+    /// The session events, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The sessions in progress, by server id.
+    pub fn running(&self) -> Vec<Running> {
+        self.lock().running.values().cloned().collect()
+    }
+
+    /// When `srv_id` last completed a session, POSIX seconds (0: never or unknown).
+    pub fn last_session(&self, srv_id: &str) -> u64 {
+        self.runner
+            .last_session(srv_id)
+            .ok()
+            .flatten()
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(0)
+    }
+
+    /// The DM server accounts, read on the blocking pool.
+    pub async fn accounts(&self) -> Result<Vec<Account>, String> {
+        let auth = Arc::clone(&self.auth);
+        blocking(move || account::load_all(&auth)).await
+    }
+
+    /// `DEFAULT`: fetches a missing MO of `moid` from the source a server named; whether
+    /// anything was fetched.
+    pub async fn fetch_default(&self, moid: &str) -> Result<bool, String> {
+        Arc::clone(&self.runner)
+            .fetch_default(moid.to_owned())
+            .await
+    }
+
+    /// Starts a session with `srv_id` ("" lets the client choose: the account with the
+    /// highest priority) for `reason` (a session-reason alert type; "" for client-initiated).
+    /// The session runs in the background; see the module documentation for what happens
+    /// while that server's session runs.
+    pub async fn start(
+        self: &Arc<Self>,
+        srv_id: &str,
+        reason: &str,
+        origin: Origin,
+    ) -> Result<Start, StartError> {
+        let reason = match reason {
+            "" => alert::CLIENT_INITIATED,
+            r => REASONS
+                .into_iter()
+                .find(|known| *known == r)
+                .ok_or_else(|| StartError::Reason(r.to_owned()))?,
+        };
+        let accounts = self.accounts().await.map_err(StartError::Accounts)?;
+        let account = account::choose(&accounts, srv_id)
+            .ok_or_else(|| match srv_id {
+                "" => StartError::NoAccounts,
+                id => StartError::NoAccount(id.to_owned()),
+            })?
+            .clone();
+        self.launch(
+            account,
+            Trigger {
+                reason,
+                origin,
+                url: None,
+            },
+        )
+    }
+
+    /// Runs what the engine asks for after commands until its queue closes: `SHOW` URLs
+    /// become [`Event::Show`], session requests start (or queue) a follow-up session.
+    pub async fn follow_ups(self: Arc<Self>, mut requests: mpsc::Receiver<FollowUp>) {
+        while let Some(request) = requests.recv().await {
+            let (srv_id, url) = match request {
+                FollowUp::Show { srv_id, url } => {
+                    // Nobody listening is fine: SHOW is an offer.
+                    let _ = self.events.send(Event::Show { srv_id, url });
+                    continue;
+                }
+                FollowUp::Session { srv_id, url } => (srv_id, url),
+            };
+            let account = match self.accounts().await {
+                Ok(all) => all.into_iter().find(|a| a.srv_id == srv_id),
+                Err(e) => {
+                    tracing::warn!("no follow-up session with {srv_id}: {e}; its alerts wait");
+                    continue;
+                }
+            };
+            let Some(account) = account else {
+                tracing::warn!("no follow-up session with {srv_id}: it has no account any more");
+                continue;
+            };
+            let trigger = Trigger {
+                reason: alert::CLIENT_INITIATED,
+                origin: Origin::FollowUp,
+                url,
+            };
+            match self.launch(account, trigger) {
+                Ok(Start::Now { session_id, .. }) => {
+                    tracing::info!("follow-up session {session_id} to deliver alerts");
+                }
+                Ok(Start::Queued { behind, .. }) => {
+                    tracing::info!("follow-up session with {srv_id} queued behind {behind}");
+                }
+                Err(e) => tracing::warn!("follow-up session with {srv_id} not started: {e}"),
+            }
+        }
+    }
+
+    /// Polls the accounts with `Ext/PollSeconds` until the runtime stops: sessions when
+    /// due, and a look at the accounts whenever `accounts_changed` is notified.
+    pub async fn poll(self: Arc<Self>, accounts_changed: Arc<Notify>) {
+        loop {
+            let wait = self.poll_pass(now()).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = accounts_changed.notified() => {}
+            }
+        }
+    }
+
+    /// One look at the polled accounts at `now` (POSIX seconds): schedules new ones,
+    /// reschedules changed intervals, forgets unpolled ones, starts the due ones (after
+    /// persisting their next due time). Returns how long until the next is due.
+    async fn poll_pass(self: &Arc<Self>, now: i64) -> Duration {
+        let accounts = match self.accounts().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("poll: cannot read the DM accounts: {e}");
+                return POLL_RECHECK;
+            }
+        };
+        let this = Arc::clone(self);
+        let dues = match blocking(move || this.store().poll_due()).await {
+            Ok(d) => d.into_iter().collect::<BTreeMap<String, PollDue>>(),
+            Err(e) => {
+                tracing::error!("poll: cannot read the due times: {e}");
+                return POLL_RECHECK;
+            }
+        };
+        let mut next = now.saturating_add(POLL_RECHECK.as_secs() as i64);
+        let mut changes: Vec<(String, Option<PollDue>)> = Vec::new();
+        let mut due_now = Vec::new();
+        for account in accounts.iter().filter(|a| a.poll_seconds > 0) {
+            let every = i64::try_from(account.poll_seconds).unwrap_or(i64::MAX);
+            let current = dues.get(&account.srv_id).filter(|d| d.every == every);
+            let due = match current {
+                Some(d) if d.due > now => d.due,
+                found => {
+                    if found.is_some() {
+                        due_now.push(account.clone());
+                    }
+                    let due = jittered(now, every);
+                    changes.push((account.srv_id.clone(), Some(PollDue { due, every })));
+                    due
+                }
+            };
+            next = next.min(due);
+        }
+        for srv_id in dues.keys() {
+            if !accounts
+                .iter()
+                .any(|a| a.srv_id == *srv_id && a.poll_seconds > 0)
+            {
+                changes.push((srv_id.clone(), None));
+            }
+        }
+        if !changes.is_empty() {
+            let this = Arc::clone(self);
+            let record = changes.clone();
+            let saved = blocking(move || {
+                this.store().write(|tx| {
+                    for (srv_id, due) in &record {
+                        match due {
+                            Some(d) => tx.set_poll_due(srv_id, *d)?,
+                            None => tx.clear_poll_due(srv_id)?,
+                        }
+                    }
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .await;
+            if let Err(e) = saved {
+                // Not started unless recorded: a restart must not repeat it.
+                tracing::error!("poll: cannot record the next due times; no poll now: {e}");
+                return POLL_RECHECK;
+            }
+        }
+        for (srv_id, due) in &changes {
+            if let Some(d) = due {
+                tracing::info!(srv_id = %srv_id, "poll: next session due at {} (every {} s)", d.due, d.every);
+            }
+        }
+        for account in due_now {
+            let srv_id = account.srv_id.clone();
+            let trigger = Trigger {
+                reason: alert::CLIENT_INITIATED,
+                origin: Origin::Poll,
+                url: None,
+            };
+            match self.launch(account, trigger) {
+                Ok(Start::Now { session_id, .. }) => {
+                    tracing::info!("poll: session {session_id}")
+                }
+                Ok(Start::Queued { behind, .. }) => {
+                    tracing::info!("poll: session with {srv_id} queued behind {behind}")
+                }
+                Err(e) => tracing::warn!("poll: no session with {srv_id}: {e}"),
+            }
+        }
+        Duration::from_secs(u64::try_from(next.saturating_sub(now)).unwrap_or(0).max(1))
+    }
+
+    /// Runs `trigger` with `account` now, or queues it behind the server's running session.
+    fn launch(self: &Arc<Self>, account: Account, trigger: Trigger) -> Result<Start, StartError> {
+        let srv_id = account.srv_id.clone();
+        let session = {
+            let mut table = self.lock();
+            if let Some(current) = table.running.get(&srv_id) {
+                let behind = current.session_id.clone();
+                if trigger.origin == Origin::Bus {
+                    return Err(StartError::Busy {
+                        srv_id,
+                        session_id: behind,
+                    });
+                }
+                let queue = table.queued.entry(srv_id.clone()).or_default();
+                if queue.iter().any(|t| t.url == trigger.url) {
+                    tracing::debug!(srv_id = %srv_id, "trigger coalesced with a queued one");
+                } else if queue.len() >= QUEUED_PER_SERVER {
+                    tracing::warn!(
+                        srv_id = %srv_id,
+                        "trigger dropped: {QUEUED_PER_SERVER} are queued already; \
+                         waiting alerts go with the next session"
+                    );
+                } else {
+                    queue.push(trigger);
+                }
+                return Ok(Start::Queued { srv_id, behind });
+            }
+            let session = self.name(&srv_id, &trigger);
+            table.running.insert(srv_id.clone(), session.clone());
+            session
+        };
+        let start = Start::Now {
+            srv_id: srv_id.clone(),
+            session_id: session.session_id.clone(),
+        };
+        let guard = Claim {
+            scheduler: Arc::clone(self),
+            srv_id,
+            armed: true,
+        };
+        tokio::spawn(Arc::clone(self).drive(guard, account, session, trigger.url));
+        Ok(start)
+    }
+
+    /// A new session's name and facts.
+    fn name(&self, srv_id: &str, trigger: &Trigger) -> Running {
+        Running {
+            srv_id: srv_id.to_owned(),
+            session_id: format!("{srv_id}-{}", self.next.fetch_add(1, Ordering::Relaxed)),
+            reason: trigger.reason,
+            origin: trigger.origin,
+        }
+    }
+
+    /// Runs `session`, then the server's queued triggers one after the other, until none
+    /// is left; `claim` gives the server back however this task ends.
+    async fn drive(
+        self: Arc<Self>,
+        mut claim: Claim,
+        account: Account,
+        session: Running,
+        url: Option<String>,
+    ) {
+        let mut current = Some((Some(account), session, url));
+        while let Some((account, session, url)) = current.take() {
+            let outcome = match account {
+                Some(account) => self.run_one(account, &session, url).await,
+                None => {
+                    self.announce_started(&session);
+                    Outcome::failed(SessionError::Local(format!(
+                        "{} has no DM account any more",
+                        session.srv_id
+                    )))
+                }
+            };
+            let (next, sessions) = {
+                let mut table = self.lock();
+                let srv_id = &session.srv_id;
+                let trigger = match table.queued.get_mut(srv_id) {
+                    Some(q) if !q.is_empty() => Some(q.remove(0)),
+                    _ => None,
+                };
+                if table.queued.get(srv_id).is_some_and(Vec::is_empty) {
+                    table.queued.remove(srv_id);
+                }
+                let next = match trigger {
+                    Some(t) => {
+                        let next = self.name(srv_id, &t);
+                        table.running.insert(srv_id.clone(), next.clone());
+                        Some((next, t.url))
+                    }
+                    None => {
+                        table.running.remove(srv_id);
+                        claim.armed = false;
+                        None
+                    }
+                };
+                (next, pairs(&table))
+            };
+            let _ = self.events.send(Event::Finished {
+                session: session.clone(),
+                status: outcome.status,
+                detail: outcome.detail,
+                sessions,
+            });
+            if let Some((next, url)) = next {
+                let account = match self.accounts().await {
+                    Ok(all) => all.into_iter().find(|a| a.srv_id == next.srv_id),
+                    Err(e) => {
+                        tracing::warn!("reading the DM accounts: {e}");
+                        None
+                    }
+                };
+                current = Some((account, next, url));
+            }
+        }
+    }
+
+    /// One session: its SessionInfo instance, [`Event::Started`], the run (contained: a
+    /// panic is an outcome), and the instance removed.
+    async fn run_one(&self, account: Account, session: &Running, url: Option<String>) -> Outcome {
+        let miid = info_miid(&session.session_id);
+        let facts = SessionInfo {
+            session_id: session.session_id.clone(),
+            srv_id: session.srv_id.clone(),
+            reason: session.reason.to_owned(),
+            cbt: String::new(),
+            start_time: now(),
+        };
+        let (auth, root, at) = (Arc::clone(&self.auth), self.host_root.clone(), miid.clone());
+        let provided = blocking(move || {
+            let facts = SessionInfo {
+                cbt: info::bearer(&root),
+                ..facts
+            };
+            auth.provide_to(
+                builtin::SESSIONINFO,
+                &at,
+                info::ROOT,
+                &facts.node(),
+                &Principal::Server(facts.srv_id.clone()),
+                Rights::READ,
+            )
+        })
+        .await;
+        if let Err(e) = provided {
+            tracing::warn!(srv_id = %session.srv_id, "no SessionInfo for {}: {e}", session.session_id);
+        }
+        self.announce_started(session);
+        let (runner, reason) = (Arc::clone(&self.runner), session.reason);
+        let outcome = engine::contain(runner.session(account, reason, url)).await;
+        let auth = Arc::clone(&self.auth);
+        let gone = blocking(move || auth.withdraw(builtin::SESSIONINFO, |m| m != miid)).await;
+        if let Err(e) = gone {
+            tracing::warn!(srv_id = %session.srv_id, "SessionInfo of {} stays until restart: {e}", session.session_id);
+        }
+        outcome
+    }
+
+    fn announce_started(&self, session: &Running) {
+        let sessions = pairs(&self.lock());
+        let _ = self.events.send(Event::Started {
+            session: session.clone(),
+            sessions,
+        });
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A server's place among the running sessions, given back (with its queue) if the task
+/// that runs its sessions ends without doing so — the runtime stopping.
+struct Claim {
+    scheduler: Arc<Scheduler>,
+    srv_id: String,
+    armed: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut table = self.scheduler.lock();
+            table.running.remove(&self.srv_id);
+            table.queued.remove(&self.srv_id);
+        }
+    }
+}
+
+/// The running sessions as (server id, session id).
+fn pairs(table: &Table) -> Vec<(String, String)> {
+    table
+        .running
+        .values()
+        .map(|r| (r.srv_id.clone(), r.session_id.clone()))
+        .collect()
+}
+
+/// The SessionInfo MIID of a session: its number (session ids are `<SrvID>-<n>`, and a
+/// SrvID need not be a valid node name).
+fn info_miid(session_id: &str) -> String {
+    let n = session_id.rsplit('-').next().unwrap_or(session_id);
+    format!("s{n}")
+}
+
+/// `now + every`, give or take 10% at random; never before `now + 1`.
+fn jittered(now: i64, every: i64) -> i64 {
+    let spread = every / 10;
+    let offset = match (spread, getrandom::u64()) {
+        (0, _) | (_, Err(_)) => 0,
+        (s, Ok(r)) => {
+            let width = u64::try_from(s).unwrap_or(0).saturating_mul(2) + 1;
+            i64::try_from(r % width).unwrap_or(0) - s
+        }
+    };
+    now.saturating_add(every)
+        .saturating_add(offset)
+        .max(now + 1)
+}
+
+/// POSIX seconds now.
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs synchronous store work on the blocking pool; its error as text.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the store work did not run: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::registry::Registry;
+    use tokio::sync::Semaphore;
+
+    /// Runs no session: records it, checks its SessionInfo, and ends when `gate` lets it.
+    struct Fake {
+        auth: Arc<Authority>,
+        gate: Semaphore,
+        ran: Mutex<Vec<(String, Option<String>, bool)>>,
+    }
+
+    impl Runner for Fake {
+        fn session(
+            self: Arc<Self>,
+            account: Account,
+            _reason: &'static str,
+            url: Option<String>,
+        ) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+            Box::pin(async move {
+                let me = Principal::Server(account.srv_id.clone());
+                let cbt = self.auth.get(&me, "urn:oma:mo:oma-sessioninfomo:1.0//CBT");
+                let srv = self
+                    .auth
+                    .get(&me, "urn:oma:mo:oma-sessioninfomo:1.0//SrvID");
+                let own = cbt.is_ok()
+                    && srv.is_ok_and(|f| {
+                        f[0].value.as_ref().map(|v| v.to_text()) == Some(account.srv_id.clone())
+                    });
+                self.ran
+                    .lock()
+                    .unwrap()
+                    .push((account.srv_id.clone(), url, own));
+                self.gate.acquire().await.unwrap().forget();
+                Outcome {
+                    status: 200,
+                    packages: 1,
+                    commands: 0,
+                    detail: "completed".into(),
+                    error: None,
+                }
+            })
+        }
+
+        fn fetch_default(
+            self: Arc<Self>,
+            _moid: String,
+        ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
+            Box::pin(async { Ok(false) })
+        }
+
+        fn last_session(&self, _srv_id: &str) -> Result<Option<i64>, String> {
+            Ok(None)
+        }
+    }
+
+    struct Setup {
+        auth: Arc<Authority>,
+        fake: Arc<Fake>,
+        db: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup(permits: usize) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let auth = Arc::new(Authority::new(
+            Store::open(&db).unwrap(),
+            Store::open(&db).unwrap(),
+            Registry::with_builtin(),
+            Box::new(|_| {}),
+        ));
+        let fake = Arc::new(Fake {
+            auth: auth.clone(),
+            gate: Semaphore::new(permits),
+            ran: Mutex::new(Vec::new()),
+        });
+        Setup {
+            auth,
+            fake,
+            db,
+            _dir: dir,
+        }
+    }
+
+    impl Setup {
+        fn scheduler(&self) -> Arc<Scheduler> {
+            Scheduler::new(
+                self.fake.clone(),
+                self.auth.clone(),
+                Store::open(&self.db).unwrap(),
+                PathBuf::from("/nonexistent"),
+            )
+        }
+
+        fn account(&self, srv_id: &str, ext: serde_json::Value) {
+            let modata = serde_json::json!({"DMAcc": {
+                "SrvID": srv_id, "SrvURI": format!("https://{srv_id}.invalid/"),
+                "Perm": {"p0": {"MOID": "urn:x:1.0"}}, "Ext": ext}});
+            self.auth
+                .create_instance(&Principal::Admin, builtin::DMACC, &modata.to_string())
+                .unwrap();
+        }
+
+        fn ran(&self) -> Vec<(String, Option<String>, bool)> {
+            self.fake.ran.lock().unwrap().clone()
+        }
+    }
+
+    /// The next `Finished` event's server; other events are skipped.
+    async fn finished(events: &mut broadcast::Receiver<Event>) -> String {
+        let wait = async {
+            loop {
+                if let Event::Finished { session, .. } = events.recv().await.unwrap() {
+                    return session.srv_id;
+                }
+            }
+        };
+        // A failure bound, not a measurement.
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .expect("a session finished")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_session_per_server_and_queued_triggers_coalesce() {
+        let s = setup(0);
+        s.account("a", serde_json::json!({}));
+        s.account("b", serde_json::json!({}));
+        let scheduler = s.scheduler();
+        let mut events = scheduler.subscribe();
+
+        let Start::Now { session_id, .. } = scheduler.start("a", "", Origin::Bus).await.unwrap()
+        else {
+            panic!("the first start runs")
+        };
+        match scheduler.start("a", "", Origin::Bus).await {
+            Err(StartError::Busy {
+                session_id: busy, ..
+            }) => assert_eq!(busy, session_id),
+            other => panic!("a second bus start is Busy: {other:?}"),
+        }
+        for _ in 0..5 {
+            assert_eq!(
+                scheduler.start("a", "", Origin::Poll).await.unwrap(),
+                Start::Queued {
+                    srv_id: "a".into(),
+                    behind: session_id.clone()
+                }
+            );
+        }
+        assert!(matches!(
+            scheduler.start("b", "", Origin::Bus).await.unwrap(),
+            Start::Now { .. }
+        ));
+        assert_eq!(scheduler.running().len(), 2);
+        assert!(matches!(
+            scheduler.start("", "urn:x:Bogus", Origin::Bus).await,
+            Err(StartError::Reason(_))
+        ));
+        assert!(matches!(
+            scheduler.start("nosuch", "", Origin::Bus).await,
+            Err(StartError::NoAccount(_))
+        ));
+
+        // Let every session end: a's first, a's one queued follower, b's.
+        s.fake.gate.add_permits(3);
+        let mut done = vec![
+            finished(&mut events).await,
+            finished(&mut events).await,
+            finished(&mut events).await,
+        ];
+        done.sort();
+        assert_eq!(done, ["a", "a", "b"]);
+        assert!(scheduler.running().is_empty(), "nothing more queued");
+        let ran = s.ran();
+        assert_eq!(ran.len(), 3, "{ran:?}");
+        assert!(
+            ran.iter().all(|(_, _, own)| *own),
+            "each saw its own SessionInfo: {ran:?}"
+        );
+        // Gone with the sessions.
+        assert!(
+            s.auth
+                .instances_of(builtin::SESSIONINFO)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn follow_ups_run_after_the_running_session_and_show_is_announced() {
+        let s = setup(0);
+        s.account("a", serde_json::json!({}));
+        let scheduler = s.scheduler();
+        let mut events = scheduler.subscribe();
+        let (tx, rx) = engine::follow_up_queue();
+        tokio::spawn(scheduler.clone().follow_ups(rx));
+
+        assert!(matches!(
+            scheduler.start("a", "", Origin::Bus).await.unwrap(),
+            Start::Now { .. }
+        ));
+        let url = Some("https://a.invalid/results".to_owned());
+        for _ in 0..3 {
+            tx.send(FollowUp::Session {
+                srv_id: "a".into(),
+                url: url.clone(),
+            })
+            .await
+            .unwrap();
+        }
+        tx.send(FollowUp::Show {
+            srv_id: "a".into(),
+            url: "https://a.invalid/show".into(),
+        })
+        .await
+        .unwrap();
+        // The Show comes after the session requests: once it is out, they were all taken.
+        let show = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Event::Show { url, .. } = events.recv().await.unwrap() {
+                    return url;
+                }
+            }
+        })
+        .await
+        .expect("SHOW announced");
+        assert_eq!(show, "https://a.invalid/show");
+
+        s.fake.gate.add_permits(2);
+        assert_eq!(finished(&mut events).await, "a");
+        assert_eq!(finished(&mut events).await, "a");
+        assert!(scheduler.running().is_empty());
+        let ran = s.ran();
+        assert_eq!(
+            ran.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+            [None, url],
+            "one follow-up session, at the requested URL"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn polls_on_schedule_and_a_restart_neither_repeats_nor_loses_one() {
+        let s = setup(Semaphore::MAX_PERMITS);
+        s.account("p", serde_json::json!({"PollSeconds": 100}));
+        s.account("quiet", serde_json::json!({}));
+        let scheduler = s.scheduler();
+        let mut events = scheduler.subscribe();
+        let due = |scheduler: &Scheduler| scheduler.store().poll_due().unwrap();
+
+        // Scheduled, not run: the first poll is one interval away, jittered by 10%.
+        scheduler.poll_pass(1000).await;
+        let first = due(&scheduler);
+        assert_eq!(first.len(), 1, "only the polled account: {first:?}");
+        let first = first[0].1;
+        assert!((1090..=1110).contains(&first.due), "{first:?}");
+        assert_eq!(first.every, 100);
+        scheduler.poll_pass(first.due - 1).await;
+        assert!(s.ran().is_empty());
+
+        scheduler.poll_pass(first.due).await;
+        assert_eq!(finished(&mut events).await, "p");
+        let second = due(&scheduler)[0].1;
+        assert!(
+            (first.due + 90..=first.due + 110).contains(&second.due),
+            "{second:?}"
+        );
+        scheduler.poll_pass(first.due).await;
+        assert_eq!(s.ran().len(), 1, "not twice for one due time");
+
+        // A restart: the persisted due time holds.
+        drop(scheduler);
+        let scheduler = s.scheduler();
+        let mut events = scheduler.subscribe();
+        scheduler.poll_pass(first.due + 1).await;
+        assert_eq!(s.ran().len(), 1, "no poll right after a restart");
+        assert_eq!(due(&scheduler)[0].1, second);
+        // Down over several due times: one session, not one per missed interval.
+        scheduler.poll_pass(second.due + 1000).await;
+        assert_eq!(finished(&mut events).await, "p");
+        assert_eq!(s.ran().len(), 2);
+        assert!(due(&scheduler)[0].1.due > second.due + 1000);
+
+        // Polling off: the due time goes.
+        let polled = account::load_all(&s.auth)
+            .unwrap()
+            .into_iter()
+            .find(|a| a.srv_id == "p")
+            .unwrap();
+        let uri = format!("{}/{}/Ext/PollSeconds", builtin::DMACC, polled.miid);
+        s.auth.delete(&Principal::Admin, &uri).unwrap();
+        scheduler.poll_pass(second.due + 2000).await;
+        assert!(due(&scheduler).is_empty());
+        assert_eq!(s.ran().len(), 2);
+    }
+
+    #[test]
+    fn due_times_are_jittered_within_ten_percent() {
+        for _ in 0..200 {
+            let due = jittered(1000, 100);
+            assert!((1090..=1110).contains(&due), "{due}");
+        }
+        assert_eq!(jittered(1000, 5), 1005, "too short to jitter");
+        assert_eq!(info_miid("a-b-17"), "s17");
+    }
+}
