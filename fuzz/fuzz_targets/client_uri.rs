@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match ClientUri::parse(text) {
         Ok(uri) => {
-            let _ = uri.is_concrete();
+            let _ = uri.names_path();
             let written = uri.to_string();
             let room = UriLimits {
                 bytes: written.len(),

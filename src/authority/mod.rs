@@ -35,7 +35,7 @@ pub use bounds::Bounds;
 pub use error::AccessError;
 pub use principal::{ANY_APP, ANY_SERVER, BadPrincipal, Principal, Rights, UnknownRight};
 
-use crate::store::{Change, Store, Txn};
+use crate::store::{Change, Placement, Store, Txn};
 use crate::tree::format::Format;
 use crate::tree::json::{MoItem, node_from_json};
 use crate::tree::mo_type::{AccessTypes, NodeDef, Scope};
@@ -603,84 +603,71 @@ impl Authority {
         } else {
             let view = View::new(&store, &self.types, who, Purpose::Act);
             for item in items {
-                let uri = ClientUri::parse(&item.client_uri)?;
-                let visible = match &uri.instance {
-                    InstanceSel::Miid(m) => view
-                        .sees_instance(&uri.moid, m)?
-                        .then(|| NodeAddr::root(&uri.moid, m)),
-                    InstanceSel::Only => match view.instances(&uri.moid)?.as_slice() {
+                let mut placement = Placement::of(item, self.types.types())?;
+                let visible = match &placement.miid {
+                    Some(m) => view
+                        .sees_instance(&placement.moid, m)?
+                        .then(|| NodeAddr::root(&placement.moid, m)),
+                    None if !placement.path.is_empty() => None,
+                    None => match view.instances(&placement.moid)?.as_slice() {
                         [] => None,
-                        [m] => Some(NodeAddr::root(&uri.moid, m)),
+                        [m] => Some(NodeAddr::root(&placement.moid, m)),
                         more => {
                             return Err(AccessError::InvalidUri(format!(
                                 "{}: {} has {} instances; name one by MIID",
                                 item.client_uri,
-                                uri.moid,
+                                placement.moid,
                                 more.len()
                             )));
                         }
                     },
-                    _ => {
-                        return Err(AccessError::InvalidUri(format!(
-                            "{}: x-names and * cannot name a place to write",
-                            item.client_uri
-                        )));
-                    }
                 };
-                let mut item = item.clone();
-                let path = uri_path(&uri);
                 let bytes = item
                     .mo_data
                     .values()
-                    .map(|j| bounds::footprint(j, &path, &owner))
+                    .map(|j| bounds::footprint(j, &placement.path, &owner))
                     .sum();
                 match visible {
                     Some(root) => {
-                        let at = root.child(&path);
+                        let at = root.child(&placement.path);
                         self.require(who, &store, &at, Rights::WRITE)?;
                         self.account_guard(who, &store, &at)?;
                         if let Some(info) = store.instance(&at.moid, &at.miid)? {
                             charges.add(&info.owner, 0, bytes);
                         }
-                        item.client_uri = ClientUri {
-                            instance: InstanceSel::Miid(root.miid.clone()),
-                            cv: None,
-                            ..uri
-                        }
-                        .to_string();
+                        placement.miid = Some(root.miid);
                     }
-                    None if !uri.path.is_empty() => {
+                    None if !placement.path.is_empty() => {
                         return Err(AccessError::NotFound(format!(
                             "{}: no such node",
                             item.client_uri
                         )));
                     }
                     None => {
-                        accounts::may_create(who, &uri.moid)?;
-                        if !may_create(&uri.moid) {
+                        accounts::may_create(who, &placement.moid)?;
+                        if !may_create(&placement.moid) {
                             return Err(AccessError::Denied(format!(
                                 "{}: {who} may not create instances of {}",
-                                item.client_uri, uri.moid
+                                item.client_uri, placement.moid
                             )));
                         }
-                        let taken = match &uri.instance {
-                            InstanceSel::Miid(m) => store.instance(&uri.moid, m)?.is_some(),
-                            _ => false,
-                        };
-                        if taken {
-                            item.client_uri = format!("{}//", uri.moid);
+                        // A named MIID that is taken (by an instance `who` cannot see) gives
+                        // way to a fresh one.
+                        if let Some(m) = &placement.miid
+                            && store.instance(&placement.moid, m)?.is_some()
+                        {
+                            placement.miid = None;
                         }
                         charges.add(&owner, 1, bytes);
                     }
                 }
-                plan.push(Planned::Item(item));
+                plan.push(Planned::Item(placement));
             }
         }
         for (charged, new_instances, bytes) in &charges.0 {
             self.bounds
                 .precheck(charged, store.usage(charged)?, *new_instances, *bytes)?;
         }
-        let types = self.types.types();
         let (written, changes) = self.guarded_write(&mut store, |tx| {
             let mut written = Vec::with_capacity(plan.len());
             for step in &plan {
@@ -689,7 +676,7 @@ impl Authority {
                         tx.put(addr, node, &owner)?;
                         written.push(addr.clone());
                     }
-                    Planned::Item(item) => written.push(tx.import_item(item, types, &owner)?),
+                    Planned::Item(placement) => written.push(tx.place(placement, &owner)?),
                 }
             }
             Ok(written)
@@ -775,12 +762,12 @@ impl Authority {
         uri: &ClientUri,
         needed: Rights,
     ) -> Result<NodeAddr, AccessError> {
-        let fixed = uri.path.iter().all(|s| matches!(s, Segment::Name(_)));
-        if !fixed || !matches!(uri.instance, InstanceSel::Miid(_) | InstanceSel::Only) {
-            return Err(AccessError::InvalidUri(format!(
-                "{uri}: writes need one node: no x-names or *"
-            )));
-        }
+        let path = uri
+            .names_path()
+            .filter(|_| matches!(uri.instance, InstanceSel::Miid(_) | InstanceSel::Only))
+            .ok_or_else(|| {
+                AccessError::InvalidUri(format!("{uri}: writes need one node: no x-names or *"))
+            })?;
         let root_uri = ClientUri {
             path: vec![],
             nv: vec![],
@@ -789,7 +776,7 @@ impl Authority {
         };
         let view = View::new(store, &self.types, who, Purpose::Act);
         let root = resolve(&root_uri, &view, self.bounds.result_rows)?.remove(0);
-        let addr = root.child(&uri_path(uri));
+        let addr = root.child(&path);
         if view.no_get(&addr.moid, &addr.path)
             && !view.rights(&addr.moid, &addr.miid)?.contains(needed)
         {
@@ -923,20 +910,8 @@ impl Charges {
 enum Planned {
     /// Replace the node at the address with this subtree.
     Put(NodeAddr, Node),
-    /// Write the item where its ClientURI says.
-    Item(MoItem),
-}
-
-/// The names of a concrete URI's path, joined (`""` for an instance root).
-fn uri_path(uri: &ClientUri) -> String {
-    uri.path
-        .iter()
-        .filter_map(|s| match s {
-            Segment::Name(n) => Some(n.as_str()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+    /// Write the item where its placement says.
+    Item(Placement),
 }
 
 /// The first `nv=` field of `uri` that can test a No-Get node of the MO type rooted at

@@ -350,16 +350,33 @@ pub async fn dispatch(
         if batch.iter().any(|c| c.addr.moid == builtin::DMACC) {
             servers.sync().await;
         }
-        for change in &batch {
-            let uri = change.addr.to_string();
-            for (id, owner) in watches.recipients(&auth, change) {
-                let body = (id, uri.as_str(), change.kind.as_str(), change.seq);
-                if let Err(e) = conn
-                    .emit_signal(Some(owner.as_str()), PATH, INTERFACE, "Changed", &body)
-                    .await
-                {
-                    tracing::debug!("Changed for watch {id} not delivered to {owner}: {e}");
+        // Who may hear of what is decided against the store: off the async workers.
+        let (auth, watches) = (auth.clone(), watches.clone());
+        let signals = tokio::task::spawn_blocking(move || {
+            let mut signals = Vec::new();
+            for change in &batch {
+                let uri = change.addr.to_string();
+                for (id, owner) in watches.recipients(&auth, change) {
+                    signals.push((owner, id, uri.clone(), change.kind.as_str(), change.seq));
                 }
+            }
+            signals
+        })
+        .await;
+        let signals = match signals {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("deciding who hears of a change failed: {e}");
+                continue;
+            }
+        };
+        for (owner, id, uri, kind, seq) in signals {
+            let body = (id, uri.as_str(), kind, seq);
+            if let Err(e) = conn
+                .emit_signal(Some(owner.as_str()), PATH, INTERFACE, "Changed", &body)
+                .await
+            {
+                tracing::debug!("Changed for watch {id} not delivered to {owner}: {e}");
             }
         }
     }

@@ -78,16 +78,7 @@ pub fn resolve<T: TreeRead>(
         uri: uri.to_string(),
     };
 
-    if let (true, InstanceSel::Miid(miid)) = (uri.is_concrete(), &uri.instance) {
-        let path = uri
-            .path
-            .iter()
-            .map(|s| match s {
-                Segment::Name(n) => n.as_str(),
-                _ => unreachable!("is_concrete() means names only"),
-            })
-            .collect::<Vec<_>>()
-            .join("/");
+    if let (InstanceSel::Miid(miid), Some(path)) = (&uri.instance, uri.names_path()) {
         return match tree.kind(moid, miid, &path).map_err(ResolveError::Tree)? {
             Some(_) => Ok(vec![NodeAddr {
                 moid: moid.to_owned(),

@@ -136,15 +136,22 @@ impl ClientUri {
         })
     }
 
-    /// True when the URI names exactly one node without searching: a MIID and real names
-    /// only.
-    pub fn is_concrete(&self) -> bool {
-        matches!(self.instance, InstanceSel::Miid(_))
-            && self.path.iter().all(|s| matches!(s, Segment::Name(_)))
+    /// The path below the instance root when it is made of names only (no x-name, no `*`),
+    /// joined with `/` (empty for the root).
+    pub fn names_path(&self) -> Option<String> {
+        let mut path = String::new();
+        for segment in &self.path {
+            let Segment::Name(name) = segment else {
+                return None;
+            };
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(name);
+        }
+        Some(path)
     }
-}
 
-impl ClientUri {
     /// Whether a change at `addr` concerns what this URI addresses: `addr` is one of the
     /// nodes it could address, lies below one, or is an ancestor of one (deleting or
     /// replacing a parent changes its children). x-names match any node here; `nv=`
@@ -514,7 +521,7 @@ mod tests {
         );
         let left = ClientUri::parse("urn:a:1.0/left").unwrap();
         assert_eq!(left.instance, InstanceSel::Miid("left".into()));
-        assert!(left.path.is_empty() && left.is_concrete());
+        assert_eq!(left.names_path().as_deref(), Some(""));
     }
 
     #[test]
