@@ -17,7 +17,9 @@
 //! - [`device`] → `tree` — DevInfo facts read from the host.
 //! - [`config`] — `/etc/omadmd/omadmd.toml`.
 //! - [`transport`] — the HTTPS client of DM sessions and data-repository transfers: TLS
-//!   trust and pinning, client certificates, HTTP Basic, timeouts, retries. Bytes and URLs only.
+//!   trust and pinning (the trust store loaded once and reloaded on change), one cached
+//!   client per account, client certificates, HTTP Basic, timeouts, retries. Bytes and URLs
+//!   only.
 //! - [`devserver`] → `protocol`, `tree` — `omadm-devserver`, the scriptable DM 2.0 server
 //!   over HTTPS for development, tests and demos (server side; no client code uses it).
 //! - [`bus`] → `authority`, `session` (the scheduler's public API) — the D-Bus face:

@@ -16,6 +16,7 @@ mod session_info;
 mod session_limits;
 mod session_security;
 mod session_tls;
+mod shutdown;
 mod store_crash;
 mod store_uri;
 mod tnds_corpus;

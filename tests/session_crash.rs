@@ -3,7 +3,8 @@
 //! in-process `omadm-devserver` that installs and deletes a 600-node MO instance over and
 //! over; the parent kills the client at random moments. Every time, the store must pass
 //! SQLite's integrity check and hold the instance whole or not at all. An asynchronous EXEC
-//! result that was queued before the kill still goes out in the next session.
+//! result that was queued before the kill still goes out in the next session, and so does an
+//! "interrupted" result for an EXEC whose handler the kill cut short.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -230,11 +231,22 @@ async fn kill_9_mid_session_never_leaves_a_half_applied_command() {
         "the kills never found the instance installed"
     );
 
-    // After the crashes, a restarted client delivers the EXEC results queued before them
-    // (in a session to the results' ServerURI, as the follow-up session would).
-    let (_, pending) = check(&db);
-    assert!(pending > 0, "EXEC results were queued before the kills");
+    // After the crashes, a restarted client reports the EXECs a kill interrupted (recorded
+    // before their handler started, never finished) and delivers every EXEC result queued
+    // before the kills with them (in a session to the results' ServerURI, as the follow-up
+    // session would).
+    let (_, queued) = check(&db);
     let engine = engine(&db, srv.url(), &std::fs::read_to_string(&ca).unwrap());
+    let interrupted = engine.resume().unwrap();
+    let (_, pending) = check(&db);
+    // Within pending_alerts_per_server: beyond it the oldest go.
+    let keep = Limits::default().pending_alerts_per_server;
+    assert_eq!(pending, (queued + interrupted).min(keep));
+    assert!(pending > 0, "EXEC results were queued before the kills");
+    assert!(
+        Store::open(&db).unwrap().async_execs().unwrap().is_empty(),
+        "every recorded EXEC has its result queued"
+    );
     let acc = account::load_all(engine.authority()).unwrap().remove(0);
     let before = srv.transcript().len();
     let target = format!("{}/results", srv.url());

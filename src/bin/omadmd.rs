@@ -1,9 +1,23 @@
 //! `omadmd`: the OMA DM 2.0 client daemon. Wiring only: the parts live in the library.
+//!
+//! Background work is owned by one [`Tasks`]: sessions, the follow-up and poll loops, SUB
+//! deliveries, asynchronous EXEC handlers and the D-Bus tasks. On SIGTERM (or SIGINT) the
+//! daemon stops accepting sessions, gives running work [`tasks::DRAIN`] (10 s) to finish,
+//! then aborts what is left — a session is cut off between commands' transactions, an
+//! asynchronous EXEC's handler is killed and its result queued as interrupted — with
+//! [`tasks::ABORT_GRACE`] (5 s) for that, syncs the store and exits 0.
+//!
+//! Committed changes go to the D-Bus watchers and to SUB deliveries through bounded queues
+//! of [`CHANGE_QUEUE`] batches each. The store's writer never waits on them: when a queue is
+//! full the batch is dropped for that consumer, counted, and logged (the first drop, then
+//! every power of two) — a watcher misses that `Changed` signal, a subscribed server
+//! that delivery (the next change under its subscription delivers the whole subtree again).
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
@@ -17,7 +31,8 @@ use omadmd::config::{self, Config};
 use omadmd::device::HostFacts;
 use omadmd::session::engine::follow_up_queue;
 use omadmd::session::exec::ExecHandlers;
-use omadmd::session::{Engine, Limits, Scheduler, subscribe};
+use omadmd::session::tasks::{self, Drained};
+use omadmd::session::{Engine, Limits, Scheduler, Tasks, subscribe};
 use omadmd::store::{self, Change, Store};
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
@@ -40,8 +55,15 @@ use omadmd::tree::uri::{self, UriLimits};
 /// subscriptions_per_server, exec_concurrent, pending_alerts_per_server, server_uri_bytes
 /// (bounds on what callers and servers send; see the README's security model).
 ///
+/// On SIGTERM running sessions and asynchronous EXEC handlers get 10 s to finish; then
+/// sessions are cut off and the handlers' results are reported to their servers as
+/// interrupted (as they are after a crash, at the next start).
+///
 /// Logs go to the journal when started by systemd, otherwise to standard error; set
 /// RUST_LOG (for example RUST_LOG=omadmd=debug) to change the level.
+/// Change batches waiting for the D-Bus watchers, and for SUB deliveries, at most.
+const CHANGE_QUEUE: usize = 1024;
+
 #[derive(Parser, Debug)]
 #[command(name = "omadmd", version, about, long_about)]
 struct Args {
@@ -121,10 +143,14 @@ async fn run(args: Args) -> Result<(), String> {
         open("opening")?,
     );
 
-    // Every committed change goes to the D-Bus watchers and to SUB deliveries; a change of
-    // a DM account wakes the poller.
-    let (watch_tx, watch_rx) = mpsc::unbounded_channel();
-    let (sub_tx, mut sub_rx) = mpsc::unbounded_channel::<Vec<Change>>();
+    let tasks = Tasks::new();
+    // Every committed change goes to the D-Bus watchers and to SUB deliveries (bounded; see
+    // the module documentation for when they are full); a change of a DM account wakes the
+    // poller.
+    let (watch_tx, watch_rx) = mpsc::channel(CHANGE_QUEUE);
+    let (sub_tx, sub_rx) = mpsc::channel::<Vec<Change>>(CHANGE_QUEUE);
+    let watch_dropped = AtomicU64::new(0);
+    let sub_dropped = AtomicU64::new(0);
     let accounts_changed = Arc::new(tokio::sync::Notify::new());
     let poke = accounts_changed.clone();
     let extra_readers = vec![open("opening a reader on")?, open("opening a reader on")?];
@@ -134,9 +160,8 @@ async fn run(args: Args) -> Result<(), String> {
             reader,
             registry,
             Box::new(move |changes| {
-                // The receivers live until the daemon stops; after that nobody listens.
-                let _ = watch_tx.send(changes.to_vec());
-                let _ = sub_tx.send(changes.to_vec());
+                offer(&watch_tx, changes, &watch_dropped, "the D-Bus watchers");
+                offer(&sub_tx, changes, &sub_dropped, "SUB deliveries");
                 if changes.iter().any(|c| c.addr.moid == builtin::DMACC) {
                     poke.notify_one();
                 }
@@ -178,31 +203,44 @@ async fn run(args: Args) -> Result<(), String> {
     )?;
     let (followup_tx, followup_rx) = follow_up_queue();
     let limits = Limits::from_config(&config);
-    let engine = Arc::new(Engine::new(
-        auth.clone(),
-        state,
-        facts.dev_id.clone(),
-        limits,
-        exec,
-        config.tls.extra_ca_files.clone(),
-        followup_tx,
-    ));
-    let deliveries = engine.clone();
-    tokio::spawn(async move {
-        while let Some(changes) = sub_rx.recv().await {
-            subscribe::deliver(deliveries.clone(), changes).await;
-        }
-    });
+    let engine = Arc::new(
+        Engine::new(
+            auth.clone(),
+            state,
+            facts.dev_id.clone(),
+            limits,
+            exec,
+            config.tls.extra_ca_files.clone(),
+            followup_tx,
+        )
+        .with_tasks(tasks.clone()),
+    );
+    // Before any session: EXECs a stopped daemon left running are reported interrupted, and
+    // waiting alerts ask for their follow-up sessions.
+    let resumed = engine.clone();
+    match tokio::task::spawn_blocking(move || resumed.resume()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::warn!("{n} asynchronous EXEC(s) reported interrupted"),
+        Ok(Err(e)) => return Err(format!("resuming asynchronous EXECs: {e}")),
+        Err(e) => return Err(format!("resuming asynchronous EXECs did not run: {e}")),
+    }
+    tasks.spawn(deliver_subscriptions(engine.clone(), sub_rx, tasks.clone()));
 
     // Sessions run from here on, whether or not the bus is up.
-    let scheduler = Scheduler::new(engine, auth.clone(), schedule, PathBuf::from("/"));
+    let scheduler = Scheduler::with_tasks(
+        engine,
+        auth.clone(),
+        schedule,
+        PathBuf::from("/"),
+        tasks.clone(),
+    );
     match scheduler.clear_stale().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("removed {n} SessionInfo instance(s) left by a stopped daemon"),
         Err(e) => return Err(format!("clearing stale SessionInfo instances: {e}")),
     }
-    tokio::spawn(scheduler.clone().follow_ups(followup_rx));
-    tokio::spawn(scheduler.clone().poll(accounts_changed));
+    tasks.spawn(scheduler.clone().follow_ups(followup_rx));
+    tasks.spawn(scheduler.clone().poll(accounts_changed));
 
     let bus = if args.session {
         Bus::Session
@@ -216,6 +254,7 @@ async fn run(args: Args) -> Result<(), String> {
         watch_rx,
         facts.dev_id.clone(),
         &config.limits,
+        &tasks,
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -233,10 +272,67 @@ async fn run(args: Args) -> Result<(), String> {
         _ = lost => Err("lost the connection to the bus".to_owned()),
     };
     notify(&[sd_notify::NotifyState::Stopping]);
+    // The bus name stays ours while work drains: an activated second daemon cannot start.
+    match tasks.shutdown(tasks::DRAIN, tasks::ABORT_GRACE).await {
+        Drained::Finished => {}
+        Drained::Aborted => tracing::warn!("running work was aborted at the drain deadline"),
+        Drained::Abandoned => tracing::error!(
+            "some work did not end even when aborted; it is dropped (each command is its own \
+             transaction; an EXEC left recorded is reported interrupted at the next start)"
+        ),
+    }
     drop(conn);
     auth.sync().map_err(|e| format!("closing the store: {e}"))?;
     tracing::info!("stopped");
     outcome
+}
+
+/// Hands `changes` to a bounded queue; when it is full the batch is dropped for that
+/// consumer and counted in `dropped`, logged the first time and at every power of two.
+fn offer(
+    queue: &mpsc::Sender<Vec<Change>>,
+    changes: &[Change],
+    dropped: &AtomicU64,
+    consumer: &str,
+) {
+    match queue.try_send(changes.to_vec()) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    "{n} change batch(es) dropped for {consumer} so far: its queue of \
+                     {CHANGE_QUEUE} is full"
+                );
+            }
+        }
+        // Nobody listens any more: the daemon is stopping.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+/// Runs SUB deliveries for each batch of changes, one batch at a time, until the daemon
+/// stops; batches still queued then are dropped, and a delivery in progress is cut off if
+/// the daemon aborts.
+async fn deliver_subscriptions(
+    engine: Arc<Engine>,
+    mut changes: mpsc::Receiver<Vec<Change>>,
+    tasks: Tasks,
+) {
+    loop {
+        let batch = tokio::select! {
+            biased;
+            () = tasks.stopped() => break,
+            batch = changes.recv() => match batch {
+                Some(b) => b,
+                None => break,
+            },
+        };
+        tokio::select! {
+            () = subscribe::deliver(engine.clone(), batch) => {}
+            () = tasks.aborted() => break,
+        }
+    }
 }
 
 /// The built-in MO types plus every DDF in the configured directories; a bad file is

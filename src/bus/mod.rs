@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::authority::Authority;
 use crate::config::Limits;
-use crate::session::Scheduler;
+use crate::session::{Scheduler, Tasks};
 use crate::store::Change;
 
 /// The well-known bus name.
@@ -69,14 +69,16 @@ pub struct Service {
 /// Connects to `bus`, exports the interface and the object manager, starts change
 /// delivery from `changes` and the announcing of `scheduler`'s session events, and only
 /// then takes the well-known name. `limits` bound what each caller may hold (watches,
-/// cached polkit answers).
+/// cached polkit answers). The background tasks (announcing, change delivery, following
+/// departures) are `tasks`'s and end when it stops.
 pub async fn serve(
     bus: Bus,
     auth: Arc<Authority>,
     scheduler: Arc<Scheduler>,
-    changes: mpsc::UnboundedReceiver<Vec<Change>>,
+    changes: mpsc::Receiver<Vec<Change>>,
     dev_id: String,
     limits: &Limits,
+    tasks: &Tasks,
 ) -> Result<Service, ServeError> {
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
@@ -112,21 +114,17 @@ pub async fn serve(
         .map_err(ServeError::Export)?;
     servers.sync().await;
     // Subscribed before the name is taken: no caller can start a session unannounced.
-    tokio::spawn(sessions::announce(
-        conn.clone(),
-        scheduler.clone(),
-        scheduler.subscribe(),
-    ));
-    tokio::spawn(watch::dispatch(
-        conn.clone(),
-        auth,
-        watches.clone(),
-        servers,
-        changes,
-    ));
+    until_stopped(
+        tasks,
+        sessions::announce(conn.clone(), scheduler.clone(), scheduler.subscribe()),
+    );
+    until_stopped(
+        tasks,
+        watch::dispatch(conn.clone(), auth, watches.clone(), servers, changes),
+    );
     let (lost_tx, lost) = tokio::sync::oneshot::channel();
     let departures = forget_departed(conn.clone(), access, watches);
-    tokio::spawn(async move {
+    until_stopped(tasks, async move {
         departures.await;
         // The receiver is gone only when the daemon is already stopping.
         let _ = lost_tx.send(());
@@ -143,6 +141,17 @@ pub async fn serve(
         return Err(ServeError::Name(zbus::Error::NameTaken));
     }
     Ok(Service { conn, lost })
+}
+
+/// Runs `work` as a task of `tasks`, ended when they stop.
+fn until_stopped(tasks: &Tasks, work: impl Future<Output = ()> + Send + 'static) {
+    let t = tasks.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = work => {}
+            () = t.stopped() => {}
+        }
+    });
 }
 
 /// Notes when each connection joins the bus, and drops identities, cached answers and

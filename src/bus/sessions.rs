@@ -49,7 +49,9 @@ pub async fn start(
             Err(Error::NotFound(e.to_string()))
         }
         Err(e @ StartError::Busy { .. }) => Err(Error::Busy(e.to_string())),
-        Err(e @ StartError::Accounts(_)) => Err(Error::Failed(e.to_string())),
+        Err(e @ (StartError::Accounts(_) | StartError::Stopping)) => {
+            Err(Error::Failed(e.to_string()))
+        }
     }
 }
 

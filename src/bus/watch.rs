@@ -344,7 +344,7 @@ pub async fn dispatch(
     auth: Arc<Authority>,
     watches: Arc<Watches>,
     servers: Arc<Servers>,
-    mut changes: mpsc::UnboundedReceiver<Vec<Change>>,
+    mut changes: mpsc::Receiver<Vec<Change>>,
 ) {
     while let Some(batch) = changes.recv().await {
         if batch.iter().any(|c| c.addr.moid == builtin::DMACC) {

@@ -9,8 +9,12 @@ pub const SERVER_INITIATED: &str = "urn:oma:at:dm:2.0:ServerInitiatedMgmt";
 pub const CLIENT_INITIATED: &str = "urn:oma:at:dm:2.0:ClientInitiatedMgmt";
 /// Session-reason alert: first session after a successful bootstrap.
 pub const BOOTSTRAP_COMPLETE: &str = "urn:oma:at:dm:2.0:BootstrapComplete";
-/// Generic alert carrying the result of an asynchronous EXEC (project choice).
-pub const EXEC_RESULT: &str = "urn:oma:at:dm:2.0:ExecResult";
+/// Project-defined alert types live under this prefix (ARCHITECTURE §1); OMA's
+/// `urn:oma:at:dm:2.0:` names only OMA's own alerts.
+pub const PROJECT_PREFIX: &str = "urn:oma:at:ext-omadmd:1.0:";
+/// The result of an asynchronous EXEC (project-defined): `SourceURI` the executed node,
+/// `TargetURI` the EXEC's ServerURI, `Data` `{"sc": <status>, "output": <text>}`.
+pub const EXEC_RESULT: &str = "urn:oma:at:ext-omadmd:1.0:ExecResult";
 
 /// One alert.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,9 +83,10 @@ mod tests {
         let text = serde_json::to_string(&a).unwrap();
         assert_eq!(
             text,
-            r#"{"AlertType":"urn:oma:at:dm:2.0:ExecResult","Mark":"warning","Data":{"sc":200}}"#
+            r#"{"AlertType":"urn:oma:at:ext-omadmd:1.0:ExecResult","Mark":"warning","Data":{"sc":200}}"#
         );
         assert_eq!(serde_json::from_str::<Alert>(&text).unwrap(), a);
+        assert!(EXEC_RESULT.starts_with(PROJECT_PREFIX));
         assert!(serde_json::from_str::<Alert>(r#"{"AlertType":"x","Mark":"bad"}"#).is_err());
         assert_eq!("harmless".parse::<Mark>(), Ok(Mark::Harmless));
         assert!("loud".parse::<Mark>().unwrap_err().contains("loud"));

@@ -1,11 +1,15 @@
 //! DM server accounts (the DM Account MO, `urn:oma:mo:oma-dm-dmacc:1.2`) as the session
 //! engine needs them: where the server is, how to trust it, how to authenticate to it,
-//! which MOIDs it may manage, its priority and how often to poll it.
+//! which MOIDs it may manage, its priority and how often to poll it; and the one HTTPS
+//! client per account ([`Account::client`]).
 
 use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
 
 use crate::authority::{AccessError, Authority};
-use crate::transport::{ClientAuth, ClientSettings, Trust};
+use crate::transport::{
+    ClientAuth, ClientCache, ClientSettings, HttpClient, TransportError, Trust,
+};
 use crate::tree::builtin;
 use crate::tree::node::Node;
 use crate::tree::uri::NodeAddr;
@@ -94,6 +98,24 @@ impl Account {
             max_body_bytes,
             ..ClientSettings::with_trust(trust)
         }
+    }
+
+    /// The HTTPS client for this server with [`Account::client_settings`]: one per account
+    /// for the whole process (sessions, DEFAULT fetches and SUB deliveries share it and its
+    /// kept-alive connections), built anew when the account's settings or the trust store
+    /// change. Building (or checking the trust store) reads files, so it runs on the
+    /// blocking pool.
+    pub async fn client(
+        &self,
+        extra_ca_files: &[PathBuf],
+        max_body_bytes: usize,
+    ) -> Result<Arc<HttpClient>, TransportError> {
+        static CLIENTS: LazyLock<ClientCache> = LazyLock::new(ClientCache::default);
+        let srv_id = self.srv_id.clone();
+        let settings = self.client_settings(extra_ca_files, max_body_bytes);
+        tokio::task::spawn_blocking(move || CLIENTS.get(&srv_id, settings))
+            .await
+            .map_err(|e| TransportError::Settings(format!("building the HTTPS client: {e}")))?
     }
 
     /// Whether this server may create instances of `moid`.

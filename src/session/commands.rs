@@ -28,7 +28,7 @@ use super::account::{self, Account};
 use super::engine::{Engine, Limits, media_type};
 use super::exec;
 use crate::authority::{AccessError, Authority, Principal};
-use crate::protocol::{self, Alert, Command, Status, alert};
+use crate::protocol::{self, Command, Status};
 use crate::transport::{HttpClient, Request};
 use crate::tree::json::parse_items;
 use crate::tree::uri::{ClientUri, NodeAddr};
@@ -423,18 +423,10 @@ async fn run_exec(
                     ),
                 ));
             };
-            let engine = Arc::clone(ctx.engine);
-            tokio::spawn(async move {
-                let result = exec::run(&command, &addr, &srv_id).await;
-                // Free before the result is queued: whoever hears of it may EXEC again.
-                drop(slot);
-                let mut alert = Alert::of_type(alert::EXEC_RESULT);
-                alert.source_uri = Some(addr.to_string());
-                alert.target_uri = Some(target);
-                alert.data =
-                    Some(serde_json::json!({ "sc": result.status, "output": result.output }));
-                engine.queue_alert(&srv_id, &alert);
-            });
+            ctx.engine
+                .start_async_exec(slot, command, addr, target)
+                .await
+                .map_err(Failure::Local)?;
             Ok(Status::code(202))
         }
     }

@@ -30,6 +30,12 @@
 //!
 //! Durability: every command is its own store transaction, and the store is synced once
 //! before each Package#3, so every change a Package#3 acknowledges is on disk.
+//!
+//! Background work: asynchronous EXEC handlers run as tasks of the engine's [`Tasks`]; an
+//! asynchronous EXEC is recorded before its handler starts, so that its result alert is
+//! queued whatever happens — the handler's result, or "interrupted" when the daemon gives up
+//! on it at shutdown or finds it recorded at start ([`Engine::resume`]; see
+//! [`super::exec`]). A session cut off at shutdown ends with status `500`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,13 +49,15 @@ use tokio::time::Instant;
 use super::account::Account;
 use super::commands::{self, Context};
 use super::error::SessionError;
-use super::exec::ExecHandlers;
+use super::exec::{self, ExecHandlers};
 use super::package3::{Fit, Package3Body};
+use super::tasks::Tasks;
 use crate::authority::{Authority, Principal};
 use crate::config::Config;
 use crate::protocol::{self, Alert, MoEntry, Package1, Package2, Status};
-use crate::store::Store;
+use crate::store::{AsyncExec, Store};
 use crate::transport::{HttpClient, Request, Response};
+use crate::tree::uri::NodeAddr;
 
 /// Configured limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +163,8 @@ pub struct Engine {
     pub(super) followups: mpsc::Sender<FollowUp>,
     /// Asynchronous EXECs running, per server.
     async_execs: Mutex<HashMap<String, usize>>,
+    /// The owner of asynchronous EXEC handlers and the sessions [`contain`]ed.
+    pub(super) tasks: Tasks,
 }
 
 /// A running asynchronous EXEC's place in its server's `exec_concurrent`, given back when
@@ -198,7 +208,34 @@ impl Engine {
             extra_ca_files,
             followups,
             async_execs: Mutex::new(HashMap::new()),
+            tasks: Tasks::new(),
         }
+    }
+
+    /// The engine with its background work (asynchronous EXEC handlers) owned by `tasks`.
+    pub fn with_tasks(self, tasks: Tasks) -> Engine {
+        Engine { tasks, ..self }
+    }
+
+    /// After a restart, before any session: queues the "interrupted" result of every
+    /// asynchronous EXEC a stopped daemon left recorded, then asks for a follow-up session
+    /// for every server with alerts waiting (per TargetURI), so that they reach their server
+    /// without waiting for another trigger. Returns how many EXECs were interrupted.
+    pub fn resume(&self) -> Result<usize, String> {
+        let left = self.with_state(|s| s.async_execs())?;
+        for exec in &left {
+            tracing::warn!(
+                srv_id = %exec.srv_id,
+                "asynchronous EXEC of {} was running when omadmd stopped: reporting it interrupted",
+                exec.client_uri
+            );
+            self.finish_exec(exec, &exec::interrupted())
+                .map_err(|e| e.to_string())?;
+        }
+        for (srv_id, url) in self.with_state(|s| s.pending_alert_targets())? {
+            self.follow_up(FollowUp::Session { srv_id, url });
+        }
+        Ok(left.len())
     }
 
     /// When `srv_id` last completed a session (POSIX seconds), if ever.
@@ -268,15 +305,15 @@ impl Engine {
                 Ok(())
             }
         };
-        let client = HttpClient::new(
-            account.client_settings(&self.extra_ca_files, self.limits.max_package_bytes),
-        )
-        .map_err(|e| {
-            SessionError::Local(format!(
-                "cannot set up the transport for {}: {e}",
-                account.srv_id
-            ))
-        })?;
+        let client = account
+            .client(&self.extra_ca_files, self.limits.max_package_bytes)
+            .await
+            .map_err(|e| {
+                SessionError::Local(format!(
+                    "cannot set up the transport for {}: {e}",
+                    account.srv_id
+                ))
+            })?;
         let principal = Principal::Server(account.srv_id.clone());
         let mut url = url.unwrap_or(&account.srv_uri).to_owned();
 
@@ -538,6 +575,83 @@ impl Engine {
         self.async_execs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Starts an asynchronous EXEC: records it, then runs its handler as a task of the
+    /// engine's [`Tasks`] holding `slot`; when the handler ends — or is given up at shutdown,
+    /// as interrupted — its result alert is queued and the EXEC forgotten in one transaction.
+    /// Not started (an error) when it cannot be recorded.
+    pub(super) async fn start_async_exec(
+        self: &Arc<Self>,
+        slot: ExecSlot,
+        command: Vec<String>,
+        addr: NodeAddr,
+        target: String,
+    ) -> Result<(), String> {
+        let engine = Arc::clone(self);
+        let (srv_id, client_uri) = (slot.srv_id.clone(), addr.to_string());
+        let record = tokio::task::spawn_blocking(move || {
+            engine
+                .state(|tx| tx.begin_exec(&srv_id, &client_uri, &target))
+                .map(|id| AsyncExec {
+                    id,
+                    srv_id,
+                    client_uri,
+                    target_uri: target,
+                })
+        })
+        .await
+        .map_err(|e| format!("recording the asynchronous EXEC did not run: {e}"))?
+        .map_err(|e| format!("cannot record the asynchronous EXEC: {e}"))?;
+        let (engine, tasks) = (Arc::clone(self), self.tasks.clone());
+        self.tasks.spawn(async move {
+            let result = tokio::select! {
+                result = exec::run(&command, &addr, &record.srv_id) => result,
+                // The handler is killed as its future is dropped (kill_on_drop).
+                () = tasks.aborted() => exec::interrupted(),
+            };
+            // Free before the result is queued: whoever hears of it may EXEC again.
+            drop(slot);
+            let queued =
+                tokio::task::spawn_blocking(move || engine.finish_exec(&record, &result)).await;
+            match queued {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(
+                    "an asynchronous EXEC's result is not queued; the next start reports it \
+                     interrupted: {e}"
+                ),
+                Err(e) => {
+                    tracing::error!("queueing an asynchronous EXEC's result did not run: {e}")
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Queues `result` of the recorded asynchronous EXEC `exec` and forgets the EXEC, in one
+    /// transaction; then asks for a follow-up session to deliver it.
+    fn finish_exec(&self, exec: &AsyncExec, result: &exec::ExecResult) -> Result<(), SessionError> {
+        let alert = exec::result_alert(&exec.client_uri, &exec.target_uri, result);
+        let json = serde_json::to_string(&alert).map_err(|e| SessionError::Local(e.to_string()))?;
+        let keep = self.limits.pending_alerts_per_server;
+        let dropped = self.state(|tx| tx.finish_exec(exec.id, &exec.srv_id, &json, keep))?;
+        self.log_dropped(&exec.srv_id, dropped);
+        self.follow_up(FollowUp::Session {
+            srv_id: exec.srv_id.clone(),
+            url: Some(exec.target_uri.clone()),
+        });
+        Ok(())
+    }
+
+    fn log_dropped(&self, srv_id: &str, dropped: usize) {
+        if dropped > 0 {
+            tracing::warn!(
+                srv_id = %srv_id,
+                "dropped the {dropped} oldest undelivered alert(s): more than \
+                 pending_alerts_per_server = {} were waiting",
+                self.limits.pending_alerts_per_server
+            );
+        }
+    }
+
     /// Hands a `SHOW` URL on; whether anyone took it is not the session's concern.
     pub(super) fn show(&self, srv_id: &str, url: &str) {
         self.follow_up(FollowUp::Show {
@@ -586,10 +700,10 @@ impl Engine {
             tracing::warn!(srv_id = %srv_id, "not fetching {moid} from its DEFAULT source: the server may no longer manage it");
             return Ok(false);
         }
-        let client = HttpClient::new(
-            account.client_settings(&self.extra_ca_files, self.limits.max_package_bytes),
-        )
-        .map_err(|e| e.to_string())?;
+        let client = account
+            .client(&self.extra_ca_files, self.limits.max_package_bytes)
+            .await
+            .map_err(|e| e.to_string())?;
         let written =
             super::commands::fetch_into_tree(&self.auth, &client, account, &server_uri, None)
                 .await
@@ -610,12 +724,7 @@ impl Engine {
         };
         let keep = self.limits.pending_alerts_per_server;
         match self.state(|tx| tx.queue_alert(srv_id, &json, keep)) {
-            Ok(0) => {}
-            Ok(dropped) => tracing::warn!(
-                srv_id = %srv_id,
-                "dropped the {dropped} oldest undelivered alert(s): more than \
-                 pending_alerts_per_server = {keep} were waiting"
-            ),
+            Ok(dropped) => self.log_dropped(srv_id, dropped),
             Err(e) => {
                 tracing::error!("cannot persist an alert for {srv_id}: {e}");
                 return;
@@ -628,11 +737,31 @@ impl Engine {
     }
 }
 
-/// Runs `session` (a future yielding its [`Outcome`]) as a task of its own, so that a panic
+/// Runs `session` (a future yielding its [`Outcome`]) as a task of `tasks`, so that a panic
 /// inside it ends that session only: it becomes an outcome with status `500`, logged, and
-/// the caller goes on to release what the session held.
-pub async fn contain(session: impl Future<Output = Outcome> + Send + 'static) -> Outcome {
-    match tokio::spawn(session).await {
+/// the caller goes on to release what the session held. When `tasks` aborts (shutdown past
+/// its drain time) the session is cut off where it is, with status `500`.
+pub async fn contain(
+    tasks: &Tasks,
+    session: impl Future<Output = Outcome> + Send + 'static,
+) -> Outcome {
+    let mut handle = tasks.spawn(session);
+    let joined = tokio::select! {
+        joined = &mut handle => joined,
+        () = tasks.aborted() => {
+            handle.abort();
+            match handle.await {
+                Err(e) if e.is_cancelled() => {
+                    tracing::warn!("omadmd is stopping: a session was cut off");
+                    return Outcome::failed(SessionError::Local(
+                        "omadmd stopped: the session was cut off".to_owned(),
+                    ));
+                }
+                other => other,
+            }
+        }
+    };
+    match joined {
         Ok(outcome) => outcome,
         Err(e) => {
             let why = if e.is_panic() {
@@ -670,7 +799,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_in_a_session_becomes_a_500_outcome() {
-        let outcome = contain(async { panic!("boom in a command") }).await;
+        let tasks = Tasks::new();
+        let outcome = contain(&tasks, async { panic!("boom in a command") }).await;
         assert_eq!(outcome.status, 500);
         assert!(outcome.detail.contains("boom in a command"), "{outcome:?}");
         let done = Outcome {
@@ -681,7 +811,16 @@ mod tests {
             error: None,
         };
         let copy = done.clone();
-        assert_eq!(contain(async move { copy }).await, done);
+        assert_eq!(contain(&tasks, async move { copy }).await, done);
+
+        // Polled in order: the session is running when the shutdown starts.
+        let (outcome, drained) = tokio::join!(
+            contain(&tasks, std::future::pending()),
+            tasks.shutdown(Duration::ZERO, Duration::from_secs(60))
+        );
+        assert_eq!(drained, crate::session::tasks::Drained::Aborted);
+        assert_eq!(outcome.status, 500);
+        assert!(outcome.detail.contains("cut off"), "{outcome:?}");
     }
 
     #[test]

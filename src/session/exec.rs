@@ -4,6 +4,14 @@
 //! is `200`, anything else `500`; its standard output is the result: the first 64 KiB are
 //! kept (cut on a character boundary), the rest is read and discarded so that the handler is
 //! not blocked on a full pipe. Its standard error is discarded.
+//!
+//! An asynchronous EXEC (one with a ServerURI) reports its result later, as an
+//! [`alert::EXEC_RESULT`] alert ([`result_alert`]). It is recorded in the store before its
+//! handler starts, and forgotten in the transaction that queues its result (see
+//! [`super::engine::Engine::start_async_exec`]); if the daemon stops or crashes meanwhile,
+//! its result is [`interrupted`]: status [`INTERRUPTED_STATUS`], output
+//! [`INTERRUPTED_OUTPUT`] — queued when the daemon gives up on the handler at shutdown, or by
+//! the next daemon at start for a handler it finds recorded.
 
 use std::collections::BTreeMap;
 use std::process::{ExitStatus, Stdio};
@@ -11,6 +19,7 @@ use std::process::{ExitStatus, Stdio};
 use tokio::io::AsyncReadExt as _;
 use tokio::process::Child;
 
+use crate::protocol::{Alert, alert};
 use crate::tree::uri::{ClientUri, NodeAddr};
 
 /// The configured handlers, in pattern order.
@@ -27,6 +36,28 @@ pub struct ExecResult {
 }
 
 const MAX_OUTPUT: usize = 64 * 1024;
+
+/// The `sc` of an interrupted asynchronous EXEC's result.
+pub const INTERRUPTED_STATUS: u16 = 500;
+/// The output of an interrupted asynchronous EXEC's result.
+pub const INTERRUPTED_OUTPUT: &str = "interrupted: omadmd stopped before the handler finished";
+
+/// The result of an asynchronous EXEC whose handler the daemon stopped waiting for.
+pub fn interrupted() -> ExecResult {
+    ExecResult {
+        status: INTERRUPTED_STATUS,
+        output: INTERRUPTED_OUTPUT.to_owned(),
+    }
+}
+
+/// The alert reporting `result` of an asynchronous EXEC of `client_uri` to `target_uri`.
+pub fn result_alert(client_uri: &str, target_uri: &str, result: &ExecResult) -> Alert {
+    let mut alert = Alert::of_type(alert::EXEC_RESULT);
+    alert.source_uri = Some(client_uri.to_owned());
+    alert.target_uri = Some(target_uri.to_owned());
+    alert.data = Some(serde_json::json!({ "sc": result.status, "output": result.output }));
+    alert
+}
 
 impl ExecHandlers {
     /// Builds the handlers from the configuration's `[exec]` table.
@@ -198,6 +229,20 @@ mod tests {
                 status: 200,
                 output: "ok é".into()
             }
+        );
+    }
+
+    #[test]
+    fn results_go_out_as_project_alerts() {
+        let a = result_alert("urn:x:1.0/m/Run", "https://s/r", &interrupted());
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({
+                "AlertType": "urn:oma:at:ext-omadmd:1.0:ExecResult",
+                "SourceURI": "urn:x:1.0/m/Run",
+                "TargetURI": "https://s/r",
+                "Data": {"sc": 500, "output": "interrupted: omadmd stopped before the handler finished"}
+            })
         );
     }
 

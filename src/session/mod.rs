@@ -12,7 +12,8 @@
 //! - [`commands`] — executing one command into its status;
 //! - [`package3`] — Package#3 within `package3_bytes`;
 //! - [`exec`] — EXEC handlers (configured commands);
-//! - [`subscribe`] — SUB deliveries.
+//! - [`subscribe`] — SUB deliveries;
+//! - [`tasks`] — who owns background work, and stopping it (SIGTERM).
 
 pub mod account;
 pub mod commands;
@@ -23,8 +24,10 @@ pub mod info;
 pub mod package3;
 pub mod scheduler;
 pub mod subscribe;
+pub mod tasks;
 
 pub use account::Account;
 pub use engine::{Engine, Limits, Outcome};
 pub use error::SessionError;
 pub use scheduler::{Event, Origin, Running, Scheduler, Start, StartError};
+pub use tasks::Tasks;

@@ -21,6 +21,10 @@
 //!   passed while the daemon was down starts one session, not one per missed interval).
 //! - **SessionInfo**: each running session has its instance (see [`super::info`]); stale
 //!   ones, left by a crash, are removed by [`Scheduler::clear_stale`] at start.
+//! - **Stopping** (see [`super::tasks`]): sessions and the loops run as tasks of the
+//!   scheduler's [`Tasks`]; once it stops, no session starts ([`StartError::Stopping`]),
+//!   queued triggers are dropped (their alerts are persisted), the follow-up and poll loops
+//!   end, and running sessions get the drain time before they are cut off.
 //! - **Events** go to a broadcast channel of [`EVENTS`] entries; a subscriber that falls
 //!   further behind loses the oldest and is told so (`RecvError::Lagged`), and can read the
 //!   current state from [`Scheduler::running`].
@@ -39,6 +43,7 @@ use super::account::{self, Account};
 use super::engine::{self, Engine, FollowUp, Outcome};
 use super::error::SessionError;
 use super::info::{self, SessionInfo};
+use super::tasks::Tasks;
 use crate::authority::{Authority, Principal, Rights};
 use crate::protocol::alert;
 use crate::store::{PollDue, Store, StoreError};
@@ -133,6 +138,8 @@ pub enum StartError {
     Busy { srv_id: String, session_id: String },
     #[error("reading the DM accounts: {0}")]
     Accounts(String),
+    #[error("omadmd is stopping: no new session starts")]
+    Stopping,
 }
 
 /// What runs sessions for the scheduler: the [`Engine`] in the daemon.
@@ -203,6 +210,8 @@ pub struct Scheduler {
     next: AtomicU64,
     /// Where the bearer is read from (`/` on a live system).
     host_root: PathBuf,
+    /// The owner of the sessions' tasks.
+    tasks: Tasks,
 }
 
 impl Scheduler {
@@ -214,6 +223,18 @@ impl Scheduler {
         state: Store,
         host_root: PathBuf,
     ) -> Arc<Scheduler> {
+        Scheduler::with_tasks(runner, auth, state, host_root, Tasks::new())
+    }
+
+    /// As [`Scheduler::new`], its sessions owned by `tasks`: once `tasks` stops, no
+    /// session starts (see the module documentation).
+    pub fn with_tasks(
+        runner: Arc<dyn Runner>,
+        auth: Arc<Authority>,
+        state: Store,
+        host_root: PathBuf,
+        tasks: Tasks,
+    ) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             runner,
             auth,
@@ -222,6 +243,7 @@ impl Scheduler {
             table: Mutex::new(Table::default()),
             next: AtomicU64::new(1),
             host_root,
+            tasks,
         })
     }
 
@@ -310,10 +332,20 @@ impl Scheduler {
         )
     }
 
-    /// Runs what the engine asks for after commands until its queue closes: `SHOW` URLs
-    /// become [`Event::Show`], session requests start (or queue) a follow-up session.
+    /// Runs what the engine asks for after commands until its queue closes or the
+    /// scheduler stops: `SHOW` URLs become [`Event::Show`], session requests start (or
+    /// queue) a follow-up session. Requests left in the queue at a stop are dropped: their
+    /// alerts are persisted, and the next start asks for them again ([`Engine::resume`]).
     pub async fn follow_ups(self: Arc<Self>, mut requests: mpsc::Receiver<FollowUp>) {
-        while let Some(request) = requests.recv().await {
+        loop {
+            let request = tokio::select! {
+                biased;
+                () = self.tasks.stopped() => break,
+                request = requests.recv() => match request {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
             let (srv_id, url) = match request {
                 FollowUp::Show { srv_id, url } => {
                     // Nobody listening is fine: SHOW is an offer.
@@ -350,14 +382,15 @@ impl Scheduler {
         }
     }
 
-    /// Polls the accounts with `Ext/PollSeconds` until the runtime stops: sessions when
+    /// Polls the accounts with `Ext/PollSeconds` until the scheduler stops: sessions when
     /// due, and a look at the accounts whenever `accounts_changed` is notified.
     pub async fn poll(self: Arc<Self>, accounts_changed: Arc<Notify>) {
-        loop {
+        while !self.tasks.stopping() {
             let wait = self.poll_pass(now()).await;
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = accounts_changed.notified() => {}
+                () = self.tasks.stopped() => {}
             }
         }
     }
@@ -456,6 +489,9 @@ impl Scheduler {
 
     /// Runs `trigger` with `account` now, or queues it behind the server's running session.
     fn launch(self: &Arc<Self>, account: Account, trigger: Trigger) -> Result<Start, StartError> {
+        if self.tasks.stopping() {
+            return Err(StartError::Stopping);
+        }
         let srv_id = account.srv_id.clone();
         let session = {
             let mut table = self.lock();
@@ -494,7 +530,8 @@ impl Scheduler {
             srv_id,
             armed: true,
         };
-        tokio::spawn(Arc::clone(self).drive(guard, account, session, trigger.url));
+        self.tasks
+            .spawn(Arc::clone(self).drive(guard, account, session, trigger.url));
         Ok(start)
     }
 
@@ -532,6 +569,10 @@ impl Scheduler {
             let (next, sessions) = {
                 let mut table = self.lock();
                 let srv_id = &session.srv_id;
+                if self.tasks.stopping() {
+                    // Their alerts are persisted; the next start asks for them again.
+                    table.queued.remove(srv_id);
+                }
                 let trigger = match table.queued.get_mut(srv_id) {
                     Some(q) if !q.is_empty() => Some(q.remove(0)),
                     _ => None,
@@ -604,7 +645,7 @@ impl Scheduler {
         }
         self.announce_started(session);
         let (runner, reason) = (Arc::clone(&self.runner), session.reason);
-        let outcome = engine::contain(runner.session(account, reason, url)).await;
+        let outcome = engine::contain(&self.tasks, runner.session(account, reason, url)).await;
         let auth = Arc::clone(&self.auth);
         let gone = blocking(move || auth.withdraw(builtin::SESSIONINFO, |m| m != miid)).await;
         if let Err(e) = gone {

@@ -10,7 +10,6 @@ use super::commands::{blocking, send_mo};
 use super::engine::Engine;
 use crate::authority::Principal;
 use crate::store::Change;
-use crate::transport::HttpClient;
 use crate::tree::uri::ClientUri;
 
 /// Delivers one batch of changes to the subscriptions they concern (each at most once).
@@ -49,9 +48,10 @@ pub async fn deliver(engine: Arc<Engine>, changes: Vec<Change>) {
                 continue;
             }
         };
-        let client = match HttpClient::new(
-            acc.client_settings(&engine.extra_ca_files, engine.limits.max_package_bytes),
-        ) {
+        let client = match acc
+            .client(&engine.extra_ca_files, engine.limits.max_package_bytes)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(srv_id = %sub.srv_id, "SUB: transport: {e}");

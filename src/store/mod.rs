@@ -5,7 +5,8 @@
 //! - [`read`]: queries, and [`crate::tree::resolve::TreeRead`] over the store;
 //! - [`write`]: [`Txn`], the only way to change anything — one SQLite transaction per
 //!   [`Store::write`], so a crash leaves the old state or the new one, never a mix;
-//! - [`session_state`] — pending alerts, `DEFAULT` sources, `SUB` subscriptions, poll due times;
+//! - [`session_state`] — pending alerts, `DEFAULT` sources, `SUB` subscriptions, poll due times,
+//!   asynchronous EXECs running;
 //! - [`import`]: writing MO serialization items (HGET, bootstrap files);
 //! - [`error`] — [`StoreError`].
 //!
@@ -29,7 +30,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use error::StoreError;
 pub use import::Placement;
 pub use read::{Change, ChangeKind, InstanceInfo, MAX_DEPTH, Stats, Usage};
-pub use session_state::{PendingAlert, PollDue, Subscription};
+pub use session_state::{AsyncExec, PendingAlert, PollDue, Subscription};
 pub use write::Txn;
 
 /// A connection to the store. Open one per thread; any number may read while one writes.

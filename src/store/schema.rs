@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 /// Migrations: entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -128,6 +128,18 @@ CREATE TABLE poll_due (
     due    INTEGER NOT NULL,
     every  INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#,
+    r#"
+-- Asynchronous EXECs whose handler was started: recorded before the handler starts, removed
+-- in the transaction that queues its result alert. A row found when the daemon starts is a
+-- handler a stopped daemon never heard back from: its result is queued as interrupted.
+CREATE TABLE async_execs (
+    id         INTEGER PRIMARY KEY,
+    srv_id     TEXT NOT NULL,
+    client_uri TEXT NOT NULL,
+    target_uri TEXT NOT NULL,
+    started    INTEGER NOT NULL
+);
 "#,
 ];
 

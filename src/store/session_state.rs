@@ -1,6 +1,6 @@
 //! What DM sessions leave behind for later: alerts waiting for delivery, `DEFAULT` sources,
-//! `SUB` subscriptions and when each polled server's next session is due. Plain rows; the
-//! session engine and scheduler give them meaning.
+//! `SUB` subscriptions, when each polled server's next session is due, and the asynchronous
+//! EXECs whose handler runs. Plain rows; the session engine and scheduler give them meaning.
 
 use rusqlite::params;
 
@@ -21,6 +21,17 @@ pub struct PollDue {
     pub due: i64,
     /// The `PollSeconds` the due time was set with.
     pub every: i64,
+}
+
+/// An asynchronous EXEC whose handler was started and whose result is not queued yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsyncExec {
+    pub id: i64,
+    pub srv_id: String,
+    /// The executed node.
+    pub client_uri: String,
+    /// Where the result alert goes (the EXEC's ServerURI).
+    pub target_uri: String,
 }
 
 /// A `SUB` subscription.
@@ -49,6 +60,45 @@ impl Store {
             .map_err(StoreError::db("reading pending alerts"))?;
         rows.collect::<Result<_, _>>()
             .map_err(StoreError::db("reading pending alerts"))
+    }
+
+    /// The asynchronous EXECs started and not finished, oldest first.
+    pub fn async_execs(&self) -> Result<Vec<AsyncExec>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, srv_id, client_uri, target_uri FROM async_execs ORDER BY id",
+            )
+            .map_err(StoreError::db("preparing the asynchronous EXEC query"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(AsyncExec {
+                    id: r.get(0)?,
+                    srv_id: r.get(1)?,
+                    client_uri: r.get(2)?,
+                    target_uri: r.get(3)?,
+                })
+            })
+            .map_err(StoreError::db("reading asynchronous EXECs"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("reading asynchronous EXECs"))
+    }
+
+    /// Where waiting alerts go: each server with alerts waiting, with each distinct
+    /// `TargetURI` among them (`None`: alerts for no particular URI).
+    pub fn pending_alert_targets(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT srv_id, json_extract(alert, '$.TargetURI') FROM pending_alerts \
+                 WHERE json_valid(alert) ORDER BY 1, 2",
+            )
+            .map_err(StoreError::db("preparing the pending alert targets query"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(StoreError::db("reading pending alert targets"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("reading pending alert targets"))
     }
 
     /// Every subscription.
@@ -134,6 +184,41 @@ impl Txn<'_> {
                 params![srv_id, i64::try_from(keep).unwrap_or(i64::MAX)],
             )
             .map_err(StoreError::db("dropping the oldest pending alerts"))
+    }
+
+    /// Records that an asynchronous EXEC of `client_uri` for `srv_id`, its result to go to
+    /// `target_uri`, is about to start its handler. Returns its id.
+    pub fn begin_exec(
+        &mut self,
+        srv_id: &str,
+        client_uri: &str,
+        target_uri: &str,
+    ) -> Result<i64, StoreError> {
+        self.execute(
+            "INSERT INTO async_execs (srv_id, client_uri, target_uri, started) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![srv_id, client_uri, target_uri, self.now()],
+            "recording an asynchronous EXEC",
+        )?;
+        Ok(self.tx().last_insert_rowid())
+    }
+
+    /// Asynchronous EXEC `id` is over: queues its result alert for `srv_id` (as
+    /// [`Txn::queue_alert`] does, keeping at most `keep`) and forgets the EXEC, both or
+    /// neither. Returns how many older alerts were dropped.
+    pub fn finish_exec(
+        &mut self,
+        id: i64,
+        srv_id: &str,
+        alert_json: &str,
+        keep: usize,
+    ) -> Result<usize, StoreError> {
+        self.execute(
+            "DELETE FROM async_execs WHERE id = ?1",
+            params![id],
+            "forgetting a finished asynchronous EXEC",
+        )?;
+        self.queue_alert(srv_id, alert_json, keep)
     }
 
     /// Forgets alerts that were delivered.
@@ -283,6 +368,68 @@ mod tests {
             .write(|tx| tx.unsubscribe("a", "urn:x:1.0/m/"))
             .unwrap();
         assert!(!gone);
+    }
+
+    #[test]
+    fn an_async_exec_persists_until_its_result_is_queued_in_the_same_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut store = Store::open(&path).unwrap();
+        let (first, _) = store
+            .write(|tx| tx.begin_exec("a", "urn:x:1.0/m/Run", "https://a/results"))
+            .unwrap();
+        let (second, _) = store
+            .write(|tx| tx.begin_exec("b", "urn:x:1.0/n/Run", "https://b/results"))
+            .unwrap();
+        assert!(second > first);
+        // A daemon stopped here: the next one finds both.
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        let running = store.async_execs().unwrap();
+        assert_eq!(
+            running,
+            [
+                AsyncExec {
+                    id: first,
+                    srv_id: "a".into(),
+                    client_uri: "urn:x:1.0/m/Run".into(),
+                    target_uri: "https://a/results".into(),
+                },
+                AsyncExec {
+                    id: second,
+                    srv_id: "b".into(),
+                    client_uri: "urn:x:1.0/n/Run".into(),
+                    target_uri: "https://b/results".into(),
+                },
+            ]
+        );
+        let alert = r#"{"AlertType":"x","TargetURI":"https://a/results"}"#;
+        store
+            .write(|tx| tx.finish_exec(first, "a", alert, 10))
+            .unwrap();
+        assert_eq!(store.async_execs().unwrap().len(), 1, "b still runs");
+        assert_eq!(store.pending_alerts("a").unwrap()[0].alert_json, alert);
+
+        // A failing queue leaves the EXEC recorded: its result is not lost.
+        let failed = store.write(|tx| {
+            tx.finish_exec(second, "b", "{}", 10)?;
+            Err::<(), _>(StoreError::Corrupt("injected".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.async_execs().unwrap()[0].id, second);
+        assert!(store.pending_alerts("b").unwrap().is_empty());
+
+        store.write(|tx| tx.queue_alert("b", "{}", 10)).unwrap();
+        store
+            .write(|tx| tx.queue_alert("b", "not json", 10))
+            .unwrap();
+        assert_eq!(
+            store.pending_alert_targets().unwrap(),
+            [
+                ("a".into(), Some("https://a/results".into())),
+                ("b".into(), None)
+            ]
+        );
     }
 
     #[test]

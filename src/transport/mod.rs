@@ -2,14 +2,16 @@
 //!
 //! It knows bytes and URLs, not MOs: callers hand it a [`Request`] and get a [`Response`]
 //! or a [`TransportError`]. One [`HttpClient`] per DM server account, built from that
-//! account's [`ClientSettings`]:
+//! account's [`ClientSettings`] and kept in a [`ClientCache`] (a new client when the
+//! settings or the trust store change):
 //!
 //! - **TLS only** — `https://` URLs; plain `http://` only to a loopback host and only with
 //!   [`ClientSettings::allow_plain_loopback`] (tests, local development servers).
 //!   TLS 1.2 and 1.3 with rustls and its `ring` provider, held by the client (no
 //!   process-wide state). TLS-PSK, the specification's alternative to certificates, is not
 //!   offered: rustls has no TLS-PSK.
-//! - **Trust** ([`Trust`]) — the system trust store plus `[tls] extra_ca_files`, or the
+//! - **Trust** ([`Trust`]) — the system trust store plus `[tls] extra_ca_files` (loaded once
+//!   per process and reloaded when they change: [`TrustStore`]), or the
 //!   account's `Ext/CACert` PEM: CA certificates become the only anchors, an end-entity
 //!   certificate is pinned.
 //! - **Client authentication** ([`ClientAuth`]) — an X.509 client certificate, or HTTP
@@ -23,11 +25,13 @@
 //! HTTP/1.1 with keep-alive: idle connections are reused for the next request to the same
 //! origin.
 
+mod cache;
 mod certs;
 mod conn;
 mod error;
 mod pin;
 mod retry;
+mod roots;
 mod settings;
 mod target;
 mod tls;
@@ -39,9 +43,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Full};
-use rustls::ClientConfig;
+use rustls::{ClientConfig, RootCertStore};
 
+pub use cache::ClientCache;
 pub use error::TransportError;
+pub use roots::TrustStore;
 pub use settings::{ClientAuth, ClientSettings, RetryPolicy, Trust};
 
 use conn::{Failure, Pool, Sender};
@@ -185,6 +191,8 @@ pub struct HttpClient {
     tls: Arc<ClientConfig>,
     /// No trust anchor at all: TLS errors say so.
     roots_empty: bool,
+    /// With [`Trust::Roots`], the trust store's anchors this client was built with.
+    roots: Option<Arc<RootCertStore>>,
     basic: Option<HeaderValue>,
     pool: Pool,
 }
@@ -218,9 +226,19 @@ impl Prepared {
 impl HttpClient {
     /// Checks the settings and builds the TLS configuration: bad PEM, an unreadable CA file,
     /// a key that does not fit its certificate, ... are [`TransportError::Settings`] naming
-    /// the problem. With [`Trust::Roots`] the system trust store is read here.
+    /// the problem. With [`Trust::Roots`] the anchors come from the process-wide system
+    /// [`TrustStore`] (read on first use, and again when it changed). Sessions get their
+    /// clients from a [`ClientCache`] instead of building one each time.
     pub fn new(settings: ClientSettings) -> Result<HttpClient, TransportError> {
-        let (tls, roots_empty) = tls::client_config(&settings)?;
+        HttpClient::with_trust_store(settings, roots::system())
+    }
+
+    /// Like [`HttpClient::new`], with the [`Trust::Roots`] anchors taken from `trust`.
+    pub fn with_trust_store(
+        settings: ClientSettings,
+        trust: &TrustStore,
+    ) -> Result<HttpClient, TransportError> {
+        let built = tls::client_config(&settings, trust)?;
         let basic = match &settings.client_auth {
             ClientAuth::Basic { user, password } => {
                 if user.contains(':') {
@@ -240,8 +258,9 @@ impl HttpClient {
         };
         Ok(HttpClient {
             settings,
-            tls,
-            roots_empty,
+            tls: built.config,
+            roots_empty: built.roots_empty,
+            roots: built.roots,
             basic,
             pool: Pool::default(),
         })

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// How an [`HttpClient`](super::HttpClient) connects. Build one per DM server account: the
 /// trust anchor and credentials come from that account.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientSettings {
     /// Whom to trust as the server.
     pub trust: Trust,

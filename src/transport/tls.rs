@@ -1,6 +1,7 @@
 //! The rustls client configuration of one [`HttpClient`](super::HttpClient): the `ring`
 //! crypto provider (held by this configuration, never installed process-wide), TLS 1.2 and
-//! 1.3 only, the server verifier chosen by [`Trust`], and the client certificate.
+//! 1.3 only, the server verifier chosen by [`Trust`] (the shared anchors of a
+//! [`TrustStore`] for [`Trust::Roots`]), and the client certificate.
 
 use std::sync::Arc;
 
@@ -8,22 +9,35 @@ use rustls::{ClientConfig, RootCertStore};
 
 use super::certs::{self, Anchors};
 use super::pin::PinnedVerifier;
+use super::roots::TrustStore;
 use super::{ClientAuth, ClientSettings, TransportError, Trust};
 
-/// Builds the TLS configuration; the flag says whether it has no trust anchor at all (an
-/// empty system store and no extra files), so TLS errors can say why everything is refused.
+/// The TLS configuration of one client, and the shared anchors it was built with.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub(crate) config: Arc<ClientConfig>,
+    /// No trust anchor at all (an empty system store and no extra files): TLS errors say
+    /// why everything is refused.
+    pub(crate) roots_empty: bool,
+    /// With [`Trust::Roots`], the anchors from `system` (a newer `Arc` means the store
+    /// changed since).
+    pub(crate) roots: Option<Arc<RootCertStore>>,
+}
+
+/// Builds the TLS configuration; with [`Trust::Roots`] the anchors come from `system`.
 pub(crate) fn client_config(
     settings: &ClientSettings,
-) -> Result<(Arc<ClientConfig>, bool), TransportError> {
+    system: &TrustStore,
+) -> Result<Built, TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TransportError::Settings(format!("TLS provider: {e}")))?;
-    let mut roots_empty = false;
+    let mut shared = None;
     let builder = match &settings.trust {
         Trust::Roots { extra_ca_files } => {
-            let roots = system_roots_plus(extra_ca_files)?;
-            roots_empty = roots.is_empty();
+            let roots = system.roots(extra_ca_files)?;
+            shared = Some(roots.clone());
             builder.with_root_certificates(roots)
         }
         Trust::Pem(pem) => match certs::classify(pem)? {
@@ -61,47 +75,16 @@ pub(crate) fn client_config(
         ClientAuth::None | ClientAuth::Basic { .. } => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((Arc::new(config), roots_empty))
-}
-
-/// The operating system's trust store plus the CA certificates in `extra_ca_files`. An
-/// unreadable or certificate-less extra file is an error; unreadable system certificates
-/// are logged and skipped.
-fn system_roots_plus(
-    extra_ca_files: &[std::path::PathBuf],
-) -> Result<RootCertStore, TransportError> {
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        tracing::warn!("system trust store: {e}");
-    }
-    let (added, ignored) = roots.add_parsable_certificates(native.certs);
-    if ignored > 0 {
-        tracing::warn!("system trust store: {ignored} certificate(s) could not be used");
-    }
-    tracing::debug!("system trust store: {added} trust anchor(s)");
-    for path in extra_ca_files {
-        let pem = std::fs::read_to_string(path).map_err(|e| {
-            TransportError::Settings(format!("extra CA file {}: {e}", path.display()))
-        })?;
-        let what = format!("extra CA file {}", path.display());
-        for (i, cert) in certs::parse_certs(&pem, &what)?.into_iter().enumerate() {
-            roots.add(cert).map_err(|e| {
-                TransportError::Settings(format!("{what}: certificate #{} is unusable: {e}", i + 1))
-            })?;
-        }
-    }
-    if roots.is_empty() {
-        tracing::warn!(
-            "no TLS trust anchors: the system trust store is empty and no extra CA files are \
-             configured; every server certificate will be refused"
-        );
-    }
-    Ok(roots)
+    Ok(Built {
+        config: Arc::new(config),
+        roots_empty: shared.as_ref().is_some_and(|r| r.is_empty()),
+        roots: shared,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::roots;
     use super::*;
     use rcgen::{CertificateParams, KeyPair};
 
@@ -125,16 +108,16 @@ mod tests {
             },
             ..ClientSettings::default()
         };
-        assert!(client_config(&settings(&cert_a, &key_a)).is_ok());
-        let err = client_config(&settings(&cert_a, &key_b))
+        assert!(client_config(&settings(&cert_a, &key_a), roots::system()).is_ok());
+        let err = client_config(&settings(&cert_a, &key_b), roots::system())
             .unwrap_err()
             .to_string();
         assert!(err.contains("client certificate and key"), "{err}");
-        let err = client_config(&settings("", &key_a))
+        let err = client_config(&settings("", &key_a), roots::system())
             .unwrap_err()
             .to_string();
         assert!(err.contains("client certificate chain"), "{err}");
-        let err = client_config(&settings(&cert_a, "nope"))
+        let err = client_config(&settings(&cert_a, "nope"), roots::system())
             .unwrap_err()
             .to_string();
         assert!(err.contains("client private key"), "{err}");
@@ -150,12 +133,14 @@ mod tests {
         std::fs::write(&empty, "").unwrap();
         let missing = dir.path().join("missing.pem");
         let with = |files: Vec<std::path::PathBuf>| {
-            client_config(&ClientSettings::with_trust(Trust::Roots {
-                extra_ca_files: files,
-            }))
+            client_config(
+                &ClientSettings::with_trust(Trust::Roots {
+                    extra_ca_files: files,
+                }),
+                roots::system(),
+            )
         };
-        let (_, roots_empty) = with(vec![good]).unwrap();
-        assert!(!roots_empty);
+        assert!(!with(vec![good]).unwrap().roots_empty);
         let err = with(vec![empty]).unwrap_err().to_string();
         assert!(
             err.contains("empty.pem") && err.contains("no \"-----BEGIN"),
