@@ -52,7 +52,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
-use std::process::{ChildStdin, Command, ExitCode, Stdio};
+use std::process::{ChildStdin, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
@@ -78,6 +78,8 @@ use support::daemon::Daemon;
 use support::sysbus::{self, KillOnDrop, SysBus, TestUser};
 
 mod common;
+#[path = "common/watchers.rs"]
+mod watchers;
 
 use common::{SLICES, Samples, build, cores, group, num, print_table, print_targets_met};
 
@@ -109,7 +111,6 @@ const CLIENTS: usize = 8;
 const CALLS_PER_CLIENT: usize = 2_500;
 /// 3. watcher connections, Set rounds, and connections opened at once (dbus-daemon allows
 ///    64 unauthenticated connections by default).
-const WATCHERS: usize = 1_000;
 const ROUNDS: usize = 5;
 const CONNECT_BATCH: usize = 32;
 /// 4. timed Gets of each kind by the non-root client.
@@ -135,8 +136,6 @@ const ATTACK_SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// No call may take longer (a hung daemon fails the bench instead of stalling it).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// fds this process needs besides the watchers' sockets.
-const SPARE_FDS: u64 = 128;
 
 fn main() -> ExitCode {
     if let Ok(mode) = std::env::var(CLIENT_ENV) {
@@ -161,13 +160,13 @@ fn run() -> Result<()> {
          (delivery: median and max of {ROUNDS} rounds); ratio = ours/base; targets apply to \
          ours (median)"
     );
-    let watchers = watcher_budget()?;
+    let watchers = watchers::watcher_budget("dbus")?;
 
     // Locals drop in reverse order of declaration: the runtime (with every client
     // connection), then the daemon, then the bus go away, also on errors and panics.
     let user = sysbus::test_user(TEST_USER);
     let bus = SysBus::start();
-    raise_bus_limits(&bus)?;
+    watchers::raise_bus_limits(&bus)?;
     let mut daemon = Daemon::start(&bus);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -325,72 +324,6 @@ fn list_ms(v: &[Duration]) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Setup
-
-/// How many watchers this process can hold open: `WATCHERS`, after raising the soft
-/// open-file limit up to the hard one if needed (`prlimit`, no libc needed), else fewer.
-fn watcher_budget() -> Result<usize> {
-    let need = WATCHERS as u64 + SPARE_FDS;
-    let (soft, hard) = nofile_limits()?;
-    if soft >= need {
-        return Ok(WATCHERS);
-    }
-    let want = need.min(hard);
-    let status = Command::new("prlimit")
-        .arg(format!("--pid={}", std::process::id()))
-        .arg(format!("--nofile={want}:{hard}"))
-        .status();
-    let (soft, _) = nofile_limits()?;
-    if soft >= need {
-        return Ok(WATCHERS);
-    }
-    let fit = soft.saturating_sub(SPARE_FDS) as usize;
-    eprintln!(
-        "dbus bench: open-file limit {soft} (hard {hard}; prlimit: {status:?}): using {fit} watchers, not {WATCHERS}"
-    );
-    if fit == 0 {
-        return Err(format!("open-file limit {soft} leaves no room for watchers").into());
-    }
-    Ok(fit)
-}
-
-/// (soft, hard) `Max open files` of this process.
-fn nofile_limits() -> Result<(u64, u64)> {
-    let limits = std::fs::read_to_string("/proc/self/limits")?;
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .ok_or("no 'Max open files' in /proc/self/limits")?;
-    let mut cols = line["Max open files".len()..].split_whitespace();
-    let mut next = || -> Result<u64> {
-        match cols.next() {
-            Some("unlimited") => Ok(u64::MAX),
-            Some(v) => Ok(v.parse()?),
-            None => Err(format!("cannot parse {line:?}").into()),
-        }
-    };
-    Ok((next()?, next()?))
-}
-
-/// dbus-daemon's default limits allow 256 connections per uid; the watchers (all root,
-/// like the other bench clients) need more. The harness's documented extension point is
-/// its `bus.d` directory; the limit takes effect once the bus reloads its config
-/// ([`reload_bus_config`]).
-fn raise_bus_limits(bus: &SysBus) -> Result<()> {
-    let conf = bus.dir().join("bus.d/omadmd-bench-limits.conf");
-    std::fs::write(
-        &conf,
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<!-- omadmd D-Bus bench: room for 1,000 watcher connections of one uid -->
-<busconfig>
-  <limit name="max_connections_per_user">4096</limit>
-  <limit name="max_completed_connections">4096</limit>
-</busconfig>
-"#,
-    )?;
-    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644))?;
-    Ok(())
-}
 
 async fn reload_bus_config(conn: &Connection) -> Result<()> {
     zbus::fdo::DBusProxy::new(conn)

@@ -32,8 +32,7 @@
 
 use std::error::Error;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -57,6 +56,10 @@ use support::daemon::Daemon;
 use support::sysbus::SysBus;
 
 mod common;
+#[path = "common/watchers.rs"]
+mod watchers;
+
+use watchers::WATCHERS;
 
 use common::{SLICES, Samples, build, cores, group, num, print_table, print_targets_met};
 
@@ -80,7 +83,6 @@ const LEAVES: usize = 100;
 const QUICK_ENV: &str = "OMADMD_BENCH_QUICK";
 
 const READERS: usize = 8;
-const WATCHERS: usize = 1_000;
 /// Connections opened at once (dbus-daemon allows 64 unauthenticated ones by default).
 const CONNECT_BATCH: usize = 32;
 /// The goal: readers' p99 under load at most this many times their quiet p99.
@@ -90,8 +92,6 @@ const GOAL: f64 = 3.0;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// No import session may take longer.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(120);
-/// fds this process needs besides the watchers' sockets.
-const SPARE_FDS: u64 = 128;
 
 /// How much to measure.
 #[derive(Clone, Copy)]
@@ -154,12 +154,12 @@ fn run() -> Result<()> {
         plan.rounds,
         group(&plan.calls.to_string())
     );
-    let watchers = watcher_budget()?;
+    let watchers = watchers::watcher_budget("load")?;
 
     // Locals drop in reverse order of declaration: the client runtime (with every
     // connection), the devserver and its runtime, the daemon, then the bus.
     let bus = SysBus::start();
-    raise_bus_limits(&bus)?;
+    watchers::raise_bus_limits(&bus)?;
     let daemon = Daemon::start(&bus);
     let dev_rt = tokio::runtime::Runtime::new()?;
     let certs = tempfile::tempdir()?;
@@ -517,65 +517,3 @@ fn tail(log: &str) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Limits (as in the D-Bus bench)
-
-/// How many watchers fit this process's open-file limit (raised with `prlimit` if needed).
-fn watcher_budget() -> Result<usize> {
-    let need = WATCHERS as u64 + SPARE_FDS;
-    let (soft, hard) = nofile_limits()?;
-    if soft >= need {
-        return Ok(WATCHERS);
-    }
-    let status = Command::new("prlimit")
-        .arg(format!("--pid={}", std::process::id()))
-        .arg(format!("--nofile={}:{hard}", need.min(hard)))
-        .status();
-    let (soft, _) = nofile_limits()?;
-    if soft >= need {
-        return Ok(WATCHERS);
-    }
-    let fit = soft.saturating_sub(SPARE_FDS) as usize;
-    eprintln!(
-        "load bench: open-file limit {soft} (hard {hard}; prlimit: {status:?}): using {fit} watchers, not {WATCHERS}"
-    );
-    if fit == 0 {
-        return Err(format!("open-file limit {soft} leaves no room for watchers").into());
-    }
-    Ok(fit)
-}
-
-/// (soft, hard) `Max open files` of this process.
-fn nofile_limits() -> Result<(u64, u64)> {
-    let limits = std::fs::read_to_string("/proc/self/limits")?;
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .ok_or("no 'Max open files' in /proc/self/limits")?;
-    let mut cols = line["Max open files".len()..].split_whitespace();
-    let mut next = || -> Result<u64> {
-        match cols.next() {
-            Some("unlimited") => Ok(u64::MAX),
-            Some(v) => Ok(v.parse()?),
-            None => Err(format!("cannot parse {line:?}").into()),
-        }
-    };
-    Ok((next()?, next()?))
-}
-
-/// Room for 1,000 watcher connections of one uid on the private bus (taken into account
-/// when the bus reloads its configuration, at the start of [`measure`]).
-fn raise_bus_limits(bus: &SysBus) -> Result<()> {
-    let conf = bus.dir().join("bus.d/omadmd-bench-limits.conf");
-    std::fs::write(
-        &conf,
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<!-- omadmd load bench: room for 1,000 watcher connections of one uid -->
-<busconfig>
-  <limit name="max_connections_per_user">4096</limit>
-  <limit name="max_completed_connections">4096</limit>
-</busconfig>
-"#,
-    )?;
-    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644))?;
-    Ok(())
-}
