@@ -7,17 +7,17 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use omadmd::devserver::{Certificates, DevServer, DevServerConfig, RunningServer, Scenario};
 use serde_json::Value as J;
 
+use crate::support::session_bus::SessionBus;
 use crate::support::sysbus::{KillOnDrop, show, wait_until};
 
 const CTL: &str = env!("CARGO_BIN_EXE_omadmctl");
-const DAEMON: &str = env!("CARGO_BIN_EXE_omadmd");
 
 const DEVINFO: &str = "urn:oma:mo:oma-dm-devinfo:1.0";
 const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
@@ -278,89 +278,6 @@ fn an_unreachable_bus_is_status_3() {
         "{err}"
     );
     assert!(err.contains("omadmctl-test-bus"), "{err}");
-}
-
-/// A private session bus from `dbus-run-session`, for one test. Dropping it ends the bus.
-struct SessionBus {
-    runner: Child,
-    /// The process dbus-run-session runs; when it ends, the bus ends.
-    holder_pid: u32,
-    address: String,
-}
-
-impl SessionBus {
-    fn start() -> SessionBus {
-        let mut runner = Command::new("dbus-run-session")
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "echo \"$$ $DBUS_SESSION_BUS_ADDRESS\"; exec sleep 600",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            // dbus-daemon warns that it cannot raise its fd limit; nothing else comes here.
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run dbus-run-session (package dbus-daemon): {e}"));
-        let mut line = String::new();
-        BufReader::new(runner.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let (pid, address) = line.trim().split_once(' ').expect("pid and bus address");
-        SessionBus {
-            runner,
-            holder_pid: pid.parse().unwrap(),
-            address: address.to_owned(),
-        }
-    }
-
-    /// omadmctl --session on this bus.
-    fn ctl(&self) -> Command {
-        let mut cmd = Command::new(CTL);
-        cmd.arg("--session")
-            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.ctl().args(args).output().expect("omadmctl runs")
-    }
-
-    /// Starts omadmd on this bus with a fresh state directory and waits until it answers.
-    fn daemon(&self, state: &Path) -> KillOnDrop {
-        let log = std::fs::File::create(state.join("omadmd.log")).unwrap();
-        let mut daemon = KillOnDrop::spawn(
-            Command::new(DAEMON)
-                .args(["--session", "--config", "/dev/null", "--state-dir"])
-                .arg(state.join("state"))
-                .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
-                .stdout(Stdio::null())
-                .stderr(log),
-        );
-        let up = wait_until(Duration::from_secs(15), || {
-            if let Ok(Some(status)) = daemon.try_wait() {
-                panic!("omadmd exited with {status}: {}", daemon_log(state));
-            }
-            self.run(&["status"]).status.success()
-        });
-        assert!(up, "omadmd did not come up: {}", daemon_log(state));
-        daemon
-    }
-}
-
-impl Drop for SessionBus {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.holder_pid.to_string())
-            .status();
-        let _ = self.runner.wait();
-    }
-}
-
-fn daemon_log(state: &Path) -> String {
-    std::fs::read_to_string(state.join("omadmd.log")).unwrap_or_default()
 }
 
 #[test]

@@ -5,9 +5,8 @@
 //! ServerURI, and the store is whole.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use omadmd::protocol::alert;
@@ -19,10 +18,9 @@ use omadmd::tree::value::Value;
 use serde_json::Value as J;
 
 use crate::omadmctl_cli::TestServer;
+use crate::support::session_bus::{SessionBus, daemon_log};
 use crate::support::sysbus::{KillOnDrop, show, wait_until};
 
-const CTL: &str = env!("CARGO_BIN_EXE_omadmctl");
-const DAEMON: &str = env!("CARGO_BIN_EXE_omadmd");
 const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
 const MOID: &str = "urn:oma:mo:ext-omadmd-shutdown:1.0";
 
@@ -40,93 +38,6 @@ fn scenario(delay_ms: u64) -> String {
         {"packages": [{"commands": [["END"]]}]}
     ]})
     .to_string()
-}
-
-/// A private session bus from `dbus-run-session`, for one test. Dropping it ends the bus.
-struct SessionBus {
-    runner: Child,
-    holder_pid: u32,
-    address: String,
-}
-
-impl SessionBus {
-    fn start() -> SessionBus {
-        let mut runner = Command::new("dbus-run-session")
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "echo \"$$ $DBUS_SESSION_BUS_ADDRESS\"; exec sleep 600",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-run-session (package dbus-daemon)");
-        let mut line = String::new();
-        BufReader::new(runner.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let (pid, address) = line.trim().split_once(' ').expect("pid and bus address");
-        SessionBus {
-            runner,
-            holder_pid: pid.parse().unwrap(),
-            address: address.to_owned(),
-        }
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(CTL)
-            .arg("--session")
-            .args(args)
-            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
-            .stdin(Stdio::null())
-            .output()
-            .expect("omadmctl runs")
-    }
-
-    /// Starts omadmd on this bus with the state and configuration in `dir`, its log
-    /// appended to `dir/omadmd.log`, and waits until it answers.
-    fn daemon(&self, dir: &Path) -> KillOnDrop {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("omadmd.log"))
-            .unwrap();
-        let mut daemon = KillOnDrop::spawn(
-            Command::new(DAEMON)
-                .arg("--session")
-                .arg("--config")
-                .arg(dir.join("omadmd.toml"))
-                .arg("--state-dir")
-                .arg(dir.join("state"))
-                .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
-                .env("RUST_LOG", "omadmd=debug")
-                .stdout(Stdio::null())
-                .stderr(log),
-        );
-        let up = wait_until(Duration::from_secs(20), || {
-            if let Ok(Some(status)) = daemon.try_wait() {
-                panic!("omadmd exited with {status}: {}", log_of(dir));
-            }
-            self.ctl(&["status"]).status.success()
-        });
-        assert!(up, "omadmd did not come up: {}", log_of(dir));
-        daemon
-    }
-}
-
-impl Drop for SessionBus {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.holder_pid.to_string())
-            .status();
-        let _ = self.runner.wait();
-    }
-}
-
-fn log_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("omadmd.log")).unwrap_or_default()
 }
 
 /// A test's directory: the EXEC handler `script` (run by `sh -c`, `$MARK` a file it may
@@ -148,7 +59,7 @@ fn create_account(bus: &SessionBus, srv: &TestServer) {
     let modata = serde_json::json!({"DMAcc": {"SrvID": "devserver",
         "SrvURI": srv.server.url(), "Perm": {"p0": {"MOID": MOID}},
         "Ext": {"CACert": srv.server.ca_pem()}}});
-    let out = bus.ctl(&["create", DMACC, &modata.to_string()]);
+    let out = bus.run(&["create", DMACC, &modata.to_string()]);
     assert!(out.status.success(), "{}", show(&out));
 }
 
@@ -167,7 +78,7 @@ fn signal(daemon: &mut KillOnDrop, signal: &str, dir: &Path) -> ExitStatus {
         status = daemon.try_wait().unwrap();
         status.is_some()
     });
-    status.unwrap_or_else(|| panic!("omadmd did not exit on {signal}: {}", log_of(dir)))
+    status.unwrap_or_else(|| panic!("omadmd did not exit on {signal}: {}", daemon_log(dir)))
 }
 
 /// The ExecResult alerts the server received in Package#1s, with the path they were
@@ -194,7 +105,11 @@ fn exec_results(srv: &TestServer) -> Vec<(String, J)> {
 /// Waits (at most 30 s) for the one ExecResult the server gets; returns its `Data`.
 fn delivered_result(srv: &TestServer, dir: &Path) -> J {
     let arrived = wait_until(Duration::from_secs(30), || !exec_results(srv).is_empty());
-    assert!(arrived, "no ExecResult reached the server: {}", log_of(dir));
+    assert!(
+        arrived,
+        "no ExecResult reached the server: {}",
+        daemon_log(dir)
+    );
     let results = exec_results(srv);
     assert_eq!(results.len(), 1, "{results:?}");
     let (path, alert) = &results[0];
@@ -250,12 +165,12 @@ fn sigterm_waits_for_an_async_exec_that_finishes_within_the_drain() {
     let srv = TestServer::start(Some(&scenario(0)));
     let mut daemon = bus.daemon(dir.path());
     create_account(&bus, &srv);
-    let out = bus.ctl(&["session", "start", "devserver"]);
+    let out = bus.run(&["session", "start", "devserver"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(wait_until(Duration::from_secs(10), || mark.exists()));
 
     let status = signal(&mut daemon, "-TERM", dir.path());
-    assert!(status.success(), "{status}: {}", log_of(dir.path()));
+    assert!(status.success(), "{status}: {}", daemon_log(dir.path()));
     assert!(
         exec_results(&srv).is_empty(),
         "no session starts while stopping"
@@ -275,17 +190,17 @@ fn sigterm_during_a_session_and_a_long_exec_reports_it_interrupted_after_restart
     let srv = TestServer::start(Some(&scenario(3000)));
     let mut daemon = bus.daemon(dir.path());
     create_account(&bus, &srv);
-    let out = bus.ctl(&["session", "start", "--no-wait", "devserver"]);
+    let out = bus.run(&["session", "start", "--no-wait", "devserver"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(wait_until(Duration::from_secs(10), || mark.exists()));
 
     let status = signal(&mut daemon, "-TERM", dir.path());
-    assert!(status.success(), "{status}: {}", log_of(dir.path()));
+    assert!(status.success(), "{status}: {}", daemon_log(dir.path()));
     assert_eq!(
         srv.server.finished_sessions(),
         1,
         "the running session was let finish: {}",
-        log_of(dir.path())
+        daemon_log(dir.path())
     );
     check_waiting(dir.path(), 1);
 
@@ -304,7 +219,7 @@ fn a_crash_during_an_async_exec_is_reported_interrupted_after_restart() {
     let srv = TestServer::start(Some(&scenario(0)));
     let mut daemon = bus.daemon(dir.path());
     create_account(&bus, &srv);
-    let out = bus.ctl(&["session", "start", "devserver"]);
+    let out = bus.run(&["session", "start", "devserver"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(wait_until(Duration::from_secs(10), || mark.exists()));
 
@@ -324,7 +239,7 @@ fn a_crash_during_an_async_exec_is_reported_interrupted_after_restart() {
         serde_json::json!({"sc": INTERRUPTED_STATUS, "output": INTERRUPTED_OUTPUT})
     );
     let status = signal(&mut daemon, "-TERM", dir.path());
-    assert!(status.success(), "{status}: {}", log_of(dir.path()));
+    assert!(status.success(), "{status}: {}", daemon_log(dir.path()));
     check_store(dir.path());
 }
 

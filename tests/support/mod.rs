@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 pub mod client;
 pub mod daemon;
+pub mod session_bus;
 pub mod sysbus;
 pub mod unit;
 
