@@ -22,7 +22,8 @@
 //!   only.
 //! - [`devserver`] → `protocol`, `tree` — `omadm-devserver`, the scriptable DM 2.0 server
 //!   over HTTPS for development, tests and demos (server side; no client code uses it).
-//! - [`bus`] → `authority`, `session` (the scheduler's public API) — the D-Bus face:
+//! - [`bus`] → `authority`, `session` (the scheduler's public API), and the data types of
+//!   `tree`, `store` (`Change`) and `config` (`Limits`) — the D-Bus face:
 //!   `org.omadm.Client1`, polkit, watches, session events as signals. Nothing inward knows
 //!   about D-Bus.
 //!
