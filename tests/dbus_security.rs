@@ -326,3 +326,20 @@ fn oversized_input_gets_its_error_and_others_are_still_served() {
         daemon.log()
     );
 }
+
+#[test]
+fn a_tree_depth_beyond_what_the_store_serves_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("omadmd.toml");
+    std::fs::write(&config, "[limits]\ntree_depth = 1000\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omadmd"))
+        .args(["--session", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tree_depth = 1000"), "{err}");
+}

@@ -534,19 +534,8 @@ impl Watcher {
 
     /// Sends `signal` and waits for the exit status.
     fn stop(mut self, signal: &str) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([signal, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut status = None;
-        let done = wait_until(Duration::from_secs(10), || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
+        let status = self.child.signal(signal, Duration::from_secs(10));
+        let done = status.is_some();
         let mut err = String::new();
         if let Some(e) = self.child.stderr.as_mut() {
             let _ = e.read_to_string(&mut err);

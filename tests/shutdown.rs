@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use omadmd::protocol::alert;
@@ -65,20 +65,9 @@ fn create_account(bus: &SessionBus, srv: &TestServer) {
 
 /// Sends `signal` to the daemon and waits (at most 60 s) for its exit.
 fn signal(daemon: &mut KillOnDrop, signal: &str, dir: &Path) -> ExitStatus {
-    let pid = daemon.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut status = None;
-    wait_until(Duration::from_secs(60), || {
-        status = daemon.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap_or_else(|| panic!("omadmd did not exit on {signal}: {}", daemon_log(dir)))
+    daemon
+        .signal(signal, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("omadmd did not exit on {signal}: {}", daemon_log(dir)))
 }
 
 /// The ExecResult alerts the server received in Package#1s, with the path they were

@@ -7,7 +7,7 @@
 use std::io;
 
 use super::error::AccessError;
-use super::principal::Principal;
+use super::principal::ADMIN;
 use crate::store::{Change, ROW_OVERHEAD, Usage};
 use crate::tree::json::MoItem;
 use crate::tree::uri::{ClientUri, NodeAddr};
@@ -81,7 +81,7 @@ impl Bounds {
 
     /// Refuses a write that leaves `owner` above its quota. The admin has none.
     pub fn check_usage(&self, owner: &str, usage: Usage) -> Result<(), AccessError> {
-        if owner == Principal::Admin.to_string() {
+        if exempt(owner) {
             return Ok(());
         }
         if usage.instances > self.owner_instances {
@@ -112,13 +112,13 @@ impl Budget<'_> {
             Some(Value::B64(b) | Value::Bin(b)) => b.len(),
             Some(v) => v.to_text().len(),
         };
-        self.spend(1, addr.to_string().len() + value_bytes + PER_NODE_OVERHEAD)
+        self.spend(1, displayed_len(addr) + value_bytes + PER_NODE_OVERHEAD)
     }
 
     /// Spends the allowance on one journal entry of a `ChangesSince` reply; `false` when it
     /// does not fit (the reply ends before it, and the caller asks again from there).
     pub fn fits_change(&mut self, change: &Change) -> bool {
-        let bytes = change.addr.to_string().len() + PER_NODE_OVERHEAD;
+        let bytes = displayed_len(&change.addr) + PER_NODE_OVERHEAD;
         if self.rows + 1 > self.bounds.result_rows || self.bytes + bytes > self.bounds.reply_bytes {
             return false;
         }
@@ -183,6 +183,11 @@ pub fn footprint(json: &serde_json::Value, path: &str, writer: &str) -> u64 {
     total
 }
 
+/// Whether `owner` (as stored) is outside the quotas: the admin.
+pub fn exempt(owner: &str) -> bool {
+    owner == ADMIN
+}
+
 fn too_many_rows(uri: &ClientUri, max: usize) -> AccessError {
     AccessError::Limit(format!(
         "{uri}: more than {max} nodes match ([limits] result_rows); narrow the query \
@@ -203,8 +208,23 @@ fn count_nodes(json: &serde_json::Value) -> usize {
     n
 }
 
-/// An `io::Write` that only counts.
+/// The length of `value` as displayed, without building the text.
+fn displayed_len(value: &impl std::fmt::Display) -> usize {
+    let mut counter = Counter(0);
+    // Invariant: Counter's write_str never fails, so neither does the formatting.
+    let _ = std::fmt::Write::write_fmt(&mut counter, format_args!("{value}"));
+    counter.0
+}
+
+/// A writer (bytes or text) that only counts.
 struct Counter(usize);
+
+impl std::fmt::Write for Counter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
 
 impl io::Write for Counter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

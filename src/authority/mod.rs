@@ -15,7 +15,8 @@
 //! - [`principal`]: [`Principal`] and [`Rights`];
 //! - [`view`]: the store as one principal may see it;
 //! - [`accounts`]: who may change DM accounts;
-//! - [`provided`]: instances omadmd keeps for one reader (SessionInfo);
+//! - [`provided`]: instances omadmd keeps itself (DevInfo for everyone, SessionInfo for one
+//!   server);
 //! - [`bounds`]: result size, reply size and per-owner quotas;
 //! - [`error`] — [`AccessError`].
 
@@ -308,9 +309,11 @@ impl Authority {
             )));
         }
         let owner = who.to_string();
-        let usage = self.reader().usage(&owner)?;
-        self.bounds
-            .precheck(&owner, usage, 1, bounds::footprint(content, "", &owner))?;
+        if !bounds::exempt(&owner) {
+            let usage = self.reader().usage(&owner)?;
+            self.bounds
+                .precheck(&owner, usage, 1, bounds::footprint(content, "", &owner))?;
+        }
         let node = node_from_json(content, ty.map(|t| &t.root), name)
             .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
         if !matches!(node, Node::Interior(_)) {
@@ -421,42 +424,6 @@ impl Authority {
             }
         }
         store.write(|tx| tx.set_grant(&addr, &principal, rights.bits()))?;
-        Ok(())
-    }
-
-    /// Puts `content` into the instance `moid`/`miid` (created, owned by the admin, if
-    /// missing), only when it differs — so the cache validator stays put across restarts
-    /// when nothing changed — and grants every app and every server `reader_rights` on it.
-    pub fn provide(
-        &self,
-        moid: &str,
-        miid: &str,
-        root_name: &str,
-        content: &Node,
-        reader_rights: Rights,
-    ) -> Result<(), AccessError> {
-        let root = NodeAddr::root(moid, miid);
-        let mut store = self.writer();
-        let current = match store.instance(moid, miid)? {
-            Some(_) => Some(store.subtree(&root)?),
-            None => None,
-        };
-        let owner = Principal::Admin.to_string();
-        let (_, changes) = store.write(|tx| {
-            match &current {
-                None => {
-                    tx.create_instance(moid, Some(miid), root_name, content, &owner)?;
-                }
-                Some(old) if old != content => {
-                    tx.put(&root, content, &owner)?;
-                }
-                Some(_) => {}
-            }
-            tx.set_grant(&root, ANY_APP, reader_rights.bits())?;
-            tx.set_grant(&root, ANY_SERVER, reader_rights.bits())
-        })?;
-        drop(store);
-        (self.observer)(&changes);
         Ok(())
     }
 
@@ -665,8 +632,10 @@ impl Authority {
             }
         }
         for (charged, new_instances, bytes) in &charges.0 {
-            self.bounds
-                .precheck(charged, store.usage(charged)?, *new_instances, *bytes)?;
+            if !bounds::exempt(charged) {
+                self.bounds
+                    .precheck(charged, store.usage(charged)?, *new_instances, *bytes)?;
+            }
         }
         let (written, changes) = self.guarded_write(&mut store, |tx| {
             let mut written = Vec::with_capacity(plan.len());
@@ -804,6 +773,7 @@ impl Authority {
             {
                 accounts_touched |= c.addr.moid == crate::tree::builtin::DMACC;
                 if let Some(owner) = tx.owner(&c.addr.moid, &c.addr.miid)?
+                    && !bounds::exempt(&owner)
                     && !owners.contains(&owner)
                 {
                     owners.push(owner);

@@ -43,6 +43,9 @@ fn app_id_ok(id: &str) -> bool {
                 .all(|c| c.is_ascii_alphanumeric() || "._-@\\+:".contains(c)))
 }
 
+/// The admin as owners and writers are stored.
+pub const ADMIN: &str = "admin";
+
 /// The principal that stands for every local caller (apps and users) in grants.
 pub const ANY_APP: &str = "app:*";
 /// The principal that stands for every DM server in grants.
@@ -69,7 +72,7 @@ impl Principal {
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Principal::Admin => f.write_str("admin"),
+            Principal::Admin => f.write_str(ADMIN),
             Principal::App(id) => write!(f, "app:{id}"),
             Principal::User(uid) => write!(f, "uid:{uid}"),
             Principal::Server(id) => write!(f, "srv:{id}"),

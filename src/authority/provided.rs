@@ -1,16 +1,30 @@
-//! Instances omadmd itself keeps for one reader (the SessionInfo MO of a running session):
-//! owned by the admin, readable by the principal they are for and nobody else, and removed
-//! by omadmd when what they describe ends — never by a server or an app (their DDF makes
-//! them Get-only and Permanent).
+//! Instances omadmd itself keeps: owned by the admin, readable by the principals they are
+//! for — DevInfo by every app and server, the SessionInfo MO of a running session by its
+//! server only — and removed by omadmd when what they describe ends, never by a server or
+//! an app (their DDF makes them Get-only and Permanent).
 
-use super::{AccessError, Authority, Principal, Rights};
+use super::{ANY_APP, ANY_SERVER, AccessError, Authority, Principal, Rights};
 use crate::tree::node::Node;
 use crate::tree::resolve::TreeRead as _;
 use crate::tree::uri::NodeAddr;
 
 impl Authority {
-    /// Puts `content` as the instance `moid`/`miid` (replacing one there), owned by the
-    /// admin, with `rights` for `reader` only.
+    /// Puts `content` into the instance `moid`/`miid` (created, owned by the admin, if
+    /// missing), only when it differs — so the cache validator stays put across restarts
+    /// when nothing changed — and grants every app and every server `reader_rights` on it.
+    pub fn provide(
+        &self,
+        moid: &str,
+        miid: &str,
+        root_name: &str,
+        content: &Node,
+        reader_rights: Rights,
+    ) -> Result<(), AccessError> {
+        let readers = [(ANY_APP, reader_rights), (ANY_SERVER, reader_rights)];
+        self.keep(moid, miid, root_name, content, &readers)
+    }
+
+    /// As [`Authority::provide`], readable by `reader` with `rights` and nobody else.
     pub fn provide_to(
         &self,
         moid: &str,
@@ -20,16 +34,46 @@ impl Authority {
         reader: &Principal,
         rights: Rights,
     ) -> Result<(), AccessError> {
+        let reader = reader.to_string();
+        self.keep(moid, miid, root_name, content, &[(&reader, rights)])
+    }
+
+    /// The instance `moid`/`miid` as an admin-owned copy of `content` (written only when it
+    /// differs) whose grants are exactly `readers`.
+    fn keep(
+        &self,
+        moid: &str,
+        miid: &str,
+        root_name: &str,
+        content: &Node,
+        readers: &[(&str, Rights)],
+    ) -> Result<(), AccessError> {
         let root = NodeAddr::root(moid, miid);
         let owner = Principal::Admin.to_string();
         let mut store = self.writer();
-        let exists = store.instance(moid, miid)?.is_some();
+        let (current, stale) = match store.instance(moid, miid)? {
+            Some(_) => (Some(store.subtree(&root)?), store.grants(&root)?),
+            None => (None, Vec::new()),
+        };
         let (_, changes) = store.write(|tx| {
-            if exists {
-                tx.delete(&root, &owner)?;
+            match &current {
+                None => {
+                    tx.create_instance(moid, Some(miid), root_name, content, &owner)?;
+                }
+                Some(old) if old != content => {
+                    tx.put(&root, content, &owner)?;
+                }
+                Some(_) => {}
             }
-            tx.create_instance(moid, Some(miid), root_name, content, &owner)?;
-            tx.set_grant(&root, &reader.to_string(), rights.bits())
+            for (principal, _) in &stale {
+                if !readers.iter().any(|(p, _)| p == principal) {
+                    tx.set_grant(&root, principal, 0)?;
+                }
+            }
+            for (principal, rights) in readers {
+                tx.set_grant(&root, principal, rights.bits())?;
+            }
+            Ok::<_, crate::store::StoreError>(())
         })?;
         drop(store);
         (self.observer)(&changes);

@@ -1006,3 +1006,30 @@ fn the_end_of_an_instance_is_news_to_whoever_ended_it_only() {
     assert_eq!(kinds(&Principal::Admin), ["added", "deleted"]);
     assert!(kinds(&app("B")).is_empty());
 }
+
+#[test]
+fn an_instance_holds_a_bounded_number_of_grants() {
+    let f = fixture();
+    let a = app("A");
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {}}"#)
+        .unwrap()
+        .to_string();
+    for uid in 0..MAX_GRANTS as u32 {
+        f.auth
+            .grant(&a, &root, &format!("uid:{}", 1000 + uid), Rights::READ)
+            .unwrap();
+    }
+    let err = f
+        .auth
+        .grant(&a, &root, "uid:99999", Rights::READ)
+        .unwrap_err();
+    assert!(matches!(err, AccessError::Limit(_)), "{err}");
+    // Changing or revoking an existing grant is still allowed, and frees a place.
+    f.auth
+        .grant(&a, &root, "uid:1000", Rights::READ.union(Rights::WRITE))
+        .unwrap();
+    f.auth.grant(&a, &root, "uid:01001", Rights::NONE).unwrap();
+    f.auth.grant(&a, &root, "uid:99999", Rights::READ).unwrap();
+}

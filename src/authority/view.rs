@@ -31,8 +31,9 @@ pub struct View<'a> {
     types: &'a Registry,
     who: &'a Principal,
     purpose: Purpose,
-    /// Rights per (MOID, MIID), looked up once per view.
-    rights: RefCell<HashMap<(String, String), Rights>>,
+    /// Rights per instance, looked up once per view: by MOID, then MIID, with borrowed names,
+    /// so a hit allocates nothing.
+    rights: RefCell<HashMap<String, HashMap<String, Rights>>>,
 }
 
 impl<'a> View<'a> {
@@ -53,12 +54,15 @@ impl<'a> View<'a> {
 
     /// The rights the principal holds on the instance `moid`/`miid` (none if missing).
     pub fn rights(&self, moid: &str, miid: &str) -> Result<Rights, StoreError> {
-        let key = (moid.to_owned(), miid.to_owned());
-        if let Some(r) = self.rights.borrow().get(&key) {
+        if let Some(r) = self.rights.borrow().get(moid).and_then(|m| m.get(miid)) {
             return Ok(*r);
         }
         let r = rights(self.store, self.who, moid, miid)?;
-        self.rights.borrow_mut().insert(key, r);
+        self.rights
+            .borrow_mut()
+            .entry(moid.to_owned())
+            .or_default()
+            .insert(miid.to_owned(), r);
         Ok(r)
     }
 

@@ -111,7 +111,7 @@ impl Client1 {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
         let uri = self.well_formed(&client_uri)?;
-        let who = self.writer(&header, &client_uri).await?;
+        let who = self.writer(&header, &client_uri, &uri.moid).await?;
         let format = match format.as_str() {
             "" => None,
             f => Some(
@@ -131,7 +131,7 @@ impl Client1 {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
         let uri = self.well_formed(&client_uri)?;
-        let who = self.writer(&header, &client_uri).await?;
+        let who = self.writer(&header, &client_uri, &uri.moid).await?;
         let auth = self.auth.clone();
         offload(move || auth.delete(&who, &uri)).await?;
         Ok(())
@@ -145,7 +145,7 @@ impl Client1 {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, Error> {
         crate::tree::uri::check_moid(&moid).map_err(|e| Error::InvalidUri(e.to_string()))?;
-        let who = self.writer(&header, &format!("{moid}/")).await?;
+        let who = self.writer(&header, &format!("{moid}/"), &moid).await?;
         let (auth, creator) = (self.auth.clone(), who.clone());
         let root = offload(move || auth.create_instance(&creator, &moid, &modata_json)).await?;
         tracing::info!(principal = %who, "created {root}");
@@ -345,15 +345,20 @@ impl Client1 {
         Ok(self.auth.query(client_uri)?.into_owned())
     }
 
-    /// Who a write to `client_uri` acts as: the caller, once polkit allows it `write`; for
+    /// Who a write to `client_uri` (an MO of `moid`) acts as: the caller, once polkit allows
+    /// it `write`; for
     /// a DM account (which only administrators change), the admin, once polkit also allows
     /// it `manage`.
-    async fn writer(&self, header: &Header<'_>, client_uri: &str) -> Result<Principal, Error> {
+    async fn writer(
+        &self,
+        header: &Header<'_>,
+        client_uri: &str,
+        moid: &str,
+    ) -> Result<Principal, Error> {
         let caller = self
             .access
             .authorize(header, Action::Write, client_uri)
             .await?;
-        let moid = client_uri.split('/').next().unwrap_or_default();
         if moid != builtin::DMACC || caller.principal == Principal::Admin {
             return Ok(caller.principal);
         }

@@ -69,12 +69,9 @@ impl Daemon {
     /// directory, which lives on for a restart.
     pub fn stop(mut self) -> (bool, tempfile::TempDir) {
         let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        let status = child.wait().expect("wait for omadmd");
+        let status = child
+            .signal("-TERM", Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("omadmd did not stop on SIGTERM:\n{}", self.log()));
         (status.success(), self.state.take().expect("state dir"))
     }
 }

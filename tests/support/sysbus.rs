@@ -65,7 +65,7 @@ use std::ffi::OsStr;
 use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -387,6 +387,23 @@ impl KillOnDrop {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
         KillOnDrop(child)
+    }
+
+    /// Sends `signal` (as `kill` takes it, e.g. `-TERM`) and waits up to `timeout` for the
+    /// exit; the exit status, if it came.
+    pub fn signal(&mut self, signal: &str, timeout: Duration) -> Option<ExitStatus> {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} {pid} failed");
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.0.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        status
     }
 }
 
