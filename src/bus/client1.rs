@@ -346,9 +346,8 @@ impl Client1 {
     }
 
     /// Who a write to `client_uri` (an MO of `moid`) acts as: the caller, once polkit allows
-    /// it `write`; for
-    /// a DM account (which only administrators change), the admin, once polkit also allows
-    /// it `manage`.
+    /// it `write`; for a DM account (which only administrators change), the admin, once
+    /// polkit also allows it `manage`.
     async fn writer(
         &self,
         header: &Header<'_>,
