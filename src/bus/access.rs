@@ -44,6 +44,27 @@ pub struct Caller {
 /// A cached polkit "yes": the digest of an action and a ClientURI.
 type Answer = [u8; 32];
 
+/// One caller's cached "yes" answers, held to a number of bytes.
+#[derive(Default)]
+struct Answers(HashSet<Answer>);
+
+impl Answers {
+    /// Keeps `key`, within `max_bytes` of answers: a full cache is emptied first.
+    fn remember(&mut self, key: Answer, max_bytes: usize) {
+        let per_answer = std::mem::size_of::<Answer>();
+        if (self.0.len() + 1) * per_answer > max_bytes {
+            self.0.clear();
+        }
+        if per_answer <= max_bytes {
+            self.0.insert(key);
+        }
+    }
+
+    fn contains(&self, key: &Answer) -> bool {
+        self.0.contains(key)
+    }
+}
+
 /// Caller identification and polkit checks for one bus connection.
 pub struct Access {
     conn: zbus::Connection,
@@ -62,7 +83,7 @@ struct Known {
     /// Its identity, once it has called.
     peer: Option<Peer>,
     /// polkit's cached "yes" answers.
-    yes: HashSet<Answer>,
+    yes: Answers,
 }
 
 impl Action {
@@ -145,7 +166,7 @@ impl Access {
                 Known {
                     first_seen: now,
                     peer: None,
-                    yes: HashSet::new(),
+                    yes: Answers::default(),
                 }
             });
     }
@@ -197,16 +218,8 @@ impl Access {
 
     /// Caches a "yes" for a caller still on the bus; a full cache is emptied first.
     fn remember(&self, sender: &str, key: Answer) {
-        let per_answer = std::mem::size_of::<Answer>();
-        let mut callers = self.lock();
-        let Some(known) = callers.get_mut(sender) else {
-            return;
-        };
-        if (known.yes.len() + 1) * per_answer > self.cache_bytes {
-            known.yes.clear();
-        }
-        if per_answer <= self.cache_bytes {
-            known.yes.insert(key);
+        if let Some(known) = self.lock().get_mut(sender) {
+            known.yes.remember(key, self.cache_bytes);
         }
     }
 
@@ -333,6 +346,20 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answer_cache_stays_within_its_bytes() {
+        let mut answers = Answers::default();
+        let key = |n: u8| [n; 32];
+        for n in 0..10 {
+            answers.remember(key(n), 100);
+            assert!(answers.0.len() * 32 <= 100, "after {n}");
+            assert!(answers.contains(&key(n)), "the newest answer is kept");
+        }
+        let mut none = Answers::default();
+        none.remember(key(1), 16);
+        assert!(!none.contains(&key(1)), "no room for even one answer");
+    }
 
     #[test]
     fn cache_validators_do_not_split_the_cache() {
