@@ -48,7 +48,7 @@ use omadmd::protocol::{Package2, Package3, alert};
 use omadmd::session::commands::{self, Context};
 use omadmd::session::exec::ExecHandlers;
 use omadmd::session::{Account, Engine, Limits, account};
-use omadmd::store::{Store, StoreError};
+use omadmd::store::{Bounds, Pool, Store, StoreError};
 use omadmd::transport::HttpClient;
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
@@ -178,10 +178,11 @@ impl Row {
 // ---------------------------------------------------------------------------------------
 // The client and the server
 
-/// The daemon's side, as `omadmd` wires it: an authority over two connections to the store
-/// file, an engine with a third for session state, DevInfo provided.
+/// The daemon's side, as `omadmd` wires it: an authority and an engine sharing one pool of
+/// connections to the store file (one writer), DevInfo provided.
 struct Client {
     auth: Arc<Authority>,
+    store: Arc<Pool>,
     engine: Arc<Engine>,
     db: std::path::PathBuf,
     _followups: mpsc::Receiver<omadmd::session::engine::FollowUp>,
@@ -194,9 +195,9 @@ impl Client {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("store.db");
         fill(&mut Store::open(&db)?)?;
+        let store = Arc::new(Pool::open(&db, Bounds::default(), 1)?);
         let auth = Arc::new(Authority::new(
-            Store::open(&db)?,
-            Store::open(&db)?,
+            store.clone(),
             Registry::with_builtin(),
             Box::new(|_| {}),
         ));
@@ -212,7 +213,7 @@ impl Client {
         let (tx, followups) = omadmd::session::engine::follow_up_queue();
         let engine = Arc::new(Engine::new(
             auth.clone(),
-            Store::open(&db)?,
+            store.clone(),
             DEV_ID.into(),
             Limits::default(),
             ExecHandlers::from_config(&BTreeMap::new())?,
@@ -221,6 +222,7 @@ impl Client {
         ));
         Ok(Client {
             auth,
+            store,
             engine,
             db,
             _followups: followups,
@@ -366,7 +368,7 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
                 for cmd in package2.commands {
                     statuses.push(commands::execute(&mut ctx, cmd?).await);
                 }
-                client.auth.sync()?;
+                client.store.writer().sync()?;
                 let package3 = Package3 {
                     status: statuses,
                     alert: vec![],

@@ -6,7 +6,8 @@
 //!   resolution, MO serialization (JSON) and TNDS. Pure; no I/O beyond reading files
 //!   handed in.
 //! - [`store`] → `tree` — the SQLite store: instances, nodes, the change journal, cache
-//!   validators, grants; crash-safe transactions.
+//!   validators, grants; crash-safe transactions; the process's connections (one writer for
+//!   everything) and the one async boundary in front of them (`offload`).
 //! - [`authority`] → `store`, `tree` — the MO access model: principals, rights, grants,
 //!   DDF access types, No-Get secrets. Every read and write by anyone goes through it.
 //! - [`protocol`] → `tree` — the DM 2.0 wire format: packages, commands, alerts. Pure.
@@ -22,8 +23,9 @@
 //!   only.
 //! - [`devserver`] → `protocol`, `tree` — `omadm-devserver`, the scriptable DM 2.0 server
 //!   over HTTPS for development, tests and demos (server side; no client code uses it).
-//! - [`bus`] → `authority`, `session` (the scheduler's public API), and the data types of
-//!   `tree`, `store` (`Change`) and `config` (`Limits`) — the D-Bus face:
+//! - [`bus`] → `authority`, `session` (the scheduler's public API), `store`'s async boundary
+//!   (`offload`), and the data types of `tree`, `store` (`Change`) and `config` (`Limits`) —
+//!   the D-Bus face:
 //!   `org.omadm.Client1`, polkit, watches, session events as signals. Nothing inward knows
 //!   about D-Bus.
 //!

@@ -17,7 +17,7 @@ use omadmd::devserver::{DevServer, DevServerConfig, RunningServer, Scenario};
 use omadmd::protocol::alert;
 use omadmd::session::exec::ExecHandlers;
 use omadmd::session::{Engine, Limits, account};
-use omadmd::store::Store;
+use omadmd::store::{Bounds, Pool, Store};
 use omadmd::tree::builtin;
 use omadmd::tree::node::Node;
 use omadmd::tree::registry::Registry;
@@ -59,10 +59,9 @@ async fn server(certs: &Path) -> RunningServer {
 
 /// The client: a store at `db`, an account for the server at `url` trusting `ca_pem`.
 fn engine(db: &Path, url: &str, ca_pem: &str) -> Arc<Engine> {
-    let open = || Store::open(db).unwrap();
+    let store = Arc::new(Pool::open(db, Bounds::default(), 1).unwrap());
     let auth = Arc::new(Authority::new(
-        open(),
-        open(),
+        store.clone(),
         Registry::with_builtin(),
         Box::new(|_| {}),
     ));
@@ -86,7 +85,7 @@ fn engine(db: &Path, url: &str, ca_pem: &str) -> Arc<Engine> {
     // The receiver is dropped: follow-ups are not run here; their alerts stay queued.
     Arc::new(Engine::new(
         auth,
-        open(),
+        store,
         "urn:uuid:crash".into(),
         Limits::default(),
         ExecHandlers::from_config(&exec).unwrap(),

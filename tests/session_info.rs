@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use omadmd::authority::Principal;
 use omadmd::session::{Event, Limits, Origin, Scheduler, Start};
-use omadmd::store::Store;
 use omadmd::tree::builtin;
 
 use crate::session_tls::{account, client, package_bodies, server};
@@ -32,7 +31,7 @@ async fn a_session_reads_its_own_session_info_and_it_goes_with_the_session() {
     let scheduler = Scheduler::new(
         c.engine.clone(),
         c.auth.clone(),
-        Store::open_in_memory().unwrap(),
+        c.store.clone(),
         PathBuf::from("/"),
     );
     let mut events = scheduler.subscribe();

@@ -12,7 +12,7 @@ use omadmd::protocol::alert;
 use omadmd::session::engine::FollowUp;
 use omadmd::session::exec::ExecHandlers;
 use omadmd::session::{Account, Engine, Limits, account};
-use omadmd::store::Store;
+use omadmd::store::{Bounds, Pool};
 use omadmd::tree::builtin;
 use omadmd::tree::node::Node;
 use omadmd::tree::registry::Registry;
@@ -23,6 +23,7 @@ pub(crate) const WEATHER: &str = "urn:oma:mo:ext-devserver-weather:1.0";
 
 pub(crate) struct Client {
     pub(crate) auth: Arc<Authority>,
+    pub(crate) store: Arc<Pool>,
     pub(crate) engine: Arc<Engine>,
     pub(crate) followups: mpsc::Receiver<FollowUp>,
     _dir: tempfile::TempDir,
@@ -31,10 +32,9 @@ pub(crate) struct Client {
 pub(crate) fn client(exec: BTreeMap<String, Vec<String>>, limits: Limits) -> Client {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("store.db");
-    let open = || Store::open(&db).unwrap();
+    let store = Arc::new(Pool::open(&db, Bounds::default(), 1).unwrap());
     let auth = Arc::new(Authority::new(
-        open(),
-        open(),
+        store.clone(),
         Registry::with_builtin(),
         Box::new(|_| {}),
     ));
@@ -50,7 +50,7 @@ pub(crate) fn client(exec: BTreeMap<String, Vec<String>>, limits: Limits) -> Cli
     let (tx, followups) = omadmd::session::engine::follow_up_queue();
     let engine = Arc::new(Engine::new(
         auth.clone(),
-        open(),
+        store.clone(),
         "urn:uuid:test-device".into(),
         limits,
         ExecHandlers::from_config(&exec).unwrap(),
@@ -59,6 +59,7 @@ pub(crate) fn client(exec: BTreeMap<String, Vec<String>>, limits: Limits) -> Cli
     ));
     Client {
         auth,
+        store,
         engine,
         followups,
         _dir: dir,

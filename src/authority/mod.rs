@@ -28,7 +28,7 @@ mod provided;
 mod view;
 
 use std::borrow::Cow;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 
 use serde_json::Value as J;
 
@@ -36,7 +36,7 @@ pub use bounds::Bounds;
 pub use error::AccessError;
 pub use principal::{ANY_APP, ANY_SERVER, BadPrincipal, Principal, Rights, UnknownRight};
 
-use crate::store::{Change, Placement, Store, Txn};
+use crate::store::{Change, Placement, Pool, Store, Txn};
 use crate::tree::format::Format;
 use crate::tree::json::{MoItem, node_from_json};
 use crate::tree::mo_type::{AccessTypes, NodeDef, Scope};
@@ -88,12 +88,9 @@ pub type Observer = Box<dyn Fn(&[Change]) + Send + Sync>;
 
 /// Rules over the store; see the module documentation.
 pub struct Authority {
-    writer: Mutex<Store>,
-    /// Read connections; a call takes whichever is free.
-    readers: Vec<Mutex<Store>>,
+    store: Arc<Pool>,
     types: Registry,
     observer: Observer,
-    next_reader: std::sync::atomic::AtomicUsize,
     bounds: Bounds,
 }
 
@@ -119,15 +116,13 @@ pub struct Found {
 pub const MAX_GRANTS: usize = 256;
 
 impl Authority {
-    /// `writer` and `reader` are two connections to the same store; reads never wait for
-    /// writes. `observer` is called with the journal entries of every committed write.
-    pub fn new(writer: Store, reader: Store, types: Registry, observer: Observer) -> Authority {
+    /// Rules over the store behind `store` (whose writer the session layer shares for its
+    /// own state). `observer` is called with the journal entries of every committed write.
+    pub fn new(store: Arc<Pool>, types: Registry, observer: Observer) -> Authority {
         Authority {
-            writer: Mutex::new(writer),
-            readers: vec![Mutex::new(reader)],
+            store,
             types,
             observer,
-            next_reader: std::sync::atomic::AtomicUsize::new(0),
             bounds: Bounds::default(),
         }
     }
@@ -135,13 +130,6 @@ impl Authority {
     /// Holds every caller to `bounds` (result size, reply size, per-owner quotas).
     pub fn with_bounds(mut self, bounds: Bounds) -> Authority {
         self.bounds = bounds;
-        self
-    }
-
-    /// Adds read connections (to the same store), so that concurrent readers do not queue
-    /// on one.
-    pub fn with_readers(mut self, extra: Vec<Store>) -> Authority {
-        self.readers.extend(extra.into_iter().map(Mutex::new));
         self
     }
 
@@ -655,12 +643,6 @@ impl Authority {
         Ok(written)
     }
 
-    /// Waits for any write in progress, then makes everything committed durable on disk.
-    /// Sessions call it before acknowledging changes; the daemon on shutdown.
-    pub fn sync(&self) -> Result<(), AccessError> {
-        Ok(self.writer().sync()?)
-    }
-
     /// A ClientURI fit for a read or a watch: parsed (if it is text), and refused when an
     /// `nv=` condition would test a No-Get node.
     pub fn query<'a>(&self, uri: impl Address + 'a) -> Result<Cow<'a, ClientUri>, AccessError> {
@@ -837,26 +819,12 @@ impl Authority {
         }
     }
 
-    /// A free read connection, or the next one in turn when all are busy.
     fn reader(&self) -> MutexGuard<'_, Store> {
-        // Invariant: no code panics while holding a lock, so none is poisoned; if one were,
-        // the store itself is still consistent (transactions), so recover the guard.
-        for m in &self.readers {
-            match m.try_lock() {
-                Ok(guard) => return guard,
-                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {}
-            }
-        }
-        let turn = self
-            .next_reader
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % self.readers.len();
-        self.readers[turn].lock().unwrap_or_else(|p| p.into_inner())
+        self.store.reader()
     }
 
     fn writer(&self) -> MutexGuard<'_, Store> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+        self.store.writer()
     }
 }
 

@@ -21,8 +21,7 @@ fn bounded(store: crate::store::Bounds, bounds: Bounds) -> Fixture {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let auth = Authority::new(
-        Store::open(&path).unwrap().with_bounds(store),
-        Store::open(&path).unwrap().with_bounds(store),
+        Arc::new(Pool::open(&path, store, 1).unwrap()),
         Registry::with_builtin(),
         Box::new(move |c| sink.lock().unwrap().extend_from_slice(c)),
     )

@@ -33,7 +33,7 @@ use omadmd::session::engine::follow_up_queue;
 use omadmd::session::exec::ExecHandlers;
 use omadmd::session::tasks::{self, Drained};
 use omadmd::session::{Engine, Limits, Scheduler, Tasks, subscribe};
-use omadmd::store::{self, Change, Store};
+use omadmd::store::{self, Change, Pool};
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
 use omadmd::tree::uri::{self, UriLimits};
@@ -63,6 +63,10 @@ use omadmd::tree::uri::{self, UriLimits};
 /// RUST_LOG (for example RUST_LOG=omadmd=debug) to change the level.
 /// Change batches waiting for the D-Bus watchers, and for SUB deliveries, at most.
 const CHANGE_QUEUE: usize = 1024;
+
+/// Read connections to the store: D-Bus readers, sessions and SUB deliveries rarely need more
+/// at once on the small machines omadmd runs on.
+const READERS: usize = 3;
 
 #[derive(Parser, Debug)]
 #[command(name = "omadmd", version, about, long_about)]
@@ -131,16 +135,10 @@ async fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| format!("{}: {e}", args.state_dir.display()))?;
     let db = args.state_dir.join("store.db");
-    let open = |what| {
-        Store::open(&db)
-            .map(|s| s.with_bounds(store_bounds))
-            .map_err(|e| format!("{what} {}: {e}", db.display()))
-    };
-    let (writer, reader, state, schedule) = (
-        open("opening")?,
-        open("opening a reader on")?,
-        open("opening")?,
-        open("opening")?,
+    // One writer for every change (MO nodes and session state); readers never wait for it.
+    let store = Arc::new(
+        Pool::open(&db, store_bounds, READERS)
+            .map_err(|e| format!("opening {}: {e}", db.display()))?,
     );
 
     let tasks = Tasks::new();
@@ -153,11 +151,9 @@ async fn run(args: Args) -> Result<(), String> {
     let sub_dropped = AtomicU64::new(0);
     let accounts_changed = Arc::new(tokio::sync::Notify::new());
     let poke = accounts_changed.clone();
-    let extra_readers = vec![open("opening a reader on")?, open("opening a reader on")?];
     let auth = Arc::new(
         Authority::new(
-            writer,
-            reader,
+            store.clone(),
             registry,
             Box::new(move |changes| {
                 offer(&watch_tx, changes, &watch_dropped, "the D-Bus watchers");
@@ -167,7 +163,6 @@ async fn run(args: Args) -> Result<(), String> {
                 }
             }),
         )
-        .with_readers(extra_readers)
         .with_bounds(authority::Bounds {
             result_rows: limits.result_rows,
             reply_bytes: limits.reply_bytes,
@@ -206,7 +201,7 @@ async fn run(args: Args) -> Result<(), String> {
     let engine = Arc::new(
         Engine::new(
             auth.clone(),
-            state,
+            store.clone(),
             facts.dev_id.clone(),
             limits,
             exec,
@@ -218,11 +213,11 @@ async fn run(args: Args) -> Result<(), String> {
     // Before any session: EXECs a stopped daemon left running are reported interrupted, and
     // waiting alerts ask for their follow-up sessions.
     let resumed = engine.clone();
-    match tokio::task::spawn_blocking(move || resumed.resume()).await {
+    match store::offload(move || resumed.resume()).await {
         Ok(Ok(0)) => {}
         Ok(Ok(n)) => tracing::warn!("{n} asynchronous EXEC(s) reported interrupted"),
         Ok(Err(e)) => return Err(format!("resuming asynchronous EXECs: {e}")),
-        Err(e) => return Err(format!("resuming asynchronous EXECs did not run: {e}")),
+        Err(e) => return Err(format!("resuming asynchronous EXECs: {e}")),
     }
     tasks.spawn(deliver_subscriptions(engine.clone(), sub_rx, tasks.clone()));
 
@@ -230,7 +225,7 @@ async fn run(args: Args) -> Result<(), String> {
     let scheduler = Scheduler::with_tasks(
         engine,
         auth.clone(),
-        schedule,
+        store.clone(),
         PathBuf::from("/"),
         tasks.clone(),
     );
@@ -282,7 +277,10 @@ async fn run(args: Args) -> Result<(), String> {
         ),
     }
     drop(conn);
-    auth.sync().map_err(|e| format!("closing the store: {e}"))?;
+    store::offload(move || store.writer().sync())
+        .await
+        .map_err(|e| format!("closing the store: {e}"))?
+        .map_err(|e| format!("closing the store: {e}"))?;
     tracing::info!("stopped");
     outcome
 }

@@ -16,6 +16,7 @@ use super::sessions;
 use super::watch::Watches;
 use crate::authority::{AccessError, Authority, Input, Principal, Rights};
 use crate::session::Scheduler;
+use crate::store;
 use crate::tree::builtin;
 use crate::tree::format::Format;
 use crate::tree::uri::ClientUri;
@@ -56,7 +57,7 @@ impl Client1 {
             .await?;
         let read = || {
             let (auth, who, uri) = (self.auth.clone(), caller.principal.clone(), uri.clone());
-            offload(move || auth.get(&who, &uri))
+            async move { Ok::<_, Error>(store::offload(move || auth.get(&who, &uri)).await??) }
         };
         let found = match read().await {
             Err(Error::NotFound(_)) if self.fetched_default(&client_uri).await => read().await?,
@@ -92,10 +93,15 @@ impl Client1 {
             .await?;
         let read = || {
             let (auth, who, uri) = (self.auth.clone(), caller.principal.clone(), uri.clone());
-            offload(move || {
-                let items = auth.get_items(&who, &uri)?;
-                serde_json::to_string(&items).map_err(|e| AccessError::InvalidValue(e.to_string()))
-            })
+            async move {
+                let json = store::offload(move || {
+                    let items = auth.get_items(&who, &uri)?;
+                    serde_json::to_string(&items)
+                        .map_err(|e| AccessError::InvalidValue(e.to_string()))
+                })
+                .await??;
+                Ok::<_, Error>(json)
+            }
         };
         match read().await {
             Err(Error::NotFound(_)) if self.fetched_default(&client_uri).await => read().await,
@@ -121,7 +127,7 @@ impl Client1 {
         };
         let input = from_variant(value)?;
         let auth = self.auth.clone();
-        offload(move || auth.set(&who, &uri, format, input)).await?;
+        store::offload(move || auth.set(&who, &uri, format, input)).await??;
         Ok(())
     }
 
@@ -133,7 +139,7 @@ impl Client1 {
         let uri = self.well_formed(&client_uri)?;
         let who = self.writer(&header, &client_uri, &uri.moid).await?;
         let auth = self.auth.clone();
-        offload(move || auth.delete(&who, &uri)).await?;
+        store::offload(move || auth.delete(&who, &uri)).await??;
         Ok(())
     }
 
@@ -147,7 +153,8 @@ impl Client1 {
         crate::tree::uri::check_moid(&moid).map_err(|e| Error::InvalidUri(e.to_string()))?;
         let who = self.writer(&header, &format!("{moid}/"), &moid).await?;
         let (auth, creator) = (self.auth.clone(), who.clone());
-        let root = offload(move || auth.create_instance(&creator, &moid, &modata_json)).await?;
+        let root =
+            store::offload(move || auth.create_instance(&creator, &moid, &modata_json)).await??;
         tracing::info!(principal = %who, "created {root}");
         Ok(root.to_string())
     }
@@ -202,7 +209,8 @@ impl Client1 {
             .authorize(&header, Action::Read, &client_uri)
             .await?;
         let (auth, who) = (self.auth.clone(), caller.principal.clone());
-        let (current, changes) = offload(move || auth.changes_since(&who, &uri, seq)).await?;
+        let (current, changes) =
+            store::offload(move || auth.changes_since(&who, &uri, seq)).await??;
         Ok((
             current,
             changes
@@ -231,7 +239,7 @@ impl Client1 {
             caller.principal.clone(),
             principal.clone(),
         );
-        offload(move || auth.grant(&who, &at, &to, rights)).await?;
+        store::offload(move || auth.grant(&who, &at, &to, rights)).await??;
         tracing::info!(by = %caller.principal, "granted {principal} {:?} on {instance_uri}", rights.names());
         Ok(())
     }
@@ -252,7 +260,7 @@ impl Client1 {
             caller.principal.clone(),
             principal.clone(),
         );
-        offload(move || auth.grant(&who, &at, &to, Rights::NONE)).await?;
+        store::offload(move || auth.grant(&who, &at, &to, Rights::NONE)).await??;
         tracing::info!(by = %caller.principal, "revoked {principal} on {instance_uri}");
         Ok(())
     }
@@ -389,17 +397,6 @@ impl Client1 {
             }
         }
     }
-}
-
-/// Runs synchronous store work (the [`Authority`]) on the blocking pool, so that one slow
-/// call never holds up the async workers that serve everyone else.
-async fn offload<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, AccessError> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Failed(format!("store work failed: {e}")))?
-        .map_err(Error::from)
 }
 
 fn sender(header: &Header<'_>) -> Result<String, Error> {

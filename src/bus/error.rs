@@ -1,6 +1,7 @@
 //! The D-Bus errors of `org.omadm.Client1` (ARCHITECTURE.md §1).
 
 use crate::authority::AccessError;
+use crate::store::Offload;
 
 /// `org.omadm.Client1.Error.*`, each with a message saying what went wrong.
 #[derive(Debug, zbus::DBusError)]
@@ -33,5 +34,22 @@ impl From<AccessError> for Error {
                 Error::Failed(message)
             }
         }
+    }
+}
+
+/// Offloaded work that gave no result: the caller learns that it failed, the log why (a
+/// panic's message goes no further than the log).
+impl From<Offload> for Error {
+    fn from(e: Offload) -> Self {
+        let detail = match &e {
+            Offload::Panicked(payload) => payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default(),
+            Offload::Stopped => String::new(),
+        };
+        tracing::error!("{e} {detail}");
+        Error::Failed(e.to_string())
     }
 }

@@ -168,8 +168,8 @@ impl Server {
 
     /// When the last session completed, POSIX seconds (0: never).
     #[zbus(property)]
-    fn last_session(&self) -> u64 {
-        self.scheduler.last_session(&self.account.srv_id)
+    async fn last_session(&self) -> u64 {
+        self.scheduler.last_session(&self.account.srv_id).await
     }
 
     /// How the server reaches this client for notifications ("" until channels exist).

@@ -32,7 +32,7 @@ use super::error::Error;
 use super::servers::Servers;
 use super::{INTERFACE, PATH};
 use crate::authority::{AccessError, Authority, Principal};
-use crate::store::{Change, ChangeKind};
+use crate::store::{self, Change, ChangeKind};
 use crate::tree::builtin;
 use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, Segment};
 
@@ -352,7 +352,7 @@ pub async fn dispatch(
         }
         // Who may hear of what is decided against the store: off the async workers.
         let (auth, watches) = (auth.clone(), watches.clone());
-        let signals = tokio::task::spawn_blocking(move || {
+        let signals = store::offload(move || {
             let mut signals = Vec::new();
             for change in &batch {
                 let uri = change.addr.to_string();
@@ -447,14 +447,13 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        use crate::store::Store;
+        use crate::store::{Bounds, Pool};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let auth = Authority::new(
-            Store::open(&path).unwrap(),
-            Store::open(&path).unwrap(),
+            Arc::new(Pool::open(&path, Bounds::default(), 1).unwrap()),
             crate::tree::registry::Registry::with_builtin(),
             Box::new(move |c| sink.lock().unwrap().extend_from_slice(c)),
         );

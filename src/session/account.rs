@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 
 use crate::authority::{AccessError, Authority};
+use crate::store;
 use crate::transport::{
     ClientAuth, ClientCache, ClientSettings, HttpClient, TransportError, Trust,
 };
@@ -113,7 +114,7 @@ impl Account {
         static CLIENTS: LazyLock<ClientCache> = LazyLock::new(ClientCache::default);
         let srv_id = self.srv_id.clone();
         let settings = self.client_settings(extra_ca_files, max_body_bytes);
-        tokio::task::spawn_blocking(move || CLIENTS.get(&srv_id, settings))
+        store::offload(move || CLIENTS.get(&srv_id, settings))
             .await
             .map_err(|e| TransportError::Settings(format!("building the HTTPS client: {e}")))?
     }

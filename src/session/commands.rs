@@ -29,6 +29,7 @@ use super::engine::{Engine, Limits, media_type};
 use super::exec;
 use crate::authority::{AccessError, Authority, Principal};
 use crate::protocol::{self, Command, Status};
+use crate::store::{self, Offload};
 use crate::transport::{HttpClient, Request};
 use crate::tree::json::parse_items;
 use crate::tree::uri::{ClientUri, NodeAddr};
@@ -113,9 +114,11 @@ async fn run(ctx: &mut Context<'_>, command: Command) -> Result<Status, Failure>
         } => subscribe(ctx, client_uri, &server_uri).await,
         Command::Unsub { client_uri } => {
             let uri = without_cv(client_uri).to_string();
+            let srv_id = ctx.account.srv_id.clone();
             match ctx
                 .engine
-                .state(|tx| tx.unsubscribe(&ctx.account.srv_id, &uri))
+                .blocking(move |e| e.state(|tx| tx.unsubscribe(&srv_id, &uri)))
+                .await
             {
                 Ok(true) => Ok(Status::code(200)),
                 Ok(false) => Ok(Status::code(404)),
@@ -164,12 +167,11 @@ pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Authority) -> Result<T, AccessError> + Send + 'static,
 ) -> Result<T, Failure> {
     let auth = Arc::clone(auth);
-    match tokio::task::spawn_blocking(move || f(&auth)).await {
+    match store::offload(move || f(&auth)).await {
         Ok(result) => result.map_err(Failure::Access),
-        Err(e) => match e.try_into_panic() {
-            Ok(payload) => std::panic::resume_unwind(payload),
-            Err(e) => Err(Failure::Local(format!("the command did not run: {e}"))),
-        },
+        // The session's containment turns it into a 500 (see `engine::contain`).
+        Err(Offload::Panicked(payload)) => std::panic::resume_unwind(payload),
+        Err(e @ Offload::Stopped) => Err(Failure::Local(e.to_string())),
     }
 }
 
@@ -440,9 +442,15 @@ async fn subscribe(ctx: &Context<'_>, uri: ClientUri, server_uri: &str) -> Resul
     let who = ctx.principal.clone();
     blocking(&ctx.engine.auth, move |auth| auth.get(&who, &uri).map(drop)).await?;
     let max = ctx.engine.limits.subscriptions_per_server;
+    let (srv_id, subscribed, server_uri) = (
+        ctx.account.srv_id.clone(),
+        text.clone(),
+        server_uri.to_owned(),
+    );
     match ctx
         .engine
-        .state(|tx| tx.subscribe(&ctx.account.srv_id, &text, server_uri, max))
+        .blocking(move |e| e.state(|tx| tx.subscribe(&srv_id, &subscribed, &server_uri, max)))
+        .await
     {
         Ok(true) => Ok(Status::code(200)),
         Ok(false) => Err(Failure::Status(
@@ -466,10 +474,12 @@ async fn set_default(ctx: &Context<'_>, moid: &str, server_uri: &str) -> Result<
             format!("{moid} is not among the MOIDs this server may manage"),
         ));
     }
+    let wanted = moid.to_owned();
     let holder = ctx
         .engine
-        .with_state(|s| s.default_source(moid))
-        .map_err(Failure::Local)?
+        .blocking(move |e| e.with_state(|s| s.default_source(&wanted)))
+        .await
+        .map_err(|e| Failure::Local(e.to_string()))?
         .map(|(holder, _)| holder)
         .filter(|holder| holder != srv_id);
     let replaceable = match holder {
@@ -483,10 +493,11 @@ async fn set_default(ctx: &Context<'_>, moid: &str, server_uri: &str) -> Result<
             }
         }
     };
-    match ctx
-        .engine
-        .state(|tx| tx.set_default_source(moid, srv_id, server_uri, replaceable.as_deref()))
-    {
+    let (source, srv_id, server_uri) = (moid.to_owned(), srv_id.clone(), server_uri.to_owned());
+    let set = move |e: &Engine| {
+        e.state(|tx| tx.set_default_source(&source, &srv_id, &server_uri, replaceable.as_deref()))
+    };
+    match ctx.engine.blocking(set).await {
         Ok(true) => Ok(Status::code(200)),
         Ok(false) => Err(Failure::Status(
             409,

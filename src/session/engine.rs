@@ -55,7 +55,7 @@ use super::tasks::Tasks;
 use crate::authority::{Authority, Principal};
 use crate::config::Config;
 use crate::protocol::{self, Alert, MoEntry, Package1, Package2, Status};
-use crate::store::{AsyncExec, Store};
+use crate::store::{self, AsyncExec, Offload, Pool, Store};
 use crate::transport::{HttpClient, Request, Response};
 use crate::tree::uri::NodeAddr;
 
@@ -155,7 +155,8 @@ pub enum FollowUp {
 /// Runs sessions.
 pub struct Engine {
     pub(super) auth: Arc<Authority>,
-    pub(super) state: Mutex<Store>,
+    /// The store's connections, for session state (the authority's writer).
+    pub(super) store: Arc<Pool>,
     pub(super) dev_id: String,
     pub(super) limits: Limits,
     pub(super) exec: ExecHandlers,
@@ -187,12 +188,13 @@ impl Drop for ExecSlot {
 }
 
 impl Engine {
-    /// `state` is a store connection for session state (pending alerts, subscriptions);
+    /// `store` is the pool `auth` works on: session state (pending alerts, subscriptions,
+    /// asynchronous EXECs) is written through the same writer;
     /// `followups` (see [`follow_up_queue`]) receives sessions the engine wants run later
     /// (async EXEC results) and `SHOW` URLs.
     pub fn new(
         auth: Arc<Authority>,
-        state: Store,
+        store: Arc<Pool>,
         dev_id: String,
         limits: Limits,
         exec: ExecHandlers,
@@ -201,7 +203,7 @@ impl Engine {
     ) -> Engine {
         Engine {
             auth,
-            state: Mutex::new(state),
+            store,
             dev_id,
             limits,
             exec,
@@ -221,7 +223,7 @@ impl Engine {
     /// asynchronous EXEC a stopped daemon left recorded, then asks for a follow-up session
     /// for every server with alerts waiting (per TargetURI), so that they reach their server
     /// without waiting for another trigger. Returns how many EXECs were interrupted.
-    pub fn resume(&self) -> Result<usize, String> {
+    pub fn resume(&self) -> Result<usize, SessionError> {
         let left = self.with_state(|s| s.async_execs())?;
         for exec in &left {
             tracing::warn!(
@@ -229,18 +231,12 @@ impl Engine {
                 "asynchronous EXEC of {} was running when omadmd stopped: reporting it interrupted",
                 exec.client_uri
             );
-            self.finish_exec(exec, &exec::interrupted())
-                .map_err(|e| e.to_string())?;
+            self.finish_exec(exec, &exec::interrupted())?;
         }
         for (srv_id, url) in self.with_state(|s| s.pending_alert_targets())? {
             self.follow_up(FollowUp::Session { srv_id, url });
         }
         Ok(left.len())
-    }
-
-    /// When `srv_id` last completed a session (POSIX seconds), if ever.
-    pub fn last_session(&self, srv_id: &str) -> Result<Option<i64>, String> {
-        self.with_state(|s| s.last_session(srv_id))
     }
 
     /// The authority sessions act through.
@@ -317,13 +313,26 @@ impl Engine {
         let principal = Principal::Server(account.srv_id.clone());
         let mut url = url.unwrap_or(&account.srv_uri).to_owned();
 
-        let (package1, done) = self.package1(account, &principal, reason, &url)?;
+        let (package1, done) = {
+            let (account, principal, reason, url) = (
+                account.clone(),
+                principal.clone(),
+                reason.to_owned(),
+                url.clone(),
+            );
+            self.blocking(move |e| e.package1(&account, &principal, &reason, &url))
+                .await?
+        };
         let body = serde_json::to_vec(&package1).map_err(|e| SessionError::Local(e.to_string()))?;
         let mut response = self.post(&client, &url, protocol::INITIATION, body).await?;
-        self.state(|tx| {
-            tx.drop_alerts(&done)?;
-            tx.record_session(&account.srv_id)
-        })?;
+        let srv_id = account.srv_id.clone();
+        self.blocking(move |e| {
+            e.state(|tx| {
+                tx.drop_alerts(&done)?;
+                tx.record_session(&srv_id)
+            })
+        })
+        .await?;
 
         let mut ctx = Context {
             engine: self,
@@ -410,9 +419,12 @@ impl Engine {
                 );
             }
             on_time()?;
-            self.auth.sync().map_err(|e| {
-                SessionError::Local(format!("cannot make the changes durable: {e}"))
-            })?;
+            self.blocking(|e| {
+                e.store.writer().sync().map_err(|err| {
+                    SessionError::Local(format!("cannot make the changes durable: {err}"))
+                })
+            })
+            .await?;
             response = self
                 .post(&client, &url, protocol::RESPONSE, package3.finish())
                 .await?;
@@ -433,8 +445,7 @@ impl Engine {
     ) -> Result<(Package1, Vec<i64>), SessionError> {
         let local = SessionError::Local;
         let first_session = self
-            .with_state(|s| s.last_session(&account.srv_id))
-            .map_err(local)?
+            .with_state(|s| s.last_session(&account.srv_id))?
             .is_none();
         let mos = if first_session {
             self.auth
@@ -463,10 +474,7 @@ impl Engine {
         })?;
         let mut done = Vec::new();
         let mut waiting = 0usize;
-        for pending in self
-            .with_state(|s| s.pending_alerts(&account.srv_id))
-            .map_err(local)?
-        {
+        for pending in self.with_state(|s| s.pending_alerts(&account.srv_id))? {
             let alert = match serde_json::from_str::<Alert>(&pending.alert_json) {
                 Ok(a) => a,
                 Err(e) => {
@@ -539,22 +547,36 @@ impl Engine {
         Ok(response)
     }
 
-    /// Runs `f` in a session-state transaction.
+    /// Runs `f` with the engine on the blocking pool ([`store::offload`]), so that store
+    /// work never holds up the runtime's workers. A panic in `f` goes on in the caller (a
+    /// session's containment turns it into a 500).
+    pub(super) async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Engine) -> Result<T, SessionError> + Send + 'static,
+    ) -> Result<T, SessionError> {
+        let engine = Arc::clone(self);
+        match store::offload(move || f(&engine)).await {
+            Ok(result) => result,
+            Err(Offload::Panicked(payload)) => std::panic::resume_unwind(payload),
+            Err(e @ Offload::Stopped) => Err(SessionError::Local(e.to_string())),
+        }
+    }
+
+    /// Runs `f` in a session-state transaction on the store's one writer. Blocking: call it
+    /// in [`Engine::blocking`].
     pub(super) fn state<T>(
         &self,
         f: impl FnOnce(&mut crate::store::Txn<'_>) -> Result<T, crate::store::StoreError>,
     ) -> Result<T, SessionError> {
-        let mut store = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(store.write(f).map(|(t, _)| t)?)
+        Ok(self.store.writer().write(f).map(|(t, _)| t)?)
     }
 
-    /// Reads session state.
+    /// Reads session state. Blocking: call it in [`Engine::blocking`].
     pub(super) fn with_state<T>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError>,
-    ) -> Result<T, String> {
-        let store = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        f(&store).map_err(|e| e.to_string())
+    ) -> Result<T, SessionError> {
+        Ok(f(&self.store.reader())?)
     }
 
     /// A place among `srv_id`'s `exec_concurrent` asynchronous EXECs, if one is free.
@@ -586,21 +608,19 @@ impl Engine {
         addr: NodeAddr,
         target: String,
     ) -> Result<(), String> {
-        let engine = Arc::clone(self);
         let (srv_id, client_uri) = (slot.srv_id.clone(), addr.to_string());
-        let record = tokio::task::spawn_blocking(move || {
-            engine
-                .state(|tx| tx.begin_exec(&srv_id, &client_uri, &target))
-                .map(|id| AsyncExec {
-                    id,
-                    srv_id,
-                    client_uri,
-                    target_uri: target,
-                })
-        })
-        .await
-        .map_err(|e| format!("recording the asynchronous EXEC did not run: {e}"))?
-        .map_err(|e| format!("cannot record the asynchronous EXEC: {e}"))?;
+        let record = self
+            .blocking(move |e| {
+                e.state(|tx| tx.begin_exec(&srv_id, &client_uri, &target))
+                    .map(|id| AsyncExec {
+                        id,
+                        srv_id,
+                        client_uri,
+                        target_uri: target,
+                    })
+            })
+            .await
+            .map_err(|e| format!("cannot record the asynchronous EXEC: {e}"))?;
         let (engine, tasks) = (Arc::clone(self), self.tasks.clone());
         self.tasks.spawn(async move {
             let result = tokio::select! {
@@ -610,17 +630,14 @@ impl Engine {
             };
             // Free before the result is queued: whoever hears of it may EXEC again.
             drop(slot);
-            let queued =
-                tokio::task::spawn_blocking(move || engine.finish_exec(&record, &result)).await;
-            match queued {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(
+            let queued = engine
+                .blocking(move |e| e.finish_exec(&record, &result))
+                .await;
+            if let Err(e) = queued {
+                tracing::error!(
                     "an asynchronous EXEC's result is not queued; the next start reports it \
                      interrupted: {e}"
-                ),
-                Err(e) => {
-                    tracing::error!("queueing an asynchronous EXEC's result did not run: {e}")
-                }
+                );
             }
         });
         Ok(())
@@ -683,11 +700,20 @@ impl Engine {
     /// `DEFAULT`: when a local app asks for an MO of `moid` that is not in the tree, fetch
     /// it from the source a server named (an HGET on that server's behalf, reported to no
     /// server). Returns whether anything was fetched.
-    pub async fn fetch_default(&self, moid: &str) -> Result<bool, String> {
-        let Some((srv_id, server_uri)) = self.with_state(|s| s.default_source(moid))? else {
+    pub async fn fetch_default(self: &Arc<Self>, moid: &str) -> Result<bool, String> {
+        let wanted = moid.to_owned();
+        let (source, accounts) = self
+            .blocking(move |e| {
+                let source = e.with_state(|s| s.default_source(&wanted))?;
+                let accounts = super::account::load_all(&e.auth)
+                    .map_err(|err| SessionError::Local(err.to_string()))?;
+                Ok((source, accounts))
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some((srv_id, server_uri)) = source else {
             return Ok(false);
         };
-        let accounts = super::account::load_all(&self.auth).map_err(|e| e.to_string())?;
         let account = accounts
             .iter()
             .find(|a| a.srv_id == srv_id)
@@ -714,6 +740,7 @@ impl Engine {
 
     /// Keeps an alert for `srv_id` and asks for a follow-up session to deliver it. Beyond
     /// `pending_alerts_per_server` waiting alerts, the oldest are dropped (and logged).
+    /// Blocking: async code runs it off the runtime's workers.
     pub fn queue_alert(&self, srv_id: &str, alert: &Alert) {
         let json = match serde_json::to_string(alert) {
             Ok(j) => j,

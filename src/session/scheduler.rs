@@ -46,7 +46,7 @@ use super::info::{self, SessionInfo};
 use super::tasks::Tasks;
 use crate::authority::{Authority, Principal, Rights};
 use crate::protocol::alert;
-use crate::store::{PollDue, Store, StoreError};
+use crate::store::{self, PollDue, Pool, StoreError};
 use crate::tree::builtin;
 
 /// The session-reason alert types a session may be started with.
@@ -158,9 +158,6 @@ pub trait Runner: Send + Sync + 'static {
         self: Arc<Self>,
         moid: String,
     ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
-
-    /// When `srv_id` last completed a session (POSIX seconds), if ever.
-    fn last_session(&self, srv_id: &str) -> Result<Option<i64>, String>;
 }
 
 impl Runner for Engine {
@@ -178,10 +175,6 @@ impl Runner for Engine {
         moid: String,
     ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
         Box::pin(async move { Engine::fetch_default(&self, &moid).await })
-    }
-
-    fn last_session(&self, srv_id: &str) -> Result<Option<i64>, String> {
-        Engine::last_session(self, srv_id)
     }
 }
 
@@ -203,8 +196,8 @@ struct Table {
 pub struct Scheduler {
     runner: Arc<dyn Runner>,
     auth: Arc<Authority>,
-    /// The poll due times.
-    state: Mutex<Store>,
+    /// The store's connections: the poll due times.
+    store: Arc<Pool>,
     events: broadcast::Sender<Event>,
     table: Mutex<Table>,
     next: AtomicU64,
@@ -215,15 +208,15 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// `state` is a store connection for the poll due times; `host_root` is where the
+    /// `store` is the pool `auth` works on (for the poll due times); `host_root` is where the
     /// bearer for SessionInfo's `CBT` is read from (`/`).
     pub fn new(
         runner: Arc<dyn Runner>,
         auth: Arc<Authority>,
-        state: Store,
+        store: Arc<Pool>,
         host_root: PathBuf,
     ) -> Arc<Scheduler> {
-        Scheduler::with_tasks(runner, auth, state, host_root, Tasks::new())
+        Scheduler::with_tasks(runner, auth, store, host_root, Tasks::new())
     }
 
     /// As [`Scheduler::new`], its sessions owned by `tasks`: once `tasks` stops, no
@@ -231,14 +224,14 @@ impl Scheduler {
     pub fn with_tasks(
         runner: Arc<dyn Runner>,
         auth: Arc<Authority>,
-        state: Store,
+        store: Arc<Pool>,
         host_root: PathBuf,
         tasks: Tasks,
     ) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             runner,
             auth,
-            state: Mutex::new(state),
+            store,
             events: broadcast::channel(EVENTS).0,
             table: Mutex::new(Table::default()),
             next: AtomicU64::new(1),
@@ -275,9 +268,10 @@ impl Scheduler {
     }
 
     /// When `srv_id` last completed a session, POSIX seconds (0: never or unknown).
-    pub fn last_session(&self, srv_id: &str) -> u64 {
-        self.runner
-            .last_session(srv_id)
+    pub async fn last_session(&self, srv_id: &str) -> u64 {
+        let (store, srv_id) = (Arc::clone(&self.store), srv_id.to_owned());
+        blocking(move || store.reader().last_session(&srv_id))
+            .await
             .ok()
             .flatten()
             .and_then(|t| u64::try_from(t).ok())
@@ -407,7 +401,7 @@ impl Scheduler {
             }
         };
         let this = Arc::clone(self);
-        let dues = match blocking(move || this.store().poll_due()).await {
+        let dues = match blocking(move || this.store.reader().poll_due()).await {
             Ok(d) => d.into_iter().collect::<BTreeMap<String, PollDue>>(),
             Err(e) => {
                 tracing::error!("poll: cannot read the due times: {e}");
@@ -445,7 +439,7 @@ impl Scheduler {
             let this = Arc::clone(self);
             let record = changes.clone();
             let saved = blocking(move || {
-                this.store().write(|tx| {
+                this.store.writer().write(|tx| {
                     for (srv_id, due) in &record {
                         match due {
                             Some(d) => tx.set_poll_due(srv_id, *d)?,
@@ -665,10 +659,6 @@ impl Scheduler {
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    fn store(&self) -> MutexGuard<'_, Store> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// A server's place among the running sessions, given back (with its queue) if the task
@@ -728,14 +718,14 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs synchronous store work on the blocking pool; its error as text.
+/// [`store::offload`]ed work; its error, whichever, as text for the log.
 async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     work: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, String> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("the store work did not run: {e}")),
-    }
+    store::offload(work)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -789,25 +779,21 @@ mod tests {
         ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
             Box::pin(async { Ok(false) })
         }
-
-        fn last_session(&self, _srv_id: &str) -> Result<Option<i64>, String> {
-            Ok(None)
-        }
     }
 
     struct Setup {
         auth: Arc<Authority>,
         fake: Arc<Fake>,
-        db: PathBuf,
+        store: Arc<Pool>,
         _dir: tempfile::TempDir,
     }
 
     fn setup(permits: usize) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("store.db");
+        let store = Arc::new(Pool::open(&db, store::Bounds::default(), 1).unwrap());
         let auth = Arc::new(Authority::new(
-            Store::open(&db).unwrap(),
-            Store::open(&db).unwrap(),
+            store.clone(),
             Registry::with_builtin(),
             Box::new(|_| {}),
         ));
@@ -819,7 +805,7 @@ mod tests {
         Setup {
             auth,
             fake,
-            db,
+            store,
             _dir: dir,
         }
     }
@@ -829,7 +815,7 @@ mod tests {
             Scheduler::new(
                 self.fake.clone(),
                 self.auth.clone(),
-                Store::open(&self.db).unwrap(),
+                self.store.clone(),
                 PathBuf::from("/nonexistent"),
             )
         }
@@ -988,7 +974,7 @@ mod tests {
         s.account("quiet", serde_json::json!({}));
         let scheduler = s.scheduler();
         let mut events = scheduler.subscribe();
-        let due = |scheduler: &Scheduler| scheduler.store().poll_due().unwrap();
+        let due = |scheduler: &Scheduler| scheduler.store.reader().poll_due().unwrap();
 
         // Scheduled, not run: the first poll is one interval away, jittered by 10%.
         scheduler.poll_pass(1000).await;

@@ -5,50 +5,29 @@
 
 use std::sync::Arc;
 
-use super::account;
-use super::commands::{blocking, send_mo};
+use super::account::{self, Account};
+use super::commands::send_mo;
 use super::engine::Engine;
+use super::error::SessionError;
 use crate::authority::Principal;
-use crate::store::Change;
+use crate::store::{Change, Subscription};
 use crate::tree::uri::ClientUri;
+
+/// One PUT to make: the subscription, its server's account and the subtree to send.
+struct Delivery {
+    sub: Subscription,
+    account: Account,
+    body: Vec<u8>,
+}
 
 /// Delivers one batch of changes to the subscriptions they concern (each at most once).
 pub async fn deliver(engine: Arc<Engine>, changes: Vec<Change>) {
-    let subscriptions = match engine.with_state(|s| s.subscriptions()) {
-        Ok(s) => s,
-        Err(e) => return tracing::error!("cannot read subscriptions: {e}"),
+    let deliveries = match engine.blocking(move |e| deliveries(e, &changes)).await {
+        Ok(d) => d,
+        Err(e) => return tracing::error!("SUB: cannot read subscriptions: {e}"),
     };
-    if subscriptions.is_empty() {
-        return;
-    }
-    let accounts = match account::load_all(&engine.auth) {
-        Ok(a) => a,
-        Err(e) => return tracing::error!("cannot read server accounts: {e}"),
-    };
-    for sub in subscriptions {
-        let Ok(uri) = ClientUri::parse(&sub.client_uri) else {
-            continue;
-        };
-        let principal = Principal::Server(sub.srv_id.clone());
-        // Only a change the server may read is news to it (not a rotated secret, nor a
-        // change in an instance it lost the right to read).
-        if !changes.iter().any(|c| {
-            uri.covers(&c.addr) && engine.auth.may_read(&principal, &c.addr).unwrap_or(false)
-        }) {
-            continue;
-        }
-        let Some(acc) = accounts.iter().find(|a| a.srv_id == sub.srv_id) else {
-            continue;
-        };
-        let read = blocking(&engine.auth, move |auth| auth.get_items(&principal, &uri)).await;
-        let body = match read {
-            Ok(items) => serde_json::to_vec(&items).unwrap_or_default(),
-            Err(e) => {
-                tracing::info!(srv_id = %sub.srv_id, "SUB {}: not delivered: {e}", sub.client_uri);
-                continue;
-            }
-        };
-        let client = match acc
+    for Delivery { sub, account, body } in deliveries {
+        let client = match account
             .client(&engine.extra_ca_files, engine.limits.max_package_bytes)
             .await
         {
@@ -67,4 +46,44 @@ pub async fn deliver(engine: Arc<Engine>, changes: Vec<Change>) {
             }
         }
     }
+}
+
+/// The PUTs `changes` call for, each subtree read as its server may read it. Blocking.
+fn deliveries(engine: &Engine, changes: &[Change]) -> Result<Vec<Delivery>, SessionError> {
+    let subscriptions = engine.with_state(|s| s.subscriptions())?;
+    if subscriptions.is_empty() {
+        return Ok(vec![]);
+    }
+    let accounts =
+        account::load_all(&engine.auth).map_err(|e| SessionError::Local(e.to_string()))?;
+    let mut due = Vec::new();
+    for sub in subscriptions {
+        let Ok(uri) = ClientUri::parse(&sub.client_uri) else {
+            continue;
+        };
+        let principal = Principal::Server(sub.srv_id.clone());
+        // Only a change the server may read is news to it (not a rotated secret, nor a
+        // change in an instance it lost the right to read).
+        if !changes.iter().any(|c| {
+            uri.covers(&c.addr) && engine.auth.may_read(&principal, &c.addr).unwrap_or(false)
+        }) {
+            continue;
+        }
+        let Some(account) = accounts.iter().find(|a| a.srv_id == sub.srv_id) else {
+            continue;
+        };
+        let body = match engine.auth.get_items(&principal, &uri) {
+            Ok(items) => serde_json::to_vec(&items).unwrap_or_default(),
+            Err(e) => {
+                tracing::info!(srv_id = %sub.srv_id, "SUB {}: not delivered: {e}", sub.client_uri);
+                continue;
+            }
+        };
+        due.push(Delivery {
+            sub,
+            account: account.clone(),
+            body,
+        });
+    }
+    Ok(due)
 }

@@ -8,6 +8,8 @@
 //! - [`session_state`] — pending alerts, `DEFAULT` sources, `SUB` subscriptions, poll due times,
 //!   asynchronous EXECs running;
 //! - [`import`]: writing MO serialization items (HGET, bootstrap files);
+//! - [`pool`]: [`Pool`], the process's connections (one writer for everything, a few
+//!   readers), and [`offload`], the one way async code runs store work;
 //! - [`error`] — [`StoreError`].
 //!
 //! The database runs in WAL mode: readers on other connections see the last committed
@@ -17,6 +19,7 @@
 mod codec;
 mod error;
 mod import;
+mod pool;
 mod read;
 mod schema;
 mod session_state;
@@ -29,6 +32,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use error::StoreError;
 pub use import::Placement;
+pub use pool::{Offload, Pool, offload};
 pub use read::{Change, ChangeKind, InstanceInfo, MAX_DEPTH, Stats, Usage};
 pub use session_state::{AsyncExec, PendingAlert, PollDue, Subscription};
 pub use write::Txn;
