@@ -43,7 +43,7 @@ use crate::tree::mo_type::{AccessTypes, NodeDef, Scope};
 use crate::tree::node::Node;
 use crate::tree::registry::Registry;
 use crate::tree::resolve::{TreeRead as _, resolve};
-use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, NvField, Segment, UriError};
+use crate::tree::uri::{ClientUri, InstanceSel, Moid, NodeAddr, NvField, Segment, UriError};
 use crate::tree::value::Value;
 use view::{Purpose, View};
 
@@ -76,6 +76,33 @@ impl Address for &String {
 
 impl Address for &ClientUri {
     fn parsed<'a>(self) -> Result<Cow<'a, ClientUri>, UriError>
+    where
+        Self: 'a,
+    {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
+/// A MOID as the authority's methods take it: text (checked once, there) or already a
+/// [`Moid`].
+pub trait AsMoid {
+    /// The checked MOID, borrowed when it already was one.
+    fn checked<'a>(self) -> Result<Cow<'a, Moid>, UriError>
+    where
+        Self: 'a;
+}
+
+impl AsMoid for &str {
+    fn checked<'a>(self) -> Result<Cow<'a, Moid>, UriError>
+    where
+        Self: 'a,
+    {
+        Moid::parse(self).map(Cow::Owned)
+    }
+}
+
+impl AsMoid for &Moid {
+    fn checked<'a>(self) -> Result<Cow<'a, Moid>, UriError>
     where
         Self: 'a,
     {
@@ -272,10 +299,11 @@ impl Authority {
     pub fn create_instance(
         &self,
         who: &Principal,
-        moid: &str,
+        moid: impl AsMoid,
         modata: &str,
     ) -> Result<NodeAddr, AccessError> {
-        crate::tree::uri::check_moid(moid)?;
+        let moid = moid.checked()?;
+        let moid = moid.as_ref();
         accounts::may_create(who, moid)?;
         let json: J = serde_json::from_str(modata)
             .map_err(|e| AccessError::InvalidValue(format!("MOData is not JSON: {e}")))?;

@@ -19,7 +19,7 @@ use crate::session::Scheduler;
 use crate::store;
 use crate::tree::builtin;
 use crate::tree::format::Format;
-use crate::tree::uri::ClientUri;
+use crate::tree::uri::{ClientUri, Moid};
 use crate::tree::value::Value;
 
 /// The optional features this client offers (DM-HLF-019), as listed in `Features`.
@@ -150,7 +150,7 @@ impl Client1 {
         modata_json: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, Error> {
-        crate::tree::uri::check_moid(&moid).map_err(|e| Error::InvalidUri(e.to_string()))?;
+        let moid = Moid::parse(&moid).map_err(|e| Error::InvalidUri(e.to_string()))?;
         let who = self.writer(&header, &format!("{moid}/"), &moid).await?;
         let (auth, creator) = (self.auth.clone(), who.clone());
         let root =

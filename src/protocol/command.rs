@@ -1,7 +1,7 @@
 //! The twelve commands of Package#2 (PROTOCOL.md §3), parsed from their wire form (a JSON
 //! array of strings: the name, then the parameters in order).
 
-use crate::tree::uri::ClientUri;
+use crate::tree::uri::{ClientUri, Moid};
 
 /// A command, with its parameters checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,7 +44,7 @@ pub enum Command {
     End,
     /// Remember the URI to fetch MOs of `moid` from when a local app asks for a missing one.
     Default {
-        moid: String,
+        moid: Moid,
         server_uri: String,
     },
     /// Whenever the subtree changes, PUT it to the URI.
@@ -166,10 +166,9 @@ impl Command {
             "DEFAULT" => {
                 arity(2, Some(2))?;
                 let moid = params[0];
-                ClientUri::parse(&format!("{moid}//"))
-                    .map_err(|e| bad(format!("bad MOID {moid:?}: {}", e.reason)))?;
                 Command::Default {
-                    moid: moid.to_owned(),
+                    moid: Moid::parse(moid)
+                        .map_err(|e| bad(format!("bad MOID {moid:?}: {}", e.reason)))?,
                     server_uri: server(params[1])?,
                 }
             }
@@ -250,7 +249,9 @@ impl Command {
                 out.push(server_uri.clone())
             }
             Command::End => {}
-            Command::Default { moid, server_uri } => out.extend([moid.clone(), server_uri.clone()]),
+            Command::Default { moid, server_uri } => {
+                out.extend([moid.to_string(), server_uri.clone()])
+            }
             Command::Sub {
                 client_uri,
                 server_uri,

@@ -11,12 +11,12 @@ use super::{StoreError, Txn};
 use crate::tree::json::{MoItem, node_from_json};
 use crate::tree::mo_type::MoType;
 use crate::tree::node::Node;
-use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr};
+use crate::tree::uri::{ClientUri, InstanceSel, Moid, NodeAddr};
 
 /// Where an item goes and what it holds, read from the item once.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Placement {
-    pub moid: String,
+    pub moid: Moid,
     /// The named MIID; `None` for an empty `mo-inst` (a new instance with a fresh MIID).
     pub miid: Option<String>,
     /// The path below the instance root (empty: the root itself).
@@ -106,7 +106,7 @@ impl Txn<'_> {
         };
         if existing || !path.is_empty() {
             let addr = NodeAddr {
-                moid: moid.clone(),
+                moid: moid.as_str().to_owned(),
                 miid: miid.clone().unwrap_or_default(),
                 path: path.clone(),
             };

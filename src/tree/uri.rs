@@ -20,12 +20,18 @@ use super::node::check_name;
 /// A parsed ClientURI.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientUri {
-    pub moid: String,
+    pub moid: Moid,
     pub instance: InstanceSel,
     pub path: Vec<Segment>,
     pub nv: Vec<NvField>,
     pub cv: Option<String>,
 }
+
+/// A MOID, checked: a URN (`urn:...`) without whitespace, control characters, `%` or `/`,
+/// within `[limits] uri_bytes`. Made by [`Moid::parse`] or as part of a [`ClientUri`], and
+/// carried checked from there.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Moid(String);
 
 /// Which instances of the MOID a ClientURI selects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -261,24 +267,89 @@ fn escape(s: &str) -> String {
     utf8_percent_encode(s, NAME_ESCAPES).to_string()
 }
 
-/// Checks that `moid` can be a MOID on its own (as `CreateInstance` takes it): the rules
-/// of the MOID part of a ClientURI, and no `/`.
-pub fn check_moid(moid: &str) -> Result<(), UriError> {
-    let rules = if moid.contains('/') {
-        Err(format!("MOID {:?} contains '/'", shorten(moid)))
-    } else if moid.len() > limits().bytes {
-        Err(format!(
-            "MOID of {} bytes is longer than the limit of {} ([limits] uri_bytes)",
-            moid.len(),
-            limits().bytes
-        ))
-    } else {
-        moid_rules(moid)
-    };
-    rules.map_err(|reason| UriError {
-        uri: shorten(moid),
-        reason,
-    })
+impl Moid {
+    /// `text` as a MOID on its own (as `CreateInstance` takes it): the rules of the MOID part
+    /// of a ClientURI, and no `/`.
+    pub fn parse(text: &str) -> Result<Moid, UriError> {
+        let rules = if text.contains('/') {
+            Err(format!("MOID {:?} contains '/'", shorten(text)))
+        } else if text.len() > limits().bytes {
+            Err(format!(
+                "MOID of {} bytes is longer than the limit of {} ([limits] uri_bytes)",
+                text.len(),
+                limits().bytes
+            ))
+        } else {
+            moid_rules(text)
+        };
+        match rules {
+            Ok(()) => Ok(Moid(text.to_owned())),
+            Err(reason) => Err(UriError {
+                uri: shorten(text),
+                reason,
+            }),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Moid {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Moid {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Moid {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Moid {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Moid {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Moid {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<Moid> for String {
+    fn eq(&self, other: &Moid) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<Moid> for str {
+    fn eq(&self, other: &Moid) -> bool {
+        *self == other.0
+    }
+}
+
+impl fmt::Display for Moid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A MOID is a URN (`urn:...`) without whitespace, control characters or `%`.
@@ -410,7 +481,7 @@ fn parse(text: &str, limits: &UriLimits) -> Result<ClientUri, String> {
         return Err(format!("x-name ({x}) has no nv= field to resolve it"));
     }
     Ok(ClientUri {
-        moid: moid.to_owned(),
+        moid: Moid(moid.to_owned()),
         instance,
         path,
         nv,
@@ -579,9 +650,15 @@ mod tests {
 
     #[test]
     fn moids_stand_alone() {
-        assert!(check_moid("urn:oma:mo:ext-x:1.0").is_ok());
+        let moid = Moid::parse("urn:oma:mo:ext-x:1.0").unwrap();
+        assert_eq!(moid, "urn:oma:mo:ext-x:1.0");
+        let uri = ClientUri::parse("urn:oma:mo:ext-x:1.0/i/").unwrap();
+        assert_eq!(
+            uri.moid, moid,
+            "the same MOID, standing alone or in a ClientURI"
+        );
         for bad in ["", "urn:", "x:y", "urn:a b", "urn:a/b", "urn:a%20"] {
-            assert!(check_moid(bad).is_err(), "{bad}");
+            assert!(Moid::parse(bad).is_err(), "{bad}");
         }
     }
 
