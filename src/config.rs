@@ -107,7 +107,20 @@ pub struct TlsConfig {
 pub struct SessionConfig {
     /// Largest Package#2 accepted; larger ones end the session with 413.
     pub max_package_bytes: usize,
+    /// On SIGTERM, how long running sessions and asynchronous EXEC handlers may take to
+    /// finish (at most [`STOP_DRAIN_MAX`]).
+    pub stop_drain_seconds: u64,
+    /// Then, how long aborted work may take to record that it was aborted (1 to
+    /// [`STOP_ABORT_MAX`]).
+    pub stop_abort_seconds: u64,
 }
+
+/// Most `stop_drain_seconds`; with [`STOP_ABORT_MAX`], a stop stays within systemd's default
+/// 90 s `TimeoutStopSec`.
+pub const STOP_DRAIN_MAX: u64 = 60;
+
+/// Most `stop_abort_seconds`.
+pub const STOP_ABORT_MAX: u64 = 20;
 
 /// One `[exec."<pattern>"]` entry.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -121,6 +134,8 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             max_package_bytes: 8 * 1024 * 1024,
+            stop_drain_seconds: 10,
+            stop_abort_seconds: 5,
         }
     }
 }
@@ -177,6 +192,7 @@ impl Config {
         let config: Config =
             toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
         config.limits.check()?;
+        config.session.check()?;
         Ok(config)
     }
 }
@@ -184,6 +200,25 @@ impl Config {
 /// The range `[limits] reply_bytes` must lie in: room for one answer at least, and well under
 /// the 32 MiB a system bus carries in one message.
 const REPLY_BYTES: std::ops::RangeInclusive<usize> = 64 * 1024..=24 * 1024 * 1024;
+
+impl SessionConfig {
+    /// Refuses stop times outside their ranges.
+    fn check(&self) -> Result<(), String> {
+        if self.stop_drain_seconds > STOP_DRAIN_MAX {
+            return Err(format!(
+                "[session] stop_drain_seconds = {} must be at most {STOP_DRAIN_MAX}",
+                self.stop_drain_seconds
+            ));
+        }
+        if !(1..=STOP_ABORT_MAX).contains(&self.stop_abort_seconds) {
+            return Err(format!(
+                "[session] stop_abort_seconds = {} must be between 1 and {STOP_ABORT_MAX}",
+                self.stop_abort_seconds
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl Limits {
     /// Refuses bounds that cannot work: zero, or a reply the bus would not carry.
@@ -243,6 +278,24 @@ mod tests {
             Config::default().ddf.dirs[1],
             PathBuf::from("/etc/omadmd/ddf")
         );
+    }
+
+    #[test]
+    fn stop_times_are_bounded() {
+        let c =
+            Config::parse("[session]\nstop_drain_seconds = 0\nstop_abort_seconds = 20\n").unwrap();
+        assert_eq!(
+            (c.session.stop_drain_seconds, c.session.stop_abort_seconds),
+            (0, 20)
+        );
+        for bad in [
+            "stop_drain_seconds = 61",
+            "stop_abort_seconds = 0",
+            "stop_abort_seconds = 21",
+        ] {
+            let e = Config::parse(&format!("[session]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod ddf_corpus;
 mod devserver;
 mod harness;
 mod omadmctl_cli;
+mod poll_restart;
 mod session_crash;
 mod session_info;
 mod session_limits;

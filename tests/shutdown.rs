@@ -2,7 +2,7 @@
 //! `omadm-devserver` over TLS) while an asynchronous EXEC's handler runs and while a session
 //! runs: SIGTERM exits 0 after the drain, a SIGKILL is a crash; either way the restarted
 //! daemon delivers the EXEC's result — the handler's, or "interrupted" — to the EXEC's
-//! ServerURI, and the store is whole.
+//! ServerURI, and the store is whole. A session drained at SIGTERM still announces its end.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -179,8 +179,14 @@ fn sigterm_during_a_session_and_a_long_exec_reports_it_interrupted_after_restart
     let srv = TestServer::start(Some(&scenario(3000)));
     let mut daemon = bus.daemon(dir.path());
     create_account(&bus, &srv);
-    let out = bus.run(&["session", "start", "--no-wait", "devserver"]);
-    assert!(out.status.success(), "{}", show(&out));
+    // A caller waiting for the session, as `omadmctl session start` does.
+    let waiting = bus
+        .ctl()
+        .args(["session", "start", "devserver"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     assert!(wait_until(Duration::from_secs(10), || mark.exists()));
 
     let status = signal(&mut daemon, "-TERM", dir.path());
@@ -190,6 +196,12 @@ fn sigterm_during_a_session_and_a_long_exec_reports_it_interrupted_after_restart
         1,
         "the running session was let finish: {}",
         daemon_log(dir.path())
+    );
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("finished: 200"),
+        "the waiting caller heard SessionFinished before omadmd left the bus: {}",
+        show(&out)
     );
     check_waiting(dir.path(), 1);
 

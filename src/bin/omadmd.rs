@@ -2,10 +2,11 @@
 //!
 //! Background work is owned by one [`Tasks`]: sessions, the follow-up and poll loops, SUB
 //! deliveries, asynchronous EXEC handlers and the D-Bus tasks. On SIGTERM (or SIGINT) the
-//! daemon stops accepting sessions, gives running work [`tasks::DRAIN`] (10 s) to finish,
-//! then aborts what is left — a session is cut off between commands' transactions, an
-//! asynchronous EXEC's handler is killed and its result queued as interrupted — with
-//! [`tasks::ABORT_GRACE`] (5 s) for that, syncs the store and exits 0.
+//! daemon stops accepting sessions, gives running work `[session] stop_drain_seconds` (10 s)
+//! to finish, then aborts what is left — a session is cut off between commands'
+//! transactions, an asynchronous EXEC's handler is killed and its result queued as
+//! interrupted — with `stop_abort_seconds` (5 s) for that, syncs the store and exits 0. The
+//! bus name stays the daemon's meanwhile, and each session's `SessionFinished` is sent.
 //!
 //! Committed changes go to the D-Bus watchers and to SUB deliveries through bounded queues
 //! of [`CHANGE_QUEUE`] batches each. The store's writer never waits on them: when a queue is
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
@@ -31,7 +33,7 @@ use omadmd::config::{self, Config};
 use omadmd::device::HostFacts;
 use omadmd::session::engine::follow_up_queue;
 use omadmd::session::exec::ExecHandlers;
-use omadmd::session::tasks::{self, Drained};
+use omadmd::session::tasks::Drained;
 use omadmd::session::{Engine, Limits, Scheduler, Tasks, subscribe};
 use omadmd::store::{self, Change, Pool};
 use omadmd::tree::builtin;
@@ -48,16 +50,18 @@ use omadmd::tree::uri::{self, UriLimits};
 /// every Ext/PollSeconds seconds for accounts that set it.
 ///
 /// Configuration (/etc/omadmd/omadmd.toml, every key optional): [ddf] dirs, [tls]
-/// extra_ca_files, [session] max_package_bytes, [exec."<ClientURI pattern>"] command, and
+/// extra_ca_files, [session] max_package_bytes, stop_drain_seconds, stop_abort_seconds,
+/// [exec."<ClientURI pattern>"] command, and
 /// [limits] uri_bytes, uri_segments, uri_xnames, nv_fields, result_rows, reply_bytes,
 /// tree_depth, watches_per_caller, auth_cache_bytes_per_caller, owner_bytes,
 /// owner_instances, journal_entries, session_packages, session_seconds, package3_bytes,
 /// subscriptions_per_server, exec_concurrent, pending_alerts_per_server, server_uri_bytes
 /// (bounds on what callers and servers send; see the README's security model).
 ///
-/// On SIGTERM running sessions and asynchronous EXEC handlers get 10 s to finish; then
-/// sessions are cut off and the handlers' results are reported to their servers as
-/// interrupted (as they are after a crash, at the next start).
+/// On SIGTERM running sessions and asynchronous EXEC handlers get [session]
+/// stop_drain_seconds (10, at most 60) to finish; then sessions are cut off and the
+/// handlers' results are reported to their servers as interrupted (as they are after a
+/// crash, at the next start), within stop_abort_seconds (5, 1 to 20).
 ///
 /// Logs go to the journal when started by systemd, otherwise to standard error; set
 /// RUST_LOG (for example RUST_LOG=omadmd=debug) to change the level.
@@ -268,7 +272,11 @@ async fn run(args: Args) -> Result<(), String> {
     };
     notify(&[sd_notify::NotifyState::Stopping]);
     // The bus name stays ours while work drains: an activated second daemon cannot start.
-    match tasks.shutdown(tasks::DRAIN, tasks::ABORT_GRACE).await {
+    let (drain, abort) = (
+        Duration::from_secs(config.session.stop_drain_seconds),
+        Duration::from_secs(config.session.stop_abort_seconds),
+    );
+    match tasks.shutdown(drain, abort).await {
         Drained::Finished => {}
         Drained::Aborted => tracing::warn!("running work was aborted at the drain deadline"),
         Drained::Abandoned => tracing::error!(

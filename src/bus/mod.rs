@@ -114,10 +114,12 @@ pub async fn serve(
         .map_err(ServeError::Export)?;
     servers.sync().await;
     // Subscribed before the name is taken: no caller can start a session unannounced.
-    until_stopped(
-        tasks,
-        sessions::announce(conn.clone(), scheduler.clone(), scheduler.subscribe()),
-    );
+    tasks.spawn(sessions::announce(
+        conn.clone(),
+        scheduler.clone(),
+        scheduler.subscribe(),
+        tasks.clone(),
+    ));
     until_stopped(
         tasks,
         watch::dispatch(conn.clone(), auth, watches.clone(), servers, changes),

@@ -11,7 +11,7 @@ use zbus::Variant;
 
 use super::error::Error;
 use super::{INTERFACE, PATH};
-use crate::session::{Event, Origin, Scheduler, Start, StartError};
+use crate::session::{Event, Origin, Scheduler, Start, StartError, Tasks};
 
 /// `State`: `idle` or `session`.
 pub fn state(sessions: &[(String, String)]) -> &'static str {
@@ -55,15 +55,31 @@ pub async fn start(
     }
 }
 
-/// Turns the scheduler's events into signals, for as long as the daemon runs. Events missed by falling behind (more than the scheduler keeps) are logged, and
-/// the current `State`/`Sessions` are announced in their place.
+/// Turns the scheduler's events into signals. Events missed by falling behind (more than
+/// the scheduler keeps) are logged, and the current `State`/`Sessions` are announced in
+/// their place. Once `tasks` stops, it goes on until the last running session's
+/// `SessionFinished` is sent — drained or aborted, sessions end while the daemon keeps its
+/// bus name.
 pub async fn announce(
     conn: zbus::Connection,
     scheduler: Arc<Scheduler>,
     mut events: broadcast::Receiver<Event>,
+    tasks: Tasks,
 ) {
+    let mut stopping = false;
     loop {
-        match events.recv().await {
+        // `running` first: a session gone from it has its `Finished` in `events` already.
+        if stopping && scheduler.running().is_empty() && events.is_empty() {
+            return;
+        }
+        let received = tokio::select! {
+            received = events.recv() => received,
+            () = tasks.stopped(), if !stopping => {
+                stopping = true;
+                continue;
+            }
+        };
+        match received {
             Ok(Event::Started { session, sessions }) => {
                 let body = (
                     session.srv_id.as_str(),

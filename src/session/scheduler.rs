@@ -560,7 +560,7 @@ impl Scheduler {
                     )))
                 }
             };
-            let (next, sessions) = {
+            let next = {
                 let mut table = self.lock();
                 let srv_id = &session.srv_id;
                 if self.tasks.stopping() {
@@ -586,14 +586,16 @@ impl Scheduler {
                         None
                     }
                 };
-                (next, pairs(&table))
+                // Sent under the lock: whoever finds the session gone from `running` has
+                // been sent its `Finished`.
+                let _ = self.events.send(Event::Finished {
+                    session: session.clone(),
+                    status: outcome.status,
+                    detail: outcome.detail,
+                    sessions: pairs(&table),
+                });
+                next
             };
-            let _ = self.events.send(Event::Finished {
-                session: session.clone(),
-                status: outcome.status,
-                detail: outcome.detail,
-                sessions,
-            });
             if let Some((next, url)) = next {
                 let account = match self.accounts().await {
                     Ok(all) => all.into_iter().find(|a| a.srv_id == next.srv_id),
@@ -637,6 +639,13 @@ impl Scheduler {
         if let Err(e) = provided {
             tracing::warn!(srv_id = %session.srv_id, "no SessionInfo for {}: {e}", session.session_id);
         }
+        tracing::info!(
+            srv_id = %session.srv_id,
+            origin = session.origin.as_str(),
+            "session {} started (reason {})",
+            session.session_id,
+            session.reason
+        );
         self.announce_started(session);
         let (runner, reason) = (Arc::clone(&self.runner), session.reason);
         let outcome = engine::contain(&self.tasks, runner.session(account, reason, url)).await;

@@ -18,12 +18,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long running work may take to finish after SIGTERM before it is aborted.
-pub const DRAIN: Duration = Duration::from_secs(10);
-
-/// How long aborted work may take to record that it was aborted.
-pub const ABORT_GRACE: Duration = Duration::from_secs(5);
-
 /// The owner of background tasks; clones share it.
 #[derive(Clone, Debug, Default)]
 pub struct Tasks {

@@ -80,6 +80,9 @@ pub async fn start(client: &Client, args: &SessionStartArgs, as_json: bool) -> R
     );
     let (server_id, status) = loop {
         tokio::select! {
+            // Signals before the owner change: a stopping daemon sends `SessionFinished`
+            // before it leaves the bus.
+            biased;
             _ = interrupt.recv() => {
                 spinner.clear();
                 return Err(Failure::new(
@@ -88,17 +91,6 @@ pub async fn start(client: &Client, args: &SessionStartArgs, as_json: bool) -> R
                         "stopped waiting; session {session_id} goes on in omadmd \
                          (omadmctl session status shows whether it still runs)"
                     ),
-                ));
-            }
-            new_owner = owner.next() => {
-                spinner.clear();
-                let why = match new_owner {
-                    Some(Some(_)) => "omadmd restarted",
-                    _ => "omadmd left the bus",
-                };
-                return Err(Failure::new(
-                    3,
-                    format!("{why} before session {session_id} ended"),
                 ));
             }
             message = signals.next() => {
@@ -125,6 +117,17 @@ pub async fn start(client: &Client, args: &SessionStartArgs, as_json: bool) -> R
                         break (args.server_id, args.status);
                     }
                 }
+            }
+            new_owner = owner.next() => {
+                spinner.clear();
+                let why = match new_owner {
+                    Some(Some(_)) => "omadmd restarted",
+                    _ => "omadmd left the bus",
+                };
+                return Err(Failure::new(
+                    3,
+                    format!("{why} before session {session_id} ended"),
+                ));
             }
             _ = ticker.tick(), if spinner.enabled() => spinner.tick(),
         }
