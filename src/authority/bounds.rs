@@ -130,11 +130,17 @@ impl Budget<'_> {
     /// Spends the allowance on one MO serialization item (all nodes of its subtree, and its
     /// serialized size).
     pub fn take_item(&mut self, item: &MoItem) -> Result<(), AccessError> {
-        let nodes = item.mo_data.values().map(count_nodes).sum();
         let mut counter = Counter(0);
         serde_json::to_writer(&mut counter, item)
             .map_err(|e| AccessError::InvalidValue(format!("{}: {e}", item.client_uri)))?;
-        self.spend(nodes, counter.0)
+        self.spend(nodes(item), counter.0)
+    }
+
+    /// Spends the allowance on one item's nodes, and writes it to `json`, whose own bound
+    /// stands for the reply's size.
+    pub fn write_item(&mut self, item: &MoItem, json: &mut ItemsJson) -> Result<(), AccessError> {
+        self.spend(nodes(item), 0)?;
+        json.push(item, self.uri)
     }
 
     fn spend(&mut self, rows: usize, bytes: usize) -> Result<(), AccessError> {
@@ -144,14 +150,91 @@ impl Budget<'_> {
             return Err(too_many_rows(self.uri, self.bounds.result_rows));
         }
         if self.bytes > self.bounds.reply_bytes {
-            return Err(AccessError::Limit(format!(
-                "{}: the reply would exceed {} bytes ([limits] reply_bytes); narrow the query \
-                 (a MIID, a deeper path, nv= conditions) or read the parts one by one",
-                self.uri, self.bounds.reply_bytes
-            )));
+            return Err(too_large(self.uri, self.bounds.reply_bytes));
         }
         Ok(())
     }
+}
+
+/// A JSON array of MO serialization items as it is written: every item serialized once,
+/// straight into it, and the whole (closing bracket included) at most `max` bytes. An item
+/// that would not fit is refused as soon as its bytes pass the bound, and leaves the array
+/// as it was.
+#[derive(Debug)]
+pub struct ItemsJson {
+    out: Vec<u8>,
+    max: usize,
+}
+
+impl ItemsJson {
+    /// An empty array that may grow to `max` bytes.
+    pub fn new(max: usize) -> ItemsJson {
+        ItemsJson {
+            out: b"[".to_vec(),
+            max,
+        }
+    }
+
+    /// The array, closed.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out.push(b']');
+        self.out
+    }
+
+    fn push(&mut self, item: &MoItem, uri: &ClientUri) -> Result<(), AccessError> {
+        let mark = self.out.len();
+        if mark > 1 {
+            self.out.push(b',');
+        }
+        let mut capped = Capped {
+            out: &mut self.out,
+            // Room for the closing bracket.
+            room: self.max.saturating_sub(1),
+        };
+        match serde_json::to_writer(&mut capped, item) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.out.truncate(mark);
+                Err(if e.is_io() {
+                    too_large(uri, self.max)
+                } else {
+                    AccessError::InvalidValue(format!("{}: {e}", item.client_uri))
+                })
+            }
+        }
+    }
+}
+
+/// A writer appending to `out` until it would pass `room` bytes.
+struct Capped<'a> {
+    out: &'a mut Vec<u8>,
+    room: usize,
+}
+
+impl io::Write for Capped<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.out.len() + buf.len() > self.room {
+            return Err(io::Error::other("the reply bound is reached"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn too_large(uri: &ClientUri, max: usize) -> AccessError {
+    AccessError::Limit(format!(
+        "{uri}: the reply would exceed {max} bytes ([limits] reply_bytes); narrow the query \
+         (a MIID, a deeper path, nv= conditions) or read the parts one by one"
+    ))
+}
+
+/// Nodes of an item's subtree.
+fn nodes(item: &MoItem) -> usize {
+    item.mo_data.values().map(count_nodes).sum()
 }
 
 /// What writing the MO serialization `json` (the content of the node at `path`) by `writer`

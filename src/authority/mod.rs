@@ -32,7 +32,7 @@ use std::sync::{Arc, MutexGuard};
 
 use serde_json::Value as J;
 
-pub use bounds::Bounds;
+pub use bounds::{Bounds, ItemsJson};
 pub use error::AccessError;
 pub use principal::{ANY_APP, ANY_SERVER, BadPrincipal, Principal, Rights, UnknownRight};
 
@@ -193,6 +193,33 @@ impl Authority {
     ) -> Result<Vec<MoItem>, AccessError> {
         let uri = self.query(uri)?;
         self.items(who, &uri)
+    }
+
+    /// [`Authority::get_items`] as its JSON array, each item serialized once, straight into
+    /// a reply of at most `reply_bytes`.
+    pub fn get_json(&self, who: &Principal, uri: impl Address) -> Result<Vec<u8>, AccessError> {
+        let mut json = ItemsJson::new(self.bounds.reply_bytes);
+        self.write_items(who, uri, &mut json)?;
+        Ok(json.finish())
+    }
+
+    /// Appends what [`Authority::get_items`] returns to `json` (several reads may fill one
+    /// array, held to its bound as a whole).
+    pub fn write_items(
+        &self,
+        who: &Principal,
+        uri: impl Address,
+        json: &mut ItemsJson,
+    ) -> Result<(), AccessError> {
+        let uri = self.query(uri)?;
+        let store = self.reader();
+        store.snapshot(|store| {
+            let mut budget = self.bounds.reply(&uri);
+            for addr in self.readable(who, store, &uri)? {
+                budget.write_item(&self.item(store, &addr)?, json)?;
+            }
+            Ok(())
+        })?
     }
 
     /// Replaces or adds the leaf at `uri`. `format: None` takes the DDF's format, or infers
@@ -705,17 +732,23 @@ impl Authority {
             addrs
                 .into_iter()
                 .map(|addr| {
-                    let mut item = store.mo_item(&addr)?;
-                    if let Some(def) = self.def(&addr) {
-                        for json in item.mo_data.values_mut() {
-                            prune_no_get(json, def);
-                        }
-                    }
+                    let item = self.item(store, &addr)?;
                     budget.take_item(&item)?;
                     Ok(item)
                 })
                 .collect()
         })?
+    }
+
+    /// The MO serialization item of the node at `addr`, without the No-Get nodes below it.
+    fn item(&self, store: &Store, addr: &NodeAddr) -> Result<MoItem, AccessError> {
+        let mut item = store.mo_item(addr)?;
+        if let Some(def) = self.def(addr) {
+            for json in item.mo_data.values_mut() {
+                prune_no_get(json, def);
+            }
+        }
+        Ok(item)
     }
 
     /// Every node `uri` resolves to in what `who` may read; more than `result_rows` is an

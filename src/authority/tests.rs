@@ -727,6 +727,40 @@ fn every_write_path_stops_at_the_tree_depth() {
 }
 
 #[test]
+fn get_json_is_get_items_serialized_once_and_several_reads_share_one_bound() {
+    let f = fixture();
+    let a = app("A");
+    for name in ["one", "two"] {
+        f.auth
+            .create_instance(
+                &a,
+                SETTINGS,
+                &format!(r#"{{"Settings": {{"Name": "{name}"}}}}"#),
+            )
+            .unwrap();
+    }
+    let all = format!("{SETTINGS}/*/");
+    let items = f.auth.get_items(&a, &all).unwrap();
+    assert_eq!(
+        f.auth.get_json(&a, &all).unwrap(),
+        serde_json::to_vec(&items).unwrap()
+    );
+
+    // Room for the first read, not for the second as well: refused, and the array keeps
+    // what fitted.
+    let one = serde_json::to_vec(&items[..1]).unwrap().len();
+    let first = format!(
+        "{SETTINGS}/{}/",
+        items[0].client_uri.split('/').nth(1).unwrap()
+    );
+    let mut json = ItemsJson::new(one);
+    f.auth.write_items(&a, &first, &mut json).unwrap();
+    let err = f.auth.write_items(&a, &first, &mut json).unwrap_err();
+    assert!(matches!(err, AccessError::Limit(_)), "{err}");
+    assert_eq!(json.finish(), serde_json::to_vec(&items[..1]).unwrap());
+}
+
+#[test]
 fn results_and_replies_are_bounded() {
     let f = bounded(
         crate::store::Bounds::default(),
@@ -761,6 +795,11 @@ fn results_and_replies_are_bounded() {
     let err = f
         .auth
         .get_items(&a, &format!("{SETTINGS}/{root}/"))
+        .unwrap_err();
+    assert!(err.to_string().contains("reply_bytes"), "{err}");
+    let err = f
+        .auth
+        .get_json(&a, &format!("{SETTINGS}/{root}/"))
         .unwrap_err();
     assert!(err.to_string().contains("reply_bytes"), "{err}");
     assert_eq!(

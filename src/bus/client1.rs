@@ -14,7 +14,7 @@ use super::error::Error;
 use super::servers::Servers;
 use super::sessions;
 use super::watch::Watches;
-use crate::authority::{AccessError, Authority, Input, Principal, Rights};
+use crate::authority::{Authority, Input, Principal, Rights};
 use crate::session::Scheduler;
 use crate::store;
 use crate::tree::builtin;
@@ -94,13 +94,9 @@ impl Client1 {
         let read = || {
             let (auth, who, uri) = (self.auth.clone(), caller.principal.clone(), uri.clone());
             async move {
-                let json = store::offload(move || {
-                    let items = auth.get_items(&who, &uri)?;
-                    serde_json::to_string(&items)
-                        .map_err(|e| AccessError::InvalidValue(e.to_string()))
-                })
-                .await??;
-                Ok::<_, Error>(json)
+                let json = store::offload(move || auth.get_json(&who, &uri)).await??;
+                // Invariant: serde_json writes UTF-8.
+                String::from_utf8(json).map_err(|e| Error::Failed(e.to_string()))
             }
         };
         match read().await {

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::account::{self, Account};
 use super::engine::{Engine, Limits, media_type};
 use super::exec;
-use crate::authority::{AccessError, Authority, Principal};
+use crate::authority::{AccessError, Authority, ItemsJson, Principal};
 use crate::protocol::{self, Command, Status};
 use crate::store::{self, Offload};
 use crate::transport::{HttpClient, Request};
@@ -304,8 +304,7 @@ async fn upload(
     uris: Vec<ClientUri>,
     post: bool,
 ) -> Result<Status, Failure> {
-    let max = ctx.engine.limits.reply_bytes;
-    let mut body = b"[".to_vec();
+    let mut body = ItemsJson::new(ctx.engine.limits.reply_bytes);
     let mut all_unchanged = true;
     for uri in uris {
         if Instant::now() >= ctx.deadline {
@@ -315,41 +314,23 @@ async fn upload(
             ));
         }
         let who = ctx.principal.clone();
-        let items = blocking(&ctx.engine.auth, move |auth| {
+        let (unchanged, filled) = blocking(&ctx.engine.auth, move |auth| {
             if let Some(cv) = &uri.cv
                 && auth.cache_validator(&who, &uri)?.as_ref() == Some(cv)
             {
-                return Ok(None);
+                return Ok((true, body));
             }
-            auth.get_items(&who, &uri).map(Some)
+            auth.write_items(&who, &uri, &mut body)?;
+            Ok((false, body))
         })
         .await?;
-        let Some(items) = items else {
-            continue;
-        };
-        all_unchanged = false;
-        for item in &items {
-            if body.len() > 1 {
-                body.push(b',');
-            }
-            serde_json::to_writer(&mut body, item).map_err(|e| Failure::Local(e.to_string()))?;
-            // With the closing bracket.
-            if body.len() + 1 > max {
-                return Err(Failure::Status(
-                    413,
-                    format!(
-                        "the data of the ClientURIs would exceed {max} bytes ([limits] \
-                         reply_bytes); name fewer or narrower ClientURIs"
-                    ),
-                ));
-            }
-        }
+        body = filled;
+        all_unchanged &= unchanged;
     }
     if all_unchanged {
         return Ok(Status::code(304));
     }
-    body.push(b']');
-    let status = send_mo(ctx.client, server_uri, body, post).await?;
+    let status = send_mo(ctx.client, server_uri, body.finish(), post).await?;
     Ok(Status::code(status))
 }
 

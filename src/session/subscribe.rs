@@ -72,8 +72,8 @@ fn deliveries(engine: &Engine, changes: &[Change]) -> Result<Vec<Delivery>, Sess
         let Some(account) = accounts.iter().find(|a| a.srv_id == sub.srv_id) else {
             continue;
         };
-        let body = match engine.auth.get_items(&principal, &uri) {
-            Ok(items) => serde_json::to_vec(&items).unwrap_or_default(),
+        let body = match engine.auth.get_json(&principal, &uri) {
+            Ok(json) => json,
             Err(e) => {
                 tracing::info!(srv_id = %sub.srv_id, "SUB {}: not delivered: {e}", sub.client_uri);
                 continue;
