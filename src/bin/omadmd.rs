@@ -35,7 +35,7 @@ use omadmd::session::engine::follow_up_queue;
 use omadmd::session::exec::ExecHandlers;
 use omadmd::session::tasks::Drained;
 use omadmd::session::{Engine, Limits, Scheduler, Tasks, subscribe};
-use omadmd::store::{self, Change, Pool};
+use omadmd::store::{self, Change, Lane, Pool};
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
 use omadmd::tree::uri::{self, UriLimits};
@@ -217,7 +217,7 @@ async fn run(args: Args) -> Result<(), String> {
     // Before any session: EXECs a stopped daemon left running are reported interrupted, and
     // waiting alerts ask for their follow-up sessions.
     let resumed = engine.clone();
-    match store::offload(move || resumed.resume()).await {
+    match store::offload(Lane::Background, move || resumed.resume()).await {
         Ok(Ok(0)) => {}
         Ok(Ok(n)) => tracing::warn!("{n} asynchronous EXEC(s) reported interrupted"),
         Ok(Err(e)) => return Err(format!("resuming asynchronous EXECs: {e}")),
@@ -285,7 +285,7 @@ async fn run(args: Args) -> Result<(), String> {
         ),
     }
     drop(conn);
-    store::offload(move || store.writer().sync())
+    store::offload(Lane::Background, move || store.writer().sync())
         .await
         .map_err(|e| format!("closing the store: {e}"))?
         .map_err(|e| format!("closing the store: {e}"))?;

@@ -23,7 +23,7 @@ use super::error::Error;
 use super::peer::{Credentials, Peer, Procfs};
 use crate::authority::Principal;
 use crate::config::Limits;
-use crate::store;
+use crate::store::{self, Lane};
 
 /// The polkit actions of ARCHITECTURE.md §1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -252,7 +252,7 @@ impl Access {
             None
         } else {
             let procfs = self.procfs.clone();
-            let found = store::offload(move || procfs.app_id(&creds)).await?;
+            let found = store::offload(Lane::Interactive, move || procfs.app_id(&creds)).await?;
             found.unwrap_or_else(|why| {
                 tracing::info!("{sender} acts as uid:{uid}, not as the app of its pid: {why}");
                 None

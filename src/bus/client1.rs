@@ -16,7 +16,7 @@ use super::sessions;
 use super::watch::Watches;
 use crate::authority::{Authority, Input, Principal, Rights};
 use crate::session::Scheduler;
-use crate::store;
+use crate::store::{self, Lane};
 use crate::tree::builtin;
 use crate::tree::format::Format;
 use crate::tree::uri::{ClientUri, Moid};
@@ -57,7 +57,11 @@ impl Client1 {
             .await?;
         let read = || {
             let (auth, who, uri) = (self.auth.clone(), caller.principal.clone(), uri.clone());
-            async move { Ok::<_, Error>(store::offload(move || auth.get(&who, &uri)).await??) }
+            async move {
+                Ok::<_, Error>(
+                    store::offload(Lane::Interactive, move || auth.get(&who, &uri)).await??,
+                )
+            }
         };
         let found = match read().await {
             Err(Error::NotFound(_)) if self.fetched_default(&client_uri).await => read().await?,
@@ -94,7 +98,8 @@ impl Client1 {
         let read = || {
             let (auth, who, uri) = (self.auth.clone(), caller.principal.clone(), uri.clone());
             async move {
-                let json = store::offload(move || auth.get_json(&who, &uri)).await??;
+                let json =
+                    store::offload(Lane::Interactive, move || auth.get_json(&who, &uri)).await??;
                 // Invariant: serde_json writes UTF-8.
                 String::from_utf8(json).map_err(|e| Error::Failed(e.to_string()))
             }
@@ -123,7 +128,10 @@ impl Client1 {
         };
         let input = from_variant(value)?;
         let auth = self.auth.clone();
-        store::offload(move || auth.set(&who, &uri, format, input)).await??;
+        store::offload(Lane::Interactive, move || {
+            auth.set(&who, &uri, format, input)
+        })
+        .await??;
         Ok(())
     }
 
@@ -135,7 +143,7 @@ impl Client1 {
         let uri = self.well_formed(&client_uri)?;
         let who = self.writer(&header, &client_uri, &uri.moid).await?;
         let auth = self.auth.clone();
-        store::offload(move || auth.delete(&who, &uri)).await??;
+        store::offload(Lane::Interactive, move || auth.delete(&who, &uri)).await??;
         Ok(())
     }
 
@@ -149,8 +157,10 @@ impl Client1 {
         let moid = Moid::parse(&moid).map_err(|e| Error::InvalidUri(e.to_string()))?;
         let who = self.writer(&header, &format!("{moid}/"), &moid).await?;
         let (auth, creator) = (self.auth.clone(), who.clone());
-        let root =
-            store::offload(move || auth.create_instance(&creator, &moid, &modata_json)).await??;
+        let root = store::offload(Lane::Interactive, move || {
+            auth.create_instance(&creator, &moid, &modata_json)
+        })
+        .await??;
         tracing::info!(principal = %who, "created {root}");
         Ok(root.to_string())
     }
@@ -205,8 +215,10 @@ impl Client1 {
             .authorize(&header, Action::Read, &client_uri)
             .await?;
         let (auth, who) = (self.auth.clone(), caller.principal.clone());
-        let (current, changes) =
-            store::offload(move || auth.changes_since(&who, &uri, seq)).await??;
+        let (current, changes) = store::offload(Lane::Interactive, move || {
+            auth.changes_since(&who, &uri, seq)
+        })
+        .await??;
         Ok((
             current,
             changes
@@ -235,7 +247,10 @@ impl Client1 {
             caller.principal.clone(),
             principal.clone(),
         );
-        store::offload(move || auth.grant(&who, &at, &to, rights)).await??;
+        store::offload(Lane::Interactive, move || {
+            auth.grant(&who, &at, &to, rights)
+        })
+        .await??;
         tracing::info!(by = %caller.principal, "granted {principal} {:?} on {instance_uri}", rights.names());
         Ok(())
     }
@@ -256,7 +271,10 @@ impl Client1 {
             caller.principal.clone(),
             principal.clone(),
         );
-        store::offload(move || auth.grant(&who, &at, &to, Rights::NONE)).await??;
+        store::offload(Lane::Interactive, move || {
+            auth.grant(&who, &at, &to, Rights::NONE)
+        })
+        .await??;
         tracing::info!(by = %caller.principal, "revoked {principal} on {instance_uri}");
         Ok(())
     }

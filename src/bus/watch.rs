@@ -32,7 +32,7 @@ use super::error::Error;
 use super::servers::Servers;
 use super::{INTERFACE, PATH};
 use crate::authority::{AccessError, Authority, Principal};
-use crate::store::{self, Change, ChangeKind};
+use crate::store::{self, Change, ChangeKind, Lane};
 use crate::tree::builtin;
 use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, Segment};
 
@@ -352,7 +352,7 @@ pub async fn dispatch(
         }
         // Who may hear of what is decided against the store: off the async workers.
         let (auth, watches) = (auth.clone(), watches.clone());
-        let signals = store::offload(move || {
+        let signals = store::offload(Lane::Background, move || {
             let mut signals = Vec::new();
             for change in &batch {
                 let uri = change.addr.to_string();

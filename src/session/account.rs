@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 
 use crate::authority::{AccessError, Authority};
-use crate::store;
+use crate::store::{self, Lane};
 use crate::transport::{
     ClientAuth, ClientCache, ClientSettings, HttpClient, TransportError, Trust,
 };
@@ -105,7 +105,7 @@ impl Account {
     /// for the whole process (sessions, DEFAULT fetches and SUB deliveries share it and its
     /// kept-alive connections), built anew when the account's settings or the trust store
     /// change. Building (or checking the trust store) reads files, so it runs on the
-    /// blocking pool.
+    /// background store threads.
     pub async fn client(
         &self,
         extra_ca_files: &[PathBuf],
@@ -114,7 +114,7 @@ impl Account {
         static CLIENTS: LazyLock<ClientCache> = LazyLock::new(ClientCache::default);
         let srv_id = self.srv_id.clone();
         let settings = self.client_settings(extra_ca_files, max_body_bytes);
-        store::offload(move || CLIENTS.get(&srv_id, settings))
+        store::offload(Lane::Background, move || CLIENTS.get(&srv_id, settings))
             .await
             .map_err(|e| TransportError::Settings(format!("building the HTTPS client: {e}")))?
     }

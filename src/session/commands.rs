@@ -29,7 +29,7 @@ use super::engine::{Engine, Limits, media_type};
 use super::exec;
 use crate::authority::{AccessError, Authority, ItemsJson, Principal};
 use crate::protocol::{self, Command, Status};
-use crate::store::{self, Offload};
+use crate::store::{self, Lane, Offload};
 use crate::transport::{HttpClient, Request};
 use crate::tree::json::parse_items;
 use crate::tree::uri::{ClientUri, NodeAddr};
@@ -159,7 +159,7 @@ pub(super) fn server_uri_fits(limits: &Limits, uri: &str) -> Result<(), Failure>
     Ok(())
 }
 
-/// Runs `f` with the authority on a blocking thread and waits for it: the session task
+/// Runs `f` with the authority on a background store thread and waits for it: the session task
 /// stays responsive (its deadline can end it), and the runtime's workers stay free. A panic
 /// in `f` goes on in the session task, as if `f` had run there.
 pub(super) async fn blocking<T: Send + 'static>(
@@ -167,7 +167,7 @@ pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Authority) -> Result<T, AccessError> + Send + 'static,
 ) -> Result<T, Failure> {
     let auth = Arc::clone(auth);
-    match store::offload(move || f(&auth)).await {
+    match store::offload(Lane::Background, move || f(&auth)).await {
         Ok(result) => result.map_err(Failure::Access),
         // The session's containment turns it into a 500 (see `engine::contain`).
         Err(Offload::Panicked(payload)) => std::panic::resume_unwind(payload),

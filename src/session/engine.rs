@@ -55,7 +55,7 @@ use super::tasks::Tasks;
 use crate::authority::{Authority, Principal};
 use crate::config::Config;
 use crate::protocol::{self, Alert, MoEntry, Package1, Package2, Status};
-use crate::store::{self, AsyncExec, Offload, Pool, Store};
+use crate::store::{self, AsyncExec, Lane, Offload, Pool, Store};
 use crate::transport::{HttpClient, Request, Response};
 use crate::tree::uri::NodeAddr;
 
@@ -547,7 +547,7 @@ impl Engine {
         Ok(response)
     }
 
-    /// Runs `f` with the engine on the blocking pool ([`store::offload`]), so that store
+    /// Runs `f` with the engine on a background store thread ([`store::offload`]), so that store
     /// work never holds up the runtime's workers. A panic in `f` goes on in the caller (a
     /// session's containment turns it into a 500).
     pub(super) async fn blocking<T: Send + 'static>(
@@ -555,7 +555,7 @@ impl Engine {
         f: impl FnOnce(&Engine) -> Result<T, SessionError> + Send + 'static,
     ) -> Result<T, SessionError> {
         let engine = Arc::clone(self);
-        match store::offload(move || f(&engine)).await {
+        match store::offload(Lane::Background, move || f(&engine)).await {
             Ok(result) => result,
             Err(Offload::Panicked(payload)) => std::panic::resume_unwind(payload),
             Err(e @ Offload::Stopped) => Err(SessionError::Local(e.to_string())),

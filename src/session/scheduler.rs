@@ -46,7 +46,7 @@ use super::info::{self, SessionInfo};
 use super::tasks::Tasks;
 use crate::authority::{Authority, Principal, Rights};
 use crate::protocol::alert;
-use crate::store::{self, PollDue, Pool, StoreError};
+use crate::store::{self, Lane, PollDue, Pool, StoreError};
 use crate::tree::builtin;
 
 /// The session-reason alert types a session may be started with.
@@ -278,7 +278,7 @@ impl Scheduler {
             .unwrap_or(0)
     }
 
-    /// The DM server accounts, read on the blocking pool.
+    /// The DM server accounts, read on a background store thread.
     pub async fn accounts(&self) -> Result<Vec<Account>, String> {
         let auth = Arc::clone(&self.auth);
         blocking(move || account::load_all(&auth)).await
@@ -731,7 +731,7 @@ fn now() -> i64 {
 async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     work: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, String> {
-    store::offload(work)
+    store::offload(Lane::Background, work)
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())

@@ -32,7 +32,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use error::StoreError;
 pub use import::Placement;
-pub use pool::{Offload, Pool, offload};
+pub use pool::{Lane, Offload, Pool, offload};
 pub use read::{Change, ChangeKind, InstanceInfo, MAX_DEPTH, Stats, Usage};
 pub use session_state::{AsyncExec, PendingAlert, PollDue, Subscription};
 pub use write::Txn;
