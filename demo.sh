@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The omadmd demo, on built-in defaults: builds the binaries, starts the reference DM server
 # (omadm-devserver, HTTPS with a generated test CA, its built-in scenario) and omadmd on a
-# private D-Bus bus (nothing on the host changes), gives omadmd a DM account for the server,
-# runs a real DM session and shows the exchange and the resulting tree; then what a local
-# app sees: a live watch and the change journal.
+# private D-Bus bus (nothing on the host changes), gives omadmd a DM account for the server
+# (omadmctl account add), runs a real DM session (omadmctl session start) and shows the
+# exchange and the resulting tree; then what a local app sees: a live watch and the change
+# journal.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,8 +24,8 @@ ctl() { echo "\$ omadmctl $*"; "$bin/omadmctl" --session "$@"; echo; }
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
-echo "== starting omadm-devserver (HTTPS on a free loopback port, generated test CA)"
-"$bin/omadm-devserver" --listen 127.0.0.1:0 --cert-dir "$state/certs" \
+echo "== starting omadm-devserver (HTTPS on a free loopback port, generated test CA, HTTP Basic)"
+"$bin/omadm-devserver" --listen 127.0.0.1:0 --cert-dir "$state/certs" --basic device:s3cret \
   --transcript "$state/transcript.jsonl" >"$state/devserver.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q 'SrvURI' "$state/devserver.out" 2>/dev/null && break; sleep 0.1; done
@@ -37,12 +38,13 @@ for _ in $(seq 100); do "$bin/omadmctl" --session status >/dev/null 2>&1 && brea
 echo "== omadmd is serving org.omadm.Client1 (store: $state/omadmd/store.db)"
 ctl status
 
-echo "== a DM account for the server: trust its CA (Ext/CACert); let it manage the weather MO"
-account=$(python3 -c 'import json,sys; print(json.dumps({"DMAcc": {"SrvID": "devserver", "SrvURI": sys.argv[1],
-  "Name": "omadm-devserver", "Perm": {"p1": {"MOID": "urn:oma:mo:ext-devserver-weather:1.0"}},
-  "Auth": {"Trsp": {"Data": "device", "Secret": "s3cret"}}, "Ext": {"CACert": open(sys.argv[2]).read(), "Priority": 10}}}))' \
-  "$url" "$state/certs/ca.pem")
-"$bin/omadmctl" --session create urn:oma:mo:oma-dm-dmacc:1.2 "$account"
+echo "== a DM account for the server, in one line: trust its CA, log in with HTTP Basic, let it"
+echo "   manage the weather MO (omadmctl reads the CA and password files itself)"
+(umask 077; printf 's3cret\n' >"$state/password")
+ctl account add --id devserver --url "$url" --name omadm-devserver --ca "$state/certs/ca.pem" \
+  --user device --password-file "$state/password" \
+  --moid urn:oma:mo:ext-devserver-weather:1.0 --priority 10
+ctl account list
 echo "(secrets such as Auth/Trsp/Secret are never returned:)"
 "$bin/omadmctl" --session get 'urn:oma:mo:oma-dm-dmacc:1.2/*/Auth/Trsp/*'
 echo
@@ -63,6 +65,7 @@ ctl tree 'urn:oma:mo:ext-devserver-weather:1.0/*/'
 echo "\$ omadmctl watch 'urn:oma:mo:ext-devserver-weather:1.0/*/'   (what the watching app printed)"
 cat "$state/watch.out"; echo
 ctl changes --since 0 'urn:oma:mo:ext-devserver-weather:1.0/*/'
+ctl status
 
 echo "== stopping omadmd (SIGTERM)"
 kill -TERM "${pids[1]}"; wait "${pids[1]}"

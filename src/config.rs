@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::tree::uri::Moid;
+
 /// The default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/omadmd/omadmd.toml";
 
@@ -13,6 +15,8 @@ pub const DEFAULT_PATH: &str = "/etc/omadmd/omadmd.toml";
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub access: AccessConfig,
+    pub bootstrap: BootstrapConfig,
     pub ddf: DdfConfig,
     pub tls: TlsConfig,
     pub session: SessionConfig,
@@ -93,6 +97,26 @@ impl Default for Limits {
     }
 }
 
+/// `[access]`: what every DM server may do whatever its account's `Perm` list says.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// MOIDs every server may read (their instances' grants permitting); never written by a
+    /// server that was not given them.
+    pub public_moids: Vec<Moid>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            // Invariant: a built-in MOID is well-formed.
+            public_moids: Moid::parse(crate::tree::builtin::DEVINFO)
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
 /// `[tls]`: extra CA certificates (PEM files) trusted for servers whose account has no
 /// `Ext/CACert`, on top of the system roots.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -155,6 +179,25 @@ impl Default for DdfConfig {
     }
 }
 
+/// `[bootstrap]`: where factory bootstrap files are read from, dirs in order, files in name
+/// order within each (see [`crate::bootstrap`]).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        BootstrapConfig {
+            dirs: vec![
+                "/usr/lib/omadmd/bootstrap.d".into(),
+                "/etc/omadmd/bootstrap.d".into(),
+            ],
+        }
+    }
+}
+
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -192,6 +235,7 @@ impl Config {
         let config: Config =
             toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
         config.limits.check()?;
+
         config.session.check()?;
         Ok(config)
     }
@@ -281,6 +325,18 @@ mod tests {
     }
 
     #[test]
+    fn public_moids_default_to_devinfo_and_must_be_moids() {
+        assert_eq!(
+            Config::default().access.public_moids,
+            [Moid::parse(crate::tree::builtin::DEVINFO).unwrap()]
+        );
+        let c = Config::parse("[access]\npublic_moids = [\"urn:x:1.0\"]\n").unwrap();
+        assert_eq!(c.access.public_moids, [Moid::parse("urn:x:1.0").unwrap()]);
+        let e = Config::parse("[access]\npublic_moids = [\"x/y\"]\n").unwrap_err();
+        assert!(e.contains("public_moids"), "{e}");
+    }
+
+    #[test]
     fn stop_times_are_bounded() {
         let c =
             Config::parse("[session]\nstop_drain_seconds = 0\nstop_abort_seconds = 20\n").unwrap();
@@ -306,6 +362,21 @@ mod tests {
         assert!(err.contains("dirz"), "{err}");
         let err = Config::parse("[nope]\n").unwrap_err();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_dirs_have_defaults_and_refuse_unknown_keys() {
+        assert_eq!(
+            Config::default().bootstrap.dirs,
+            [
+                PathBuf::from("/usr/lib/omadmd/bootstrap.d"),
+                PathBuf::from("/etc/omadmd/bootstrap.d")
+            ]
+        );
+        let c = Config::parse("[bootstrap]\ndirs = [\"/b\"]\n").unwrap();
+        assert_eq!(c.bootstrap.dirs, [PathBuf::from("/b")]);
+        let err = Config::parse("[bootstrap]\ndir = []\n").unwrap_err();
+        assert!(err.contains("`dir`"), "{err}");
     }
 
     #[test]

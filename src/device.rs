@@ -1,6 +1,7 @@
 //! Facts about the host for the DevInfo MO: a stable DevID derived from the machine id,
 //! the OS from os-release, the hardware from DMI where readable. Nothing is hard-coded:
-//! facts that cannot be read are left out (optional nodes) or reported as `unknown`.
+//! facts that cannot be read are reported as `unknown` (every DevInfo leaf PROTOCOL.md §12
+//! makes mandatory is always there).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -74,26 +75,20 @@ impl HostFacts {
     pub fn devinfo(&self) -> Node {
         let chr = |s: &str| Node::Leaf(Value::Chr(s.to_owned()));
         let unknown = |v: &Option<String>| chr(v.as_deref().unwrap_or("unknown"));
-        let mut nodes = BTreeMap::from([
+        Node::Interior(BTreeMap::from([
             ("DevID".to_owned(), chr(&self.dev_id)),
             ("Man".to_owned(), unknown(&self.manufacturer)),
             ("Mod".to_owned(), unknown(&self.model)),
             ("DmV".to_owned(), chr("2.0")),
             ("Lang".to_owned(), chr(&self.lang)),
             ("DevType".to_owned(), chr("computer")),
+            // Mandatory (PROTOCOL.md §12), whether or not the host can tell.
+            ("OEM".to_owned(), unknown(&self.oem)),
+            ("FwV".to_owned(), unknown(&self.fw_version)),
+            ("SwV".to_owned(), unknown(&self.os)),
+            ("HwV".to_owned(), unknown(&self.hw_version)),
             ("Ext".to_owned(), Node::empty()),
-        ]);
-        for (name, value) in [
-            ("OEM", &self.oem),
-            ("FwV", &self.fw_version),
-            ("SwV", &self.os),
-            ("HwV", &self.hw_version),
-        ] {
-            if let Some(v) = value {
-                nodes.insert(name.to_owned(), chr(v));
-            }
-        }
-        Node::Interior(nodes)
+        ]))
     }
 }
 
@@ -190,7 +185,14 @@ mod tests {
                 "Debian GNU/Linux 12 (bookworm)".into()
             )))
         );
-        assert_eq!(info.get("HwV"), None);
+        // A host without DMI data: every mandatory leaf is there all the same.
+        for leaf in ["OEM", "FwV", "HwV"] {
+            assert_eq!(
+                info.get(leaf),
+                Some(&Node::Leaf(Value::Chr("unknown".into()))),
+                "{leaf}"
+            );
+        }
     }
 
     #[test]

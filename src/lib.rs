@@ -10,22 +10,24 @@
 //!   everything) and the one async boundary in front of them (`offload`).
 //! - [`authority`] → `store`, `tree` — the MO access model: principals, rights, grants,
 //!   DDF access types, No-Get secrets. Every read and write by anyone goes through it.
+//! - [`bootstrap`] → `authority`, `store`, `tree` — factory bootstrap files (JSON MO
+//!   serialization, TNDS) applied once each by path and digest, and the factory reset.
 //! - [`protocol`] → `tree` — the DM 2.0 wire format: packages, commands, alerts. Pure.
 //! - [`session`] → `authority`, `protocol`, `transport`, `store` — DM sessions: the
 //!   scheduler (every trigger, one session per server, polling, session events, the
 //!   SessionInfo MO), the package loop, the twelve commands, persisted alerts, SUB
 //!   deliveries. Runs without D-Bus.
 //! - [`device`] → `tree` — DevInfo facts read from the host.
-//! - [`config`] — `/etc/omadmd/omadmd.toml`.
+//! - [`config`] → `tree` (`Moid`) — `/etc/omadmd/omadmd.toml`.
 //! - [`transport`] — the HTTPS client of DM sessions and data-repository transfers: TLS
 //!   trust and pinning (the trust store loaded once and reloaded on change), one cached
 //!   client per account, client certificates, HTTP Basic, timeouts, retries. Bytes and URLs
 //!   only.
 //! - [`devserver`] → `protocol`, `tree` — `omadm-devserver`, the scriptable DM 2.0 server
 //!   over HTTPS for development, tests and demos (server side; no client code uses it).
-//! - [`bus`] → `authority`, `session` (the scheduler's public API), `store`'s async boundary
-//!   (`offload`), and the data types of `tree`, `store` (`Change`) and `config` (`Limits`) —
-//!   the D-Bus face:
+//! - [`bus`] → `authority`, `bootstrap`, `session` (the scheduler's public API), `store`'s
+//!   async boundary (`offload`), and the data types of `tree`, `store` (`Change`) and
+//!   `config` (`Limits`) — the D-Bus face:
 //!   `org.omadm.Client1`, polkit, watches, session events as signals. Nothing inward knows
 //!   about D-Bus.
 //!
@@ -33,6 +35,7 @@
 //! these parts together.
 
 pub mod authority;
+pub mod bootstrap;
 pub mod bus;
 pub mod config;
 pub mod device;

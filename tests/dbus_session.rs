@@ -18,7 +18,7 @@ use crate::support::sysbus::{SysBus, show, test_user};
 const NAME: &str = "org.omadm.Client1";
 const PATH: &str = "/org/omadm/Client1";
 const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
-const CLIENT_INITIATED: &str = "urn:oma:at:dm:2.0:ClientInitiatedMgmt";
+const BOOTSTRAP_COMPLETE: &str = "urn:oma:at:dm:2.0:BootstrapComplete";
 
 fn quoted(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -178,7 +178,8 @@ fn start_session_as_root_announces_the_session_and_its_end() {
             Event::Started {
                 server_id: "devserver".into(),
                 session_id: session_id.clone(),
-                reason: CLIENT_INITIATED.into(),
+                // The account's first session: BootstrapComplete, whatever started it.
+                reason: BOOTSTRAP_COMPLETE.into(),
             },
             Event::State("session".into()),
             Event::Finished {

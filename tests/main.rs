@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bootstrap;
 mod dbus_identity;
 mod dbus_security;
 mod dbus_service;
@@ -10,6 +11,7 @@ mod dbus_session;
 mod ddf_corpus;
 mod devserver;
 mod harness;
+mod omadmctl_account;
 mod omadmctl_cli;
 mod poll_restart;
 mod session_crash;

@@ -701,8 +701,9 @@ fn session_start_runs_a_session_and_reports_its_outcome() {
         lines[0],
         format!(
             "Session {session_id} with devserver started (reason \
-             urn:oma:at:dm:2.0:ClientInitiatedMgmt)"
-        )
+             urn:oma:at:dm:2.0:BootstrapComplete)"
+        ),
+        "the account's first session carries BootstrapComplete, whatever started it"
     );
     assert_eq!(
         lines[1],

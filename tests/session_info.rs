@@ -63,7 +63,8 @@ async fn a_session_reads_its_own_session_info_and_it_goes_with_the_session() {
     );
     assert!(data(1).contains("\"devserver\""), "{}", data(1));
     assert!(
-        data(2).contains("urn:oma:at:dm:2.0:ClientInitiatedMgmt"),
+        // The account's first session: BootstrapComplete, whatever started it.
+        data(2).contains("urn:oma:at:dm:2.0:BootstrapComplete"),
         "{}",
         data(2)
     );

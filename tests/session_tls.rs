@@ -290,7 +290,7 @@ async fn the_ten_clienturi_forms_work_through_get() {
     let scenario =
         serde_json::json!({"name": "uris", "packages": [{"commands": commands, "expect": expect}]});
     let srv = server(&scenario.to_string(), certs.path()).await;
-    let acc = account(&c, &srv, srv.ca_pem(), &[]);
+    let acc = account(&c, &srv, srv.ca_pem(), &["urn:oma:mo:moid:1.0"]);
     run_ok(&c, &acc).await;
     srv.wait_for_sessions(1).await;
     assert!(srv.failures().is_empty(), "{:?}", srv.failures());

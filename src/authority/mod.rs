@@ -36,7 +36,7 @@ pub use bounds::{Bounds, ItemsJson};
 pub use error::AccessError;
 pub use principal::{ANY_APP, ANY_SERVER, BadPrincipal, Principal, Rights, UnknownRight};
 
-use crate::store::{Change, Placement, Pool, Store, Txn};
+use crate::store::{Change, Placement, Pool, Store, StoreError, Txn};
 use crate::tree::format::Format;
 use crate::tree::json::{MoItem, node_from_json};
 use crate::tree::mo_type::{AccessTypes, NodeDef, Scope};
@@ -45,7 +45,7 @@ use crate::tree::registry::Registry;
 use crate::tree::resolve::{TreeRead as _, resolve};
 use crate::tree::uri::{ClientUri, InstanceSel, Moid, NodeAddr, NvField, Segment, UriError};
 use crate::tree::value::Value;
-use view::{Purpose, View};
+use view::{Purpose, Reach, View};
 
 /// A ClientURI as the authority's methods take it: text (parsed once, there) or already
 /// parsed. Parsing applies the `[limits]` of [`crate::tree::uri`].
@@ -119,6 +119,8 @@ pub struct Authority {
     types: Registry,
     observer: Observer,
     bounds: Bounds,
+    /// MOIDs every server may read, whatever its `Perm` list (`[access] public_moids`).
+    public_moids: Vec<String>,
 }
 
 /// A value handed in for a leaf, before the node's format is known.
@@ -151,7 +153,15 @@ impl Authority {
             types,
             observer,
             bounds: Bounds::default(),
+            public_moids: vec![crate::tree::builtin::DEVINFO.to_owned()],
         }
+    }
+
+    /// Lets every server read instances of `moids` (their grants permitting), whatever its
+    /// `Perm` list; DevInfo by default.
+    pub fn with_public_moids(mut self, moids: Vec<Moid>) -> Authority {
+        self.public_moids = moids.into_iter().map(|m| m.as_str().to_owned()).collect();
+        self
     }
 
     /// Holds every caller to `bounds` (result size, reply size, per-owner quotas).
@@ -256,6 +266,7 @@ impl Authority {
         }
         self.require(who, &store, &addr, Rights::WRITE)?;
         self.account_guard(who, &store, &addr)?;
+        self.priority_guard(who, &store, &addr, false)?;
         // Without a format or a DDF, an existing leaf keeps its format.
         let current = match (format, def) {
             (None, None) => store.leaf(&addr)?.map(|(v, _)| v.format()),
@@ -312,6 +323,7 @@ impl Authority {
         }
         self.require(who, &store, &addr, Rights::WRITE)?;
         self.account_guard(who, &store, &addr)?;
+        self.priority_guard(who, &store, &addr, true)?;
         let who_s = who.to_string();
         let (_, changes) = self.guarded_write(&mut store, |tx| {
             tx.delete(&addr, &who_s)?;
@@ -400,7 +412,7 @@ impl Authority {
         let uri = self.query(uri)?;
         let store = self.reader();
         store.snapshot(|store| {
-            let view = View::new(store, &self.types, who, Purpose::Read);
+            let view = self.view_of(store, who, &uri, Purpose::Read)?;
             let me = who.to_string();
             let mut budget = self.bounds.reply(&uri);
             let mut out = Vec::new();
@@ -430,10 +442,34 @@ impl Authority {
         })?
     }
 
+    /// Who last wrote the one node `uri` names (its instance's owner for a root), as
+    /// `who` may read it: the principal a priority conflict names (DM-HLF-014).
+    pub fn holder(&self, who: &Principal, uri: impl Address) -> Result<String, AccessError> {
+        let uri = self.query(uri)?;
+        let store = self.reader();
+        let addrs = self.readable(who, &store, &uri)?;
+        let [addr] = addrs.as_slice() else {
+            return Err(AccessError::InvalidUri(format!(
+                "{uri}: names {} nodes; Holder takes one",
+                addrs.len()
+            )));
+        };
+        if addr.path.is_empty() {
+            let info = store.instance(&addr.moid, &addr.miid)?;
+            return info
+                .map(|i| i.owner)
+                .ok_or_else(|| AccessError::NotFound(format!("{addr}: no such node")));
+        }
+        store
+            .writers(addr, false)?
+            .pop()
+            .ok_or_else(|| AccessError::NotFound(format!("{addr}: no such node")))
+    }
+
     /// Whether `who` may read the node at `addr` (Read right on its instance, not No-Get).
     pub fn may_read(&self, who: &Principal, addr: &NodeAddr) -> Result<bool, AccessError> {
         let store = self.reader();
-        Ok(View::new(&store, &self.types, who, Purpose::Read).sees(addr)?)
+        Ok(self.view(&store, who, Purpose::Read)?.sees(addr)?)
     }
 
     /// Gives `principal` `rights` on the instance at `instance_uri` (replacing earlier ones;
@@ -482,7 +518,7 @@ impl Authority {
         who: &Principal,
     ) -> Result<Vec<(String, Vec<String>)>, AccessError> {
         let store = self.reader();
-        let view = View::new(&store, &self.types, who, Purpose::Read);
+        let view = self.view(&store, who, Purpose::Read)?;
         let mut out: Vec<(String, Vec<String>)> = Vec::new();
         for info in store.list_instances()? {
             if !view.sees_instance(&info.moid, &info.miid)? {
@@ -601,6 +637,7 @@ impl Authority {
             let addr = self.single_target(who, &store, target, Rights::WRITE)?;
             self.require(who, &store, &addr, Rights::WRITE)?;
             self.account_guard(who, &store, &addr)?;
+            self.priority_guard(who, &store, &addr, true)?;
             let (name, json) = item
                 .single()
                 .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
@@ -611,7 +648,7 @@ impl Authority {
                 .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
             plan.push(Planned::Put(addr, node));
         } else {
-            let view = View::new(&store, &self.types, who, Purpose::Act);
+            let view = self.view(&store, who, Purpose::Act)?;
             for item in items {
                 let mut placement = Placement::of(item, self.types.types())?;
                 let visible = match &placement.miid {
@@ -642,6 +679,7 @@ impl Authority {
                         let at = root.child(&placement.path);
                         self.require(who, &store, &at, Rights::WRITE)?;
                         self.account_guard(who, &store, &at)?;
+                        self.priority_guard(who, &store, &at, true)?;
                         if let Some(info) = store.instance(&at.moid, &at.miid)? {
                             charges.add(&info.owner, 0, bytes);
                         }
@@ -759,7 +797,7 @@ impl Authority {
         store: &Store,
         uri: &ClientUri,
     ) -> Result<Vec<NodeAddr>, AccessError> {
-        let view = View::new(store, &self.types, who, Purpose::Read);
+        let view = self.view_of(store, who, uri, Purpose::Read)?;
         Ok(resolve(uri, &view, self.bounds.result_rows)?)
     }
 
@@ -786,7 +824,7 @@ impl Authority {
             cv: None,
             ..uri.clone()
         };
-        let view = View::new(store, &self.types, who, Purpose::Act);
+        let view = self.view_of(store, who, &root_uri, Purpose::Act)?;
         let root = resolve(&root_uri, &view, self.bounds.result_rows)?.remove(0);
         let addr = root.child(&path);
         if view.no_get(&addr.moid, &addr.path)
@@ -832,6 +870,42 @@ impl Authority {
         })
     }
 
+    /// DM-HLF-014: a write by `who` to the node at `addr` (and, with `below`, to any node
+    /// under it) last written by a server of higher priority is a conflict naming that
+    /// server. Local callers rank below every server, equal priorities do not conflict, and
+    /// the admin is outside the ordering — as is a writer whose account is gone.
+    fn priority_guard(
+        &self,
+        who: &Principal,
+        store: &Store,
+        addr: &NodeAddr,
+        below: bool,
+    ) -> Result<(), AccessError> {
+        let mine = match who {
+            Principal::Admin => return Ok(()),
+            Principal::Server(id) => Some(accounts::priority(store, id)?.unwrap_or(0)),
+            Principal::App(_) | Principal::User(_) => None,
+        };
+        for writer in store.writers(addr, below)? {
+            let Ok(Principal::Server(holder)) = Principal::parse(&writer) else {
+                continue;
+            };
+            if matches!(who, Principal::Server(id) if *id == holder) {
+                continue;
+            }
+            let Some(theirs) = accounts::priority(store, &holder)? else {
+                continue;
+            };
+            if mine.is_none_or(|p| theirs > p) {
+                return Err(AccessError::Conflict(format!(
+                    "{addr}: last written by {writer} (priority {theirs}), which outranks {who}; \
+                     Holder names who holds a node"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The DM-account rules for a write of `who` at `addr` (see [`accounts`]); a server's
     /// own account is the one whose `SrvID` is its id.
     fn account_guard(
@@ -856,7 +930,9 @@ impl Authority {
         addr: &NodeAddr,
         needed: Rights,
     ) -> Result<(), AccessError> {
-        if view::rights(store, who, &addr.moid, &addr.miid)?.contains(needed) {
+        let held = view::rights(store, who, &addr.moid, &addr.miid)?
+            .intersection(self.reach(store, who)?.cap(&addr.moid));
+        if held.contains(needed) {
             Ok(())
         } else {
             Err(AccessError::Denied(format!(
@@ -864,6 +940,49 @@ impl Authority {
                 needed.names().join(",")
             )))
         }
+    }
+
+    /// Which MOIDs `who` may use at all (see [`Reach`]).
+    fn reach(&self, store: &Store, who: &Principal) -> Result<Reach<'_>, StoreError> {
+        Ok(match who {
+            Principal::Server(id) => Reach::Server {
+                permitted: accounts::permitted(store, id)?,
+                public: &self.public_moids,
+            },
+            _ => Reach::All,
+        })
+    }
+
+    /// The store as `who` sees it for `purpose`.
+    fn view<'a>(
+        &'a self,
+        store: &'a Store,
+        who: &'a Principal,
+        purpose: Purpose,
+    ) -> Result<View<'a>, AccessError> {
+        let reach = self.reach(store, who)?;
+        Ok(View::new(store, &self.types, who, purpose, reach))
+    }
+
+    /// The view for a command naming `uri`: a server naming an MOID it was not given gets
+    /// `Denied` (`403`) before anything is looked up (PROTOCOL.md §4: it knows its own list,
+    /// so this tells it nothing about the tree).
+    fn view_of<'a>(
+        &'a self,
+        store: &'a Store,
+        who: &'a Principal,
+        uri: &ClientUri,
+        purpose: Purpose,
+    ) -> Result<View<'a>, AccessError> {
+        let reach = self.reach(store, who)?;
+        if reach.cap(&uri.moid) == Rights::NONE {
+            return Err(AccessError::Denied(format!(
+                "{who} may not manage {}: it is not among the MOIDs its DM account permits \
+                 (Perm), nor public",
+                uri.moid
+            )));
+        }
+        Ok(View::new(store, &self.types, who, purpose, reach))
     }
 
     fn def(&self, addr: &NodeAddr) -> Option<&NodeDef> {

@@ -124,6 +124,10 @@ impl Rights {
         Rights(self.0 | other.0)
     }
 
+    pub fn intersection(self, other: Rights) -> Rights {
+        Rights(self.0 & other.0)
+    }
+
     /// The right names held.
     pub fn names(self) -> Vec<&'static str> {
         Self::NAMES

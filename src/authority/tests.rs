@@ -388,6 +388,20 @@ fn account(f: &Fixture, srv_id: &str, secret: &str) -> NodeAddr {
         .unwrap()
 }
 
+/// A DM account for `srv_id` permitted to manage `moids`.
+fn permit(f: &Fixture, srv_id: &str, moids: &[&str]) -> NodeAddr {
+    let perm: serde_json::Map<String, J> = moids
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("p{i}"), serde_json::json!({"MOID": m})))
+        .collect();
+    let modata =
+        serde_json::json!({"DMAcc": {"SrvID": srv_id, "SrvURI": "https://x/", "Perm": perm}});
+    f.auth
+        .create_instance(&Principal::Admin, builtin::DMACC, &modata.to_string())
+        .unwrap()
+}
+
 #[test]
 fn nv_never_tests_a_secret_for_anyone() {
     let f = fixture();
@@ -424,6 +438,8 @@ fn nv_never_tests_a_secret_for_anyone() {
 #[test]
 fn nodes_a_principal_may_not_read_answer_like_absent_ones() {
     let f = fixture();
+    // A server given the MOID: another's instance of it is invisible, not forbidden.
+    permit(&f, "other", &[SETTINGS, "urn:oma:mo:ext-none:1.0"]);
     let a = app("A");
     let root = f
         .auth
@@ -758,6 +774,169 @@ fn get_json_is_get_items_serialized_once_and_several_reads_share_one_bound() {
     let err = f.auth.write_items(&a, &first, &mut json).unwrap_err();
     assert!(matches!(err, AccessError::Limit(_)), "{err}");
     assert_eq!(json.finish(), serde_json::to_vec(&items[..1]).unwrap());
+}
+
+#[test]
+fn a_server_uses_only_the_moids_its_account_permits_and_reads_public_ones() {
+    let f = fixture();
+    let a = app("A");
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"Name": "n"}}"#)
+        .unwrap();
+    let devinfo = f.auth.provide(
+        builtin::DEVINFO,
+        "0",
+        "DevInfo",
+        &Node::Interior(
+            [(
+                "DevID".to_owned(),
+                Node::Leaf(Value::Chr("urn:uuid:x".into())),
+            )]
+            .into(),
+        ),
+        Rights::READ,
+    );
+    devinfo.unwrap();
+    permit(&f, "given", &[SETTINGS]);
+    permit(&f, "other", &["urn:oma:mo:ext-omadmd-elsewhere:1.0"]);
+    // Both are granted everything on the instance; only one was given the MOID.
+    for srv in ["given", "other"] {
+        f.auth
+            .grant(&a, &root.to_string(), &format!("srv:{srv}"), Rights::ALL)
+            .unwrap();
+    }
+    let given = Principal::Server("given".into());
+    let other = Principal::Server("other".into());
+    let name = format!("{root}Name");
+    assert_eq!(f.auth.get(&given, &name).unwrap().len(), 1);
+    for uri in [
+        name.clone(),
+        format!("{SETTINGS}/*/"),
+        format!("{root}Nope"),
+    ] {
+        // Named directly: 403 whether or not anything is there (its own list, no news).
+        let err = f.auth.get(&other, &uri).unwrap_err();
+        assert!(matches!(err, AccessError::Denied(_)), "{uri}: {err}");
+        let err = f.auth.get_json(&other, &uri).unwrap_err();
+        assert!(matches!(err, AccessError::Denied(_)), "{uri}: {err}");
+    }
+    for err in [
+        f.auth
+            .set(&other, &name, None, Input::Text("x".into()))
+            .map(drop)
+            .unwrap_err(),
+        f.auth.delete(&other, &name).map(drop).unwrap_err(),
+        f.auth
+            .changes_since(&other, &format!("{SETTINGS}/*/"), 0)
+            .map(drop)
+            .unwrap_err(),
+    ] {
+        assert!(matches!(err, AccessError::Denied(_)), "{err}");
+    }
+    // Absent from what it is told exists, and from what it may hear of.
+    let listed = f.auth.readable_instances(&other).unwrap();
+    assert!(listed.iter().all(|(m, _)| m != SETTINGS), "{listed:?}");
+    assert!(!f.auth.may_read(&other, &root).unwrap());
+    assert!(
+        f.auth
+            .readable_instances(&given)
+            .unwrap()
+            .iter()
+            .any(|(m, _)| m == SETTINGS)
+    );
+
+    // DevInfo is public: every server reads it, none writes it; its permanent nodes are 405.
+    let dev_id = format!("{}/0/DevID", builtin::DEVINFO);
+    assert_eq!(f.auth.get(&other, &dev_id).unwrap().len(), 1);
+    let err = f.auth.delete(&other, &dev_id).unwrap_err();
+    assert!(matches!(err, AccessError::NotAllowed(_)), "{err}");
+    let err = f
+        .auth
+        .set(&other, &dev_id, None, Input::Text("x".into()))
+        .unwrap_err();
+    assert!(!matches!(err, AccessError::NotFound(_)), "{err}");
+}
+
+/// A DM account for `srv_id` at `priority`, permitted to manage [`SETTINGS`].
+fn ranked(f: &Fixture, srv_id: &str, priority: i64) {
+    let modata = serde_json::json!({"DMAcc": {"SrvID": srv_id, "SrvURI": "https://x/",
+        "Perm": {"p": {"MOID": SETTINGS}}, "Ext": {"Priority": priority}}});
+    f.auth
+        .create_instance(&Principal::Admin, builtin::DMACC, &modata.to_string())
+        .unwrap();
+}
+
+#[test]
+fn a_lower_priority_writer_gets_a_conflict_naming_the_holder() {
+    let f = fixture();
+    ranked(&f, "hi", 10);
+    ranked(&f, "peer", 10);
+    ranked(&f, "lo", 1);
+    let a = app("A");
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"Name": "n", "Port": 1}}"#)
+        .unwrap();
+    for srv in ["hi", "peer", "lo"] {
+        f.auth
+            .grant(&a, &root.to_string(), &format!("srv:{srv}"), Rights::ALL)
+            .unwrap();
+    }
+    let (hi, peer, lo) = (
+        Principal::Server("hi".into()),
+        Principal::Server("peer".into()),
+        Principal::Server("lo".into()),
+    );
+    let name = format!("{root}Name");
+    let set = |who: &Principal, v: &str| f.auth.set(who, &name, None, Input::Text(v.into()));
+    // Nobody holds it yet: the lower one writes, then the higher one over it.
+    set(&lo, "lo").unwrap();
+    set(&hi, "hi").unwrap();
+    assert_eq!(f.auth.holder(&a, &name).unwrap(), "srv:hi");
+
+    let err = set(&lo, "again").unwrap_err();
+    assert!(
+        matches!(&err, AccessError::Conflict(m) if m.contains("srv:hi")),
+        "{err}"
+    );
+    // The owning app ranks below every server; the admin is outside the ordering.
+    assert!(matches!(set(&a, "app"), Err(AccessError::Conflict(_))));
+    // Equal priority is no conflict.
+    set(&peer, "peer").unwrap();
+    assert_eq!(f.auth.holder(&hi, &name).unwrap(), "srv:peer");
+    set(&hi, "hi").unwrap();
+
+    // Deleting (or replacing) a subtree conflicts over any node in it; other nodes are free.
+    let port = format!("{root}Port");
+    f.auth.set(&lo, &port, None, Input::Int(2)).unwrap();
+    assert!(matches!(
+        f.auth.delete(&lo, &root.to_string()),
+        Err(AccessError::Conflict(_))
+    ));
+    let items = crate::tree::json::parse_items(&format!(
+        r#"[{{"ClientURI": "{root}", "MOData": {{"Settings": {{"Name": "x"}}}}}}]"#
+    ))
+    .unwrap();
+    assert!(matches!(
+        f.auth.import_items(&lo, &items, None, &|_| true),
+        Err(AccessError::Conflict(_))
+    ));
+    f.auth
+        .set(&Principal::Admin, &name, None, Input::Text("root".into()))
+        .unwrap();
+    assert_eq!(f.auth.holder(&a, &name).unwrap(), "admin");
+    set(&lo, "lo").unwrap();
+    // The root's holder is the instance's owner; Holder takes one readable node.
+    assert_eq!(f.auth.holder(&a, &root.to_string()).unwrap(), "app:A");
+    assert!(matches!(
+        f.auth.holder(&a, &format!("{root}*")),
+        Err(AccessError::InvalidUri(_))
+    ));
+    assert!(matches!(
+        f.auth.holder(&app("B"), &name),
+        Err(AccessError::NotFound(_))
+    ));
 }
 
 #[test]

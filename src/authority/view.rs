@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use super::principal::{ANY_APP, ANY_SERVER, Principal, Rights};
 use crate::store::{Store, StoreError};
+use crate::tree::builtin::{DMACC, SESSIONINFO};
 use crate::tree::registry::Registry;
 use crate::tree::resolve::{NodeKind, TreeRead};
 
@@ -25,12 +26,45 @@ pub enum Purpose {
     Act,
 }
 
+/// Which MOIDs a principal may use at all (PROTOCOL.md §11, DM-HLF-009): every MOID for
+/// the admin and local callers; for a server, the MOIDs of its account's `Perm` list and
+/// omadmd's per-server MOs (its DM account, its sessions' SessionInfo: instances it holds
+/// rights on by ownership or grant), plus the public MOIDs (`[access] public_moids`) for
+/// reading only. Rights on instances come on top: this is a ceiling, never a grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach<'a> {
+    All,
+    Server {
+        permitted: Vec<String>,
+        public: &'a [String],
+    },
+}
+
+impl Reach<'_> {
+    /// The most a principal of this reach may hold on an instance of `moid`.
+    pub fn cap(&self, moid: &str) -> Rights {
+        match self {
+            Reach::All => Rights::ALL,
+            Reach::Server { permitted, public } => {
+                if moid == DMACC || moid == SESSIONINFO || permitted.iter().any(|m| m == moid) {
+                    Rights::ALL
+                } else if public.iter().any(|m| m == moid) {
+                    Rights::READ
+                } else {
+                    Rights::NONE
+                }
+            }
+        }
+    }
+}
+
 /// The store as `who` may see it for `purpose`.
 pub struct View<'a> {
     store: &'a Store,
     types: &'a Registry,
     who: &'a Principal,
     purpose: Purpose,
+    reach: Reach<'a>,
     /// Rights per instance, looked up once per view: by MOID, then MIID, with borrowed names,
     /// so a hit allocates nothing.
     rights: RefCell<HashMap<String, HashMap<String, Rights>>>,
@@ -42,12 +76,14 @@ impl<'a> View<'a> {
         types: &'a Registry,
         who: &'a Principal,
         purpose: Purpose,
+        reach: Reach<'a>,
     ) -> View<'a> {
         View {
             store,
             types,
             who,
             purpose,
+            reach,
             rights: RefCell::new(HashMap::new()),
         }
     }
@@ -57,7 +93,7 @@ impl<'a> View<'a> {
         if let Some(r) = self.rights.borrow().get(moid).and_then(|m| m.get(miid)) {
             return Ok(*r);
         }
-        let r = rights(self.store, self.who, moid, miid)?;
+        let r = rights(self.store, self.who, moid, miid)?.intersection(self.reach.cap(moid));
         self.rights
             .borrow_mut()
             .entry(moid.to_owned())

@@ -28,6 +28,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
 use omadmd::authority::{self, Authority, Rights};
+use omadmd::bootstrap::{Bootstrap, ChangeSink};
 use omadmd::bus::{self, Bus};
 use omadmd::config::{self, Config};
 use omadmd::device::HostFacts;
@@ -49,7 +50,8 @@ use omadmd::tree::uri::{self, UriLimits};
 /// by D-Bus activation; sessions start with `omadmctl session start` or StartSession, and
 /// every Ext/PollSeconds seconds for accounts that set it.
 ///
-/// Configuration (/etc/omadmd/omadmd.toml, every key optional): [ddf] dirs, [tls]
+/// Configuration (/etc/omadmd/omadmd.toml, every key optional): [bootstrap] dirs (factory
+/// bootstrap files, applied once each), [ddf] dirs, [tls]
 /// extra_ca_files, [session] max_package_bytes, stop_drain_seconds, stop_abort_seconds,
 /// [exec."<ClientURI pattern>"] command, and
 /// [limits] uri_bytes, uri_segments, uri_xnames, nv_fields, result_rows, reply_bytes,
@@ -155,24 +157,28 @@ async fn run(args: Args) -> Result<(), String> {
     let sub_dropped = AtomicU64::new(0);
     let accounts_changed = Arc::new(tokio::sync::Notify::new());
     let poke = accounts_changed.clone();
+    // The factory reset's deletions take the same way.
+    let observer: ChangeSink = Arc::new(move |changes: &[Change]| {
+        offer(&watch_tx, changes, &watch_dropped, "the D-Bus watchers");
+        offer(&sub_tx, changes, &sub_dropped, "SUB deliveries");
+        if changes.iter().any(|c| c.addr.moid == builtin::DMACC) {
+            poke.notify_one();
+        }
+    });
+    let observe = observer.clone();
     let auth = Arc::new(
         Authority::new(
             store.clone(),
             registry,
-            Box::new(move |changes| {
-                offer(&watch_tx, changes, &watch_dropped, "the D-Bus watchers");
-                offer(&sub_tx, changes, &sub_dropped, "SUB deliveries");
-                if changes.iter().any(|c| c.addr.moid == builtin::DMACC) {
-                    poke.notify_one();
-                }
-            }),
+            Box::new(move |changes| observe(changes)),
         )
         .with_bounds(authority::Bounds {
             result_rows: limits.result_rows,
             reply_bytes: limits.reply_bytes,
             owner_bytes: limits.owner_bytes,
             owner_instances: limits.owner_instances,
-        }),
+        })
+        .with_public_moids(config.access.public_moids.clone()),
     );
 
     for problem in auth
@@ -192,6 +198,20 @@ async fn run(args: Args) -> Result<(), String> {
         Rights::READ,
     )
     .map_err(|e| format!("providing DevInfo: {e}"))?;
+
+    // Factory bootstrap files new or changed since they were last applied, before any
+    // session (the poller finds the accounts they add).
+    let bootstrap = Arc::new(Bootstrap::new(
+        auth.clone(),
+        store.clone(),
+        config.bootstrap.dirs.clone(),
+        observer,
+    ));
+    let boot = bootstrap.clone();
+    store::offload(Lane::Background, move || boot.apply_dirs())
+        .await
+        .map_err(|e| format!("applying bootstrap files: {e}"))?
+        .map_err(|e| format!("applying bootstrap files: {e}"))?;
 
     let exec = ExecHandlers::from_config(
         &config
@@ -248,8 +268,11 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let service = bus::serve(
         bus,
-        auth.clone(),
-        scheduler,
+        bus::Inward {
+            auth: auth.clone(),
+            scheduler,
+            bootstrap,
+        },
         watch_rx,
         facts.dev_id.clone(),
         &config.limits,

@@ -3,6 +3,7 @@
 //! polkit ([`super::access`]), then hands the work to the [`Authority`], which applies the
 //! MO access model.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use zbus::message::Header;
@@ -14,7 +15,8 @@ use super::error::Error;
 use super::servers::Servers;
 use super::sessions;
 use super::watch::Watches;
-use crate::authority::{Authority, Input, Principal, Rights};
+use crate::authority::{AccessError, Authority, Input, Principal, Rights};
+use crate::bootstrap::{Bootstrap, FileError};
 use crate::session::Scheduler;
 use crate::store::{self, Lane};
 use crate::tree::builtin;
@@ -39,11 +41,27 @@ pub struct Client1 {
     pub(super) watches: Arc<Watches>,
     pub(super) scheduler: Arc<Scheduler>,
     pub(super) servers: Arc<Servers>,
+    pub(super) bootstrap: Arc<Bootstrap>,
     pub(super) dev_id: String,
 }
 
 #[interface(name = "org.omadm.Client1")]
 impl Client1 {
+    #[zbus(out_args("principal"))]
+    async fn holder(
+        &self,
+        client_uri: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<String, Error> {
+        let uri = self.well_formed(&client_uri)?;
+        let caller = self
+            .access
+            .authorize(&header, Action::Read, &client_uri)
+            .await?;
+        let (auth, who) = (self.auth.clone(), caller.principal);
+        Ok(store::offload(Lane::Interactive, move || auth.holder(&who, &uri)).await??)
+    }
+
     #[zbus(out_args("nodes"))]
     async fn get(
         &self,
@@ -279,6 +297,47 @@ impl Client1 {
         Ok(())
     }
 
+    /// Applies the factory bootstrap file at `path` ([`crate::bootstrap`]). Only `manage`:
+    /// omadmd reads the file as root.
+    async fn bootstrap(
+        &self,
+        path: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
+        let caller = self.access.authorize(&header, Action::Manage, "").await?;
+        let (bootstrap, file) = (self.bootstrap.clone(), PathBuf::from(&path));
+        let written = store::offload(Lane::Interactive, move || bootstrap.apply_file(&file))
+            .await?
+            .map_err(file_error)?;
+        tracing::info!(by = %caller.principal, "bootstrap file {path} applied: {} item(s)", written.len());
+        Ok(())
+    }
+
+    /// Removes every MO instance but omadmd's own, and what servers left behind, then applies
+    /// the bootstrap files again ([`Bootstrap::factory_reset`]). Refused while a DM session
+    /// runs.
+    async fn factory_reset(&self, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
+        let caller = self.access.authorize(&header, Action::Manage, "").await?;
+        if !sessions::running(&self.scheduler).is_empty() {
+            return Err(Error::Busy(
+                "a DM session is running; reset when it has ended".into(),
+            ));
+        }
+        tracing::warn!(by = %caller.principal, "factory reset");
+        let bootstrap = self.bootstrap.clone();
+        let reset = store::offload(Lane::Interactive, move || bootstrap.factory_reset())
+            .await?
+            .map_err(AccessError::from)?;
+        tracing::warn!(
+            by = %caller.principal,
+            "factory reset done: {} instance(s) removed, {} bootstrap file(s) applied, {} refused",
+            reset.removed,
+            reset.report.applied.len(),
+            reset.report.refused.len()
+        );
+        Ok(())
+    }
+
     #[zbus(out_args("session_id"))]
     async fn start_session(
         &self,
@@ -410,6 +469,24 @@ impl Client1 {
                 false
             }
         }
+    }
+}
+
+/// Why a bootstrap file was not applied, as a D-Bus error.
+fn file_error(e: FileError) -> Error {
+    let message = e.to_string();
+    match e {
+        FileError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::NotFound(format!(
+                "{message} (under its systemd unit omadmd does not see /home, /root or /tmp)"
+            ))
+        }
+        FileError::Read { .. } => Error::Failed(message),
+        FileError::Store(e) => Error::from(AccessError::from(e)),
+        FileError::NotAbsolute { .. }
+        | FileError::NotRegular { .. }
+        | FileError::TooLarge { .. }
+        | FileError::Refused { .. } => Error::InvalidValue(message),
     }
 }
 

@@ -12,7 +12,7 @@
 //!
 //! Within the face, `client1` uses `servers`, `sessions` and `watch`; `servers` uses
 //! `sessions`; `watch` uses `servers`; nothing points back. Outside it, `bus` uses the
-//! [`Authority`] and the session [`Scheduler`]'s public API only.
+//! [`Authority`], the session [`Scheduler`]'s public API and the factory [`Bootstrap`] only.
 
 pub mod access;
 pub mod client1;
@@ -28,6 +28,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
 use crate::authority::Authority;
+use crate::bootstrap::Bootstrap;
 use crate::config::Limits;
 use crate::session::{Scheduler, Tasks};
 use crate::store::Change;
@@ -66,20 +67,32 @@ pub struct Service {
     pub lost: tokio::sync::oneshot::Receiver<()>,
 }
 
+/// The parts inside omadmd the face calls.
+pub struct Inward {
+    pub auth: Arc<Authority>,
+    pub scheduler: Arc<Scheduler>,
+    /// Serves `Bootstrap` and `FactoryReset`.
+    pub bootstrap: Arc<Bootstrap>,
+}
+
 /// Connects to `bus`, exports the interface and the object manager, starts change
-/// delivery from `changes` and the announcing of `scheduler`'s session events, and only
+/// delivery from `changes` and the announcing of the scheduler's session events, and only
 /// then takes the well-known name. `limits` bound what each caller may hold (watches,
 /// cached polkit answers). The background tasks (announcing, change delivery, following
 /// departures) are `tasks`'s and end when it stops.
 pub async fn serve(
     bus: Bus,
-    auth: Arc<Authority>,
-    scheduler: Arc<Scheduler>,
+    inward: Inward,
     changes: mpsc::Receiver<Vec<Change>>,
     dev_id: String,
     limits: &Limits,
     tasks: &Tasks,
 ) -> Result<Service, ServeError> {
+    let Inward {
+        auth,
+        scheduler,
+        bootstrap,
+    } = inward;
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
         Bus::Session => zbus::connection::Builder::session(),
@@ -104,6 +117,7 @@ pub async fn serve(
         watches: watches.clone(),
         scheduler: scheduler.clone(),
         servers: servers.clone(),
+        bootstrap,
         dev_id,
     };
     let server = conn.object_server();

@@ -550,6 +550,7 @@ impl Scheduler {
     ) {
         let mut current = Some((Some(account), session, url));
         while let Some((account, session, url)) = current.take() {
+            let session = self.first_after_bootstrap(session).await;
             let outcome = match account {
                 Some(account) => self.run_one(account, &session, url).await,
                 None => {
@@ -607,6 +608,25 @@ impl Scheduler {
                 current = Some((account, next, url));
             }
         }
+    }
+
+    /// `session`, with `BootstrapComplete` as its reason when its server has never had a
+    /// session (PROTOCOL.md §13: the first session after an account arrives carries it,
+    /// whatever triggered it; one reason alert per Package#1).
+    async fn first_after_bootstrap(&self, session: Running) -> Running {
+        if session.reason == alert::BOOTSTRAP_COMPLETE
+            || self.last_session(&session.srv_id).await != 0
+        {
+            return session;
+        }
+        let session = Running {
+            reason: alert::BOOTSTRAP_COMPLETE,
+            ..session
+        };
+        if let Some(entry) = self.lock().running.get_mut(&session.srv_id) {
+            entry.reason = session.reason;
+        }
+        session
     }
 
     /// One session: its SessionInfo instance, [`Event::Started`], the run (contained: a

@@ -8,6 +8,7 @@
 //! - [`session_state`] — pending alerts, `DEFAULT` sources, `SUB` subscriptions, poll due times,
 //!   asynchronous EXECs running;
 //! - [`import`]: writing MO serialization items (HGET, bootstrap files);
+//! - [`bootstrap_state`] — which factory bootstrap files were applied, and the factory reset;
 //! - [`pool`]: [`Pool`], the process's connections (one writer for everything, a few
 //!   readers), and [`offload`], the one way async code runs store work;
 //! - [`error`] — [`StoreError`].
@@ -16,6 +17,7 @@
 //! state and never wait for a writer. Every change appends to the journal with a
 //! monotonic sequence number and moves the cache validator of the instance it touched.
 
+mod bootstrap_state;
 mod codec;
 mod error;
 mod import;

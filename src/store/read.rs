@@ -229,6 +229,41 @@ impl Store {
         Ok(codec::from_sql(&format, cell)?.map(|v| (v, writer)))
     }
 
+    /// Who last wrote the node at `addr` and, with `below`, every node under it (the whole
+    /// instance for its root), each principal once.
+    pub fn writers(&self, addr: &NodeAddr, below: bool) -> Result<Vec<String>, StoreError> {
+        let Some(inst) = self.instance_id(&addr.moid, &addr.miid)? else {
+            return Ok(Vec::new());
+        };
+        let (parent, name) = split(&addr.path);
+        let (lo, hi) = subtree_bounds(&addr.path);
+        let (sql, args) = match (addr.path.is_empty(), below) {
+            (true, true) => (
+                "SELECT DISTINCT writer FROM nodes WHERE inst = ?1",
+                params![inst].to_vec(),
+            ),
+            (true, false) => return Ok(Vec::new()),
+            (false, false) => (
+                "SELECT DISTINCT writer FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3",
+                params![inst, parent, name].to_vec(),
+            ),
+            (false, true) => (
+                "SELECT DISTINCT writer FROM nodes WHERE inst = ?1 AND ((parent = ?2 AND name = ?3) \
+                 OR parent = ?4 OR (parent >= ?5 AND parent < ?6))",
+                params![inst, parent, name, addr.path, lo, hi].to_vec(),
+            ),
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql)
+            .map_err(StoreError::db("preparing a writers query"))?;
+        let rows = stmt
+            .query_map(args.as_slice(), |r| r.get::<_, String>(0))
+            .map_err(StoreError::db("reading writers"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("reading writers"))
+    }
+
     /// The subtree at `addr` (the whole instance when the path is empty).
     pub fn subtree(&self, addr: &NodeAddr) -> Result<Node, StoreError> {
         let missing = || StoreError::NoSuchNode(addr.clone());

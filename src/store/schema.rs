@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 /// Migrations: entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -140,6 +140,16 @@ CREATE TABLE async_execs (
     target_uri TEXT NOT NULL,
     started    INTEGER NOT NULL
 );
+"#,
+    r#"
+-- Factory bootstrap files applied (bootstrap.rs): each file by its path, with the SHA-256
+-- (hex) of the content applied and when. A file whose digest differs is applied again; a
+-- factory reset empties the table, so every file is applied again.
+CREATE TABLE bootstrap_files (
+    path    TEXT PRIMARY KEY,
+    digest  TEXT NOT NULL,
+    applied INTEGER NOT NULL
+) WITHOUT ROWID;
 "#,
 ];
 

@@ -30,8 +30,17 @@ pub struct ClientUri {
 /// A MOID, checked: a URN (`urn:...`) without whitespace, control characters, `%` or `/`,
 /// within `[limits] uri_bytes`. Made by [`Moid::parse`] or as part of a [`ClientUri`], and
 /// carried checked from there.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct Moid(String);
+
+impl TryFrom<String> for Moid {
+    type Error = UriError;
+
+    fn try_from(text: String) -> Result<Moid, UriError> {
+        Moid::parse(&text)
+    }
+}
 
 /// Which instances of the MOID a ClientURI selects.
 #[derive(Clone, Debug, PartialEq, Eq)]

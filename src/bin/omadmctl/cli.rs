@@ -46,12 +46,17 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Show the daemon's version, device ID, state and features.
+    /// Show the daemon's version, device ID, state, features and DM servers.
     ///
     /// Prints the properties of org.omadm.Client1: Version (omadmd's version), DevId (the
     /// device's DevInfo/DevID, stable for this machine), State (idle, session while a DM
     /// session with a server runs, or offline) and Features (the optional features this
-    /// client supports). Needs no polkit authorization.
+    /// client supports); then one line per DM server omadmd has an account for: its SrvID,
+    /// URL, priority and when its last session completed (omadmctl account list shows more).
+    /// Needs no polkit authorization.
+    ///
+    /// With --json, prints {"version", "dev_id", "state", "features", "servers"}, servers
+    /// being an array of {"server_id", "name", "url", "priority", "last_session"}.
     Status,
 
     /// Print the nodes a ClientURI resolves to, with their formats and values.
@@ -143,6 +148,37 @@ pub enum Command {
     /// The owner of an instance (the app that created it) keeps its rights.
     Revoke(RevokeArgs),
 
+    /// Add, list and remove DM server accounts (Management Authorities).
+    ///
+    /// A DM account (an instance of the DM Account MO, urn:oma:mo:oma-dm-dmacc:1.2) tells
+    /// omadmd about one DM server: its SrvID, where to reach it, how to trust it, how to
+    /// authenticate to it, which MOs it may manage and its priority. omadmd runs DM sessions
+    /// only with servers it has an account for. Adding or removing an account needs uid 0 or
+    /// the manage polkit action.
+    #[command(subcommand)]
+    Account(AccountCommand),
+
+    /// Apply a factory bootstrap file now.
+    ///
+    /// Asks omadmd to apply FILE, an MO serialization array (JSON, as tree --json prints it)
+    /// or a TNDS document, as it applies the files of its [bootstrap] dirs at start: whole, as
+    /// the administrator, or not at all, whatever was applied before. omadmctl does not read
+    /// FILE: it passes its absolute path, and omadmd reads it as root (under its systemd unit
+    /// omadmd does not see /home, /root or /tmp; put the file under /etc/omadmd/ or
+    /// /var/lib/). A refused file is reported as "FILE:LINE: reason" per problem (exit status
+    /// 2). Needs uid 0 or the manage polkit action.
+    Bootstrap(BootstrapArgs),
+
+    /// Remove every MO instance and apply the bootstrap files again.
+    ///
+    /// Asks omadmd for a factory reset: every MO instance but DevInfo and SessionInfo is
+    /// removed, with every grant, SUB subscription, DEFAULT source, pending alert and poll due
+    /// time, and the files of the [bootstrap] dirs are applied again, so the DM accounts they
+    /// define come back. Watchers are told of each removal. On a terminal omadmctl asks for
+    /// confirmation unless --yes is given; without a terminal, --yes is required. Exits 8
+    /// (Busy) while a DM session runs. Needs uid 0 or the manage polkit action.
+    FactoryReset(FactoryResetArgs),
+
     /// Start a DM session with a server, or show whether one is running.
     #[command(subcommand)]
     Session(SessionCommand),
@@ -178,8 +214,15 @@ pub struct UriArgs {
 #[derive(Args, Debug)]
 pub struct GetArgs {
     /// Print only the values, one per line, exactly as stored (b64 and bin in base64).
-    #[arg(long, conflicts_with = "json")]
+    #[arg(long, conflicts_with_all = ["json", "holder"])]
     pub value: bool,
+
+    /// Print who last wrote the one node the ClientURI names (srv:<SrvID>, app:<id>,
+    /// uid:<n> or admin; an instance root's owner): the principal a priority conflict
+    /// names. A lower-priority server, or any local app, cannot overwrite a node a
+    /// higher-priority server holds.
+    #[arg(long)]
+    pub holder: bool,
 
     /// The ClientURI (quote it in the shell).
     pub client_uri: String,
@@ -264,6 +307,109 @@ pub struct RevokeArgs {
 
     /// app:<app id>, app:* or srv:<SrvID>.
     pub principal: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Add a DM account for a server and print its ClientURI.
+    ///
+    /// Builds the DM Account MO instance from the options and creates it in omadmd: SrvID
+    /// from --id, SrvURI from --url, Name from --name, one Perm/<x>/MOID per --moid,
+    /// Ext/Priority from --priority, Ext/CACert from the PEM file of --ca or --pin, and
+    /// Auth/Trsp/Data and Auth/Trsp/Secret (HTTP Basic) from --user and --password-file.
+    /// omadmctl reads the files itself, as the user who runs it, and checks everything
+    /// before it calls omadmd: the URL must be https, a --ca file must hold CA certificates
+    /// and a --pin file the server's own certificate, and the password file must hold one
+    /// non-empty line. Without --ca or --pin, the server is checked against the system's
+    /// trust store.
+    ///
+    /// Prints the new instance's ClientURI (MOID "/" MIID "/"); with --json,
+    /// {"client_uri"}. Exits 2 on a bad option or file, 7 when an account with that SrvID
+    /// exists already. Needs uid 0 or the manage polkit action.
+    Add(AccountAddArgs),
+
+    /// List the DM accounts: SrvID, URL, priority, permitted MOIDs and last session.
+    ///
+    /// Prints one line per DM server account omadmd has: its SrvID, its URL (SrvURI), its
+    /// Ext/Priority (the server with the highest one is the default for session start), the
+    /// MOIDs it may manage (its Perm list) and when its last DM session completed (UTC, or
+    /// "never"). The permitted MOIDs are shown only to uid 0 and to users the manage polkit
+    /// action allows; others see "(hidden)".
+    ///
+    /// With --json, prints an array of {"server_id", "name", "url", "priority",
+    /// "permitted_moids", "last_session"} objects; permitted_moids is null when hidden and
+    /// last_session is POSIX seconds, or null for never.
+    List,
+
+    /// Remove the DM account of a server.
+    ///
+    /// Deletes the DM Account MO instance whose SrvID is SERVER_ID. omadmd forgets the
+    /// server: no more sessions with it, and what it created stays in the tree. Exits 4 when
+    /// there is no account with that SrvID. Needs uid 0 or the manage polkit action.
+    Remove(AccountRemoveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AccountAddArgs {
+    /// The server's identifier (SrvID), as the server itself names it; unique per account.
+    #[arg(long, value_name = "ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub id: String,
+
+    /// The server's DM 2.0 URL (SrvURI); https only.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+
+    /// Trust the server through the CA certificate(s) in FILE (PEM), instead of the
+    /// system's trust store.
+    #[arg(long, value_name = "FILE", conflicts_with = "pin")]
+    pub ca: Option<PathBuf>,
+
+    /// Trust exactly the server certificate in FILE (PEM): the server must present it, and
+    /// its name and dates are not checked.
+    #[arg(long, value_name = "FILE")]
+    pub pin: Option<PathBuf>,
+
+    /// A display name for the account.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// A MOID the server may manage (repeatable), e.g. urn:oma:mo:oma-dm-devinfo:1.0.
+    #[arg(long = "moid", value_name = "MOID")]
+    pub moids: Vec<String>,
+
+    /// The server's priority (Ext/Priority): the highest is the default server, and a
+    /// server's writes win over those of lower ones.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i64>,
+
+    /// The HTTP Basic user name the client sends (Auth/Trsp/Data); needs --password-file.
+    #[arg(long, value_name = "USER", requires = "password_file")]
+    pub user: Option<String>,
+
+    /// A file whose one line is the HTTP Basic password (Auth/Trsp/Secret); needs --user.
+    /// A password is never given on the command line, where other users could see it.
+    #[arg(long, value_name = "FILE", requires = "user")]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct AccountRemoveArgs {
+    /// The SrvID of the account to remove.
+    pub server_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BootstrapArgs {
+    /// The bootstrap file (JSON or TNDS), read by omadmd as root.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct FactoryResetArgs {
+    /// Reset without asking for confirmation.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -399,6 +545,10 @@ pub fn examples(path: &str) -> &'static [Example] {
                 "omadmctl watch 'urn:oma:mo:oma-dm-dmacc:1.2/*/'",
             ),
             (
+                "Add a DM server's account, trusting its CA",
+                "omadmctl account add --id ma1 --url https://dm.example.com/dm --ca ca.pem",
+            ),
+            (
                 "Start a session with the default DM server and wait for its result",
                 "omadmctl session start",
             ),
@@ -513,6 +663,48 @@ pub fn examples(path: &str) -> &'static [Example] {
             "Take the rights given to a service",
             "omadmctl revoke 'urn:oma:mo:ext-example-sensor:1.0/1/' app:sensord.service",
         )],
+        "account add" => &[
+            (
+                "Add a server trusted through its CA, allowed to manage one MO",
+                "omadmctl account add --id ma1 --url https://dm.example.com/dm --ca ca.pem \
+                 --moid urn:oma:mo:ext-example-weather:1.0",
+            ),
+            (
+                "Pin the server's own certificate, log in with HTTP Basic, give a priority",
+                "omadmctl account add --id lab --url https://10.0.0.5:8443/dm --pin server.pem \
+                 --user device --password-file /root/lab.pass --priority 10",
+            ),
+            (
+                "Add one, then start a session with it",
+                "omadmctl account add --id ma1 --url https://dm.example.com/dm && omadmctl \
+                 session start ma1",
+            ),
+        ],
+        "account list" => &[
+            ("Show every DM account", "omadmctl account list"),
+            (
+                "The SrvIDs of the accounts, for a script",
+                "omadmctl account list --json | jq -r '.[].server_id'",
+            ),
+        ],
+        "account remove" => &[("Remove the account of ma1", "omadmctl account remove ma1")],
+        "bootstrap" => &[
+            (
+                "Add the DM accounts of a bootstrap file",
+                "omadmctl bootstrap /etc/omadmd/acme.json",
+            ),
+            (
+                "Apply a TNDS document",
+                "omadmctl bootstrap /var/lib/provisioning/acme.xml",
+            ),
+        ],
+        "factory-reset" => &[
+            (
+                "Return to the bootstrap state, asking first",
+                "omadmctl factory-reset",
+            ),
+            ("The same from a script", "omadmctl factory-reset --yes"),
+        ],
         "session start" => &[
             (
                 "Start a session with the server of the highest priority",

@@ -1,8 +1,9 @@
 //! The D-Bus side: the `org.omadm.Client1` proxy (the contract is
-//! `dbus/org.omadm.Client1.xml`) and the connection to the system or session bus.
+//! `dbus/org.omadm.Client1.xml`), the `org.omadm.Client1.Server` proxy of the DM server
+//! objects, and the connection to the system or session bus.
 
-use zbus::OwnedVariant;
 use zbus::proxy::CacheProperties;
+use zbus::{OwnedObjectPath, OwnedVariant};
 
 use crate::failure::{Bus, Failure};
 
@@ -14,6 +15,9 @@ use crate::failure::{Bus, Failure};
 pub trait Client1 {
     /// Every node the ClientURI resolves to, as (client_uri, format, value).
     fn get(&self, client_uri: &str) -> zbus::Result<Vec<(String, String, OwnedVariant)>>;
+
+    /// Who last wrote the one node the ClientURI names.
+    fn holder(&self, client_uri: &str) -> zbus::Result<String>;
 
     /// The MO serialization of the resolved nodes and their subtrees.
     fn get_json(&self, client_uri: &str) -> zbus::Result<String>;
@@ -38,6 +42,12 @@ pub trait Client1 {
     fn grant(&self, instance_uri: &str, principal: &str, rights: &[&str]) -> zbus::Result<()>;
 
     fn revoke(&self, instance_uri: &str, principal: &str) -> zbus::Result<()>;
+
+    /// Applies the factory bootstrap file at path (absolute; omadmd reads it).
+    fn bootstrap(&self, path: &str) -> zbus::Result<()>;
+
+    /// Removes every MO instance but omadmd's own and applies the bootstrap files again.
+    fn factory_reset(&self) -> zbus::Result<()>;
 
     /// Starts a DM session with server_id ("": the highest-priority server) for reason
     /// ("": client-initiated); returns the session id at once.
@@ -86,6 +96,37 @@ pub trait Client1 {
     /// The sessions in progress, as (server id, session id).
     #[zbus(property)]
     fn sessions(&self) -> zbus::Result<Vec<(String, String)>>;
+
+    /// One `org.omadm.Client1.Server` object per DM account.
+    #[zbus(property)]
+    fn servers(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
+}
+
+/// One DM server account (the contract is `dbus/org.omadm.Client1.Server.xml`).
+#[zbus::proxy(
+    interface = "org.omadm.Client1.Server",
+    default_service = "org.omadm.Client1"
+)]
+pub trait Server {
+    #[zbus(property)]
+    fn server_id(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn server_uri(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn priority(&self) -> zbus::Result<i64>;
+
+    /// Only uid 0 and callers polkit allows `manage` may read it.
+    #[zbus(property)]
+    fn permitted_moids(&self) -> zbus::Result<Vec<String>>;
+
+    /// POSIX seconds; 0: never.
+    #[zbus(property)]
+    fn last_session(&self) -> zbus::Result<u64>;
 }
 
 /// A connection to omadmd: the proxy, and which bus it is on (for error messages).
@@ -109,6 +150,16 @@ impl Client {
             .await
             .map_err(|e| Failure::from_dbus(e, bus))?;
         Ok(Client { proxy, bus })
+    }
+
+    /// The proxy of the server object at `path`, properties not cached.
+    pub async fn server(&self, path: OwnedObjectPath) -> Result<ServerProxy<'static>, Failure> {
+        ServerProxy::builder(self.proxy.inner().connection())
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// Maps a failed call to its exit status and message.

@@ -9,15 +9,16 @@ use zbus::Variant;
 
 use omadmd::tree::json::parse_items;
 
+use crate::account::{self, ServerInfo};
 use crate::cli::{
-    ChangesArgs, Command, CreateArgs, GetArgs, GrantArgs, RevokeArgs, SessionCommand, SetArgs,
-    UriArgs,
+    AccountCommand, ChangesArgs, Command, CreateArgs, GetArgs, GrantArgs, RevokeArgs,
+    SessionCommand, SetArgs, UriArgs,
 };
 use crate::client::Client;
 use crate::failure::{Bus, Failure};
 use crate::output::{NodeValue, columns, emit, one_line, pretty, use_color};
 use crate::tree_view::{self, Formats};
-use crate::{session, watch};
+use crate::{bootstrap, dmacc, session, watch};
 
 /// Runs one of the D-Bus commands on a current-thread tokio runtime.
 pub fn run_blocking(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
@@ -42,6 +43,19 @@ async fn run(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
         Command::Set(args) => Some(set_value(args)?),
         _ => None,
     };
+    let account = match &command {
+        Command::Account(AccountCommand::Add(args)) => {
+            Some(dmacc::modata(args).map_err(|e| Failure::usage(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let bootstrap_path = match &command {
+        Command::Bootstrap(args) => Some(bootstrap::absolute(&args.file)?),
+        _ => None,
+    };
+    if let Command::FactoryReset(args) = &command {
+        bootstrap::confirm_reset(args.yes)?;
+    }
     let client = Client::connect(bus).await?;
     match command {
         Command::Status => status(&client, as_json).await,
@@ -87,6 +101,16 @@ async fn run(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
             .revoke(&instance_uri, &principal)
             .await
             .map_err(|e| client.fail(e)),
+        Command::Account(AccountCommand::Add(args)) => {
+            let modata = account.unwrap_or_default();
+            account::add(&client, &args.id, &modata, as_json).await
+        }
+        Command::Account(AccountCommand::List) => account::list(&client, as_json).await,
+        Command::Account(AccountCommand::Remove(args)) => account::remove(&client, &args).await,
+        Command::Bootstrap(_) => {
+            bootstrap::apply(&client, &bootstrap_path.unwrap_or_default()).await
+        }
+        Command::FactoryReset(_) => bootstrap::factory_reset(&client).await,
         Command::Session(SessionCommand::Start(args)) => {
             session::start(&client, &args, as_json).await
         }
@@ -104,6 +128,7 @@ struct Status {
     dev_id: String,
     state: String,
     features: Vec<String>,
+    servers: Vec<ServerInfo>,
 }
 
 async fn status(client: &Client, as_json: bool) -> Result<(), Failure> {
@@ -111,21 +136,41 @@ async fn status(client: &Client, as_json: bool) -> Result<(), Failure> {
     let (version, dev_id, state, features) =
         tokio::try_join!(p.version(), p.dev_id(), p.state(), p.features())
             .map_err(|e| client.fail(e))?;
+    let servers = account::servers_for_status(client).await?;
     let status = Status {
         version,
         dev_id,
         state,
         features,
+        servers,
     };
     if as_json {
         return emit(&pretty(&status));
     }
-    let rows = vec![
+    let mut rows = vec![
         vec!["Version:".to_owned(), status.version],
         vec!["DevId:".to_owned(), status.dev_id],
         vec!["State:".to_owned(), status.state],
         vec!["Features:".to_owned(), status.features.join(", ")],
     ];
+    if status.servers.is_empty() {
+        rows.push(vec![
+            "Servers:".to_owned(),
+            "none (omadmctl account add adds one)".to_owned(),
+        ]);
+    }
+    for server in status.servers {
+        rows.push(vec![
+            "Server:".to_owned(),
+            format!(
+                "{} {} (priority {}, last session {})",
+                server.server_id,
+                server.url,
+                server.priority,
+                account::last_session_text(server.last_session)
+            ),
+        ]);
+    }
     emit(&columns(&rows))
 }
 
@@ -137,6 +182,21 @@ struct NodeRow {
 }
 
 async fn get(client: &Client, args: &GetArgs, as_json: bool) -> Result<(), Failure> {
+    if args.holder {
+        let holder = client
+            .proxy
+            .holder(&args.client_uri)
+            .await
+            .map_err(|e| client.fail(e))?;
+        return if as_json {
+            emit(&pretty(&serde_json::json!({
+                "client_uri": args.client_uri,
+                "holder": holder,
+            })))
+        } else {
+            emit(&format!("{holder}\n"))
+        };
+    }
     let nodes: Vec<(String, String, NodeValue)> = client
         .proxy
         .get(&args.client_uri)

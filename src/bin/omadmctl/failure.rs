@@ -55,6 +55,12 @@ pub const EXIT_STATUS: [(u8, &str); 11] = [
     ),
 ];
 
+/// The status of NotFound: no such node, instance or account.
+pub const NOT_FOUND: u8 = 4;
+
+/// The status of AccessDenied.
+pub const ACCESS_DENIED: u8 = 5;
+
 /// The status of a DM session that ended with a failure.
 pub const SESSION_FAILED: u8 = 9;
 
@@ -164,7 +170,7 @@ impl Failure {
             }
         };
         match name.strip_prefix(ERROR_PREFIX) {
-            Some("NotFound") => Failure::new(4, own(&message)),
+            Some("NotFound") => Failure::new(NOT_FOUND, own(&message)),
             Some("AccessDenied") => Failure::access_denied(own(&message)),
             Some("InvalidUri" | "InvalidValue") => Failure::new(2, own(&message)),
             Some("NotAllowed") => Failure::new(6, own(&message)),
@@ -194,9 +200,10 @@ impl Failure {
         }
     }
 
-    fn access_denied(message: String) -> Failure {
+    /// Access denied, with the hint where rights come from.
+    pub fn access_denied(message: String) -> Failure {
         Failure {
-            status: 5,
+            status: ACCESS_DENIED,
             message,
             hint: Some(ACCESS_HINT),
         }

@@ -6,9 +6,12 @@
 //! on stderr and exit with a status derived from the D-Bus error name (see
 //! [`failure::EXIT_STATUS`]).
 
+mod account;
+mod bootstrap;
 mod cli;
 mod client;
 mod commands;
+mod dmacc;
 mod docs;
 mod failure;
 mod offline;

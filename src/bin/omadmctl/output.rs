@@ -122,6 +122,29 @@ pub fn columns(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// POSIX seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc_time(secs: u64) -> String {
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // The civil date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Pretty JSON text with a final newline.
 pub fn pretty(json: &impl serde::Serialize) -> String {
     let mut text = serde_json::to_string_pretty(json).unwrap_or_default();
@@ -167,5 +190,12 @@ mod tests {
         );
         assert_eq!(NodeValue::Interior.json("node"), J::Null);
         assert_eq!(one_line("a\nb"), "a\\nb");
+    }
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(951_782_400 + 3661), "2000-02-29 01:01:01 UTC");
+        assert_eq!(utc_time(1_798_761_599), "2026-12-31 23:59:59 UTC");
     }
 }
