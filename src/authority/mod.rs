@@ -290,8 +290,16 @@ impl Authority {
         }
         let value = convert(format, input)
             .map_err(|e| AccessError::InvalidValue(format!("{addr}: {e}")))?;
+        let parents = if exists {
+            Vec::new()
+        } else {
+            self.missing_parents(who, &store, &addr)?
+        };
         let who_s = who.to_string();
         let (_, changes) = self.guarded_write(&mut store, |tx| {
+            for parent in &parents {
+                tx.put(parent, &Node::empty(), &who_s)?;
+            }
             tx.put(&addr, &Node::Leaf(value), &who_s)?;
             Ok(())
         })?;
@@ -440,6 +448,43 @@ impl Authority {
                 }
             }
         })?
+    }
+
+    /// The interior nodes above `addr` that do not exist yet, top down, for a `Set` to create
+    /// first (like `mkdir -p`): each must be an interior node of the DDF that (for anyone
+    /// but the admin) allows Add; without a DDF any name will do.
+    fn missing_parents(
+        &self,
+        who: &Principal,
+        store: &Store,
+        addr: &NodeAddr,
+    ) -> Result<Vec<NodeAddr>, AccessError> {
+        let root = NodeAddr::root(&addr.moid, &addr.miid);
+        let mut missing = Vec::new();
+        let mut path = String::new();
+        let names: Vec<&str> = addr.path.split('/').collect();
+        for name in &names[..names.len().saturating_sub(1)] {
+            path = crate::tree::uri::join(&path, name);
+            if store.kind(&addr.moid, &addr.miid, &path)?.is_some() {
+                continue;
+            }
+            let at = root.child(&path);
+            if let Some(d) = self.def_checked(&at)? {
+                if d.format != Format::Node {
+                    return Err(AccessError::InvalidUri(format!(
+                        "{at}: the DDF makes this a leaf, not a parent"
+                    )));
+                }
+                if *who != Principal::Admin && !d.access.contains(AccessTypes::ADD) {
+                    return Err(AccessError::NotAllowed(format!(
+                        "{at}: the DDF allows only {}",
+                        d.access
+                    )));
+                }
+            }
+            missing.push(at);
+        }
+        Ok(missing)
     }
 
     /// Who last wrote the one node `uri` names (its instance's owner for a root), as

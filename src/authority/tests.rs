@@ -940,6 +940,39 @@ fn a_lower_priority_writer_gets_a_conflict_naming_the_holder() {
 }
 
 #[test]
+fn set_creates_the_missing_interior_nodes_the_ddf_defines() {
+    let f = fixture();
+    let acc = permit(&f, "s", &[]);
+    let leaf = format!("{acc}Ext/PollSeconds");
+    f.auth
+        .set(&Principal::Admin, &leaf, None, Input::Int(60))
+        .unwrap();
+    assert_eq!(
+        f.auth.get(&Principal::Admin, &leaf).unwrap()[0].value,
+        Some(Value::Int(60))
+    );
+    let added: Vec<String> = f
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.addr.path.clone())
+        .collect();
+    assert!(
+        added.ends_with(&["Ext".to_owned(), "Ext/PollSeconds".to_owned()]),
+        "{added:?}"
+    );
+    // Only what the DDF defines, and never through a leaf.
+    for bad in [format!("{acc}Nope/X"), format!("{acc}SrvID/X")] {
+        let err = f
+            .auth
+            .set(&Principal::Admin, &bad, None, Input::Int(1))
+            .unwrap_err();
+        assert!(matches!(err, AccessError::InvalidUri(_)), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn results_and_replies_are_bounded() {
     let f = bounded(
         crate::store::Bounds::default(),

@@ -90,7 +90,9 @@ pub enum Command {
     /// Sets the leaf at CLIENT_URI, which must name one node (no "*" or x-names), to VALUE,
     /// given in the text form of its format: decimal for int and float, true/false for bool,
     /// base64 for b64 and bin, ISO 8601 for date and time. The node's format comes from its
-    /// DDF unless --format gives one. A missing leaf is added if its DDF allows it.
+    /// DDF unless --format gives one. A missing leaf is added if its DDF allows it, and so
+    /// are the interior nodes above it that do not exist yet (like mkdir -p): each must be
+    /// an interior node of the DDF that allows Add.
     Set(SetArgs),
 
     /// Delete a node and its subtree, or a whole MO instance.
