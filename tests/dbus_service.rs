@@ -194,19 +194,33 @@ fn polkit_and_the_mo_access_model_decide_together() {
     let e = err_name(&as_app(&bob, &app_a, "Get", &[&quoted(&server)]));
     assert!(e.contains("Error.NotFound"), "{e}");
 
-    // Granting is the manage action: not for apps without a rule; root may.
+    // Granting is write plus Delegate on the instance: the owner (whom polkit lets write)
+    // may; B, which neither owns it nor may write, may not; root may on any instance.
     let grant_args = [
         quoted(&root),
         quoted(&app_b.principal()),
         "['Read']".to_owned(),
     ];
     let grant_args: Vec<&str> = grant_args.iter().map(String::as_str).collect();
-    let e = err_name(&as_app(&alice, &app_a, "Grant", &grant_args));
+    let e = err_name(&as_app(&bob, &app_b, "Grant", &grant_args));
+    assert!(e.contains("Error.AccessDenied"), "{e}");
+    let out = as_app(&alice, &app_a, "Grant", &grant_args);
     assert!(
-        e.contains("Error.AccessDenied") && e.contains("org.omadm.client1.manage"),
-        "{e}"
+        out.status.success(),
+        "{}",
+        crate::support::sysbus::show(&out)
     );
     call_ok(&bus, None, "Grant", &grant_args);
+    let out = as_app(&alice, &app_a, "ListGrants", &[&quoted(&root)]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&format!(
+            "('{}', ['Read', 'Write', 'Exec', 'Delegate'])",
+            app_a.principal()
+        )) && listed.contains(&format!("('{}', ['Read'])", app_b.principal())),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
     let out = as_app(&bob, &app_b, "Get", &[&quoted(&server)]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("https://new.example"),

@@ -25,7 +25,7 @@ const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
 const WEATHER: &str = "urn:oma:mo:ext-devserver-weather:1.0";
 
 /// Every command, as its path below omadmctl.
-const COMMANDS: [&str; 19] = [
+const COMMANDS: [&str; 20] = [
     "status",
     "get",
     "tree",
@@ -36,6 +36,7 @@ const COMMANDS: [&str; 19] = [
     "changes",
     "grant",
     "revoke",
+    "grants",
     "session",
     "session start",
     "session status",
@@ -48,7 +49,7 @@ const COMMANDS: [&str; 19] = [
 ];
 
 /// The commands that talk to omadmd.
-const DBUS_COMMANDS: [&str; 12] = [
+const DBUS_COMMANDS: [&str; 13] = [
     "status",
     "get",
     "tree",
@@ -59,6 +60,7 @@ const DBUS_COMMANDS: [&str; 12] = [
     "changes",
     "grant",
     "revoke",
+    "grants",
     "session start",
     "session status",
 ];

@@ -551,6 +551,33 @@ impl Authority {
         Ok(())
     }
 
+    /// Who holds which rights on the instance at `instance_uri`: its owner (every right)
+    /// first, then the grants, by principal. `who` must be the admin or hold Delegate on it.
+    pub fn list_grants(
+        &self,
+        who: &Principal,
+        instance_uri: impl Address,
+    ) -> Result<Vec<(String, Rights)>, AccessError> {
+        let uri = instance_uri.parsed()?;
+        let store = self.reader();
+        let addr = self.single_target(who, &store, &uri, Rights::DELEGATE)?;
+        if !addr.path.is_empty() {
+            return Err(AccessError::InvalidUri(format!(
+                "{addr}: grants are per instance; name its root"
+            )));
+        }
+        self.require(who, &store, &addr, Rights::DELEGATE)?;
+        let owner = store
+            .instance(&addr.moid, &addr.miid)?
+            .ok_or_else(|| AccessError::NotFound(format!("{addr}: no such node")))?
+            .owner;
+        let mut out = vec![(owner, Rights::ALL)];
+        for (principal, bits) in store.grants(&addr)? {
+            out.push((principal, Rights::from_bits(bits)));
+        }
+        Ok(out)
+    }
+
     /// The subtree at `addr` *including* No-Get nodes, for omadmd's own use (reading server
     /// accounts and their credentials). Never hand the result to a face.
     pub fn read_internal(&self, addr: &NodeAddr) -> Result<Node, AccessError> {

@@ -253,23 +253,16 @@ impl Client1 {
         rights: Vec<String>,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        let at = self.well_formed(&instance_uri)?;
-        let caller = self
-            .access
-            .authorize(&header, Action::Manage, &instance_uri)
-            .await?;
         let rights = Rights::parse(rights.iter().map(String::as_str))
             .map_err(|e| Error::InvalidValue(e.to_string()))?;
-        let (auth, who, to) = (
-            self.auth.clone(),
-            caller.principal.clone(),
-            principal.clone(),
-        );
-        store::offload(Lane::Interactive, move || {
-            auth.grant(&who, &at, &to, rights)
-        })
-        .await??;
-        tracing::info!(by = %caller.principal, "granted {principal} {:?} on {instance_uri}", rights.names());
+        let to = principal.clone();
+        let by = self
+            .delegating(&header, &instance_uri, move |auth, who, at| {
+                auth.grant(who, at, &to, rights)
+            })
+            .await?
+            .0;
+        tracing::info!(by = %by, "granted {principal} {:?} on {instance_uri}", rights.names());
         Ok(())
     }
 
@@ -279,22 +272,33 @@ impl Client1 {
         principal: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), Error> {
-        let at = self.well_formed(&instance_uri)?;
-        let caller = self
-            .access
-            .authorize(&header, Action::Manage, &instance_uri)
-            .await?;
-        let (auth, who, to) = (
-            self.auth.clone(),
-            caller.principal.clone(),
-            principal.clone(),
-        );
-        store::offload(Lane::Interactive, move || {
-            auth.grant(&who, &at, &to, Rights::NONE)
-        })
-        .await??;
-        tracing::info!(by = %caller.principal, "revoked {principal} on {instance_uri}");
+        let to = principal.clone();
+        let by = self
+            .delegating(&header, &instance_uri, move |auth, who, at| {
+                auth.grant(who, at, &to, Rights::NONE)
+            })
+            .await?
+            .0;
+        tracing::info!(by = %by, "revoked {principal} on {instance_uri}");
         Ok(())
+    }
+
+    #[zbus(out_args("grants"))]
+    async fn list_grants(
+        &self,
+        instance_uri: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<(String, Vec<String>)>, Error> {
+        let grants = self
+            .delegating(&header, &instance_uri, |auth, who, at| {
+                auth.list_grants(who, at)
+            })
+            .await?
+            .1;
+        Ok(grants
+            .into_iter()
+            .map(|(p, r)| (p, r.names().into_iter().map(str::to_owned).collect()))
+            .collect())
     }
 
     /// Applies the factory bootstrap file at `path` ([`crate::bootstrap`]). Only `manage`:
@@ -447,6 +451,42 @@ impl Client1 {
             .await?;
         tracing::info!(principal = %caller.principal, "changing a DM account as an administrator (polkit manage): {client_uri}");
         Ok(Principal::Admin)
+    }
+
+    /// Runs a grants operation on the instance at `instance_uri` (polkit `write`) as the
+    /// caller, who needs Delegate on it; when it lacks that right, as the admin if polkit
+    /// authorizes `manage` (which may grant on any instance). Returns who acted, and `op`'s
+    /// answer.
+    async fn delegating<T: Send + 'static>(
+        &self,
+        header: &Header<'_>,
+        instance_uri: &str,
+        op: impl Fn(&Authority, &Principal, &ClientUri) -> Result<T, AccessError>
+        + Clone
+        + Send
+        + 'static,
+    ) -> Result<(Principal, T), Error> {
+        let at = self.well_formed(instance_uri)?;
+        let caller = self
+            .access
+            .authorize(header, Action::Write, instance_uri)
+            .await?;
+        let attempt = |who: Principal| {
+            let (auth, at, op) = (self.auth.clone(), at.clone(), op.clone());
+            store::offload(Lane::Interactive, move || op(&auth, &who, &at))
+        };
+        match attempt(caller.principal.clone()).await? {
+            Ok(t) => Ok((caller.principal, t)),
+            Err(AccessError::Denied(why)) if caller.principal != Principal::Admin => {
+                self.access
+                    .authorize(header, Action::Manage, instance_uri)
+                    .await
+                    .map_err(|_| Error::AccessDenied(why))?;
+                tracing::info!(principal = %caller.principal, "managing grants as an administrator (polkit manage): {instance_uri}");
+                Ok((Principal::Admin, attempt(Principal::Admin).await??))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// When `client_uri`'s MOID has no instance at all and a server named a `DEFAULT`

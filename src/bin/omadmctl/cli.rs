@@ -140,8 +140,9 @@ pub enum Command {
     /// replacing the rights it had. PRINCIPAL is app:<app id> for a local app (its Flatpak
     /// app id, systemd unit or executable path, as omadmd derives it from the caller's
     /// credentials), app:* for every local app, or srv:<SrvID> for a DM server. RIGHTs are
-    /// Read, Write, Exec and Delegate. Needs the manage polkit action and the Delegate right
-    /// on the instance (or root).
+    /// Read, Write, Exec and Delegate. Needs the write polkit action and ownership of the
+    /// instance or the Delegate right on it; with the manage polkit action (or as root), any
+    /// instance.
     Grant(GrantArgs),
 
     /// Remove every right a principal has on an MO instance.
@@ -149,6 +150,15 @@ pub enum Command {
     /// Takes all rights that omadmctl grant gave PRINCIPAL on the instance at INSTANCE_URI.
     /// The owner of an instance (the app that created it) keeps its rights.
     Revoke(RevokeArgs),
+
+    /// List who holds which rights on an MO instance.
+    ///
+    /// Prints the principals holding rights on the instance at CLIENT_URI (MOID "/" MIID
+    /// "/"), its owner (every right) first, then each grant: principal and rights. Needs what
+    /// grant needs.
+    ///
+    /// With --json, prints [{"principal", "rights": [...]}, ...].
+    Grants(UriArgs),
 
     /// Add, list and remove DM server accounts (Management Authorities).
     ///
@@ -664,6 +674,10 @@ pub fn examples(path: &str) -> &'static [Example] {
         "revoke" => &[(
             "Take the rights given to a service",
             "omadmctl revoke 'urn:oma:mo:ext-example-sensor:1.0/1/' app:sensord.service",
+        )],
+        "grants" => &[(
+            "Who may do what with an instance",
+            "omadmctl grants 'urn:oma:mo:ext-example-sensor:1.0/1/'",
         )],
         "account add" => &[
             (

@@ -43,6 +43,9 @@ pub trait Client1 {
 
     fn revoke(&self, instance_uri: &str, principal: &str) -> zbus::Result<()>;
 
+    /// Who holds which rights on the instance: its owner first, then the grants.
+    fn list_grants(&self, instance_uri: &str) -> zbus::Result<Vec<(String, Vec<String>)>>;
+
     /// Applies the factory bootstrap file at path (absolute; omadmd reads it).
     fn bootstrap(&self, path: &str) -> zbus::Result<()>;
 

@@ -101,6 +101,7 @@ async fn run(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
             .revoke(&instance_uri, &principal)
             .await
             .map_err(|e| client.fail(e)),
+        Command::Grants(args) => grants(&client, &args.client_uri, as_json).await,
         Command::Account(AccountCommand::Add(args)) => {
             let modata = account.unwrap_or_default();
             account::add(&client, &args.id, &modata, as_json).await
@@ -179,6 +180,28 @@ struct NodeRow {
     client_uri: String,
     format: String,
     value: serde_json::Value,
+}
+
+async fn grants(client: &Client, instance_uri: &str, as_json: bool) -> Result<(), Failure> {
+    let grants = client
+        .proxy
+        .list_grants(instance_uri)
+        .await
+        .map_err(|e| client.fail(e))?;
+    if as_json {
+        let rows: Vec<serde_json::Value> = grants
+            .into_iter()
+            .map(
+                |(principal, rights)| serde_json::json!({"principal": principal, "rights": rights}),
+            )
+            .collect();
+        return emit(&pretty(&rows));
+    }
+    let rows: Vec<Vec<String>> = grants
+        .into_iter()
+        .map(|(principal, rights)| vec![principal, rights.join(",")])
+        .collect();
+    emit(&columns(&rows))
 }
 
 async fn get(client: &Client, args: &GetArgs, as_json: bool) -> Result<(), Failure> {
