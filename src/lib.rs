@@ -25,7 +25,8 @@
 //!   only.
 //! - [`devserver`] → `protocol`, `tree` — `omadm-devserver`, the scriptable DM 2.0 server
 //!   over HTTPS for development, tests and demos (server side; no client code uses it).
-//! - [`bus`] → `authority`, `bootstrap`, `session` (the scheduler's public API), `store`'s
+//! - [`bus`] → `authority`, `bootstrap`, `session` (the scheduler's public API, and the
+//!   `exec::AppHandlers` trait it implements for apps' EXEC handlers), `store`'s
 //!   async boundary (`offload`), and the data types of `tree`, `store` (`Change`) and
 //!   `config` (`Limits`) — the D-Bus face:
 //!   `org.omadm.Client1`, polkit, watches, session events as signals. Nothing inward knows

@@ -25,7 +25,7 @@ const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
 const WEATHER: &str = "urn:oma:mo:ext-devserver-weather:1.0";
 
 /// Every command, as its path below omadmctl.
-const COMMANDS: [&str; 20] = [
+const COMMANDS: [&str; 21] = [
     "status",
     "get",
     "tree",
@@ -37,6 +37,7 @@ const COMMANDS: [&str; 20] = [
     "grant",
     "revoke",
     "grants",
+    "alert",
     "session",
     "session start",
     "session status",
@@ -49,7 +50,7 @@ const COMMANDS: [&str; 20] = [
 ];
 
 /// The commands that talk to omadmd.
-const DBUS_COMMANDS: [&str; 13] = [
+const DBUS_COMMANDS: [&str; 14] = [
     "status",
     "get",
     "tree",
@@ -61,6 +62,7 @@ const DBUS_COMMANDS: [&str; 13] = [
     "grant",
     "revoke",
     "grants",
+    "alert",
     "session start",
     "session status",
 ];

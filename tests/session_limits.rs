@@ -260,6 +260,8 @@ async fn a_package2_of_costly_gets_is_ended_at_session_seconds() {
         .map(|i| (format!("c{i}"), json!({"V": i.to_string()})))
         .collect();
     let wide = json!([{"ClientURI": format!("{WEATHER}/wide/"), "MOData": {"Weather": children}}]);
+    // The server's account first: it writes only MOIDs its account permits.
+    let acc = account(&c, &srv, srv.ca_pem(), &[WEATHER]);
     c.auth
         .import_items(
             &Principal::Server("devserver".into()),
@@ -268,7 +270,6 @@ async fn a_package2_of_costly_gets_is_ended_at_session_seconds() {
             &|_| true,
         )
         .unwrap();
-    let acc = account(&c, &srv, srv.ca_pem(), &[WEATHER]);
     let outcome = c.engine.run(&acc, alert::CLIENT_INITIATED, None).await;
     assert_eq!(outcome.status, 504, "{outcome:?}");
     assert!(

@@ -253,14 +253,6 @@ async fn the_ten_clienturi_forms_work_through_get() {
       {"ClientURI": "urn:oma:mo:moid:1.0/right/", "MOData": {"S": {"ID": "Temperature", "Setting": "0xB2",
         "Data": {"1": {"Date": "12.1", "Value": "c"}, "2": {"Date": "12.3", "Value": "d"}}}}}]"#;
     let items = omadmd::tree::json::parse_items(fixture).unwrap();
-    c.auth
-        .import_items(
-            &Principal::Server("devserver".into()),
-            &items,
-            None,
-            &|_| true,
-        )
-        .unwrap();
     let forms = [
         ("urn:oma:mo:moid:1.0/left/", 200),
         ("urn:oma:mo:moid:1.0//", 400),
@@ -291,6 +283,15 @@ async fn the_ten_clienturi_forms_work_through_get() {
         serde_json::json!({"name": "uris", "packages": [{"commands": commands, "expect": expect}]});
     let srv = server(&scenario.to_string(), certs.path()).await;
     let acc = account(&c, &srv, srv.ca_pem(), &["urn:oma:mo:moid:1.0"]);
+    // The server's instances, written as it (its account permits the MOID).
+    c.auth
+        .import_items(
+            &Principal::Server("devserver".into()),
+            &items,
+            None,
+            &|_| true,
+        )
+        .unwrap();
     run_ok(&c, &acc).await;
     srv.wait_for_sessions(1).await;
     assert!(srv.failures().is_empty(), "{:?}", srv.failures());

@@ -1,16 +1,18 @@
 //! The MO access model (ARCHITECTURE.md §4): every read and write of MOs by a principal —
 //! a local app, a local user, a DM server, or the local admin — goes through [`Authority`],
-//! which resolves ClientURIs over what the principal may see, checks its rights on each
-//! instance (owner, grants, `app:*`/`srv:*` grants), applies the DDF's access types and
-//! scope, never returns or tests No-Get nodes, keeps DM accounts to administrators, and
-//! holds every caller to the configured bounds. Changes are reported to an observer (the
-//! daemon routes them to watchers).
+//! which keeps a server to the MOIDs its account permits (and the public ones, for reading),
+//! resolves ClientURIs over what the principal may see, checks its rights on each instance
+//! (owner, grants, `app:*`/`srv:*` grants), applies the DDF's access types and scope, never
+//! returns or tests No-Get nodes, keeps DM accounts to administrators, ranks writers by
+//! priority, and holds every caller to the configured bounds. Changes are reported to an
+//! observer (the daemon routes them to watchers).
 //!
-//! Order of answers (PROTOCOL.md §4): a malformed URI or command; then nothing visible
-//! matches — absent and invisible nodes are the same "not found"; then what the DDF forbids
-//! (Permanent scope, access types); then a missing right on a visible instance; then
-//! conflicts. A node the principal may not read never answers differently from one that
-//! does not exist.
+//! Order of answers (PROTOCOL.md §4): a malformed URI or command; then, for a server, an
+//! MOID it was not given (`Denied`); then nothing visible matches — absent and invisible
+//! nodes are the same "not found"; then what the DDF forbids (Permanent scope, access
+//! types); then a missing right on a visible instance; then a node a higher-priority server
+//! holds (`Conflict`). A node the principal may not read never answers differently from one
+//! that does not exist.
 //!
 //! - [`principal`]: [`Principal`] and [`Rights`];
 //! - [`view`]: the store as one principal may see it;
@@ -538,6 +540,7 @@ impl Authority {
             )));
         }
         self.require(who, &store, &addr, Rights::DELEGATE)?;
+        self.may_delegate(who, &store, &addr, &principal, rights)?;
         if rights != Rights::NONE {
             let grants = store.grants(&addr)?;
             if grants.len() >= MAX_GRANTS && !grants.iter().any(|(p, _)| *p == principal) {
@@ -548,6 +551,46 @@ impl Authority {
             }
         }
         store.write(|tx| tx.set_grant(&addr, &principal, rights.bits()))?;
+        Ok(())
+    }
+
+    /// A holder of Delegate passes on only what it holds itself, and only the owner (or the
+    /// admin) grants to every app or every server at once (`app:*`, `srv:*`) or changes the
+    /// rights of another holder of Delegate: no one raises its own rights, or anyone's above
+    /// its own, by delegating.
+    fn may_delegate(
+        &self,
+        who: &Principal,
+        store: &Store,
+        addr: &NodeAddr,
+        to: &str,
+        rights: Rights,
+    ) -> Result<(), AccessError> {
+        if *who == Principal::Admin {
+            return Ok(());
+        }
+        let owner = store
+            .instance(&addr.moid, &addr.miid)?
+            .is_some_and(|i| i.owner == who.to_string());
+        if owner {
+            return Ok(());
+        }
+        let held = view::rights(store, who, &addr.moid, &addr.miid)?
+            .intersection(self.reach(store, who)?.cap(&addr.moid));
+        let theirs = Rights::from_bits(store.grant(addr, to)?.unwrap_or(0));
+        let denied = |why: String| Err(AccessError::Denied(format!("{addr}: {who} {why}")));
+        if !held.contains(rights) {
+            return denied(format!(
+                "may pass on only the rights it holds ({})",
+                held.names().join(",")
+            ));
+        }
+        if to == ANY_APP || to == ANY_SERVER {
+            return denied(format!("may not grant to {to}: only the owner may"));
+        }
+        if to == who.to_string() || theirs.contains(Rights::DELEGATE) {
+            return denied("may not change its own rights or another delegate's".into());
+        }
         Ok(())
     }
 
@@ -723,6 +766,13 @@ impl Authority {
             let view = self.view(&store, who, Purpose::Act)?;
             for item in items {
                 let mut placement = Placement::of(item, self.types.types())?;
+                if view.cap(&placement.moid) == Rights::NONE {
+                    return Err(AccessError::Denied(format!(
+                        "{}: {who} may not manage {}: it is not among the MOIDs its DM \
+                         account permits (Perm)",
+                        item.client_uri, placement.moid
+                    )));
+                }
                 let visible = match &placement.miid {
                     Some(m) => view
                         .sees_instance(&placement.moid, m)?

@@ -834,6 +834,16 @@ fn a_server_uses_only_the_moids_its_account_permits_and_reads_public_ones() {
     ] {
         assert!(matches!(err, AccessError::Denied(_)), "{err}");
     }
+    // An HGET of it is refused the same way, whatever the item names.
+    let items = crate::tree::json::parse_items(&format!(
+        r#"[{{"ClientURI": "{root}", "MOData": {{"Settings": {{"Name": "x"}}}}}}]"#
+    ))
+    .unwrap();
+    let err = f
+        .auth
+        .import_items(&other, &items, None, &|_| true)
+        .unwrap_err();
+    assert!(matches!(err, AccessError::Denied(_)), "{err}");
     // Absent from what it is told exists, and from what it may hear of.
     let listed = f.auth.readable_instances(&other).unwrap();
     assert!(listed.iter().all(|(m, _)| m != SETTINGS), "{listed:?}");
@@ -970,6 +980,43 @@ fn set_creates_the_missing_interior_nodes_the_ddf_defines() {
             .unwrap_err();
         assert!(matches!(err, AccessError::InvalidUri(_)), "{bad}: {err}");
     }
+}
+
+#[test]
+fn delegating_never_raises_anyones_rights_above_the_delegates_own() {
+    let f = fixture();
+    let (a, b, c) = (app("A"), app("B"), app("C"));
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"Name": "n"}}"#)
+        .unwrap()
+        .to_string();
+    let read_delegate = Rights::parse(["Read", "Delegate"]).unwrap();
+    f.auth.grant(&a, &root, "app:B", read_delegate).unwrap();
+    // B passes on what it holds, to others; nothing more, and not to everyone.
+    f.auth.grant(&b, &root, "app:C", Rights::READ).unwrap();
+    for (to, rights) in [
+        ("app:B", Rights::ALL),
+        ("app:C", Rights::WRITE),
+        ("app:*", Rights::READ),
+        ("srv:*", Rights::READ),
+    ] {
+        let err = f.auth.grant(&b, &root, to, rights).unwrap_err();
+        assert!(matches!(err, AccessError::Denied(_)), "{to}: {err}");
+    }
+    // Nor takes away another delegate's rights.
+    f.auth.grant(&a, &root, "app:D", read_delegate).unwrap();
+    assert!(matches!(
+        f.auth.grant(&b, &root, "app:D", Rights::NONE),
+        Err(AccessError::Denied(_))
+    ));
+    // C cannot write; the owner can give anything to anyone.
+    assert!(matches!(
+        f.auth
+            .set(&c, &format!("{root}Name"), None, Input::Text("x".into())),
+        Err(AccessError::Denied(_))
+    ));
+    f.auth.grant(&a, &root, "app:*", Rights::READ).unwrap();
 }
 
 #[test]

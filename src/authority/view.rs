@@ -102,6 +102,11 @@ impl<'a> View<'a> {
         Ok(r)
     }
 
+    /// The most the principal may hold on any instance of `moid` (see [`Reach`]).
+    pub fn cap(&self, moid: &str) -> Rights {
+        self.reach.cap(moid)
+    }
+
     /// Whether the instance `moid`/`miid` exists for this view.
     pub fn sees_instance(&self, moid: &str, miid: &str) -> Result<bool, StoreError> {
         let r = self.rights(moid, miid)?;

@@ -29,6 +29,7 @@ use tracing_subscriber::prelude::*;
 
 use omadmd::authority::{self, Authority, Rights};
 use omadmd::bootstrap::{Bootstrap, ChangeSink};
+use omadmd::bus::exec_handlers::ExecApps;
 use omadmd::bus::{self, Bus};
 use omadmd::config::{self, Config};
 use omadmd::device::HostFacts;
@@ -213,13 +214,16 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("applying bootstrap files: {e}"))?
         .map_err(|e| format!("applying bootstrap files: {e}"))?;
 
+    // Apps register over D-Bus once the bus is up; configured commands go first.
+    let exec_apps = Arc::new(ExecApps::default());
     let exec = ExecHandlers::from_config(
         &config
             .exec
             .iter()
             .map(|(k, v)| (k.clone(), v.command.clone()))
             .collect(),
-    )?;
+    )?
+    .with_apps(exec_apps.clone());
     let (followup_tx, followup_rx) = follow_up_queue();
     let limits = Limits::from_config(&config);
     let engine = Arc::new(
@@ -272,6 +276,7 @@ async fn run(args: Args) -> Result<(), String> {
             auth: auth.clone(),
             scheduler,
             bootstrap,
+            exec_apps,
         },
         watch_rx,
         facts.dev_id.clone(),

@@ -31,6 +31,7 @@ pub enum Action {
     Read,
     Write,
     Watch,
+    SendAlert,
     StartSession,
     Manage,
 }
@@ -94,6 +95,7 @@ impl Action {
             Action::Read => "org.omadm.client1.read",
             Action::Write => "org.omadm.client1.write",
             Action::Watch => "org.omadm.client1.watch",
+            Action::SendAlert => "org.omadm.client1.send-alert",
             Action::StartSession => "org.omadm.client1.start-session",
             Action::Manage => "org.omadm.client1.manage",
         }

@@ -12,12 +12,14 @@ use zbus::{OwnedVariant, Variant, interface};
 
 use super::access::{Access, Action};
 use super::error::Error;
+use super::exec_handlers::ExecApps;
 use super::servers::Servers;
 use super::sessions;
 use super::watch::Watches;
 use crate::authority::{AccessError, Authority, Input, Principal, Rights};
 use crate::bootstrap::{Bootstrap, FileError};
 use crate::session::Scheduler;
+use crate::session::send_alert::{AlertError, AlertRequest};
 use crate::store::{self, Lane};
 use crate::tree::builtin;
 use crate::tree::format::Format;
@@ -42,6 +44,7 @@ pub struct Client1 {
     pub(super) scheduler: Arc<Scheduler>,
     pub(super) servers: Arc<Servers>,
     pub(super) bootstrap: Arc<Bootstrap>,
+    pub(super) exec_apps: Arc<ExecApps>,
     pub(super) dev_id: String,
 }
 
@@ -146,10 +149,7 @@ impl Client1 {
         };
         let input = from_variant(value)?;
         let auth = self.auth.clone();
-        store::offload(Lane::Interactive, move || {
-            auth.set(&who, &uri, format, input)
-        })
-        .await??;
+        store::offload(Lane::Write, move || auth.set(&who, &uri, format, input)).await??;
         Ok(())
     }
 
@@ -161,7 +161,7 @@ impl Client1 {
         let uri = self.well_formed(&client_uri)?;
         let who = self.writer(&header, &client_uri, &uri.moid).await?;
         let auth = self.auth.clone();
-        store::offload(Lane::Interactive, move || auth.delete(&who, &uri)).await??;
+        store::offload(Lane::Write, move || auth.delete(&who, &uri)).await??;
         Ok(())
     }
 
@@ -175,7 +175,7 @@ impl Client1 {
         let moid = Moid::parse(&moid).map_err(|e| Error::InvalidUri(e.to_string()))?;
         let who = self.writer(&header, &format!("{moid}/"), &moid).await?;
         let (auth, creator) = (self.auth.clone(), who.clone());
-        let root = store::offload(Lane::Interactive, move || {
+        let root = store::offload(Lane::Write, move || {
             auth.create_instance(&creator, &moid, &modata_json)
         })
         .await??;
@@ -257,7 +257,7 @@ impl Client1 {
             .map_err(|e| Error::InvalidValue(e.to_string()))?;
         let to = principal.clone();
         let by = self
-            .delegating(&header, &instance_uri, move |auth, who, at| {
+            .delegating(&header, Lane::Write, &instance_uri, move |auth, who, at| {
                 auth.grant(who, at, &to, rights)
             })
             .await?
@@ -274,7 +274,7 @@ impl Client1 {
     ) -> Result<(), Error> {
         let to = principal.clone();
         let by = self
-            .delegating(&header, &instance_uri, move |auth, who, at| {
+            .delegating(&header, Lane::Write, &instance_uri, move |auth, who, at| {
                 auth.grant(who, at, &to, Rights::NONE)
             })
             .await?
@@ -290,9 +290,12 @@ impl Client1 {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<(String, Vec<String>)>, Error> {
         let grants = self
-            .delegating(&header, &instance_uri, |auth, who, at| {
-                auth.list_grants(who, at)
-            })
+            .delegating(
+                &header,
+                Lane::Interactive,
+                &instance_uri,
+                |auth, who, at| auth.list_grants(who, at),
+            )
             .await?
             .1;
         Ok(grants
@@ -310,7 +313,7 @@ impl Client1 {
     ) -> Result<(), Error> {
         let caller = self.access.authorize(&header, Action::Manage, "").await?;
         let (bootstrap, file) = (self.bootstrap.clone(), PathBuf::from(&path));
-        let written = store::offload(Lane::Interactive, move || bootstrap.apply_file(&file))
+        let written = store::offload(Lane::Write, move || bootstrap.apply_file(&file))
             .await?
             .map_err(file_error)?;
         tracing::info!(by = %caller.principal, "bootstrap file {path} applied: {} item(s)", written.len());
@@ -329,7 +332,7 @@ impl Client1 {
         }
         tracing::warn!(by = %caller.principal, "factory reset");
         let bootstrap = self.bootstrap.clone();
-        let reset = store::offload(Lane::Interactive, move || bootstrap.factory_reset())
+        let reset = store::offload(Lane::Write, move || bootstrap.factory_reset())
             .await?
             .map_err(AccessError::from)?;
         tracing::warn!(
@@ -339,6 +342,47 @@ impl Client1 {
             reset.report.applied.len(),
             reset.report.refused.len()
         );
+        Ok(())
+    }
+
+    /// Makes the calling connection the EXEC handler of `moid`'s nodes
+    /// ([`super::exec_handlers`]): `Busy` when another connection is. Only `manage`.
+    async fn register_exec_handler(
+        &self,
+        moid: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), Error> {
+        let moid = Moid::parse(&moid).map_err(|e| Error::InvalidUri(e.to_string()))?;
+        let caller = self
+            .access
+            .authorize(&header, Action::Manage, &format!("{moid}/"))
+            .await?;
+        let name = sender(&header)?;
+        self.exec_apps.register(conn, &name, &moid).await?;
+        // A caller that left the bus while this call ran is forgotten already; so is this.
+        if !self.access.knows(&name) {
+            self.exec_apps.forget(&name);
+        }
+        tracing::info!(principal = %caller.principal, "{name} is the EXEC handler of {moid}");
+        Ok(())
+    }
+
+    /// Ends the calling connection's registration as the EXEC handler of `moid`: `NotFound`
+    /// when it holds none. Only `manage`.
+    async fn unregister_exec_handler(
+        &self,
+        moid: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
+        let moid = Moid::parse(&moid).map_err(|e| Error::InvalidUri(e.to_string()))?;
+        let caller = self
+            .access
+            .authorize(&header, Action::Manage, &format!("{moid}/"))
+            .await?;
+        let name = sender(&header)?;
+        self.exec_apps.unregister(&name, &moid)?;
+        tracing::info!(principal = %caller.principal, "{name} is no longer the EXEC handler of {moid}");
         Ok(())
     }
 
@@ -356,6 +400,50 @@ impl Client1 {
         let (srv, sid) = sessions::start(&self.scheduler, &server_id, &reason).await?;
         tracing::info!(by = %caller.principal, "session {sid} with {srv} requested");
         Ok(sid)
+    }
+
+    /// Sends a Generic Alert ([`crate::session::send_alert`] checks it and picks its
+    /// server): kept for that server, then a session with it starts. Action `send-alert`,
+    /// and `read` on the source node when one is named.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_alert(
+        &self,
+        server_id: String,
+        alert_type: String,
+        source_uri: String,
+        mark: String,
+        data_type: String,
+        data: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
+        let source = source_uri.clone();
+        let checked = AlertRequest {
+            server_id,
+            alert_type,
+            source_uri,
+            mark,
+            data_type,
+            data,
+        }
+        .check()
+        .map_err(alert_error)?;
+        let caller = self
+            .access
+            .authorize(&header, Action::SendAlert, &source)
+            .await?;
+        if !source.is_empty() {
+            self.access
+                .authorize(&header, Action::Read, &source)
+                .await?;
+        }
+        let alert_type = checked.alert.alert_type.clone();
+        let srv = self
+            .scheduler
+            .send_alert(caller.principal.clone(), checked)
+            .await
+            .map_err(alert_error)?;
+        tracing::info!(by = %caller.principal, "alert {alert_type} sent to {srv}");
+        Ok(())
     }
 
     /// A server's `SHOW`: offer `url` to the user. Broadcast; any desktop agent may act.
@@ -460,6 +548,7 @@ impl Client1 {
     async fn delegating<T: Send + 'static>(
         &self,
         header: &Header<'_>,
+        lane: Lane,
         instance_uri: &str,
         op: impl Fn(&Authority, &Principal, &ClientUri) -> Result<T, AccessError>
         + Clone
@@ -473,15 +562,23 @@ impl Client1 {
             .await?;
         let attempt = |who: Principal| {
             let (auth, at, op) = (self.auth.clone(), at.clone(), op.clone());
-            store::offload(Lane::Interactive, move || op(&auth, &who, &at))
+            store::offload(lane, move || op(&auth, &who, &at))
         };
         match attempt(caller.principal.clone()).await? {
             Ok(t) => Ok((caller.principal, t)),
-            Err(AccessError::Denied(why)) if caller.principal != Principal::Admin => {
-                self.access
+            // An instance the caller cannot see is not there for it; only a caller polkit
+            // lets manage learns otherwise.
+            Err(e @ (AccessError::Denied(_) | AccessError::NotFound(_)))
+                if caller.principal != Principal::Admin =>
+            {
+                if self
+                    .access
                     .authorize(header, Action::Manage, instance_uri)
                     .await
-                    .map_err(|_| Error::AccessDenied(why))?;
+                    .is_err()
+                {
+                    return Err(e.into());
+                }
                 tracing::info!(principal = %caller.principal, "managing grants as an administrator (polkit manage): {instance_uri}");
                 Ok((Principal::Admin, attempt(Principal::Admin).await??))
             }
@@ -508,6 +605,21 @@ impl Client1 {
                 tracing::warn!("fetching {} from its DEFAULT source failed: {e}", uri.moid);
                 false
             }
+        }
+    }
+}
+
+/// Why an alert was not sent, as a D-Bus error.
+fn alert_error(e: AlertError) -> Error {
+    let message = e.to_string();
+    match e {
+        AlertError::Invalid(_) => Error::InvalidValue(message),
+        AlertError::Source(e) => Error::from(e),
+        AlertError::NoAccounts | AlertError::NoAccount(_) => Error::NotFound(message),
+        AlertError::NotVisible(_) => Error::NotAllowed(message),
+        AlertError::Store(_) => {
+            tracing::error!("SendAlert failed: {message}");
+            Error::Failed(message)
         }
     }
 }

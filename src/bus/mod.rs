@@ -8,15 +8,20 @@
 //! - [`sessions`]: starting DM sessions for callers; the session scheduler's events as
 //!   signals and `State`;
 //! - [`watch`]: watches and unicast `Changed` delivery;
+//! - [`exec_handlers`]: local apps registered as EXEC handlers, called back for sessions;
 //! - [`error`]: the `org.omadm.Client1.Error.*` names.
 //!
-//! Within the face, `client1` uses `servers`, `sessions` and `watch`; `servers` uses
+//! Within the face, `client1` uses `servers`, `sessions`, `watch` and `exec_handlers`;
+//! `servers` uses
 //! `sessions`; `watch` uses `servers`; nothing points back. Outside it, `bus` uses the
-//! [`Authority`], the session [`Scheduler`]'s public API and the factory [`Bootstrap`] only.
+//! [`Authority`], the session [`Scheduler`]'s public API, the session's
+//! [`AppHandlers`](crate::session::exec::AppHandlers) trait (which `exec_handlers` implements
+//! for the engine) and the factory [`Bootstrap`] only.
 
 pub mod access;
 pub mod client1;
 pub mod error;
+pub mod exec_handlers;
 pub mod peer;
 pub mod servers;
 pub mod sessions;
@@ -73,6 +78,9 @@ pub struct Inward {
     pub scheduler: Arc<Scheduler>,
     /// Serves `Bootstrap` and `FactoryReset`.
     pub bootstrap: Arc<Bootstrap>,
+    /// The EXEC handlers apps register; the session engine calls them (see
+    /// [`crate::session::exec::ExecHandlers::with_apps`]).
+    pub exec_apps: Arc<exec_handlers::ExecApps>,
 }
 
 /// Connects to `bus`, exports the interface and the object manager, starts change
@@ -92,6 +100,7 @@ pub async fn serve(
         auth,
         scheduler,
         bootstrap,
+        exec_apps,
     } = inward;
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
@@ -118,6 +127,7 @@ pub async fn serve(
         scheduler: scheduler.clone(),
         servers: servers.clone(),
         bootstrap,
+        exec_apps: exec_apps.clone(),
         dev_id,
     };
     let server = conn.object_server();
@@ -139,7 +149,7 @@ pub async fn serve(
         watch::dispatch(conn.clone(), auth, watches.clone(), servers, changes),
     );
     let (lost_tx, lost) = tokio::sync::oneshot::channel();
-    let departures = forget_departed(conn.clone(), access, watches);
+    let departures = forget_departed(conn.clone(), access, watches, exec_apps);
     until_stopped(tasks, async move {
         departures.await;
         // The receiver is gone only when the daemon is already stopping.
@@ -170,12 +180,14 @@ fn until_stopped(tasks: &Tasks, work: impl Future<Output = ()> + Send + 'static)
     });
 }
 
-/// Notes when each connection joins the bus, and drops identities, cached answers and
-/// watches of connections that leave it. Returns when the bus connection is gone.
+/// Notes when each connection joins the bus, and drops identities, cached answers,
+/// watches and EXEC handler registrations of connections that leave it. Returns when the
+/// bus connection is gone.
 async fn forget_departed(
     conn: zbus::Connection,
     access: Arc<access::Access>,
     watches: Arc<watch::Watches>,
+    exec_apps: Arc<exec_handlers::ExecApps>,
 ) {
     let stream = async {
         let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
@@ -199,6 +211,7 @@ async fn forget_departed(
         } else {
             access.forget(&name);
             watches.forget(&name);
+            exec_apps.forget(&name);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Executing one command of a Package#2 into its status (PROTOCOL.md §3–§4, §9). Every
-//! command acts as the session's server principal through the authority — on a blocking
-//! thread, so that neither a costly read nor a large write holds up the runtime or the
+//! command acts as the session's server principal through the authority — on a background
+//! store thread, so that neither a costly read nor a large write holds up the runtime or the
 //! session's deadline; data-repository transfers go through the session's HTTPS client.
 //!
 //! What one server may leave behind or set going is bounded (`[limits]`), each refusal a
@@ -16,7 +16,8 @@
 //!   so a server has at most one source per MOID of its `Perm`;
 //! - EXEC with a ServerURI: at most `exec_concurrent` running per server, a further one is
 //!   `429` and does not run; the results wait as alerts, at most
-//!   `pending_alerts_per_server` per server (the oldest dropped beyond);
+//!   `pending_alerts_per_server` per server (the oldest dropped beyond); an EXEC's handler
+//!   is a configured command or a registered app (see [`super::exec`]);
 //! - SHOW: one per Package#2 is handed on; a further SHOW in the same package is `429`
 //!   and is not announced.
 
@@ -386,14 +387,20 @@ async fn run_exec(
 ) -> Result<Status, Failure> {
     let who = ctx.principal.clone();
     let addr = blocking(&ctx.engine.auth, move |auth| auth.exec_target(&who, &uri)).await?;
-    let Some(command) = ctx.engine.exec.find(&addr).map(<[String]>::to_vec) else {
+    let Some(handler) = ctx.engine.exec.handler(&addr) else {
         return Err(Failure::Status(501, format!("{addr}: no EXEC handler")));
+    };
+    let data = match handler {
+        exec::Handler::App(_) => exec_data(ctx, &addr).await,
+        exec::Handler::Command(_) => String::new(),
     };
     let srv_id = ctx.account.srv_id.clone();
     match result_uri {
         None => {
-            let result = exec::run(&command, &addr, &srv_id).await;
-            Ok(Status::code(result.status))
+            let result = handler
+                .run(&addr, &srv_id, &data, exec::sync_until(ctx.deadline))
+                .await;
+            Ok(exec::status(&addr, result))
         }
         Some(target) => {
             let Some(slot) = ctx.engine.exec_slot(&srv_id) else {
@@ -407,12 +414,25 @@ async fn run_exec(
                 ));
             };
             ctx.engine
-                .start_async_exec(slot, command, addr, target)
+                .start_async_exec(slot, handler, data, addr, target)
                 .await
                 .map_err(Failure::Local)?;
             Ok(Status::code(202))
         }
     }
+}
+
+/// What an app's EXEC handler is called with: the value of the node at `addr` as text, as
+/// the server may read it; empty for an interior node, or one the server may not read.
+async fn exec_data(ctx: &Context<'_>, addr: &NodeAddr) -> String {
+    let (who, uri) = (ctx.principal.clone(), addr.to_string());
+    blocking(&ctx.engine.auth, move |auth| auth.get(&who, uri.as_str()))
+        .await
+        .ok()
+        .and_then(|found| found.into_iter().next())
+        .and_then(|f| f.value)
+        .map(|v| v.to_text())
+        .unwrap_or_default()
 }
 
 /// SUB: the subtree must be there for the server to read; kept without `cv=` (one

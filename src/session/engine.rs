@@ -10,7 +10,7 @@
 //! - `session_seconds`: the whole session, from Package#1 to the last answer, HTTP waits
 //!   included, must end within that time; past it the session is ended with `504`. The
 //!   deadline is also checked before every command (and between the ClientURIs of an
-//!   HPUT/HPOST), and the commands' reads and writes run on blocking threads while the
+//!   HPUT/HPOST), and the commands' reads and writes run on store threads while the
 //!   session awaits them, so a Package#2 of many costly commands is cut off at the deadline
 //!   too — not only a slow server;
 //! - `package3_bytes`: no Package#3 is larger (see [`super::package3`]): GET results that do
@@ -398,6 +398,20 @@ impl Engine {
                         cut += 1;
                         Status::code(413)
                     }
+                    // The handler ran: a result that does not fit is left out, its sc kept.
+                    Ok(command @ protocol::Command::Exec { .. }) => {
+                        let mut status = commands::execute(&mut ctx, command).await;
+                        if let Some(package3) = &package3
+                            && status.data.is_some()
+                            && !package3
+                                .fits(&status)
+                                .map_err(|e| SessionError::Local(e.to_string()))?
+                        {
+                            status.data = None;
+                            cut += 1;
+                        }
+                        status
+                    }
                     Ok(command) => commands::execute(&mut ctx, command).await,
                 };
                 if let Some(package3) = &mut package3 {
@@ -601,10 +615,12 @@ impl Engine {
     /// engine's [`Tasks`] holding `slot`; when the handler ends — or is given up at shutdown,
     /// as interrupted — its result alert is queued and the EXEC forgotten in one transaction.
     /// Not started (an error) when it cannot be recorded.
+    /// `handler` is called with `data` (see [`exec::Handler::run`]).
     pub(super) async fn start_async_exec(
         self: &Arc<Self>,
         slot: ExecSlot,
-        command: Vec<String>,
+        handler: exec::Handler,
+        data: String,
         addr: NodeAddr,
         target: String,
     ) -> Result<(), String> {
@@ -624,8 +640,9 @@ impl Engine {
         let (engine, tasks) = (Arc::clone(self), self.tasks.clone());
         self.tasks.spawn(async move {
             let result = tokio::select! {
-                result = exec::run(&command, &addr, &record.srv_id) => result,
-                // The handler is killed as its future is dropped (kill_on_drop).
+                result = handler.run(&addr, &record.srv_id, &data, exec::async_until()) => result,
+                // A command is killed as its future is dropped (kill_on_drop); an app's
+                // call is dropped, its answer ignored.
                 () = tasks.aborted() => exec::interrupted(),
             };
             // Free before the result is queued: whoever hears of it may EXEC again.

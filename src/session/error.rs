@@ -26,9 +26,12 @@ pub enum SessionError {
     /// The server's certificate was refused.
     #[error("{0}")]
     Certificate(String),
-    /// The server could not be reached (or did not answer in time).
+    /// No connection to the server could be made (refused, reset, DNS, connect timeout).
     #[error("{0}")]
     Unreachable(String),
+    /// The server took a request but sent no complete answer within the read timeout.
+    #[error("{0}")]
+    NoAnswer(String),
     /// The session ran past `session_seconds`.
     #[error("the session took longer than session_seconds = {seconds}; ended")]
     Overtime { seconds: u64 },
@@ -50,7 +53,7 @@ impl SessionError {
             SessionError::TooLarge(_) => 413,
             SessionError::ContentType { .. } => 415,
             SessionError::Certificate(_) => 495,
-            SessionError::Unreachable(_) => 503,
+            SessionError::Unreachable(_) | SessionError::NoAnswer(_) => 503,
             SessionError::Overtime { .. } => 504,
             SessionError::Loop { .. } => 508,
             SessionError::Local(_) => 500,
@@ -64,9 +67,8 @@ impl From<&TransportError> for SessionError {
         match e {
             TransportError::Tls(_) => SessionError::Certificate(text),
             TransportError::TooLarge { .. } => SessionError::TooLarge(text),
-            TransportError::Connect { .. } | TransportError::Timeout(_) => {
-                SessionError::Unreachable(text)
-            }
+            TransportError::Connect { .. } => SessionError::Unreachable(text),
+            TransportError::Timeout(_) => SessionError::NoAnswer(text),
             _ => SessionError::Local(text),
         }
     }
@@ -104,6 +106,7 @@ mod tests {
             ),
             (SessionError::Certificate("x".into()), 495),
             (SessionError::Unreachable("x".into()), 503),
+            (SessionError::NoAnswer("x".into()), 503),
             (SessionError::Overtime { seconds: 1 }, 504),
             (SessionError::Loop { packages: 2 }, 508),
             (SessionError::Local("x".into()), 500),

@@ -6,12 +6,15 @@
 //! - [`scheduler`] — which sessions run and when: every trigger (D-Bus, follow-ups,
 //!   polling), one session per server, session events;
 //! - [`account`] — DM server accounts and choosing the server for a session;
+//! - [`failover`] — falling over to the next server when the client chose one it cannot
+//!   reach (DM-HLF-018);
+//! - [`send_alert`] — a local app's Generic Alert: checked, its server chosen, kept;
 //! - [`engine`] — the package loop;
 //! - [`error`] — why a session ended early, and its status;
 //! - [`info`] — the SessionInfo MO of running sessions;
 //! - [`commands`] — executing one command into its status;
 //! - [`package3`] — Package#3 within `package3_bytes`;
-//! - [`exec`] — EXEC handlers (configured commands);
+//! - [`exec`] — EXEC handlers (configured commands, apps registered over D-Bus);
 //! - [`subscribe`] — SUB deliveries;
 //! - [`tasks`] — who owns background work, and stopping it (SIGTERM).
 
@@ -20,9 +23,11 @@ pub mod commands;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod failover;
 pub mod info;
 pub mod package3;
 pub mod scheduler;
+pub mod send_alert;
 pub mod subscribe;
 pub mod tasks;
 

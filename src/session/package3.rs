@@ -7,7 +7,8 @@
 //!   refused whole (the session ends with `413`, none of its commands run);
 //! - a status that does not fit in what is left is cut: a `GET` result loses its data and is
 //!   answered `413` (too large: the server should narrow the query), an HGET's `URI` list is
-//!   left out (its `sc` stays, since the tree did change);
+//!   left out (its `sc` stays, since the tree did change); a synchronous EXEC's result is
+//!   left out before it is pushed (its `sc` stays: the handler ran; see [`Package3Body::fits`]);
 //! - once not even the smallest result fits, [`Package3Body::has_room_for_data`] says so, and
 //!   the session answers further GETs `413` without running them: computing a result that
 //!   cannot be sent is wasted work.
@@ -85,6 +86,15 @@ impl Package3Body {
             + CLOSE.len()
             + self.remaining.saturating_sub(1) * BARE;
         after <= self.limit
+    }
+
+    /// Whether `status` would go in whole as the next command's status.
+    pub fn fits(&self, status: &Status) -> Result<bool, serde_json::Error> {
+        let comma = usize::from(self.body.len() > OPEN.len());
+        let len = serde_json::to_vec(status)?.len();
+        let after =
+            self.body.len() + comma + len + CLOSE.len() + self.remaining.saturating_sub(1) * BARE;
+        Ok(after <= self.limit)
     }
 
     /// Adds the next command's status, cut to a bare one if it does not fit.
@@ -224,6 +234,20 @@ mod tests {
         assert!(p.finish().len() <= limit);
         let p = Package3Body::new(limit - 1, 2).unwrap();
         assert!(!p.has_room_for_data());
+    }
+
+    #[test]
+    fn fits_says_whether_push_would_keep_a_status_whole() {
+        // Room for a status of exactly `room` bytes and one bare status after it.
+        let room = serde_json::to_vec(&get_result(30)).unwrap().len();
+        let limit = OPEN.len() + room + BARE + CLOSE.len();
+        for (bytes, whole) in [(29, true), (30, true), (31, false)] {
+            let status = get_result(bytes);
+            let mut p = Package3Body::new(limit, 2).unwrap();
+            assert_eq!(p.fits(&status).unwrap(), whole, "{bytes} bytes");
+            let pushed = p.push(&status).unwrap();
+            assert_eq!(pushed == Fit::Whole, whole, "{bytes} bytes");
+        }
     }
 
     #[test]

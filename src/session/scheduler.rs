@@ -1,6 +1,7 @@
 //! Which DM sessions run, and when: [`Scheduler`] takes every trigger — a D-Bus caller, a
-//! follow-up the engine asks for (an async EXEC's result alert), a server's poll interval,
-//! later Package#0 notifications and network changes — checks the reason, chooses the
+//! local app's alert, a follow-up the engine asks for (an async EXEC's result alert), a
+//! server's poll interval, a failover from a server that could not be reached, later
+//! Package#0 notifications and network changes — checks the reason, chooses the
 //! server, names the session, and runs at most one session per server at a time. It
 //! announces what happens as [`Event`]s on a broadcast channel; the D-Bus face is one
 //! subscriber among any, and sessions run whether or not anyone listens.
@@ -12,6 +13,15 @@
 //!   the session runs, one more session follows it (one per distinct follow-up URL, at most
 //!   [`QUEUED_PER_SERVER`]; beyond that a trigger is dropped with a log line — the alerts it
 //!   would carry are persisted and go with the next session).
+//! - **Server choice** (DM-HLF-018): a start names its server, or leaves the choice to the
+//!   client — the highest `Ext/Priority`. A session the client chose that finds no
+//!   connection falls over to the next server by priority, with backoff, a bounded number
+//!   of times ([`super::failover`] has the policy); one a caller, a notification, a poll or
+//!   a follow-up named a server for never does.
+//! - **Alerts from local apps** ([`Scheduler::send_alert`], [`super::send_alert`]): kept for
+//!   the server they go to — the one named, the source's owner, or the client's choice, which
+//!   the alert follows when it falls over — then a session with it starts, or queues behind
+//!   the one running.
 //! - **Follow-ups** arrive on the engine's bounded queue
 //!   ([`super::engine::follow_up_queue`], policy there); `SHOW` URLs become [`Event::Show`].
 //! - **Polling**: an account's `Ext/PollSeconds` (absent or 0: off) gets a client-initiated
@@ -42,7 +52,9 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use super::account::{self, Account};
 use super::engine::{self, Engine, FollowUp, Outcome};
 use super::error::SessionError;
+use super::failover::{self, Failover};
 use super::info::{self, SessionInfo};
+use super::send_alert::{self, AlertError, Checked, Recipient};
 use super::tasks::Tasks;
 use crate::authority::{Authority, Principal, Rights};
 use crate::protocol::alert;
@@ -75,6 +87,10 @@ pub enum Origin {
     FollowUp,
     /// The account's poll interval.
     Poll,
+    /// A local app's alert (`SendAlert`).
+    Alert,
+    /// The client's choice falling over from a server it could not reach.
+    Failover,
 }
 
 impl Origin {
@@ -83,6 +99,8 @@ impl Origin {
             Origin::Bus => "bus",
             Origin::FollowUp => "follow-up",
             Origin::Poll => "poll",
+            Origin::Alert => "alert",
+            Origin::Failover => "failover",
         }
     }
 }
@@ -158,6 +176,21 @@ pub trait Runner: Send + Sync + 'static {
         self: Arc<Self>,
         moid: String,
     ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
+
+    /// Keeps the alert `alert_json` for `srv_id`'s next session; asks for no session.
+    fn keep_alert(
+        self: Arc<Self>,
+        srv_id: String,
+        alert_json: String,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+    /// Moves one alert `alert_json` waiting for `from` to `to`; whether one was waiting.
+    fn move_alert(
+        self: Arc<Self>,
+        from: String,
+        to: String,
+        alert_json: String,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
 }
 
 impl Runner for Engine {
@@ -176,6 +209,31 @@ impl Runner for Engine {
     ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
         Box::pin(async move { Engine::fetch_default(&self, &moid).await })
     }
+
+    fn keep_alert(
+        self: Arc<Self>,
+        srv_id: String,
+        alert_json: String,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        Box::pin(async move {
+            self.blocking(move |e| e.keep_alert(&srv_id, &alert_json))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn move_alert(
+        self: Arc<Self>,
+        from: String,
+        to: String,
+        alert_json: String,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
+        Box::pin(async move {
+            self.blocking(move |e| e.move_alert(&from, &to, &alert_json))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// A trigger waiting for its server's running session to end.
@@ -184,6 +242,8 @@ struct Trigger {
     reason: &'static str,
     origin: Origin,
     url: Option<String>,
+    /// The client chose the server: where to fall over to if it cannot be reached.
+    failover: Option<Failover>,
 }
 
 #[derive(Default)]
@@ -316,14 +376,90 @@ impl Scheduler {
                 id => StartError::NoAccount(id.to_owned()),
             })?
             .clone();
+        let failover = match srv_id {
+            "" => Failover::new(
+                failover::by_priority(&accounts)
+                    .into_iter()
+                    .map(|a| a.srv_id.clone())
+                    .collect(),
+                reason,
+                None,
+            ),
+            _ => None,
+        };
         self.launch(
             account,
             Trigger {
                 reason,
                 origin,
                 url: None,
+                failover,
             },
         )
+    }
+
+    /// `SendAlert`: finds the alert's source node as `who` may see it, chooses its server
+    /// (see [`send_alert::recipient`]), keeps the alert for that server and starts a session
+    /// with it (or queues one behind the server's running session). Returns the server's
+    /// SrvID once the alert is kept; if no session can start now (omadmd is stopping) the
+    /// alert waits for the server's next session.
+    pub async fn send_alert(
+        self: &Arc<Self>,
+        who: Principal,
+        checked: Checked,
+    ) -> Result<String, AlertError> {
+        let Checked {
+            server_id,
+            mut alert,
+            source,
+        } = checked;
+        let auth = Arc::clone(&self.auth);
+        let found = store::offload(Lane::Interactive, move || {
+            let node = match &source {
+                Some(uri) => Some(send_alert::source(&auth, &who, uri)?),
+                None => None,
+            };
+            let recipient = send_alert::recipient(&auth, &who, &server_id, node.as_ref())?;
+            Ok::<_, AlertError>((node, recipient))
+        })
+        .await;
+        let (node, recipient) = found.map_err(|e| AlertError::Store(e.to_string()))??;
+        alert.source_uri = node.map(|n| n.to_string());
+        let json = serde_json::to_string(&alert).map_err(|e| AlertError::Store(e.to_string()))?;
+        let (account, failover) = match recipient {
+            Recipient::One(account) => (account, None),
+            Recipient::Choice(order) => {
+                let ids = order.iter().map(|a| a.srv_id.clone()).collect();
+                let failover = Failover::new(ids, alert::CLIENT_INITIATED, Some(json.clone()));
+                let first = order.into_iter().next().ok_or(AlertError::NoAccounts)?;
+                (first, failover)
+            }
+        };
+        let srv_id = account.srv_id.clone();
+        Arc::clone(&self.runner)
+            .keep_alert(srv_id.clone(), json)
+            .await
+            .map_err(AlertError::Store)?;
+        tracing::info!(srv_id = %srv_id, "alert {} kept for delivery", alert.alert_type);
+        let trigger = Trigger {
+            reason: alert::CLIENT_INITIATED,
+            origin: Origin::Alert,
+            url: None,
+            failover,
+        };
+        match self.launch(account, trigger) {
+            Ok(Start::Now { session_id, .. }) => {
+                tracing::info!("session {session_id} to deliver an alert");
+            }
+            Ok(Start::Queued { behind, .. }) => {
+                tracing::info!(srv_id = %srv_id, "alert session queued behind {behind}");
+            }
+            Err(e) => tracing::warn!(
+                srv_id = %srv_id,
+                "no session to deliver an alert now: {e}; it waits for the next one"
+            ),
+        }
+        Ok(srv_id)
     }
 
     /// Runs what the engine asks for after commands until its queue closes or the
@@ -363,6 +499,7 @@ impl Scheduler {
                 reason: alert::CLIENT_INITIATED,
                 origin: Origin::FollowUp,
                 url,
+                failover: None,
             };
             match self.launch(account, trigger) {
                 Ok(Start::Now { session_id, .. }) => {
@@ -467,6 +604,7 @@ impl Scheduler {
                 reason: alert::CLIENT_INITIATED,
                 origin: Origin::Poll,
                 url: None,
+                failover: None,
             };
             match self.launch(account, trigger) {
                 Ok(Start::Now { session_id, .. }) => {
@@ -524,8 +662,13 @@ impl Scheduler {
             srv_id,
             armed: true,
         };
-        self.tasks
-            .spawn(Arc::clone(self).drive(guard, account, session, trigger.url));
+        self.tasks.spawn(Arc::clone(self).drive(
+            guard,
+            account,
+            session,
+            trigger.url,
+            trigger.failover,
+        ));
         Ok(start)
     }
 
@@ -540,16 +683,18 @@ impl Scheduler {
     }
 
     /// Runs `session`, then the server's queued triggers one after the other, until none
-    /// is left; `claim` gives the server back however this task ends.
+    /// is left; `claim` gives the server back however this task ends. A session the client
+    /// chose (`failover`) that found no connection falls over to the next server.
     async fn drive(
         self: Arc<Self>,
         mut claim: Claim,
         account: Account,
         session: Running,
         url: Option<String>,
+        failover: Option<Failover>,
     ) {
-        let mut current = Some((Some(account), session, url));
-        while let Some((account, session, url)) = current.take() {
+        let mut current = Some((Some(account), session, url, failover));
+        while let Some((account, session, url, failover)) = current.take() {
             let session = self.first_after_bootstrap(session).await;
             let outcome = match account {
                 Some(account) => self.run_one(account, &session, url).await,
@@ -560,6 +705,14 @@ impl Scheduler {
                         session.srv_id
                     )))
                 }
+            };
+            // Decided while the server is still claimed: no session of its own takes the
+            // alert that moves on meanwhile.
+            let fallback = match failover {
+                Some(choice) if failover::falls_over(&outcome) => {
+                    self.fall_over(&session.srv_id, choice).await
+                }
+                _ => None,
             };
             let next = {
                 let mut table = self.lock();
@@ -579,7 +732,7 @@ impl Scheduler {
                     Some(t) => {
                         let next = self.name(srv_id, &t);
                         table.running.insert(srv_id.clone(), next.clone());
-                        Some((next, t.url))
+                        Some((next, t.url, t.failover))
                     }
                     None => {
                         table.running.remove(srv_id);
@@ -597,7 +750,10 @@ impl Scheduler {
                 });
                 next
             };
-            if let Some((next, url)) = next {
+            if let Some((account, choice)) = fallback {
+                self.launch_later(account, choice);
+            }
+            if let Some((next, url, failover)) = next {
                 let account = match self.accounts().await {
                     Ok(all) => all.into_iter().find(|a| a.srv_id == next.srv_id),
                     Err(e) => {
@@ -605,9 +761,91 @@ impl Scheduler {
                         None
                     }
                 };
-                current = Some((account, next, url));
+                current = Some((account, next, url, failover));
             }
         }
+    }
+
+    /// The client's choice `choice` could not reach `from`: the next server of the choice
+    /// that still has an account, with the alert the choice carries moved to it. When none
+    /// is left, the alert goes back to the first choice and `None` is returned.
+    async fn fall_over(&self, from: &str, choice: Failover) -> Option<(Account, Failover)> {
+        let accounts = match self.accounts().await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!("no failover from {from}: reading the DM accounts: {e}");
+                Vec::new()
+            }
+        };
+        let mut at = choice.clone();
+        let found = loop {
+            let Some((next, state)) = at.next() else {
+                break None;
+            };
+            match accounts.iter().find(|a| a.srv_id == next) {
+                Some(account) => break Some((account.clone(), state)),
+                None => at = state,
+            }
+        };
+        let Some((account, mut state)) = found else {
+            tracing::warn!(srv_id = %from, "no DM server of the client's choice could be reached");
+            if choice.first() != from {
+                self.move_carried(&choice, from, choice.first()).await;
+            }
+            return None;
+        };
+        if !self.move_carried(&state, from, &account.srv_id).await {
+            state = state.without_alert();
+        }
+        tracing::info!(srv_id = %from, "unreachable: falling over to {}", account.srv_id);
+        Some((account, state))
+    }
+
+    /// Moves the alert `choice` carries (if any) from `from` to `to`; whether it moved.
+    async fn move_carried(&self, choice: &Failover, from: &str, to: &str) -> bool {
+        let Some(json) = choice.alert() else {
+            return false;
+        };
+        let moved = Arc::clone(&self.runner)
+            .move_alert(from.to_owned(), to.to_owned(), json.to_owned())
+            .await;
+        match moved {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::warn!(srv_id = %from, "an alert stays for {from}, not moved to {to}: {e}");
+                false
+            }
+        }
+    }
+
+    /// Starts the session of the client's choice `choice` with `account` after the choice's
+    /// backoff delay, unless the scheduler stops first.
+    fn launch_later(self: &Arc<Self>, account: Account, choice: Failover) {
+        let unit = getrandom::u64().map_or(0.5, |r| (r >> 11) as f64 / (1u64 << 53) as f64);
+        let delay = choice.delay(unit);
+        let this = Arc::clone(self);
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = this.tasks.stopped() => return,
+            }
+            let srv_id = account.srv_id.clone();
+            let trigger = Trigger {
+                reason: choice.reason(),
+                origin: Origin::Failover,
+                url: None,
+                failover: Some(choice),
+            };
+            match this.launch(account, trigger) {
+                Ok(Start::Now { session_id, .. }) => {
+                    tracing::info!("failover: session {session_id}");
+                }
+                Ok(Start::Queued { behind, .. }) => {
+                    tracing::info!("failover: session with {srv_id} queued behind {behind}");
+                }
+                Err(e) => tracing::warn!("failover: no session with {srv_id}: {e}"),
+            }
+        });
     }
 
     /// `session`, with `BootstrapComplete` as its reason when its server has never had a
@@ -763,11 +1001,15 @@ mod tests {
     use crate::tree::registry::Registry;
     use tokio::sync::Semaphore;
 
-    /// Runs no session: records it, checks its SessionInfo, and ends when `gate` lets it.
+    /// Runs no session: records it, checks its SessionInfo, and ends when `gate` lets it —
+    /// or at once, with no connection, for a server in `unreachable`. Keeps alerts as
+    /// (server, JSON).
     struct Fake {
         auth: Arc<Authority>,
         gate: Semaphore,
         ran: Mutex<Vec<(String, Option<String>, bool)>>,
+        unreachable: Mutex<Vec<String>>,
+        alerts: Mutex<Vec<(String, String)>>,
     }
 
     impl Runner for Fake {
@@ -791,6 +1033,12 @@ mod tests {
                     .lock()
                     .unwrap()
                     .push((account.srv_id.clone(), url, own));
+                if self.unreachable.lock().unwrap().contains(&account.srv_id) {
+                    return Outcome::failed(SessionError::Unreachable(format!(
+                        "could not connect to {}",
+                        account.srv_uri
+                    )));
+                }
                 self.gate.acquire().await.unwrap().forget();
                 Outcome {
                     status: 200,
@@ -807,6 +1055,29 @@ mod tests {
             _moid: String,
         ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
             Box::pin(async { Ok(false) })
+        }
+
+        fn keep_alert(
+            self: Arc<Self>,
+            srv_id: String,
+            alert_json: String,
+        ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+            self.alerts.lock().unwrap().push((srv_id, alert_json));
+            Box::pin(async { Ok(()) })
+        }
+
+        fn move_alert(
+            self: Arc<Self>,
+            from: String,
+            to: String,
+            alert_json: String,
+        ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
+            let mut alerts = self.alerts.lock().unwrap();
+            let found = alerts
+                .iter_mut()
+                .find(|(srv, json)| *srv == from && *json == alert_json);
+            let moved = found.map(|(srv, _)| *srv = to).is_some();
+            Box::pin(async move { Ok(moved) })
         }
     }
 
@@ -830,6 +1101,8 @@ mod tests {
             auth: auth.clone(),
             gate: Semaphore::new(permits),
             ran: Mutex::new(Vec::new()),
+            unreachable: Mutex::new(Vec::new()),
+            alerts: Mutex::new(Vec::new()),
         });
         Setup {
             auth,
@@ -861,6 +1134,131 @@ mod tests {
         fn ran(&self) -> Vec<(String, Option<String>, bool)> {
             self.fake.ran.lock().unwrap().clone()
         }
+
+        /// The servers the sessions went to, in order.
+        fn servers(&self) -> Vec<String> {
+            self.ran().into_iter().map(|r| r.0).collect()
+        }
+
+        fn unreachable(&self, srv_ids: &[&str]) {
+            *self.fake.unreachable.lock().unwrap() =
+                srv_ids.iter().map(|s| (*s).to_owned()).collect();
+        }
+
+        /// Where the alerts wait, as (server, AlertType).
+        fn alerts(&self) -> Vec<(String, String)> {
+            self.fake
+                .alerts
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(srv, json)| {
+                    let alert: crate::protocol::Alert = serde_json::from_str(json).unwrap();
+                    (srv.clone(), alert.alert_type)
+                })
+                .collect()
+        }
+    }
+
+    /// The next `Finished` event's server and status; other events are skipped.
+    async fn finished_with(events: &mut broadcast::Receiver<Event>) -> (String, i32) {
+        let wait = async {
+            loop {
+                if let Event::Finished {
+                    session, status, ..
+                } = events.recv().await.unwrap()
+                {
+                    return (session.srv_id, status);
+                }
+            }
+        };
+        // A failure bound, not a measurement.
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .expect("a session finished")
+    }
+
+    /// A SendAlert request for `srv_id` of type `urn:x:<name>`.
+    fn alert_for(srv_id: &str, name: &str) -> Checked {
+        send_alert::AlertRequest {
+            server_id: srv_id.into(),
+            alert_type: format!("urn:x:{name}"),
+            ..Default::default()
+        }
+        .check()
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_choice_falls_over_by_priority_and_a_named_server_does_not() {
+        let s = setup(Semaphore::MAX_PERMITS);
+        s.account("low", serde_json::json!({"Priority": 1}));
+        s.account("top", serde_json::json!({"Priority": 9}));
+        s.account("mid", serde_json::json!({"Priority": 5}));
+        s.account("least", serde_json::json!({"Priority": 0}));
+        s.unreachable(&["top", "mid"]);
+        let scheduler = s.scheduler();
+        let mut events = scheduler.subscribe();
+
+        // The client chose: top, then mid (no connection either), then low answers.
+        let Start::Now { srv_id, .. } = scheduler.start("", "", Origin::Bus).await.unwrap() else {
+            panic!("runs now")
+        };
+        assert_eq!(srv_id, "top");
+        assert_eq!(finished_with(&mut events).await, ("top".into(), 503));
+        assert_eq!(finished_with(&mut events).await, ("mid".into(), 503));
+        assert_eq!(finished_with(&mut events).await, ("low".into(), 200));
+        assert_eq!(s.servers(), ["top", "mid", "low"]);
+
+        // Named, polled: that server only.
+        scheduler.start("top", "", Origin::Bus).await.unwrap();
+        assert_eq!(finished_with(&mut events).await, ("top".into(), 503));
+        scheduler.start("mid", "", Origin::Poll).await.unwrap();
+        assert_eq!(finished_with(&mut events).await, ("mid".into(), 503));
+        // An HTTP error is an answer: no failover.
+        assert!(!failover::falls_over(&Outcome::failed(
+            SessionError::Http {
+                url: "u".into(),
+                status: 503
+            }
+        )));
+
+        // An alert for the client's choice follows it to the server that answers.
+        assert_eq!(
+            scheduler
+                .send_alert(Principal::Admin, alert_for("", "Chosen"))
+                .await
+                .unwrap(),
+            "top"
+        );
+        assert_eq!(finished_with(&mut events).await, ("top".into(), 503));
+        assert_eq!(finished_with(&mut events).await, ("mid".into(), 503));
+        assert_eq!(finished_with(&mut events).await, ("low".into(), 200));
+        assert_eq!(s.alerts(), [("low".into(), "urn:x:Chosen".into())]);
+
+        // One for a named server stays with it.
+        s.fake.alerts.lock().unwrap().clear();
+        scheduler
+            .send_alert(Principal::Admin, alert_for("mid", "Named"))
+            .await
+            .unwrap();
+        assert_eq!(finished_with(&mut events).await, ("mid".into(), 503));
+        assert_eq!(s.alerts(), [("mid".into(), "urn:x:Named".into())]);
+
+        // No server answers: each tried once, and the alert waits for the first choice.
+        s.fake.alerts.lock().unwrap().clear();
+        s.unreachable(&["top", "mid", "low", "least"]);
+        let before = s.servers().len();
+        scheduler
+            .send_alert(Principal::Admin, alert_for("", "Nobody"))
+            .await
+            .unwrap();
+        for srv in ["top", "mid", "low", "least"] {
+            assert_eq!(finished_with(&mut events).await, (srv.into(), 503));
+        }
+        assert_eq!(s.servers()[before..], ["top", "mid", "low", "least"]);
+        assert_eq!(s.alerts(), [("top".into(), "urn:x:Nobody".into())]);
+        assert!(scheduler.running().is_empty());
     }
 
     /// The next `Finished` event's server; other events are skipped.

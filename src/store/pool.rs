@@ -82,9 +82,14 @@ impl Pool {
 /// Which store threads run a piece of work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
-    /// A local caller waiting for an answer (D-Bus reads and writes, identifying a caller):
+    /// A local caller waiting for an answer (D-Bus reads, identifying a caller):
     /// [`INTERACTIVE_THREADS`] threads at normal priority.
     Interactive,
+    /// A local caller's write (D-Bus Set, Delete, CreateInstance, grants, bootstrap): one
+    /// thread at normal priority. Writes take turns on the one writer connection anyway;
+    /// on their own lane, a caller's write waiting for a session's import never holds up
+    /// the readers' threads.
+    Write,
     /// Sessions, SUB deliveries, change fan-out, scheduling: [`BACKGROUND_THREADS`] threads
     /// at nice [`BACKGROUND_NICE`], so that a 10k-node import or a fan-out to a thousand
     /// watchers yields the CPU to callers who wait.
@@ -93,6 +98,9 @@ pub enum Lane {
 
 /// Threads serving [`Lane::Interactive`]: as many as the daemon opens read connections.
 pub const INTERACTIVE_THREADS: usize = 3;
+
+/// Threads serving [`Lane::Write`].
+pub const WRITE_THREADS: usize = 1;
 
 /// Threads serving [`Lane::Background`].
 pub const BACKGROUND_THREADS: usize = 2;
@@ -111,11 +119,13 @@ type Job = Box<dyn FnOnce() + Send>;
 /// bounded queue.
 struct Lanes {
     interactive: mpsc::Sender<Job>,
+    write: mpsc::Sender<Job>,
     background: mpsc::Sender<Job>,
 }
 
 static LANES: LazyLock<Lanes> = LazyLock::new(|| Lanes {
     interactive: start_lane("omadmd-store", INTERACTIVE_THREADS, 0),
+    write: start_lane("omadmd-write", WRITE_THREADS, 0),
     background: start_lane("omadmd-bg", BACKGROUND_THREADS, BACKGROUND_NICE),
 });
 
@@ -134,6 +144,7 @@ pub async fn offload<T: Send + 'static>(
     });
     let queue = match lane {
         Lane::Interactive => &LANES.interactive,
+        Lane::Write => &LANES.write,
         Lane::Background => &LANES.background,
     };
     queue.send(job).await.map_err(|_| Offload::Stopped)?;
@@ -222,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn offloaded_work_returns_its_result_or_its_panic() {
-        for lane in [Lane::Interactive, Lane::Background] {
+        for lane in [Lane::Interactive, Lane::Write, Lane::Background] {
             assert_eq!(offload(lane, || 6 * 7).await.unwrap(), 42);
             let panicked = offload(lane, || -> u8 { panic!("boom") }).await;
             assert!(matches!(panicked, Err(Offload::Panicked(_))));

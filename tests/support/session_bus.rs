@@ -47,6 +47,12 @@ impl SessionBus {
         }
     }
 
+    /// The bus's address, for a zbus connection of the test process
+    /// (`zbus::connection::Builder::address`).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
     /// `omadmctl --session` on this bus, to add arguments to.
     pub fn ctl(&self) -> Command {
         let mut cmd = Command::new(CTL);

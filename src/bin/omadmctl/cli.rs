@@ -13,8 +13,8 @@ use crate::failure::EXIT_STATUS;
 ///
 /// omadmctl reads and changes the Management Objects (MOs) that omadmd keeps, watches them for
 /// changes and manages who may use them, by calling org.omadm.Client1 on the D-Bus system bus.
-/// session starts DM sessions with a server and follows them. The ddf and tnds commands
-/// check files offline and need no daemon.
+/// session starts DM sessions with a server and follows them; alert sends a server an alert.
+/// The ddf and tnds commands check files offline and need no daemon.
 ///
 /// Nodes are addressed by ClientURI: MOID "/" instance "/" path. An empty instance selects the
 /// MOID's only instance (urn:oma:mo:oma-dm-devinfo:1.0//DevID), "*" every instance
@@ -194,6 +194,43 @@ pub enum Command {
     /// Start a DM session with a server, or show whether one is running.
     #[command(subcommand)]
     Session(SessionCommand),
+
+    /// Send an alert to a DM server.
+    ///
+    /// Asks omadmd to send a Generic Alert of type TYPE to a DM server: omadmd keeps it and
+    /// starts a session with the server, whose first package (Package#1) carries it; while a
+    /// session with that server runs, the alert goes with the next one. An alert that cannot
+    /// be delivered waits for a later session, across restarts (at most [limits]
+    /// pending_alerts_per_server per server; beyond it the oldest are dropped). omadmctl
+    /// returns once omadmd has kept the alert and prints nothing; session status shows the
+    /// session, and the SessionStarted/SessionFinished signals announce it.
+    ///
+    /// The server is the one whose DM account has SrvID --server. Without --server, omadmd
+    /// chooses: the server that owns the MO instance of --source, otherwise the one with the
+    /// highest Ext/Priority; when that one cannot be reached (no connection, or the TLS
+    /// handshake fails; never on an HTTP error status) the alert and its session fall over
+    /// to the next server by priority, trying at most 4 servers with a backoff of about 1, 2
+    /// and 4 seconds; when none answers, the alert waits for the first choice. The server
+    /// must be able to read the --source node: a named server that cannot is refused (exit
+    /// status 6), and omadmd's own choice passes over servers that cannot.
+    ///
+    /// TYPE is a URN, urn:<NID>:<NSS> with at most 256 bytes, best in a namespace of your
+    /// own (e.g. urn:oma:at:ext-example:1.0:UpdateDone); the session reasons
+    /// (urn:oma:at:dm:2.0:ClientInitiatedMgmt, ServerInitiatedMgmt, BootstrapComplete) and
+    /// urn:oma:at:ext-omadmd:1.0:ExecResult are omadmd's own and refused. --source names the
+    /// one node the alert is about; it must be a node you may read (one you may not read is
+    /// "not found", exit status 4) and the server receives its full ClientURI. --data is at
+    /// most 16 KiB, read as --data-type says: chr (text; the default when data is given),
+    /// int (a decimal integer), bool (true or false), b64 (base64) or json (any JSON value,
+    /// sent as JSON). --data-file reads the data from FILE: with --data-type b64 its bytes
+    /// are base64-encoded (at most 12 KiB of them), otherwise it must be UTF-8 text (with int
+    /// and bool, surrounding white space is ignored).
+    ///
+    /// Exits 2 on a malformed type, mark, data or ClientURI, 4 when there is no such DM
+    /// account (or none at all) or no such source node, 5 when polkit denies send-alert (or
+    /// read on the source), 6 when the server may not read the source. Needs the send-alert
+    /// polkit action, and read on the --source node.
+    Alert(AlertArgs),
 
     /// Check Device Description Framework (DDF) files offline.
     #[command(subcommand)]
@@ -430,7 +467,10 @@ pub enum SessionCommand {
     ///
     /// Asks omadmd to start a DM session with the server whose DM account has SrvID
     /// SERVER_ID or, without SERVER_ID, with the server whose account has the highest
-    /// Ext/Priority. omadmd runs the session in the background; omadmctl prints a line when
+    /// Ext/Priority; when omadmd chose and that server cannot be reached (503, or 495 when
+    /// the TLS handshake fails), omadmd goes on with a new session with the next server by
+    /// priority (see omadmctl alert), which session start reports as failed but does not
+    /// follow: session status and the SessionStarted signal show it. omadmd runs the session in the background; omadmctl prints a line when
     /// it starts and one with its result when it ends: "finished: 200 OK", or "failed:" with
     /// the status and what it means (400 malformed package, 413 package too large, 415 wrong
     /// content type, 495 server certificate refused, 503 server unreachable, 504 longer than
@@ -456,6 +496,58 @@ pub enum SessionCommand {
     /// With --json, prints {"state"}.
     Status,
 }
+
+#[derive(Args, Debug)]
+pub struct AlertArgs {
+    /// The SrvID of the server's DM account; by default omadmd chooses (the owner of
+    /// --source's instance, else the highest Ext/Priority, falling over when unreachable).
+    #[arg(long, value_name = "ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub server: Option<String>,
+
+    /// The alert type, a URN (e.g. urn:oma:at:ext-example:1.0:UpdateDone).
+    #[arg(long = "type", value_name = "TYPE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub alert_type: String,
+
+    /// The ClientURI of the one node the alert is about (its SourceURI; quote it in the
+    /// shell).
+    #[arg(long, value_name = "URI")]
+    pub source: Option<String>,
+
+    /// How serious the alert is.
+    #[arg(long, value_name = "MARK", value_parser = MARKS)]
+    pub mark: Option<String>,
+
+    /// How to read the data: chr (text, the default), int, bool, b64 or json.
+    #[arg(long, value_name = "TYPE", value_parser = DATA_TYPES)]
+    pub data_type: Option<String>,
+
+    /// The alert's data (at most 16 KiB).
+    #[arg(
+        long,
+        value_name = "DATA",
+        allow_hyphen_values = true,
+        conflicts_with = "data_file"
+    )]
+    pub data: Option<String>,
+
+    /// Read the alert's data from FILE ("-": standard input).
+    #[arg(long, value_name = "FILE")]
+    pub data_file: Option<PathBuf>,
+}
+
+/// The marks `alert --mark` accepts (PROTOCOL.md §6).
+const MARKS: [&str; 7] = [
+    "fatal",
+    "critical",
+    "minor",
+    "warning",
+    "informational",
+    "harmless",
+    "indeterminate",
+];
+
+/// The data types `alert --data-type` accepts (the daemon checks again).
+const DATA_TYPES: [&str; 5] = omadmd::session::send_alert::DATA_TYPES;
 
 #[derive(Args, Debug)]
 pub struct SessionStartArgs {
@@ -737,6 +829,22 @@ pub fn examples(path: &str) -> &'static [Example] {
             (
                 "The result as JSON, for a script",
                 "omadmctl session start --json ma1 | jq .status",
+            ),
+        ],
+        "alert" => &[
+            (
+                "Tell the default server that an update finished",
+                "omadmctl alert --type urn:oma:at:ext-example:1.0:UpdateDone",
+            ),
+            (
+                "A warning about one node, to the server that owns its instance",
+                "omadmctl alert --type urn:oma:at:ext-example:1.0:LowBattery --mark warning \
+                 --source 'urn:oma:mo:ext-example-battery:1.0/1/Level' --data-type int --data 7",
+            ),
+            (
+                "JSON data from a file, to the server ma1",
+                "omadmctl alert --server ma1 --type urn:oma:at:ext-example:1.0:Report \
+                 --data-type json --data-file report.json",
             ),
         ],
         "session status" => &[

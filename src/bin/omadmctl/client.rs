@@ -56,6 +56,17 @@ pub trait Client1 {
     /// ("": client-initiated); returns the session id at once.
     fn start_session(&self, server_id: &str, reason: &str) -> zbus::Result<String>;
 
+    /// Sends a Generic Alert to server_id ("": omadmd chooses); returns once it is kept.
+    fn send_alert(
+        &self,
+        server_id: &str,
+        alert_type: &str,
+        source_uri: &str,
+        mark: &str,
+        data_type: &str,
+        data: &str,
+    ) -> zbus::Result<()>;
+
     /// Broadcast when a session starts.
     #[zbus(signal)]
     fn session_started(

@@ -18,7 +18,7 @@ use crate::client::Client;
 use crate::failure::{Bus, Failure};
 use crate::output::{NodeValue, columns, emit, one_line, pretty, use_color};
 use crate::tree_view::{self, Formats};
-use crate::{bootstrap, dmacc, session, watch};
+use crate::{alert, bootstrap, dmacc, session, watch};
 
 /// Runs one of the D-Bus commands on a current-thread tokio runtime.
 pub fn run_blocking(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
@@ -47,6 +47,10 @@ async fn run(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
         Command::Account(AccountCommand::Add(args)) => {
             Some(dmacc::modata(args).map_err(|e| Failure::usage(e.to_string()))?)
         }
+        _ => None,
+    };
+    let alert_data = match &command {
+        Command::Alert(args) => Some(alert::data(args)?),
         _ => None,
     };
     let bootstrap_path = match &command {
@@ -116,6 +120,7 @@ async fn run(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
             session::start(&client, &args, as_json).await
         }
         Command::Session(SessionCommand::Status) => session::status(&client, as_json).await,
+        Command::Alert(args) => alert::send(&client, &args, &alert_data.unwrap_or_default()).await,
         // main handles the offline commands and never passes them here.
         Command::Ddf(_) | Command::Tnds(_) | Command::Completions(_) | Command::Man(_) => {
             Err(Failure::new(1, "this command does not talk to omadmd"))

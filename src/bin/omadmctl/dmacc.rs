@@ -137,12 +137,24 @@ fn perm(moids: &[String]) -> Result<Map<String, J>, InputError> {
         .collect())
 }
 
+/// Largest certificate or password file read (a CA bundle fits many times over).
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 fn read(option: &'static str, file: &Path) -> Result<Vec<u8>, InputError> {
-    std::fs::read(file).map_err(|e| InputError::File {
+    use std::io::Read as _;
+    let failed = |reason: String| InputError::File {
         option,
         file: file.to_owned(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| failed(e.to_string()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(failed(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// The password in `file`: its one line, without the line end.

@@ -7,6 +7,7 @@
 //! [`failure::EXIT_STATUS`]).
 
 mod account;
+mod alert;
 mod bootstrap;
 mod cli;
 mod client;
