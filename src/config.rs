@@ -137,6 +137,10 @@ pub struct SessionConfig {
     /// Then, how long aborted work may take to record that it was aborted (1 to
     /// [`STOP_ABORT_MAX`]).
     pub stop_abort_seconds: u64,
+    /// Whether a DM account that never had a session gets one at once (carrying
+    /// `BootstrapComplete`) when it arrives or at start; off, its first session waits for
+    /// a trigger (and still carries it).
+    pub first_session_at_once: bool,
 }
 
 /// Most `stop_drain_seconds`; with [`STOP_ABORT_MAX`], a stop stays within systemd's default
@@ -160,6 +164,7 @@ impl Default for SessionConfig {
             max_package_bytes: 8 * 1024 * 1024,
             stop_drain_seconds: 10,
             stop_abort_seconds: 5,
+            first_session_at_once: true,
         }
     }
 }

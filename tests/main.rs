@@ -12,6 +12,7 @@ mod ddf_corpus;
 mod devserver;
 mod exec_handler;
 mod harness;
+mod new_account;
 mod omadmctl_account;
 mod omadmctl_cli;
 mod poll_restart;

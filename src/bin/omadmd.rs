@@ -54,6 +54,7 @@ use omadmd::tree::uri::{self, UriLimits};
 /// Configuration (/etc/omadmd/omadmd.toml, every key optional): [bootstrap] dirs (factory
 /// bootstrap files, applied once each), [ddf] dirs, [tls]
 /// extra_ca_files, [session] max_package_bytes, stop_drain_seconds, stop_abort_seconds,
+/// first_session_at_once,
 /// [exec."<ClientURI pattern>"] command, and
 /// [limits] uri_bytes, uri_segments, uri_xnames, nv_fields, result_rows, reply_bytes,
 /// tree_depth, watches_per_caller, auth_cache_bytes_per_caller, owner_bytes,
@@ -263,6 +264,7 @@ async fn run(args: Args) -> Result<(), String> {
         Err(e) => return Err(format!("clearing stale SessionInfo instances: {e}")),
     }
     tasks.spawn(scheduler.clone().follow_ups(followup_rx));
+    scheduler.set_first_session_at_once(config.session.first_session_at_once);
     tasks.spawn(scheduler.clone().poll(accounts_changed));
 
     let bus = if args.session {

@@ -29,6 +29,10 @@
 //!   call in step. The next due time is persisted before the session starts: a restart
 //!   neither repeats a poll (the due time is in the future) nor loses one (a due time that
 //!   passed while the daemon was down starts one session, not one per missed interval).
+//! - **New accounts**: an account that never had a session gets one at once when it
+//!   arrives (or at start), carrying `BootstrapComplete` — as every session does until one
+//!   succeeds; a D-Bus caller asking for a session with that server meanwhile joins it
+//!   (`[session] first_session_at_once`, on by default).
 //! - **SessionInfo**: each running session has its instance (see [`super::info`]); stale
 //!   ones, left by a crash, are removed by [`Scheduler::clear_stale`] at start.
 //! - **Stopping** (see [`super::tasks`]): sessions and the loops run as tasks of the
@@ -39,11 +43,11 @@
 //!   further behind loses the oldest and is told so (`RecvError::Lagged`), and can read the
 //!   current state from [`Scheduler::running`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -91,6 +95,9 @@ pub enum Origin {
     Alert,
     /// The client's choice falling over from a server it could not reach.
     Failover,
+    /// A DM account that never had a session arrived (a bootstrap file, `Bootstrap`,
+    /// `CreateInstance` of a DM account): the session that carries `BootstrapComplete`.
+    NewAccount,
 }
 
 impl Origin {
@@ -101,6 +108,7 @@ impl Origin {
             Origin::Poll => "poll",
             Origin::Alert => "alert",
             Origin::Failover => "failover",
+            Origin::NewAccount => "new account",
         }
     }
 }
@@ -265,6 +273,11 @@ pub struct Scheduler {
     host_root: PathBuf,
     /// The owner of the sessions' tasks.
     tasks: Tasks,
+    /// Whether a new account gets its first session at once (`[session]
+    /// first_session_at_once`).
+    greet: AtomicBool,
+    /// The accounts greeted in this run, by server id.
+    greeted: Mutex<HashSet<String>>,
 }
 
 impl Scheduler {
@@ -297,6 +310,8 @@ impl Scheduler {
             next: AtomicU64::new(1),
             host_root,
             tasks,
+            greet: AtomicBool::new(true),
+            greeted: Mutex::new(HashSet::new()),
         })
     }
 
@@ -517,6 +532,7 @@ impl Scheduler {
     /// due, and a look at the accounts whenever `accounts_changed` is notified.
     pub async fn poll(self: Arc<Self>, accounts_changed: Arc<Notify>) {
         while !self.tasks.stopping() {
+            self.greet_new_accounts().await;
             let wait = self.poll_pass(now()).await;
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -524,6 +540,63 @@ impl Scheduler {
                 () = self.tasks.stopped() => {}
             }
         }
+    }
+
+    /// Whether a DM account that never had a session gets one at once, when it arrives or
+    /// at start (on by default; set before [`Scheduler::poll`] runs).
+    pub fn set_first_session_at_once(&self, on: bool) {
+        self.greet.store(on, Ordering::Relaxed);
+    }
+
+    /// Opens a session with every account that never had one (it carries
+    /// `BootstrapComplete`), once per account and run: a failed one is not retried here —
+    /// the next session of any kind carries `BootstrapComplete` until one succeeds.
+    async fn greet_new_accounts(self: &Arc<Self>) {
+        if !self.greet.load(Ordering::Relaxed) {
+            return;
+        }
+        let accounts = match self.accounts().await {
+            Ok(a) => a,
+            Err(e) => return tracing::error!("cannot read the DM accounts: {e}"),
+        };
+        for account in accounts {
+            if !self.greeted_once(&account.srv_id) {
+                continue;
+            }
+            let (store, srv_id) = (Arc::clone(&self.store), account.srv_id.clone());
+            match blocking(move || store.reader().last_session(&srv_id)).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(srv_id = %account.srv_id, "cannot tell whether it had a session: {e}");
+                    continue;
+                }
+            }
+            let srv_id = account.srv_id.clone();
+            let trigger = Trigger {
+                reason: alert::BOOTSTRAP_COMPLETE,
+                origin: Origin::NewAccount,
+                url: None,
+                failover: None,
+            };
+            match self.launch(account, trigger) {
+                Ok(Start::Now { session_id, .. }) => {
+                    tracing::info!(srv_id = %srv_id, "new account: session {session_id}")
+                }
+                Ok(Start::Queued { behind, .. }) => {
+                    tracing::info!(srv_id = %srv_id, "new account: session queued behind {behind}")
+                }
+                Err(e) => tracing::warn!(srv_id = %srv_id, "new account: no session: {e}"),
+            }
+        }
+    }
+
+    /// Marks `srv_id` greeted; whether it was not before.
+    fn greeted_once(&self, srv_id: &str) -> bool {
+        self.greeted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(srv_id.to_owned())
     }
 
     /// One look at the polled accounts at `now` (POSIX seconds): schedules new ones,
@@ -629,6 +702,14 @@ impl Scheduler {
             let mut table = self.lock();
             if let Some(current) = table.running.get(&srv_id) {
                 let behind = current.session_id.clone();
+                // A caller asking for the session a new account is getting joins it: it
+                // is the one it would have started.
+                if trigger.origin == Origin::Bus && current.origin == Origin::NewAccount {
+                    return Ok(Start::Now {
+                        srv_id,
+                        session_id: behind,
+                    });
+                }
                 if trigger.origin == Origin::Bus {
                     return Err(StartError::Busy {
                         srv_id,

@@ -25,7 +25,7 @@ impl Daemon {
         let log = state.path().join("omadmd.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let config_file = state.path().join("omadmd.toml");
-        std::fs::write(&config_file, config).expect("config file");
+        std::fs::write(&config_file, test_config(config)).expect("config file");
         let mut cmd = bus.command(None, env!("CARGO_BIN_EXE_omadmd"));
         cmd.arg("--state-dir")
             .arg(state.path())
@@ -150,4 +150,19 @@ pub fn failed(out: &Output, method: &str, args: &[&str], name: &str) -> String {
         "{method} {args:?}: expected {wanted}, got: {stderr}"
     );
     stderr
+}
+
+/// What test daemons run with unless their configuration says otherwise: a new DM account
+/// gets no session by itself, so that each test starts the sessions it looks at
+/// (tests/new_account.rs tests the default, a session at once).
+pub const NO_FIRST_SESSION_AT_ONCE: &str = "\n[session]\nfirst_session_at_once = false\n";
+
+/// `config` as test daemons run it: [`NO_FIRST_SESSION_AT_ONCE`] added unless it sets
+/// `first_session_at_once` itself.
+pub fn test_config(config: &str) -> String {
+    if config.contains("first_session_at_once") {
+        config.to_owned()
+    } else {
+        format!("{config}{NO_FIRST_SESSION_AT_ONCE}")
+    }
 }

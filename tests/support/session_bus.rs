@@ -68,7 +68,7 @@ impl SessionBus {
     }
 
     /// Starts omadmd on this bus with its state in `dir/state`, its configuration
-    /// `dir/omadmd.toml` (none when absent) and its log appended to `dir/omadmd.log`, and
+    /// `dir/omadmd.toml` (none when absent; see [`super::daemon::test_config`]) and its log appended to `dir/omadmd.log`, and
     /// waits until it answers.
     pub fn daemon(&self, dir: &Path) -> KillOnDrop {
         let log = std::fs::OpenOptions::new()
@@ -76,12 +76,9 @@ impl SessionBus {
             .append(true)
             .open(dir.join("omadmd.log"))
             .expect("log file");
-        let config = dir.join("omadmd.toml");
-        let config = if config.exists() {
-            config
-        } else {
-            "/dev/null".into()
-        };
+        let given = std::fs::read_to_string(dir.join("omadmd.toml")).unwrap_or_default();
+        let config = dir.join("omadmd.effective.toml");
+        std::fs::write(&config, super::daemon::test_config(&given)).expect("config file");
         let mut daemon = KillOnDrop::spawn(
             Command::new(DAEMON)
                 .arg("--session")
