@@ -39,6 +39,9 @@
 //!   bootstrap record, in one transaction whose deletions are journaled (the journal's
 //!   sequence keeps rising; watchers see the instances go); then the files are applied
 //!   again.
+//! - **From a bootstrap server**: [`client`] fetches the bootstrap of every DM account naming
+//!   one in `Auth/Bootstrap/ServerURI`, checks it with the same rules and applies it the same
+//!   way (client-initiated bootstrap).
 
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
@@ -57,6 +60,10 @@ use crate::tree::node::{MAX_NAME_LEN, Node};
 use crate::tree::tnds::{self, TndsTree};
 use crate::tree::uri::NodeAddr;
 use crate::tree::xml;
+
+pub mod client;
+
+pub use client::ServerBootstrap;
 
 /// Largest bootstrap file read, in bytes.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;

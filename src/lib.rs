@@ -10,8 +10,11 @@
 //!   everything) and the one async boundary in front of them (`offload`).
 //! - [`authority`] → `store`, `tree` — the MO access model: principals, rights, grants,
 //!   DDF access types, No-Get secrets. Every read and write by anyone goes through it.
-//! - [`bootstrap`] → `authority`, `store`, `tree` — factory bootstrap files (JSON MO
-//!   serialization, TNDS) applied once each by path and digest, and the factory reset.
+//! - [`bootstrap`] → `authority`, `store`, `tree`, and for client-initiated bootstrap
+//!   `transport`, `protocol` (media types) and `session` (DM accounts' settings, `Tasks`)
+//!   — factory bootstrap files (JSON MO serialization, TNDS) applied once each by path and
+//!   digest, the factory reset, and bootstraps fetched from the bootstrap servers DM
+//!   accounts name.
 //! - [`protocol`] → `tree` — the DM 2.0 wire format: packages, commands, alerts. Pure.
 //! - [`session`] → `authority`, `protocol`, `transport`, `store` — DM sessions: the
 //!   scheduler (every trigger, one session per server, polling, session events, the

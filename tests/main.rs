@@ -4,6 +4,7 @@
 mod support;
 
 mod bootstrap;
+mod client_bootstrap;
 mod dbus_identity;
 mod dbus_security;
 mod dbus_service;

@@ -2,8 +2,10 @@
 //! sessions go, how the server is trusted and what it may manage, so only an administrator
 //! (uid 0, or a caller polkit authorizes for `manage`, which the D-Bus face turns into the
 //! admin) creates or changes one. A server may change its own account's other nodes (to
-//! rotate a credential, say) but never its `SrvID`, its `Perm` list or its `Ext/Priority`.
-//! Every account's `SrvID` is unique.
+//! rotate a credential, say) but never its `SrvID`, its `Perm` list, its `Ext/Priority` or
+//! its `Auth/Bootstrap` (PROTOCOL.md §10: only the account's bootstrap server, whose data
+//! [`crate::bootstrap`] applies as the admin, and the admin change the bootstrap
+//! credentials). Every account's `SrvID` is unique.
 
 use super::error::AccessError;
 use super::principal::Principal;
@@ -13,7 +15,7 @@ use crate::tree::resolve::TreeRead as _;
 use crate::tree::uri::NodeAddr;
 
 /// Account nodes no server may write: a path equal to one of these or below it.
-const SERVER_FORBIDDEN: [&str; 3] = ["SrvID", "Perm", "Ext/Priority"];
+const SERVER_FORBIDDEN: [&str; 4] = ["SrvID", "Perm", "Ext/Priority", "Auth/Bootstrap"];
 
 /// The MOIDs the account of `srv_id` may manage (its `Perm/<x>/MOID` values); none when it
 /// has no account.
@@ -91,7 +93,7 @@ pub fn may_change(
                             .is_some_and(|rest| rest.starts_with('/'))
                 });
             if forbidden {
-                denied("may not change a DM account's SrvID, Perm or Ext/Priority")
+                denied("may not change a DM account's SrvID, Perm, Ext/Priority or Auth/Bootstrap")
             } else {
                 Ok(())
             }
@@ -128,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn servers_keep_off_identity_permissions_and_priority() {
+    fn servers_keep_off_identity_permissions_priority_and_bootstrap() {
         let srv = Principal::Server("acme".into());
         for path in [
             "",
@@ -138,6 +140,10 @@ mod tests {
             "Perm/1/MOID",
             "Ext",
             "Ext/Priority",
+            "Auth",
+            "Auth/Bootstrap",
+            "Auth/Bootstrap/ServerURI",
+            "Auth/Bootstrap/ClientSecretKey",
         ] {
             assert!(
                 matches!(

@@ -334,9 +334,18 @@ impl Authority {
         self.require(who, &store, &addr, Rights::WRITE)?;
         self.account_guard(who, &store, &addr)?;
         self.priority_guard(who, &store, &addr, true)?;
+        // A DM account going: its server's session history goes with it.
+        let gone_server = if addr.moid == crate::tree::builtin::DMACC && addr.path.is_empty() {
+            store.leaf(&addr.child("SrvID"))?.map(|(v, _)| v.to_text())
+        } else {
+            None
+        };
         let who_s = who.to_string();
         let (_, changes) = self.guarded_write(&mut store, |tx| {
             tx.delete(&addr, &who_s)?;
+            if let Some(srv_id) = &gone_server {
+                tx.forget_sessions(srv_id)?;
+            }
             Ok(())
         })?;
         drop(store);

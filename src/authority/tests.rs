@@ -7,6 +7,7 @@ use crate::tree::builtin;
 
 struct Fixture {
     auth: Authority,
+    store: Arc<Pool>,
     seen: Arc<Mutex<Vec<Change>>>,
     _dir: tempfile::TempDir,
 }
@@ -20,14 +21,16 @@ fn bounded(store: crate::store::Bounds, bounds: Bounds) -> Fixture {
     let path = dir.path().join("store.db");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
+    let pool = Arc::new(Pool::open(&path, store, 1).unwrap());
     let auth = Authority::new(
-        Arc::new(Pool::open(&path, store, 1).unwrap()),
+        pool.clone(),
         Registry::with_builtin(),
         Box::new(move |c| sink.lock().unwrap().extend_from_slice(c)),
     )
     .with_bounds(bounds);
     Fixture {
         auth,
+        store: pool,
         seen,
         _dir: dir,
     }
@@ -1017,6 +1020,16 @@ fn delegating_never_raises_anyones_rights_above_the_delegates_own() {
         Err(AccessError::Denied(_))
     ));
     f.auth.grant(&a, &root, "app:*", Rights::READ).unwrap();
+}
+
+#[test]
+fn an_account_removed_takes_its_session_history_along() {
+    let f = fixture();
+    let acc = permit(&f, "s", &[]);
+    f.store.writer().write(|tx| tx.record_session("s")).unwrap();
+    assert!(f.store.reader().last_session("s").unwrap().is_some());
+    f.auth.delete(&Principal::Admin, &acc.to_string()).unwrap();
+    assert_eq!(f.store.reader().last_session("s").unwrap(), None);
 }
 
 #[test]

@@ -28,7 +28,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
 use omadmd::authority::{self, Authority, Rights};
-use omadmd::bootstrap::{Bootstrap, ChangeSink};
+use omadmd::bootstrap::{Bootstrap, ChangeSink, ServerBootstrap};
 use omadmd::bus::exec_handlers::ExecApps;
 use omadmd::bus::{self, Bus};
 use omadmd::config::{self, Config};
@@ -159,12 +159,16 @@ async fn run(args: Args) -> Result<(), String> {
     let sub_dropped = AtomicU64::new(0);
     let accounts_changed = Arc::new(tokio::sync::Notify::new());
     let poke = accounts_changed.clone();
+    // ... and the client-initiated bootstrap (its own Notify: each wakes one waiter).
+    let bootstrap_due = Arc::new(tokio::sync::Notify::new());
+    let poke_bootstrap = bootstrap_due.clone();
     // The factory reset's deletions take the same way.
     let observer: ChangeSink = Arc::new(move |changes: &[Change]| {
         offer(&watch_tx, changes, &watch_dropped, "the D-Bus watchers");
         offer(&sub_tx, changes, &sub_dropped, "SUB deliveries");
         if changes.iter().any(|c| c.addr.moid == builtin::DMACC) {
             poke.notify_one();
+            poke_bootstrap.notify_one();
         }
     });
     let observe = observer.clone();
@@ -266,6 +270,14 @@ async fn run(args: Args) -> Result<(), String> {
     tasks.spawn(scheduler.clone().follow_ups(followup_rx));
     scheduler.set_first_session_at_once(config.session.first_session_at_once);
     tasks.spawn(scheduler.clone().poll(accounts_changed));
+    // Accounts naming a bootstrap server fetch their bootstrap from it (once each).
+    let server_bootstrap = Arc::new(ServerBootstrap::new(
+        auth.clone(),
+        store.clone(),
+        facts.dev_id.clone(),
+        config.tls.extra_ca_files.clone(),
+    ));
+    tasks.spawn(server_bootstrap.run(bootstrap_due, tasks.clone()));
 
     let bus = if args.session {
         Bus::Session

@@ -325,15 +325,17 @@ impl Client1 {
     /// runs.
     async fn factory_reset(&self, #[zbus(header)] header: Header<'_>) -> Result<(), Error> {
         let caller = self.access.authorize(&header, Action::Manage, "").await?;
-        if !sessions::running(&self.scheduler).is_empty() {
-            return Err(Error::Busy(
-                "a DM session is running; reset when it has ended".into(),
-            ));
-        }
-        tracing::warn!(by = %caller.principal, "factory reset");
         let bootstrap = self.bootstrap.clone();
-        let reset = store::offload(Lane::Write, move || bootstrap.factory_reset())
-            .await?
+        let principal = caller.principal.clone();
+        // No session runs, nor starts, while the tree is reset.
+        let reset = self
+            .scheduler
+            .without_sessions(async move {
+                tracing::warn!(by = %principal, "factory reset");
+                store::offload(Lane::Write, move || bootstrap.factory_reset()).await
+            })
+            .await
+            .map_err(|e| Error::Busy(format!("{e}; reset when it has ended")))??
             .map_err(AccessError::from)?;
         tracing::warn!(
             by = %caller.principal,

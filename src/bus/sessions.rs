@@ -48,7 +48,7 @@ pub async fn start(
         Err(e @ (StartError::NoAccounts | StartError::NoAccount(_))) => {
             Err(Error::NotFound(e.to_string()))
         }
-        Err(e @ StartError::Busy { .. }) => Err(Error::Busy(e.to_string())),
+        Err(e @ (StartError::Busy { .. } | StartError::Paused)) => Err(Error::Busy(e.to_string())),
         Err(e @ (StartError::Accounts(_) | StartError::Stopping)) => {
             Err(Error::Failed(e.to_string()))
         }

@@ -51,6 +51,11 @@ EXAMPLES
       omadm-devserver --issue-client-cert device-1
       omadm-devserver --require-client-cert
 
+  Be a bootstrap server: serve an MO serialization (the DM accounts to provision) at
+  https://127.0.0.1:8443/bootstrap, for omadmd's client-initiated bootstrap (a DM account
+  whose Auth/Bootstrap/ServerURI is that URL, with ca.pem as its Ext/CACert):
+      omadm-devserver --bootstrap accounts.json --basic device:s3cret
+
   Serve on all addresses under a host name the device can resolve:
       omadm-devserver --listen 0.0.0.0:8443 --public-host devserver.lan
 
@@ -97,6 +102,8 @@ SCENARIOS. A JSON file (// and /* */ comments allowed):
 
 REPOSITORY. GET and HEAD serve entries with ETag and byte ranges (Range: bytes=a-b gives 206 and Content-Range; a range past the end 416). An entry {\"nested\": {\"client_uri\": URI, \"node\": NAME, \"depth\": N}} is a generated MO serialization: the node NAME at URI holding N levels of interior nodes named N, the last a leaf (any depth up to 100000, deeper than a client's tree or JSON parser may go). An Accept header that does not allow an entry's type gets 406 with OMADM-Accept naming it, unless the entry has \"ignore_accept\" (then the client must refuse it itself, with status 415). PUT stores (201 new, 200 replaced), POST stores (200), DELETE removes. An upload rule's \"accept\" list answers other types 415 with OMADM-Accept; \"refuse_first\" answers the first upload 415 whatever its type, once, to test the client's retry. Every upload is recorded.
 
+BOOTSTRAP SERVER. With --bootstrap FILE the server also answers GET https://HOST:PORT/bootstrap with FILE's content as application/vnd.oma.dm.mo+json (an MO serialization array: the DM accounts, and any other MOs, a device is provisioned with), behind the same TLS, client certificates and HTTP Basic; other methods get 405. The content is served as it is, unchecked (to test how a client refuses a bad one). omadmd fetches it once for each DM account naming it in Auth/Bootstrap/ServerURI (see omadmd's README).
+
 CERTIFICATES. The certificate directory holds ca.pem, ca.key, server.pem and server.key (keys mode 0600). What is missing is generated: a test CA, and a server certificate for localhost, 127.0.0.1, ::1, the --public-host and every --san. The CA's path is printed at start: put ca.pem into the DM account's Ext/CACert. TLS 1.2 and 1.3 only.
 
 OUTPUT. One summary line per package and repository request on stdout, e.g. \"session 1 package#2 → 2 commands (GET, HGET)\" and \"session 1 package#3 ← [200, 404] ✗ expected [200, 200]\". --transcript FILE writes every request and response as a JSON line (time, session, direction, kind, peer, method, path, status, headers of interest, client certificate subject, body as JSON where it is JSON else as text, problems); passwords are never written.";
@@ -137,6 +144,11 @@ pub struct Cli {
     /// --print-default-scenario).
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
+
+    /// Bootstrap-server mode: serve FILE (an MO serialization, served as it is) at
+    /// https://HOST:PORT/bootstrap for omadmd's client-initiated bootstrap.
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap: Option<PathBuf>,
 
     /// Write every exchange to FILE as JSON lines (the file is replaced).
     #[arg(long, value_name = "FILE")]
@@ -217,6 +229,10 @@ async fn run_inner(cli: Cli) -> Result<ExitCode, DevServerError> {
     config.basic = cli.basic.clone();
     config.transcript = cli.transcript.clone();
     config.scenario = scenario;
+    if let Some(path) = &cli.bootstrap {
+        config.bootstrap =
+            Some(std::fs::read(path).map_err(|e| DevServerError::io(path.clone(), e))?);
+    }
     if !cli.quiet {
         config.summary = Some(Arc::new(|line: &str| {
             let mut out = std::io::stdout().lock();
@@ -241,6 +257,9 @@ async fn run_inner(cli: Cli) -> Result<ExitCode, DevServerError> {
     println!("listening on {}", server.addr());
     println!("DM URL (SrvURI): {}", server.url());
     println!("repository: {}", server.repo_url());
+    if let Some(url) = server.bootstrap_url() {
+        println!("bootstrap document (Auth/Bootstrap/ServerURI): {url}");
+    }
     println!(
         "CA certificate ({state}): {} — put it into the DM account's Ext/CACert",
         ca.display()

@@ -35,6 +35,9 @@ pub struct DevServerConfig {
     pub transcript: Option<PathBuf>,
     /// Receives the human-readable summary lines as they happen.
     pub summary: Option<SummarySink>,
+    /// Bootstrap-server mode: serve these bytes as an MO serialization at `/bootstrap`
+    /// ([`super::bootstrap`]).
+    pub bootstrap: Option<Vec<u8>>,
 }
 
 impl DevServerConfig {
@@ -51,6 +54,7 @@ impl DevServerConfig {
             scenario: Scenario::builtin(),
             transcript: None,
             summary: None,
+            bootstrap: None,
         }
     }
 }
@@ -67,6 +71,7 @@ impl fmt::Debug for DevServerConfig {
             .field("scenario", &self.scenario.name)
             .field("transcript", &self.transcript)
             .field("summary", &self.summary.is_some())
+            .field("bootstrap", &self.bootstrap.as_ref().map(Vec::len))
             .finish()
     }
 }

@@ -1,6 +1,6 @@
 //! The HTTPS face: the TLS accept loop, HTTP/1.1 connections (hyper), HTTP Basic, routing
-//! to the DM endpoint (`/dm`, `/dm/...`) and the repository (`/repo/<path>`), and the
-//! transcript records of every exchange. Shutting down stops accepting, lets each
+//! to the DM endpoint (`/dm`, `/dm/...`), the repository (`/repo/<path>`) and, in
+//! bootstrap-server mode, the bootstrap document (`/bootstrap`), and the transcript records of every exchange. Shutting down stops accepting, lets each
 //! connection finish the exchange in flight, and waits for them (at most five seconds).
 
 use std::convert::Infallible;
@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::bootstrap::{self, BootstrapDoc};
 use super::certs::subject_of;
 use super::config::BasicAuth;
 use super::dm::{DmRequest, Engine};
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     pub repo: Mutex<Repository>,
     pub transcript: Transcript,
     pub basic: Option<BasicAuth>,
+    /// The bootstrap document, in bootstrap-server mode.
+    pub bootstrap: Option<BootstrapDoc>,
     /// How many sessions have finished.
     pub finished: watch::Sender<usize>,
 }
@@ -148,9 +151,10 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-enum Route {
+enum Route<'a> {
     Dm,
     Repo(String),
+    Bootstrap(&'a BootstrapDoc),
     Other,
 }
 
@@ -168,6 +172,10 @@ async fn handle(
     let route = match req.uri().path() {
         "/dm" => Route::Dm,
         p if p.starts_with("/dm/") => Route::Dm,
+        bootstrap::PATH => shared
+            .bootstrap
+            .as_ref()
+            .map_or(Route::Other, Route::Bootstrap),
         p => match p.strip_prefix("/repo/").map(repo_key) {
             Some(Ok(key)) => Route::Repo(key),
             _ => Route::Other,
@@ -176,6 +184,7 @@ async fn handle(
     let kind = match route {
         Route::Dm => "dm",
         Route::Repo(_) => "repository",
+        Route::Bootstrap(_) => "bootstrap",
         Route::Other => "other",
     };
     let headers = req.headers().clone();
@@ -307,6 +316,21 @@ async fn handle(
                 body: reply.body,
             };
             out.send(shared, "repository", session, peer, &method, &path)
+        }
+        Route::Bootstrap(doc) => {
+            shared.transcript.push(rec);
+            let reply = doc.handle(&method);
+            shared.transcript.say(format!(
+                "bootstrap {method} {path} → {} ({} bytes)",
+                reply.status,
+                reply.body.len()
+            ));
+            let out = Outgoing {
+                status: reply.status,
+                headers: reply.headers,
+                body: reply.body,
+            };
+            out.send(shared, "bootstrap", 0, peer, &method, &path)
         }
         Route::Other => {
             shared.transcript.push(rec);

@@ -13,6 +13,8 @@
 //!   checks, [`SessionOutcome`];
 //! - [`repository`] — `/repo/<path>`: GET with ranges, PUT/POST recorded, `Accept`,
 //!   `415` + `OMADM-Accept` rules, [`Upload`];
+//! - [`bootstrap`] — the bootstrap-server mode: `/bootstrap` serves an MO serialization
+//!   to omadmd's client-initiated bootstrap;
 //! - [`certs`] — the test CA and server certificate, client certificates, rustls config;
 //! - [`transcript`] — transcript [`Record`]s (JSON lines) and summary lines;
 //! - [`config`] — [`DevServerConfig`], [`BasicAuth`];
@@ -35,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bootstrap;
 pub mod certs;
 pub mod cli;
 pub mod config;

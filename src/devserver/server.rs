@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use super::bootstrap::{self, BootstrapDoc};
 use super::certs::Certificates;
 use super::config::DevServerConfig;
 use super::dm::{Engine, SessionOutcome};
@@ -84,6 +85,7 @@ impl DevServer {
             )),
             transcript,
             basic: config.basic.clone(),
+            bootstrap: config.bootstrap.clone().map(BootstrapDoc::new),
             finished: finished_tx,
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -120,6 +122,23 @@ impl RunningServer {
     /// The repository base URL (`https://host:port/repo`), what `{repo}` stands for.
     pub fn repo_url(&self) -> &str {
         &self.urls.repo
+    }
+
+    /// In bootstrap-server mode, the bootstrap document's URL
+    /// (`https://host:port/bootstrap`): a DM account's `Auth/Bootstrap/ServerURI`.
+    pub fn bootstrap_url(&self) -> Option<String> {
+        self.shared
+            .bootstrap
+            .as_ref()
+            .map(|_| format!("{}{}", self.urls.base, bootstrap::PATH))
+    }
+
+    /// How many times the bootstrap document was fetched (`GET`, answered `200`).
+    pub fn bootstrap_fetches(&self) -> usize {
+        self.shared
+            .bootstrap
+            .as_ref()
+            .map_or(0, BootstrapDoc::fetched)
     }
 
     /// The test CA certificate (PEM): the DM account's `Ext/CACert`.

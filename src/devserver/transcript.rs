@@ -52,7 +52,7 @@ pub struct Record {
     pub session: u64,
     pub direction: Direction,
     /// `package#1`, `package#2`, `package#3`, `dm` (a request to the DM URL that is no
-    /// package), `repository`, `auth` (refused for missing credentials), `tls` (a failed
+    /// package), `repository`, `bootstrap` (the bootstrap document), `auth` (refused for missing credentials), `tls` (a failed
     /// handshake) or `other`.
     pub kind: String,
     /// The client's address.

@@ -131,11 +131,21 @@ pub fn load_all(auth: &Authority) -> Result<Vec<Account>, AccessError> {
     for miid in auth.instances_of(builtin::DMACC)? {
         let node = auth.read_internal(&NodeAddr::root(builtin::DMACC, &miid))?;
         match Account::from_node(&miid, &node) {
+            Ok(a) if bootstrap_only(&node, &a) => {
+                tracing::debug!(srv_id = %a.srv_id, "a bootstrap-only account: no DM sessions");
+            }
             Ok(a) => out.push(a),
             Err(e) => tracing::warn!("skipping DM account {miid}: {e}"),
         }
     }
     Ok(out)
+}
+
+/// Whether the account only names a bootstrap server (its `SrvURI` is its
+/// `Auth/Bootstrap/ServerURI`): the client fetches accounts from it and runs no DM session
+/// with it.
+fn bootstrap_only(node: &Node, account: &Account) -> bool {
+    matches!(node.get("Auth/Bootstrap/ServerURI"), Some(Node::Leaf(v)) if v.to_text() == account.srv_uri)
 }
 
 /// The server for a session: `srv_id` when given, else the one with the highest priority

@@ -166,6 +166,8 @@ pub enum StartError {
     Accounts(String),
     #[error("omadmd is stopping: no new session starts")]
     Stopping,
+    #[error("a factory reset is in progress: no session starts until it is done")]
+    Paused,
 }
 
 /// What runs sessions for the scheduler: the [`Engine`] in the daemon.
@@ -258,6 +260,17 @@ struct Trigger {
 struct Table {
     running: BTreeMap<String, Running>,
     queued: BTreeMap<String, Vec<Trigger>>,
+    /// No session may start ([`Scheduler::without_sessions`]).
+    paused: bool,
+}
+
+/// Lets sessions start again when dropped.
+struct Unpause<'a>(&'a Scheduler);
+
+impl Drop for Unpause<'_> {
+    fn drop(&mut self) {
+        self.0.lock().paused = false;
+    }
 }
 
 /// Runs and schedules sessions; see the module documentation.
@@ -542,6 +555,30 @@ impl Scheduler {
         }
     }
 
+    /// Runs `work` with no session running and none starting until it is done (a factory
+    /// reset): [`StartError::Busy`] when a session runs; triggers arriving meanwhile get
+    /// [`StartError::Paused`] (their alerts stay persisted for a later session).
+    pub async fn without_sessions<T>(
+        &self,
+        work: impl Future<Output = T>,
+    ) -> Result<T, StartError> {
+        {
+            let mut table = self.lock();
+            if let Some(r) = table.running.values().next() {
+                return Err(StartError::Busy {
+                    srv_id: r.srv_id.clone(),
+                    session_id: r.session_id.clone(),
+                });
+            }
+            if table.paused {
+                return Err(StartError::Paused);
+            }
+            table.paused = true;
+        }
+        let _unpause = Unpause(self);
+        Ok(work.await)
+    }
+
     /// Whether a DM account that never had a session gets one at once, when it arrives or
     /// at start (on by default; set before [`Scheduler::poll`] runs).
     pub fn set_first_session_at_once(&self, on: bool) {
@@ -700,6 +737,9 @@ impl Scheduler {
         let srv_id = account.srv_id.clone();
         let session = {
             let mut table = self.lock();
+            if table.paused {
+                return Err(StartError::Paused);
+            }
             if let Some(current) = table.running.get(&srv_id) {
                 let behind = current.session_id.clone();
                 // A caller asking for the session a new account is getting joins it: it
@@ -1355,6 +1395,43 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(60), wait)
             .await
             .expect("a session finished")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_session_runs_or_starts_while_sessions_are_held_off() {
+        let s = setup(0);
+        s.account("a", serde_json::json!({}));
+        let scheduler = s.scheduler();
+        let mut events = scheduler.subscribe();
+        scheduler.start("a", "", Origin::Bus).await.unwrap();
+        // Not while one runs.
+        let held = scheduler.without_sessions(async {}).await;
+        assert!(matches!(held, Err(StartError::Busy { .. })), "{held:?}");
+        s.fake.gate.add_permits(1);
+        assert_eq!(finished(&mut events).await, "a");
+        // Meanwhile, every trigger is refused; afterwards they run again.
+        let during = scheduler
+            .without_sessions(async {
+                (
+                    scheduler.start("a", "", Origin::Bus).await,
+                    scheduler.start("a", "", Origin::Poll).await,
+                )
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(during.0, Err(StartError::Paused)),
+            "{:?}",
+            during.0
+        );
+        assert!(
+            matches!(during.1, Err(StartError::Paused)),
+            "{:?}",
+            during.1
+        );
+        s.fake.gate.add_permits(1);
+        scheduler.start("a", "", Origin::Bus).await.unwrap();
+        assert_eq!(finished(&mut events).await, "a");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -265,6 +265,16 @@ impl Txn<'_> {
         )
     }
 
+    /// Forgets that `srv_id` ever had a session (its account is gone: one added again under
+    /// the same SrvID is new, and its first session carries `BootstrapComplete`).
+    pub fn forget_sessions(&mut self, srv_id: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM server_sessions WHERE srv_id = ?1",
+            params![srv_id],
+            "forgetting a server's sessions",
+        )
+    }
+
     /// Adds or replaces a subscription, unless it is new and `srv_id` already holds `max`.
     /// Returns whether it was recorded.
     pub fn subscribe(
