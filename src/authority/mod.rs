@@ -266,9 +266,6 @@ impl Authority {
                 )));
             }
         }
-        self.require(who, &store, &addr, Rights::WRITE)?;
-        self.account_guard(who, &store, &addr)?;
-        self.priority_guard(who, &store, &addr, false)?;
         // Without a format or a DDF, an existing leaf keeps its format.
         let current = match (format, def) {
             (None, None) => store.leaf(&addr)?.map(|(v, _)| v.format()),
@@ -297,6 +294,11 @@ impl Authority {
         } else {
             self.missing_parents(who, &store, &addr)?
         };
+        // What the command asks is well-formed and the DDF allows it: now rights, then
+        // priority (PROTOCOL.md §4).
+        self.require(who, &store, &addr, Rights::WRITE)?;
+        self.account_guard(who, &store, &addr)?;
+        self.priority_guard(who, &store, &addr, false)?;
         let who_s = who.to_string();
         let (_, changes) = self.guarded_write(&mut store, |tx| {
             for parent in &parents {

@@ -1033,6 +1033,37 @@ fn an_account_removed_takes_its_session_history_along() {
 }
 
 #[test]
+fn a_set_is_checked_for_form_and_ddf_before_rights() {
+    let f = fixture();
+    let a = app("A");
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"Name": "n"}}"#)
+        .unwrap();
+    f.auth
+        .grant(&a, &root.to_string(), "app:B", Rights::READ)
+        .unwrap();
+    let name = format!("{root}Name");
+    // B may read, not write: a malformed Set is refused for its form (400) first, a
+    // well-formed one for the missing right (403).
+    let err = f
+        .auth
+        .set(
+            &app("B"),
+            &name,
+            Some(Format::Node),
+            Input::Text("x".into()),
+        )
+        .unwrap_err();
+    assert!(matches!(err, AccessError::InvalidValue(_)), "{err}");
+    let err = f
+        .auth
+        .set(&app("B"), &name, None, Input::Text("x".into()))
+        .unwrap_err();
+    assert!(matches!(err, AccessError::Denied(_)), "{err}");
+}
+
+#[test]
 fn results_and_replies_are_bounded() {
     let f = bounded(
         crate::store::Bounds::default(),

@@ -72,12 +72,9 @@ impl Client1 {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<(String, String, OwnedVariant)>, Error> {
         let uri = self.well_formed(&client_uri)?;
-        let caller = self
-            .access
-            .authorize(&header, Action::Read, &client_uri)
-            .await?;
+        let reader = self.reader(&header, &client_uri, &uri.moid).await?;
         let read = || {
-            let (auth, who, uri) = (self.auth.clone(), caller.principal.clone(), uri.clone());
+            let (auth, who, uri) = (self.auth.clone(), reader.clone(), uri.clone());
             async move {
                 Ok::<_, Error>(
                     store::offload(Lane::Interactive, move || auth.get(&who, &uri)).await??,
@@ -112,12 +109,9 @@ impl Client1 {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, Error> {
         let uri = self.well_formed(&client_uri)?;
-        let caller = self
-            .access
-            .authorize(&header, Action::Read, &client_uri)
-            .await?;
+        let reader = self.reader(&header, &client_uri, &uri.moid).await?;
         let read = || {
-            let (auth, who, uri) = (self.auth.clone(), caller.principal.clone(), uri.clone());
+            let (auth, who, uri) = (self.auth.clone(), reader.clone(), uri.clone());
             async move {
                 let json =
                     store::offload(Lane::Interactive, move || auth.get_json(&who, &uri)).await??;
@@ -523,6 +517,33 @@ impl Client1 {
     /// Who a write to `client_uri` (an MO of `moid`) acts as: the caller, once polkit allows
     /// it `write`; for a DM account (which only administrators change), the admin, once
     /// polkit also allows it `manage`.
+    /// Who reads at `client_uri` (polkit `read`): the caller; for DM accounts, which only
+    /// administrators see, the admin when polkit also authorizes `manage` for the caller (a
+    /// non-root administrator listing or removing accounts). Without `manage`, the caller,
+    /// to whom the accounts are not there.
+    async fn reader(
+        &self,
+        header: &Header<'_>,
+        client_uri: &str,
+        moid: &str,
+    ) -> Result<Principal, Error> {
+        let caller = self
+            .access
+            .authorize(header, Action::Read, client_uri)
+            .await?;
+        if moid != builtin::DMACC || caller.principal == Principal::Admin {
+            return Ok(caller.principal);
+        }
+        match self
+            .access
+            .authorize(header, Action::Manage, client_uri)
+            .await
+        {
+            Ok(_) => Ok(Principal::Admin),
+            Err(_) => Ok(caller.principal),
+        }
+    }
+
     async fn writer(
         &self,
         header: &Header<'_>,
