@@ -3,6 +3,7 @@
 
 mod support;
 
+mod authority_matrix;
 mod bootstrap;
 mod client_bootstrap;
 mod dbus_identity;
