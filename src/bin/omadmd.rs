@@ -51,8 +51,9 @@ use omadmd::tree::uri::{self, UriLimits};
 /// by D-Bus activation; sessions start with `omadmctl session start` or StartSession, and
 /// every Ext/PollSeconds seconds for accounts that set it.
 ///
-/// Configuration (/etc/omadmd/omadmd.toml, every key optional): [bootstrap] dirs (factory
-/// bootstrap files, applied once each), [ddf] dirs, [tls]
+/// Configuration (/etc/omadmd/omadmd.toml, every key optional): [access] public_moids (MOs
+/// every DM server may read; DevInfo), [bootstrap] dirs (factory bootstrap files, applied
+/// once each), [ddf] dirs, [tls]
 /// extra_ca_files, [session] max_package_bytes, stop_drain_seconds, stop_abort_seconds,
 /// first_session_at_once,
 /// [exec."<ClientURI pattern>"] command, and
