@@ -31,9 +31,10 @@ impl Txn<'_> {
 
     /// The factory reset: deletes every instance except those of the MOIDs in `keep` (each
     /// deletion journaled as `writer`'s, so the journal's sequence keeps rising and watchers
-    /// see the instances go; their grants go with them), and forgets every `SUB`
-    /// subscription, `DEFAULT` source, pending alert, poll due time, last-session time and
-    /// bootstrap record. Asynchronous EXECs still running stay recorded: their handlers
+    /// see the instances go; their grants go with them), takes back every grant on the
+    /// instances kept but the everyone-grants (`app:*`, `srv:*`) omadmd's own MOs carry, and
+    /// forgets every `SUB` subscription, `DEFAULT` source, pending alert, poll due time,
+    /// last-session time and bootstrap record. Asynchronous EXECs still running stay recorded: their handlers
     /// report as usual. Returns how many instances were deleted.
     pub fn factory_reset(&mut self, keep: &[&str], writer: &str) -> Result<usize, StoreError> {
         let roots: Vec<NodeAddr> = {
@@ -57,6 +58,11 @@ impl Txn<'_> {
             self.delete(root, writer)?;
             deleted += 1;
         }
+        self.execute(
+            "DELETE FROM grants WHERE principal NOT IN ('app:*', 'srv:*')",
+            params![],
+            "taking back grants",
+        )?;
         for (table, context) in [
             ("subscriptions", "forgetting subscriptions"),
             ("defaults", "forgetting DEFAULT sources"),
@@ -116,6 +122,7 @@ mod tests {
                 tx.create_instance(GONE, Some("1"), "G", &content(), "app:a")?;
                 tx.create_instance(GONE, Some("2"), "G", &content(), "srv:s")?;
                 tx.set_grant(&NodeAddr::root(KEPT, "0"), "app:*", 1)?;
+                tx.set_grant(&NodeAddr::root(KEPT, "0"), "app:c", 3)?;
                 tx.set_grant(&NodeAddr::root(GONE, "1"), "app:b", 1)?;
                 tx.queue_alert("s", "{}", 10)?;
                 tx.set_default_source(GONE, "s", "https://s/", None)?;
@@ -168,6 +175,9 @@ mod tests {
             .conn
             .query_row("SELECT count(*) FROM grants", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(left, 1, "grants on deleted instances went with them");
+        assert_eq!(
+            left, 1,
+            "grants on deleted instances went with them, and the kept one's but app:*"
+        );
     }
 }
