@@ -524,6 +524,11 @@ impl Authority {
             .ok_or_else(|| AccessError::NotFound(format!("{addr}: no such node")))
     }
 
+    /// The journal's newest sequence number: what a change committed from now on exceeds.
+    pub fn last_seq(&self) -> Result<u64, AccessError> {
+        Ok(self.reader().last_seq()?)
+    }
+
     /// Whether `who` may read the node at `addr` (Read right on its instance, not No-Get).
     pub fn may_read(&self, who: &Principal, addr: &NodeAddr) -> Result<bool, AccessError> {
         let store = self.reader();

@@ -62,6 +62,9 @@ struct Watch {
     owner: String,
     principal: Principal,
     filter: Filter,
+    /// The journal's newest entry when the watch was made: only later changes are news to
+    /// it (one committed before, still on its way to the watchers, is not).
+    after: u64,
 }
 
 /// The part of a ClientURI a change is matched against ([`ClientUri::covers`]), compactly:
@@ -140,6 +143,7 @@ impl Watches {
         uri: &ClientUri,
     ) -> Result<u64, Error> {
         self.has_room(&self.lock(), owner)?;
+        let after = auth.last_seq()?;
         let filter = Filter::new(uri);
         let readable = readable_now(auth, &principal, &filter);
         let mut state = self.lock();
@@ -158,6 +162,7 @@ impl Watches {
                 owner: owner.to_owned(),
                 principal,
                 filter,
+                after,
             },
         );
         Ok(id)
@@ -211,7 +216,7 @@ impl Watches {
         for (id, w) in &self.lock().active {
             if w.filter.covers_instance(&addr.moid, &addr.miid) {
                 watchers.insert(w.principal.clone());
-                if w.filter.covers(addr) {
+                if w.filter.covers(addr) && change.seq > w.after {
                     candidates.push((*id, w.owner.clone(), w.principal.clone()));
                 }
             }
@@ -484,6 +489,38 @@ mod tests {
     }
 
     const SECRET: &str = "urn:x:secret:1.0";
+
+    #[test]
+    fn a_watch_hears_only_of_changes_after_it_was_made() {
+        use crate::authority::Input;
+        let f = fixture();
+        let root = f
+            .auth
+            .create_instance(&Principal::Admin, SECRET, r#"{"Secret": {"Pin": "1"}}"#)
+            .unwrap();
+        let pin = format!("{root}Pin");
+        // Committed, but not yet delivered when the watch is made.
+        f.auth
+            .set(&Principal::Admin, &pin, None, Input::Text("2".into()))
+            .unwrap();
+        let watches = Watches::new(16);
+        let uri = ClientUri::parse(&root.to_string()).unwrap();
+        let id = watches
+            .add(&f.auth, ":1.1", Principal::Admin, &uri)
+            .unwrap();
+        f.auth
+            .set(&Principal::Admin, &pin, None, Input::Text("3".into()))
+            .unwrap();
+        let told = f.told(&watches);
+        let heard: Vec<&Vec<u64>> = told.iter().map(|(_, _, ids)| ids).collect();
+        assert_eq!(heard.last().copied(), Some(&vec![id]), "{told:?}");
+        assert!(
+            told[..told.len() - 1]
+                .iter()
+                .all(|(_, _, ids)| ids.is_empty()),
+            "{told:?}"
+        );
+    }
 
     #[test]
     fn only_watchers_that_could_read_an_instance_hear_of_it_and_its_end() {
