@@ -8,7 +8,7 @@ use std::process::Output;
 
 use crate::support::daemon::{Daemon, call, call_err, call_ok};
 use crate::support::session_bus::{SessionBus, daemon_log};
-use crate::support::sysbus::{SysBus, TestUser, show, test_user};
+use crate::support::sysbus::{SysBus, show, test_user};
 
 const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
 const DEVINFO: &str = "urn:oma:mo:oma-dm-devinfo:1.0";
@@ -224,26 +224,6 @@ fn omadmctl_bootstrap_and_factory_reset_have_help_with_examples() {
     }
 }
 
-/// Lets `users` use `actions` (short names: read, write, manage).
-fn allow(bus: &SysBus, name: &str, users: &[&TestUser], actions: &[&str]) {
-    let users: Vec<String> = users.iter().map(|u| format!("{:?}", u.name)).collect();
-    let actions: Vec<String> = actions
-        .iter()
-        .map(|a| format!("\"org.omadm.client1.{a}\""))
-        .collect();
-    bus.add_polkit_rules(
-        name,
-        &format!(
-            "polkit.addRule(function(action, subject) {{\n\
-             if ([{}].indexOf(action.id) >= 0 && [{}].indexOf(subject.user) >= 0) {{\n\
-             return polkit.Result.YES; }}\n\
-             return polkit.Result.NOT_HANDLED; }});\n",
-            actions.join(", "),
-            users.join(", ")
-        ),
-    );
-}
-
 fn quoted(s: &str) -> String {
     format!("'{s}'")
 }
@@ -257,8 +237,8 @@ fn only_manage_may_bootstrap_or_reset() {
         &format!("[bootstrap]\ndirs = [{:?}]\n", boot.display().to_string()),
     );
     let (alice, bob) = (test_user("omadm-t-alice"), test_user("omadm-t-bob"));
-    allow(&bus, "60-boot-rw", &[&alice], &["read", "write"]);
-    allow(&bus, "60-boot-manage", &[&bob], &["manage"]);
+    bus.allow("60-boot-rw", &[&alice], &["read", "write"]);
+    bus.allow("60-boot-manage", &[&bob], &["manage"]);
     let extra = dir.path().join("extra.json");
     std::fs::write(
         &extra,

@@ -13,26 +13,6 @@ fn quoted(s: &str) -> String {
     format!("'{s}'")
 }
 
-/// Lets every test user use `actions` (short names: read, write, watch, manage).
-fn allow(bus: &SysBus, name: &str, users: &[&TestUser], actions: &[&str]) {
-    let users: Vec<String> = users.iter().map(|u| format!("{:?}", u.name)).collect();
-    let actions: Vec<String> = actions
-        .iter()
-        .map(|a| format!("\"org.omadm.client1.{a}\""))
-        .collect();
-    bus.add_polkit_rules(
-        name,
-        &format!(
-            "polkit.addRule(function(action, subject) {{\n\
-             if ([{}].indexOf(action.id) >= 0 && [{}].indexOf(subject.user) >= 0) {{\n\
-             return polkit.Result.YES; }}\n\
-             return polkit.Result.NOT_HANDLED; }});\n",
-            actions.join(", "),
-            users.join(", ")
-        ),
-    );
-}
-
 /// A failed call's error name and message with `replace` (pairs) taken out of it.
 fn refusal(out: &std::process::Output, replace: &[&str]) -> String {
     assert!(!out.status.success(), "the call succeeded");
@@ -65,7 +45,7 @@ fn guessing_a_secret_or_another_apps_value_learns_nothing() {
     let bus = SysBus::start();
     let _daemon = Daemon::start(&bus);
     let (alice, bob) = (test_user("omadm-t-alice"), test_user("omadm-t-bob"));
-    allow(&bus, "60-sec", &[&alice, &bob], &["read", "write"]);
+    bus.allow("60-sec", &[&alice, &bob], &["read", "write"]);
     call_ok(
         &bus,
         None,
@@ -147,7 +127,7 @@ fn only_administrators_add_or_change_dm_accounts() {
     let bus = SysBus::start();
     let _daemon = Daemon::start(&bus);
     let (alice, admin) = (test_user("omadm-t-alice"), test_user("omadm-t-carol"));
-    allow(&bus, "60-sec", &[&alice, &admin], &["read", "write"]);
+    bus.allow("60-sec", &[&alice, &admin], &["read", "write"]);
     let err = call_err(
         &bus,
         Some(&alice),
@@ -188,7 +168,7 @@ fn only_administrators_add_or_change_dm_accounts() {
     assert!(existing.contains("Error.AccessDenied"), "{existing}");
     assert_eq!(existing, change("999"));
     // A user polkit allows `manage` acts as the administrator for accounts.
-    allow(&bus, "61-sec-admin", &[&admin], &["manage"]);
+    bus.allow("61-sec-admin", &[&admin], &["manage"]);
     let root = call_ok(
         &bus,
         Some(&admin),
@@ -212,7 +192,7 @@ fn oversized_input_gets_its_error_and_others_are_still_served() {
         "[limits]\nresult_rows = 20\nowner_instances = 3\ntree_depth = 8\njournal_entries = 5\n",
     );
     let (alice, bob) = (test_user("omadm-t-alice"), test_user("omadm-t-bob"));
-    allow(&bus, "60-sec", &[&alice, &bob], &["read", "write", "watch"]);
+    bus.allow("60-sec", &[&alice, &bob], &["read", "write", "watch"]);
 
     // A ClientURI of 100 kB with thousands of x-names (as long as one program argument can
     // be): refused before any work.

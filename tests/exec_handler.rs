@@ -16,7 +16,7 @@ use serde_json::{Value as J, json};
 use crate::omadmctl_cli::TestServer;
 use crate::support::daemon::{Daemon, call_err, call_ok};
 use crate::support::session_bus::{SessionBus, daemon_log};
-use crate::support::sysbus::{SysBus, TestUser, show, test_user, wait_until};
+use crate::support::sysbus::{SysBus, show, test_user, wait_until};
 
 const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
 const MOID: &str = "urn:oma:mo:ext-omadmd-exechandler:1.0";
@@ -264,33 +264,13 @@ fn a_registered_app_runs_the_servers_execs_until_it_leaves_the_bus() {
     );
 }
 
-/// Lets `users` use `actions` (short names: read, write, watch, manage).
-fn allow(bus: &SysBus, name: &str, users: &[&TestUser], actions: &[&str]) {
-    let users: Vec<String> = users.iter().map(|u| format!("{:?}", u.name)).collect();
-    let actions: Vec<String> = actions
-        .iter()
-        .map(|a| format!("\"org.omadm.client1.{a}\""))
-        .collect();
-    bus.add_polkit_rules(
-        name,
-        &format!(
-            "polkit.addRule(function(action, subject) {{\n\
-             if ([{}].indexOf(action.id) >= 0 && [{}].indexOf(subject.user) >= 0) {{\n\
-             return polkit.Result.YES; }}\n\
-             return polkit.Result.NOT_HANDLED; }});\n",
-            actions.join(", "),
-            users.join(", ")
-        ),
-    );
-}
-
 #[test]
 fn only_callers_allowed_manage_register_exec_handlers() {
     let bus = SysBus::start();
     let _daemon = Daemon::start(&bus);
     let (alice, bob) = (test_user("omadm-t-alice"), test_user("omadm-t-bob"));
-    allow(&bus, "60-exec-rw", &[&alice], &["read", "write", "watch"]);
-    allow(&bus, "61-exec-manage", &[&bob], &["manage"]);
+    bus.allow("60-exec-rw", &[&alice], &["read", "write", "watch"]);
+    bus.allow("61-exec-manage", &[&bob], &["manage"]);
     let moid = format!("'{MOID}'");
     for method in ["RegisterExecHandler", "UnregisterExecHandler"] {
         call_err(&bus, Some(&alice), method, &[&moid], "AccessDenied");

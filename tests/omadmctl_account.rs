@@ -492,10 +492,7 @@ fn permitted_moids_are_shown_to_administrators_only() {
 
     // An administrator who is not root: polkit lets frank manage, and he sees and removes
     // the account.
-    bus.add_polkit_rules(
-        "60-omadmd-frank.rules",
-        "polkit.addRule(function(action, subject) {\n  if (action.id == \"org.omadm.client1.manage\" && subject.user == \"omadm-t-frank\") return polkit.Result.YES;\n});\n",
-    );
+    bus.allow("60-omadmd-frank", &[&frank], &["manage"]);
     let out = ctl(Some(&frank), &["account", "list"]);
     assert!(stdout(&out).contains(WEATHER), "{}", show(&out));
     assert_status(&ctl(Some(&frank), &["account", "remove", "ma1"]), 0);

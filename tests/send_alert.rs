@@ -407,25 +407,6 @@ fn a_client_chosen_session_and_its_alert_fall_over_to_the_next_server() {
     );
 }
 
-/// Lets `user` use the polkit actions `actions` (short names).
-fn allow(bus: &SysBus, user: &TestUser, actions: &[&str]) {
-    let actions: Vec<String> = actions
-        .iter()
-        .map(|a| format!("\"org.omadm.client1.{a}\""))
-        .collect();
-    bus.add_polkit_rules(
-        "60-send-alert",
-        &format!(
-            "polkit.addRule(function(action, subject) {{\n\
-             if ([{}].indexOf(action.id) >= 0 && subject.user == {:?}) {{\n\
-             return polkit.Result.YES; }}\n\
-             return polkit.Result.NOT_HANDLED; }});\n",
-            actions.join(", "),
-            user.name
-        ),
-    );
-}
-
 #[test]
 fn a_local_user_alerts_only_about_nodes_it_may_read_and_needs_send_alert() {
     let bus = SysBus::start();
@@ -471,7 +452,7 @@ fn a_local_user_alerts_only_about_nodes_it_may_read_and_needs_send_alert() {
     let alert = |source: &str| ctl(Some(&user), &["alert", "--type", &sent, "--source", source]);
     // Without the send-alert action: denied.
     assert_status(&alert(&dev_id), 5);
-    allow(&bus, &user, &["read", "send-alert"]);
+    bus.allow("60-send-alert", &[&user], &["read", "send-alert"]);
     let hidden = alert(&format!("{root}City"));
     let absent = alert(&format!("{root}Nothing"));
     assert_status(&hidden, 4);

@@ -195,6 +195,27 @@ impl SysBus {
         }
     }
 
+    /// Lets `users` use omadmd's polkit `actions` (short names: read, write, watch, manage,
+    /// send-alert, ...), through a rules file named `name`.
+    pub fn allow(&self, name: &str, users: &[&TestUser], actions: &[&str]) {
+        let users: Vec<String> = users.iter().map(|u| format!("{:?}", u.name)).collect();
+        let actions: Vec<String> = actions
+            .iter()
+            .map(|a| format!("\"org.omadm.client1.{a}\""))
+            .collect();
+        self.add_polkit_rules(
+            name,
+            &format!(
+                "polkit.addRule(function(action, subject) {{\n\
+                 if ([{}].indexOf(action.id) >= 0 && [{}].indexOf(subject.user) >= 0) {{\n\
+                 return polkit.Result.YES; }}\n\
+                 return polkit.Result.NOT_HANDLED; }});\n",
+                actions.join(", "),
+                users.join(", ")
+            ),
+        );
+    }
+
     /// A command that runs `program` on the host as `user` (`None`: root) with
     /// `DBUS_SYSTEM_BUS_ADDRESS` pointing at the private bus. It is
     /// `setpriv --pdeathsig=KILL [--reuid=U --regid=G --init-groups] program ...`, which
