@@ -245,6 +245,29 @@ fn polkit_and_the_mo_access_model_decide_together() {
     );
     let e = err_name(&as_app(&bob, &app_b, "Get", &[&quoted(&server)]));
     assert!(e.contains("Error.NotFound"), "{e}");
+
+    // Polkit does not let bob write, so no Grant; once it lets him write and manage, he
+    // grants on an instance he holds no right on (not even sees), as the administrator.
+    let e = err_name(&as_app(&bob, &app_b, "Grant", &grant_args));
+    assert!(e.contains("Error.AccessDenied"), "{e}");
+    bus.allow("61-omadmd-test-manage", &[&bob], &["write", "manage"]);
+    let out = as_app(&bob, &app_b, "Grant", &grant_args);
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
+    assert!(
+        daemon.log().contains("managing grants as an administrator"),
+        "{}",
+        daemon.log()
+    );
+    let out = as_app(&bob, &app_b, "Get", &[&quoted(&server)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::sysbus::show(&out)
+    );
 }
 
 #[test]

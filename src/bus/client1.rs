@@ -191,9 +191,12 @@ impl Client1 {
         // A watch on nodes the caller may not read is accepted like one on nodes that do not
         // exist (yet): it is never told of changes it may not read, their deletion included.
         let owner = sender(&header)?;
-        let id = self
-            .watches
-            .add(&self.auth, &owner, caller.principal, &uri)?;
+        // Registering reads the store (the journal's position, what the caller may read).
+        let (watches, auth, who) = (self.watches.clone(), self.auth.clone(), owner.clone());
+        let id = store::offload(Lane::Interactive, move || {
+            watches.add(&auth, &who, caller.principal, &uri)
+        })
+        .await??;
         // A caller that left the bus while this call ran is forgotten already; so is its watch.
         if !self.access.knows(&owner) {
             self.watches.remove(&owner, id);
