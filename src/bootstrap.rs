@@ -21,16 +21,16 @@
 //!   carries (`b64`, `date`, ...) needs its MO type's DDF.
 //!   Instance roots of known MO types are checked against their DDF (required nodes,
 //!   formats). DevInfo and SessionInfo are omadmd's own: a file writing them is refused.
-//! - **Once**: at every start, each file new or changed since it was last applied (recorded
-//!   by path with the SHA-256 of its content) is applied whole, in one transaction, or not at
-//!   all. A refused file is logged as `file:line: reason` (each problem on its own line), is
-//!   not recorded — so it is tried again at the next start — and the other files still
-//!   apply. A file removed from a dir leaves its instances in place. The record is written
-//!   just after the file's transaction: a crash between the two applies the file again at
-//!   the next start, which rewrites the same instances (items name their MIIDs). An error
-//!   the access rules or the store find only while writing (a `SrvID` already taken, a tree
-//!   too deep) is reported at the line of the item whose ClientURI it names, else the first
-//!   item's.
+//! - **Once**: at every start and reload ([`reload`]: SIGHUP), each file new or changed since
+//!   it was last applied (recorded by path with the SHA-256 of its content) is applied whole,
+//!   in one transaction, or not at all. A refused file is logged as `file:line: reason` (each
+//!   problem on its own line), is not recorded — so it is tried again at the next start or
+//!   reload — and the other files still apply. A file removed from a dir leaves its
+//!   instances in place. The record is written just after the file's transaction: a crash
+//!   between the two applies the file again at the next start, which rewrites the same
+//!   instances (items name their MIIDs). An error the access rules or the store find only
+//!   while writing (a `SrvID` already taken, a tree too deep) is reported at the line of
+//!   the item whose ClientURI it names, else the first item's.
 //! - **On request**: [`Bootstrap::apply_file`] (D-Bus `Bootstrap`) applies a file whatever
 //!   was applied before, and records it like the others.
 //! - **Factory reset**: [`Bootstrap::factory_reset`] removes every MO instance but DevInfo
@@ -42,12 +42,15 @@
 //! - **From a bootstrap server**: [`client`] fetches the bootstrap of every DM account naming
 //!   one in `Auth/Bootstrap/ServerURI`, checks it with the same rules and applies it the same
 //!   way (client-initiated bootstrap).
+//! - **One at a time**: applying the dirs, a named file and the factory reset each hold
+//!   [`Bootstrap`]'s lock throughout, so that a reload running beside a factory reset
+//!   neither applies a file twice nor records one whose instances the reset removed.
 
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest as _, Sha256};
 
@@ -62,6 +65,7 @@ use crate::tree::uri::NodeAddr;
 use crate::tree::xml;
 
 pub mod client;
+pub mod reload;
 
 pub use client::ServerBootstrap;
 
@@ -82,6 +86,8 @@ pub struct Bootstrap {
     store: Arc<Pool>,
     dirs: Vec<PathBuf>,
     changes: ChangeSink,
+    /// Held by whatever applies files (module documentation, "One at a time").
+    applying: Mutex<()>,
 }
 
 /// One problem of a refused file.
@@ -158,12 +164,19 @@ impl Bootstrap {
             store,
             dirs,
             changes,
+            applying: Mutex::new(()),
         }
     }
 
     /// Applies every file of the dirs that is new or changed since it was last applied, and
     /// logs what happened to each. Fails only when the store does.
     pub fn apply_dirs(&self) -> Result<Report, StoreError> {
+        let _one = self.one_at_a_time();
+        self.apply_dirs_held()
+    }
+
+    /// [`Bootstrap::apply_dirs`], the lock held by the caller.
+    fn apply_dirs_held(&self) -> Result<Report, StoreError> {
         let mut report = Report::default();
         for path in self.files() {
             match self.apply(&path, false) {
@@ -201,12 +214,14 @@ impl Bootstrap {
                 path: path.to_owned(),
             });
         }
+        let _one = self.one_at_a_time();
         Ok(self.apply(path, true)?.unwrap_or_default())
     }
 
     /// The factory reset (see the module documentation). Returns what it removed and what
     /// it applied again.
     pub fn factory_reset(&self) -> Result<Reset, StoreError> {
+        let _one = self.one_at_a_time();
         let admin = Principal::Admin.to_string();
         let (removed, changes) = self
             .store
@@ -216,8 +231,15 @@ impl Bootstrap {
         tracing::warn!(
             "factory reset: {removed} MO instance(s) removed; applying the bootstrap files again"
         );
-        let report = self.apply_dirs()?;
+        let report = self.apply_dirs_held()?;
         Ok(Reset { removed, report })
+    }
+
+    /// The lock whoever applies files holds. A holder that panicked left nothing half
+    /// done that the lock guards (each file is its own transaction), so a poisoned lock
+    /// is taken over.
+    fn one_at_a_time(&self) -> MutexGuard<'_, ()> {
+        self.applying.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The bootstrap files of the dirs, in order; other entries are logged and left out.

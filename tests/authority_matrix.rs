@@ -91,9 +91,13 @@ async fn servers_and_apps_each_get_what_the_rules_give_them() {
     let hget = |repo: &str, target: &str| json!(["HGET", format!("{{repo}}/{repo}"), target]);
     let delete = |uri: &str| json!(["DELETE", uri]);
 
+    // op shares its instance with ent through the Delegation Access Control MO.
+    let share = format!("{}/{}/opshare", builtin::DACL, builtin::DACL_MIID);
+    let share_item = json!([{"ClientURI": share, "MOData": {"opshare": {
+        "Target": opw, "Principal": "srv:ent", "Rights": "Read"}}}]);
     let op_srv = server(
         &scenario(
-            json!({"unit": item(&format!("{appw}Unit"), "Unit", "K")}),
+            json!({"unit": item(&format!("{appw}Unit"), "Unit", "K"), "share": share_item}),
             &[
                 vec![
                     (get(&format!("{appw}Unit")), 200),
@@ -112,8 +116,16 @@ async fn servers_and_apps_each_get_what_the_rules_give_them() {
                     (get(&format!("{}//SrvID", builtin::DMACC)), 200),
                     (get(&format!("{}//Auth/Trsp/Secret", builtin::DMACC)), 404),
                 ],
-                // After app A revoked it: the instance is gone for it.
-                vec![(get(&appw), 404), (get(&opw), 200)],
+                // After app A revoked it: the instance is gone for it. It delegates its own
+                // instance: an HGET into the DACL MO is a grant.
+                vec![
+                    (get(&appw), 404),
+                    (get(&opw), 200),
+                    (hget("share", &share), 200),
+                    (get(&format!("{share}/Rights")), 200),
+                ],
+                // Deleting the entry revokes.
+                vec![(delete(&share), 200)],
             ],
         ),
         certs.path(),
@@ -122,19 +134,33 @@ async fn servers_and_apps_each_get_what_the_rules_give_them() {
     let ent_srv = server(
         &scenario(
             json!({"unit": item(&format!("{appw}Unit"), "Unit", "F"),
-                   "city": item(&format!("{appw}City"), "City", "Espoo")}),
-            &[vec![
-                // op (20) wrote Unit: 409 for ent (10); City is app A's: 200.
-                (hget("unit", &format!("{appw}Unit")), 409),
-                (hget("city", &format!("{appw}City")), 200),
-                // Deleting the subtree would take op's node along: 409.
-                (delete(&appw), 409),
-                (get(&appw), 200),
-                // op's own instance is not there for ent, whatever the command.
-                (get(&opw), 404),
-                (delete(&opw), 404),
-                (get(&entv), 200),
-            ]],
+                   "city": item(&format!("{appw}City"), "City", "Espoo"),
+                   "raise": item(&format!("{share}/Rights"), "Rights", "Read,Write")}),
+            &[
+                vec![
+                    // op (20) wrote Unit: 409 for ent (10); City is app A's: 200.
+                    (hget("unit", &format!("{appw}Unit")), 409),
+                    (hget("city", &format!("{appw}City")), 200),
+                    // Deleting the subtree would take op's node along: 409.
+                    (delete(&appw), 409),
+                    (get(&appw), 200),
+                    // op's own instance is not there for ent, whatever the command.
+                    (get(&opw), 404),
+                    (delete(&opw), 404),
+                    (get(&entv), 200),
+                ],
+                // op granted it Read through the DACL MO: it reads op's instance and sees
+                // the entry naming it, but cannot change the entry (no Delegate).
+                vec![
+                    (get(&opw), 200),
+                    (delete(&opw), 403),
+                    (get(&format!("{share}/Principal")), 200),
+                    (hget("raise", &format!("{share}/Rights")), 403),
+                    (delete(&share), 403),
+                ],
+                // Revoked: gone again, the entry too.
+                vec![(get(&opw), 404), (get(&share), 404)],
+            ],
         ),
         certs.path(),
     )
@@ -232,12 +258,25 @@ async fn servers_and_apps_each_get_what_the_rules_give_them() {
         .set(&Principal::Admin, &unit, None, Input::Text("C".into()))
         .unwrap();
 
-    // Revocation counts from the next session.
+    // Revocation counts from the next session; then op's delegation to ent through the
+    // DACL MO, seen by ent, and revoked by op.
     c.auth.grant(&a, &appw, "srv:op", Rights::NONE).unwrap();
-    let outcome = c
-        .engine
-        .run(&op, omadmd::protocol::alert::CLIENT_INITIATED, None)
-        .await;
-    assert_eq!(outcome.status, 200, "{outcome:?}");
-    assert!(op_srv.failures().is_empty(), "{:?}", op_srv.failures());
+    for (acc, srv) in [
+        (&op, &op_srv),
+        (&ent, &ent_srv),
+        (&op, &op_srv),
+        (&ent, &ent_srv),
+    ] {
+        let outcome = c
+            .engine
+            .run(acc, omadmd::protocol::alert::CLIENT_INITIATED, None)
+            .await;
+        assert_eq!(outcome.status, 200, "{}: {outcome:?}", acc.srv_id);
+        assert!(
+            srv.failures().is_empty(),
+            "{}: {:?}",
+            acc.srv_id,
+            srv.failures()
+        );
+    }
 }

@@ -3,8 +3,10 @@
 
 mod support;
 
+mod authority_bus_matrix;
 mod authority_matrix;
 mod bootstrap;
+mod bootstrap_reload;
 mod client_bootstrap;
 mod dbus_identity;
 mod dbus_security;

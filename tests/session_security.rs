@@ -117,14 +117,14 @@ async fn sub_deliveries_carry_no_news_of_secrets() {
         omadmd::session::subscribe::deliver(c.engine.clone(), changes)
     };
     // Rotating the secret is not news to the server; renaming the account is.
-    deliver(format!("{root}Auth/Trsp/Secret"), "new").await;
+    deliver(format!("{root}Auth/Trsp/Secret"), "rotated-pw-7f3").await;
     assert!(srv.received("sub/account").is_empty());
     deliver(format!("{root}Name"), "Acme").await;
     let uploads = srv.received("sub/account");
     assert_eq!(uploads.len(), 1, "{uploads:?}");
     let body = String::from_utf8_lossy(&uploads[0].body);
     assert!(
-        body.contains("Acme") && !body.contains("new") && !body.contains("Secret"),
+        body.contains("Acme") && !body.contains("rotated-pw-7f3") && !body.contains("Secret"),
         "{body}"
     );
 }

@@ -17,6 +17,7 @@
 //! - [`principal`]: [`Principal`] and [`Rights`];
 //! - [`view`]: the store as one principal may see it;
 //! - [`accounts`]: who may change DM accounts;
+//! - [`dacl`]: grants, locally and through the Delegation Access Control MO;
 //! - [`provided`]: instances omadmd keeps itself (DevInfo for everyone, SessionInfo for one
 //!   server);
 //! - [`bounds`]: result size, reply size and per-owner quotas;
@@ -24,6 +25,7 @@
 
 mod accounts;
 mod bounds;
+mod dacl;
 mod error;
 mod principal;
 mod provided;
@@ -39,6 +41,7 @@ pub use error::AccessError;
 pub use principal::{ANY_APP, ANY_SERVER, BadPrincipal, Principal, Rights, UnknownRight};
 
 use crate::store::{Change, Placement, Pool, Store, StoreError, Txn};
+use crate::tree::builtin::DACL;
 use crate::tree::format::Format;
 use crate::tree::json::{MoItem, node_from_json};
 use crate::tree::mo_type::{AccessTypes, NodeDef, Scope};
@@ -47,6 +50,7 @@ use crate::tree::registry::Registry;
 use crate::tree::resolve::{TreeRead as _, resolve};
 use crate::tree::uri::{ClientUri, InstanceSel, Moid, NodeAddr, NvField, Segment, UriError};
 use crate::tree::value::Value;
+use dacl::DaclWrite;
 use view::{Purpose, Reach, View};
 
 /// A ClientURI as the authority's methods take it: text (parsed once, there) or already
@@ -228,7 +232,7 @@ impl Authority {
         store.snapshot(|store| {
             let mut budget = self.bounds.reply(&uri);
             for addr in self.readable(who, store, &uri)? {
-                budget.write_item(&self.item(store, &addr)?, json)?;
+                budget.write_item(&self.item(store, who, &addr)?, json)?;
             }
             Ok(())
         })?
@@ -250,6 +254,17 @@ impl Authority {
             return Err(AccessError::InvalidUri(format!(
                 "{addr}: Set needs a leaf, not an instance root"
             )));
+        }
+        if addr.moid == DACL {
+            let Input::Text(text) = input else {
+                return Err(AccessError::InvalidValue(format!(
+                    "{addr}: DACL leaves are text"
+                )));
+            };
+            let changes = self.write_dacl(who, &mut store, &addr, DaclWrite::Rights(text))?;
+            drop(store);
+            (self.observer)(&changes);
+            return Ok(changes);
         }
         let exists = store.kind(&addr.moid, &addr.miid, &addr.path)?.is_some();
         let def = self.def_checked(&addr)?;
@@ -317,6 +332,12 @@ impl Authority {
         let uri = uri.parsed()?;
         let mut store = self.writer();
         let addr = self.single_target(who, &store, &uri, Rights::WRITE)?;
+        if addr.moid == DACL {
+            let changes = self.write_dacl(who, &mut store, &addr, DaclWrite::Remove)?;
+            drop(store);
+            (self.observer)(&changes);
+            return Ok(changes);
+        }
         if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
             return Err(AccessError::NotFound(format!("{addr}: no such node")));
         }
@@ -365,6 +386,11 @@ impl Authority {
         let moid = moid.checked()?;
         let moid = moid.as_ref();
         accounts::may_create(who, moid)?;
+        if **moid == *DACL {
+            return Err(AccessError::NotAllowed(format!(
+                "{moid}: omadmd keeps the one DACL instance; add entries to it"
+            )));
+        }
         let json: J = serde_json::from_str(modata)
             .map_err(|e| AccessError::InvalidValue(format!("MOData is not JSON: {e}")))?;
         let object = json.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
@@ -535,41 +561,6 @@ impl Authority {
         Ok(self.view(&store, who, Purpose::Read)?.sees(addr)?)
     }
 
-    /// Gives `principal` `rights` on the instance at `instance_uri` (replacing earlier ones;
-    /// none removes them). `who` must be the admin or hold Delegate on the instance.
-    pub fn grant(
-        &self,
-        who: &Principal,
-        instance_uri: impl Address,
-        principal: &str,
-        rights: Rights,
-    ) -> Result<(), AccessError> {
-        let uri = instance_uri.parsed()?;
-        let principal = Principal::parse(principal)
-            .map_err(|e| AccessError::InvalidValue(e.to_string()))?
-            .to_string();
-        let mut store = self.writer();
-        let addr = self.single_target(who, &store, &uri, Rights::DELEGATE)?;
-        if !addr.path.is_empty() {
-            return Err(AccessError::InvalidUri(format!(
-                "{addr}: grants are per instance; name its root"
-            )));
-        }
-        self.require(who, &store, &addr, Rights::DELEGATE)?;
-        self.may_delegate(who, &store, &addr, &principal, rights)?;
-        if rights != Rights::NONE {
-            let grants = store.grants(&addr)?;
-            if grants.len() >= MAX_GRANTS && !grants.iter().any(|(p, _)| *p == principal) {
-                return Err(AccessError::Limit(format!(
-                    "{addr}: already {} grants, the most one instance holds; revoke some first",
-                    grants.len()
-                )));
-            }
-        }
-        store.write(|tx| tx.set_grant(&addr, &principal, rights.bits()))?;
-        Ok(())
-    }
-
     /// A holder of Delegate passes on only what it holds itself, and only the owner (or the
     /// admin) grants to every app or every server at once (`app:*`, `srv:*`) or changes the
     /// rights of another holder of Delegate: no one raises its own rights, or anyone's above
@@ -593,7 +584,7 @@ impl Authority {
         }
         let held = view::rights(store, who, &addr.moid, &addr.miid)?
             .intersection(self.reach(store, who)?.cap(&addr.moid));
-        let theirs = Rights::from_bits(store.grant(addr, to)?.unwrap_or(0));
+        let theirs = store.grant(addr, to)?;
         let denied = |why: String| Err(AccessError::Denied(format!("{addr}: {who} {why}")));
         if !held.contains(rights) {
             return denied(format!(
@@ -631,9 +622,7 @@ impl Authority {
             .ok_or_else(|| AccessError::NotFound(format!("{addr}: no such node")))?
             .owner;
         let mut out = vec![(owner, Rights::ALL)];
-        for (principal, bits) in store.grants(&addr)? {
-            out.push((principal, Rights::from_bits(bits)));
-        }
+        out.extend(store.grants(&addr)?);
         Ok(out)
     }
 
@@ -721,6 +710,14 @@ impl Authority {
         Ok(self.reader().instances(moid)?)
     }
 
+    /// Whether the node at `addr` exists (whoever may see it).
+    pub fn exists(&self, addr: &NodeAddr) -> Result<bool, AccessError> {
+        Ok(self
+            .reader()
+            .kind(&addr.moid, &addr.miid, &addr.path)?
+            .is_some())
+    }
+
     /// The cache validator of the one instance `uri` resolves into, if `who` may read it.
     pub fn cache_validator(
         &self,
@@ -766,12 +763,24 @@ impl Authority {
                 )));
             };
             let addr = self.single_target(who, &store, target, Rights::WRITE)?;
-            self.require(who, &store, &addr, Rights::WRITE)?;
-            self.account_guard(who, &store, &addr)?;
-            self.priority_guard(who, &store, &addr, true)?;
             let (name, json) = item
                 .single()
                 .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
+            if addr.moid == DACL {
+                let node = node_from_json(json, self.def(&addr), name)
+                    .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
+                let write = match node {
+                    Node::Leaf(v) => DaclWrite::Rights(v.to_text()),
+                    entry => DaclWrite::Entry(entry),
+                };
+                let changes = self.write_dacl(who, &mut store, &addr, write)?;
+                drop(store);
+                (self.observer)(&changes);
+                return Ok(vec![addr]);
+            }
+            self.require(who, &store, &addr, Rights::WRITE)?;
+            self.account_guard(who, &store, &addr)?;
+            self.priority_guard(who, &store, &addr, true)?;
             if let Some(info) = store.instance(&addr.moid, &addr.miid)? {
                 charges.add(&info.owner, 0, bounds::footprint(json, &addr.path, &owner));
             }
@@ -782,6 +791,13 @@ impl Authority {
             let view = self.view(&store, who, Purpose::Act)?;
             for item in items {
                 let mut placement = Placement::of(item, self.types.types())?;
+                if placement.moid == DACL {
+                    return Err(AccessError::NotAllowed(format!(
+                        "{}: DACL entries are written one at a time, each at its own node \
+                         (DACL/<x>)",
+                        item.client_uri
+                    )));
+                }
                 if view.cap(&placement.moid) == Rights::NONE {
                     return Err(AccessError::Denied(format!(
                         "{}: {who} may not manage {}: it is not among the MOIDs its DM \
@@ -908,7 +924,7 @@ impl Authority {
             addrs
                 .into_iter()
                 .map(|addr| {
-                    let item = self.item(store, &addr)?;
+                    let item = self.item(store, who, &addr)?;
                     budget.take_item(&item)?;
                     Ok(item)
                 })
@@ -916,12 +932,24 @@ impl Authority {
         })?
     }
 
-    /// The MO serialization item of the node at `addr`, without the No-Get nodes below it.
-    fn item(&self, store: &Store, addr: &NodeAddr) -> Result<MoItem, AccessError> {
+    /// The MO serialization item of the node at `addr`, without the nodes below it `who`
+    /// may not read: No-Get nodes, and at the DACL root the entries it may not see.
+    fn item(&self, store: &Store, who: &Principal, addr: &NodeAddr) -> Result<MoItem, AccessError> {
         let mut item = store.mo_item(addr)?;
         if let Some(def) = self.def(addr) {
             for json in item.mo_data.values_mut() {
                 prune_no_get(json, def);
+            }
+        }
+        if addr.moid == DACL && addr.path.is_empty() {
+            let view = self.view(store, who, Purpose::Read)?;
+            for entries in item.mo_data.values_mut().filter_map(J::as_object_mut) {
+                let names: Vec<String> = entries.keys().cloned().collect();
+                for name in names {
+                    if !view.sees_entry(&name)? {
+                        entries.remove(&name);
+                    }
+                }
             }
         }
         Ok(item)

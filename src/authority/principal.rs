@@ -1,6 +1,9 @@
-//! Principals (who acts) and rights (what they may do on an MO instance).
+//! Principals: who acts. (What they may do on an MO instance, [`Rights`], is the store's:
+//! grants are kept as its bit sets.)
 
 use std::fmt;
+
+pub use crate::store::{ADMIN, Rights, UnknownRight};
 
 /// Who performs an operation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -15,15 +18,6 @@ pub enum Principal {
     /// A DM server (Management Authority), by SrvID.
     Server(String),
 }
-
-/// The logical rights of PROTOCOL.md §11 as a bit set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Rights(u8);
-
-/// A right name that is not Read, Write, Exec or Delegate.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown right {0:?} (expected Read, Write, Exec or Delegate)")]
-pub struct UnknownRight(pub String);
 
 /// A principal string that is not `app:<id>`, `app:*`, `uid:<n>` or `srv:<SrvID>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,9 +36,6 @@ fn app_id_ok(id: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-@\\+:".contains(c)))
 }
-
-/// The admin as owners and writers are stored.
-pub const ADMIN: &str = "admin";
 
 /// The principal that stands for every local caller (apps and users) in grants.
 pub const ANY_APP: &str = "app:*";
@@ -80,79 +71,9 @@ impl fmt::Display for Principal {
     }
 }
 
-impl Rights {
-    pub const READ: Rights = Rights(1);
-    pub const WRITE: Rights = Rights(2);
-    pub const EXEC: Rights = Rights(4);
-    pub const DELEGATE: Rights = Rights(8);
-    pub const ALL: Rights = Rights(15);
-    pub const NONE: Rights = Rights(0);
-
-    const NAMES: [(Rights, &'static str); 4] = [
-        (Rights::READ, "Read"),
-        (Rights::WRITE, "Write"),
-        (Rights::EXEC, "Exec"),
-        (Rights::DELEGATE, "Delegate"),
-    ];
-
-    /// Parses right names (`Read`, `Write`, `Exec`, `Delegate`).
-    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Rights, UnknownRight> {
-        names.into_iter().try_fold(Rights::NONE, |acc, n| {
-            Self::NAMES
-                .iter()
-                .find(|(_, name)| *name == n)
-                .map(|(r, _)| Rights(acc.0 | r.0))
-                .ok_or_else(|| UnknownRight(n.to_owned()))
-        })
-    }
-
-    /// The stored bit set.
-    pub fn bits(self) -> u8 {
-        self.0
-    }
-
-    /// From a stored bit set (unknown bits dropped).
-    pub fn from_bits(bits: u8) -> Rights {
-        Rights(bits & Rights::ALL.0)
-    }
-
-    pub fn contains(self, other: Rights) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    pub fn union(self, other: Rights) -> Rights {
-        Rights(self.0 | other.0)
-    }
-
-    pub fn intersection(self, other: Rights) -> Rights {
-        Rights(self.0 & other.0)
-    }
-
-    /// The right names held.
-    pub fn names(self) -> Vec<&'static str> {
-        Self::NAMES
-            .iter()
-            .filter(|(r, _)| self.contains(*r))
-            .map(|(_, n)| *n)
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rights_parse_and_print() {
-        let r = Rights::parse(["Read", "Exec"]).unwrap();
-        assert!(r.contains(Rights::READ) && !r.contains(Rights::WRITE));
-        assert_eq!(r.names(), ["Read", "Exec"]);
-        assert_eq!(Rights::from_bits(0xff), Rights::ALL);
-        assert_eq!(
-            Rights::parse(["read"]).unwrap_err().to_string(),
-            "unknown right \"read\" (expected Read, Write, Exec or Delegate)"
-        );
-    }
 
     #[test]
     fn principals_parse_and_print() {

@@ -67,11 +67,11 @@ impl Authority {
             }
             for (principal, _) in &stale {
                 if !readers.iter().any(|(p, _)| p == principal) {
-                    tx.set_grant(&root, principal, 0)?;
+                    tx.set_grant(&root, principal, Rights::NONE, &owner)?;
                 }
             }
             for (principal, rights) in readers {
-                tx.set_grant(&root, principal, rights.bits())?;
+                tx.set_grant(&root, principal, *rights, &owner)?;
             }
             Ok::<_, crate::store::StoreError>(())
         })?;

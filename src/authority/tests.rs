@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use crate::store::dacl_root;
 use crate::tree::builtin;
 
 struct Fixture {
@@ -108,8 +109,8 @@ fn owners_have_every_right_others_need_grants() {
         .collect();
     assert_eq!(
         kinds,
-        ["added", "replaced"],
-        "the observer saw every committed change"
+        ["added", "replaced", "added", "added", "deleted"],
+        "the observer saw every committed change (the grants' as DACL entries)"
     );
 }
 
@@ -1373,4 +1374,252 @@ fn an_instance_holds_a_bounded_number_of_grants() {
         .unwrap();
     f.auth.grant(&a, &root, "uid:01001", Rights::NONE).unwrap();
     f.auth.grant(&a, &root, "uid:99999", Rights::READ).unwrap();
+}
+
+/// The DACL entries `who` sees, as (name, principal, rights), by name.
+fn entries(f: &Fixture, who: &Principal) -> Vec<(String, String, String)> {
+    let uri = format!("{}/{}/*/Principal", builtin::DACL, builtin::DACL_MIID);
+    let mut out = Vec::new();
+    for found in f.auth.get(who, uri.as_str()).unwrap_or_default() {
+        let name = found.addr.path.split('/').next().unwrap().to_owned();
+        let rights = f
+            .auth
+            .get(
+                who,
+                dacl_root()
+                    .child(&format!("{name}/Rights"))
+                    .to_string()
+                    .as_str(),
+            )
+            .unwrap()[0]
+            .value
+            .as_ref()
+            .map(Value::to_text)
+            .unwrap();
+        out.push((name, found.value.unwrap().to_text(), rights));
+    }
+    out
+}
+
+/// A server's write of a whole DACL entry (an HGET into `DACL/<name>`).
+fn hget_entry(
+    f: &Fixture,
+    who: &Principal,
+    name: &str,
+    target: &NodeAddr,
+    principal: &str,
+    rights: &str,
+) -> Result<Vec<NodeAddr>, AccessError> {
+    let at = dacl_root().child(name);
+    let items = crate::tree::json::parse_items(
+        &serde_json::json!([{"ClientURI": at.to_string(), "MOData": {name: {
+            "Target": target.to_string(), "Principal": principal, "Rights": rights}}}])
+        .to_string(),
+    )
+    .unwrap();
+    let target_uri = ClientUri::parse(&at.to_string()).unwrap();
+    f.auth
+        .import_items(who, &items, Some(&target_uri), &|_| true)
+}
+
+#[test]
+fn a_server_grants_through_the_dacl_mo_and_sees_only_its_entries() {
+    let f = fixture();
+    ranked(&f, "hi", 10);
+    ranked(&f, "lo", 1);
+    ranked(&f, "peer", 10);
+    let (hi, lo, peer) = (
+        Principal::Server("hi".into()),
+        Principal::Server("lo".into()),
+        Principal::Server("peer".into()),
+    );
+    let mine = f
+        .auth
+        .create_instance(&hi, SETTINGS, r#"{"Settings": {"Name": "n", "Port": 1}}"#)
+        .unwrap();
+    let a = app("A");
+    let apps = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"Name": "a", "Port": 2}}"#)
+        .unwrap();
+    f.auth
+        .grant(&a, &apps.to_string(), "app:B", Rights::READ)
+        .unwrap();
+    let name = format!("{mine}Name");
+    assert!(matches!(
+        f.auth.get(&lo, name.as_str()),
+        Err(AccessError::NotFound(_))
+    ));
+
+    hget_entry(&f, &hi, "forlo", &mine, "srv:lo", "Read").unwrap();
+    assert_eq!(f.auth.get(&lo, name.as_str()).unwrap().len(), 1);
+    assert!(matches!(
+        f.auth.set(&lo, &name, None, Input::Text("x".into())),
+        Err(AccessError::Denied(_))
+    ));
+    let forlo = ("forlo".to_owned(), "srv:lo".to_owned(), "Read".to_owned());
+    assert_eq!(
+        entries(&f, &hi),
+        std::slice::from_ref(&forlo),
+        "the owner's entry"
+    );
+    assert_eq!(
+        entries(&f, &lo),
+        std::slice::from_ref(&forlo),
+        "the entry naming it"
+    );
+    assert!(entries(&f, &peer).is_empty(), "neither named nor owner");
+    let b = entries(&f, &app("B"));
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].1, "app:B");
+    assert_eq!(entries(&f, &Principal::Admin).len(), 2);
+    // GetJson of the whole MO holds the same entries, no others.
+    let json = String::from_utf8(
+        f.auth
+            .get_json(&lo, dacl_root().to_string().as_str())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(json.contains("forlo") && !json.contains("app:B"), "{json}");
+
+    // Replacing the Rights changes the grant; Target and Principal are fixed.
+    let rights = dacl_root().child("forlo/Rights").to_string();
+    f.auth
+        .set(&hi, &rights, None, Input::Text("Read,Write".into()))
+        .unwrap();
+    // lo may write now; hi wrote the node and outranks it, so priority still says no.
+    assert!(matches!(
+        f.auth.set(&lo, &name, None, Input::Text("x".into())),
+        Err(AccessError::Conflict(_))
+    ));
+    let principal = dacl_root().child("forlo/Principal").to_string();
+    assert!(matches!(
+        f.auth
+            .set(&hi, &principal, None, Input::Text("srv:peer".into())),
+        Err(AccessError::NotAllowed(_))
+    ));
+    // Another server cannot touch the entry: for it, it is not there.
+    assert!(matches!(
+        f.auth.set(&peer, &rights, None, Input::Text("Read".into())),
+        Err(AccessError::NotFound(_))
+    ));
+    assert!(matches!(
+        f.auth
+            .delete(&peer, dacl_root().child("forlo").to_string().as_str()),
+        Err(AccessError::NotFound(_))
+    ));
+    // The grantee cannot raise its own rights: it does not hold Delegate.
+    assert!(matches!(
+        f.auth.set(
+            &lo,
+            &rights,
+            None,
+            Input::Text("Read,Write,Delegate".into())
+        ),
+        Err(AccessError::Denied(_))
+    ));
+    // An entry for an instance the writer cannot see names nothing.
+    assert!(matches!(
+        hget_entry(&f, &peer, "steal", &mine, "srv:peer", "Read"),
+        Err(AccessError::NotFound(_))
+    ));
+    // Unknown rights and principals are refused whole.
+    assert!(matches!(
+        hget_entry(&f, &hi, "bad", &mine, "srv:peer", "Read,Own"),
+        Err(AccessError::InvalidValue(_))
+    ));
+    assert!(matches!(
+        hget_entry(&f, &hi, "bad", &mine, "root", "Read"),
+        Err(AccessError::InvalidValue(_))
+    ));
+
+    // Deleting the entry revokes.
+    f.auth
+        .delete(&hi, dacl_root().child("forlo").to_string().as_str())
+        .unwrap();
+    assert!(matches!(
+        f.auth.get(&lo, name.as_str()),
+        Err(AccessError::NotFound(_))
+    ));
+    assert!(entries(&f, &lo).is_empty());
+    // The root is permanent; the MO is omadmd's, not an instance anyone creates.
+    assert!(matches!(
+        f.auth.delete(&hi, dacl_root().to_string().as_str()),
+        Err(AccessError::NotAllowed(_))
+    ));
+    assert!(matches!(
+        f.auth
+            .create_instance(&Principal::Admin, builtin::DACL, r#"{"DACL": {}}"#),
+        Err(AccessError::NotAllowed(_))
+    ));
+}
+
+#[test]
+fn delegation_through_the_dacl_mo_passes_on_only_what_is_held_and_respects_priority() {
+    let f = fixture();
+    ranked(&f, "hi", 10);
+    ranked(&f, "lo", 1);
+    let (hi, lo) = (
+        Principal::Server("hi".into()),
+        Principal::Server("lo".into()),
+    );
+    let a = app("A");
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"Name": "n", "Port": 1}}"#)
+        .unwrap();
+    let read_delegate = Rights::READ.union(Rights::DELEGATE);
+    for srv in ["srv:hi", "srv:lo"] {
+        f.auth
+            .grant(&a, &root.to_string(), srv, read_delegate)
+            .unwrap();
+    }
+    // A delegate passes on what it holds, not more.
+    hget_entry(&f, &hi, "c", &root, "app:C", "Read").unwrap();
+    assert!(matches!(
+        hget_entry(&f, &lo, "d", &root, "app:D", "Read,Write"),
+        Err(AccessError::Denied(_))
+    ));
+    // The entry hi wrote outranks lo and every app, the owner included...
+    let c = dacl_root().child("c");
+    assert!(matches!(
+        f.auth.delete(&lo, c.to_string().as_str()),
+        Err(AccessError::Conflict(_))
+    ));
+    assert!(matches!(
+        f.auth.grant(&a, &root.to_string(), "app:C", Rights::NONE),
+        Err(AccessError::Conflict(_))
+    ));
+    assert_eq!(
+        f.auth
+            .holder(&a, c.child("Rights").to_string().as_str())
+            .unwrap(),
+        "srv:hi"
+    );
+    // ...but not the admin, who stands outside the ordering.
+    f.auth
+        .grant(&Principal::Admin, &root.to_string(), "app:C", Rights::NONE)
+        .unwrap();
+    assert!(f.store.reader().dacl_entry_named("c").unwrap().is_none());
+
+    // A new entry under a name another principal's invisible entry has gets a fresh name.
+    hget_entry(&f, &hi, "x", &root, "app:E", "Read").unwrap();
+    ranked(&f, "peer", 10);
+    let peer = Principal::Server("peer".into());
+    let other = f
+        .auth
+        .create_instance(&peer, SETTINGS, r#"{"Settings": {"Name": "o", "Port": 3}}"#)
+        .unwrap();
+    hget_entry(&f, &peer, "x", &other, "app:F", "Read").unwrap();
+    let seen = entries(&f, &peer);
+    assert_eq!(seen.len(), 1);
+    assert_ne!(
+        seen[0].0, "x",
+        "hi's entry x is not peer's to see or replace"
+    );
+    assert_eq!(seen[0].1, "app:F");
+    assert_eq!(
+        f.store.reader().grant(&root, "app:E").unwrap(),
+        Rights::READ
+    );
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use super::principal::{ANY_APP, ANY_SERVER, Principal, Rights};
 use crate::store::{Store, StoreError};
-use crate::tree::builtin::{DMACC, SESSIONINFO};
+use crate::tree::builtin::{DACL, DMACC, SESSIONINFO};
 use crate::tree::registry::Registry;
 use crate::tree::resolve::{NodeKind, TreeRead};
 
@@ -29,8 +29,8 @@ pub enum Purpose {
 /// Which MOIDs a principal may use at all (PROTOCOL.md §11, DM-HLF-009): every MOID for
 /// the admin and local callers; for a server, the MOIDs of its account's `Perm` list and
 /// omadmd's per-server MOs (its DM account, its sessions' SessionInfo: instances it holds
-/// rights on by ownership or grant), plus the public MOIDs (`[access] public_moids`) for
-/// reading only. Rights on instances come on top: this is a ceiling, never a grant.
+/// rights on by ownership or grant; the DACL MO: the entries it may see), plus the public
+/// MOIDs (`[access] public_moids`) for reading only. Rights on instances come on top: this is a ceiling, never a grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reach<'a> {
     All,
@@ -46,7 +46,8 @@ impl Reach<'_> {
         match self {
             Reach::All => Rights::ALL,
             Reach::Server { permitted, public } => {
-                if moid == DMACC || moid == SESSIONINFO || permitted.iter().any(|m| m == moid) {
+                if [DMACC, SESSIONINFO, DACL].contains(&moid) || permitted.iter().any(|m| m == moid)
+                {
                     Rights::ALL
                 } else if public.iter().any(|m| m == moid) {
                     Rights::READ
@@ -68,6 +69,8 @@ pub struct View<'a> {
     /// Rights per instance, looked up once per view: by MOID, then MIID, with borrowed names,
     /// so a hit allocates nothing.
     rights: RefCell<HashMap<String, HashMap<String, Rights>>>,
+    /// Whether each DACL entry looked at is one the principal may see, by entry name.
+    entries: RefCell<HashMap<String, bool>>,
 }
 
 impl<'a> View<'a> {
@@ -85,6 +88,7 @@ impl<'a> View<'a> {
             purpose,
             reach,
             rights: RefCell::new(HashMap::new()),
+            entries: RefCell::new(HashMap::new()),
         }
     }
 
@@ -119,7 +123,42 @@ impl<'a> View<'a> {
     /// Whether the node at `addr` exists for this view as far as rights and access types go
     /// (it may still be absent from the tree).
     pub fn sees(&self, addr: &crate::tree::uri::NodeAddr) -> Result<bool, StoreError> {
-        Ok(!self.hides(&addr.moid, &addr.path) && self.sees_instance(&addr.moid, &addr.miid)?)
+        Ok(!self.hides(&addr.moid, &addr.path)
+            && self.sees_instance(&addr.moid, &addr.miid)?
+            && self.sees_entry_at(&addr.moid, &addr.path)?)
+    }
+
+    /// Whether the principal may see the DACL entry `name` (DM-HLF-013): the admin sees
+    /// every entry; anyone else those naming it (or everyone of its kind) and those on
+    /// instances it holds Delegate on (owners hold every right).
+    pub fn sees_entry(&self, name: &str) -> Result<bool, StoreError> {
+        if *self.who == Principal::Admin {
+            return Ok(true);
+        }
+        if let Some(seen) = self.entries.borrow().get(name) {
+            return Ok(*seen);
+        }
+        let seen = match self.store.dacl_entry_named(name)? {
+            None => false,
+            Some(entry) => {
+                names(self.who, &entry.principal)
+                    || match entry.target_root() {
+                        Some(t) => self.rights(&t.moid, &t.miid)?.contains(Rights::DELEGATE),
+                        None => false,
+                    }
+            }
+        };
+        self.entries.borrow_mut().insert(name.to_owned(), seen);
+        Ok(seen)
+    }
+
+    /// Whether the node at `path` of an instance of `moid` lies in a DACL entry the
+    /// principal may see (true outside the DACL MO and at its root).
+    fn sees_entry_at(&self, moid: &str, path: &str) -> Result<bool, StoreError> {
+        match path.split('/').find(|n| !n.is_empty()) {
+            Some(name) if moid == DACL => self.sees_entry(name),
+            _ => Ok(true),
+        }
     }
 
     /// Whether the node at `path` is hidden by its DDF access type (No-Get, for reads).
@@ -158,7 +197,10 @@ impl TreeRead for View<'_> {
     }
 
     fn kind(&self, moid: &str, miid: &str, path: &str) -> Result<Option<NodeKind>, StoreError> {
-        if self.hides(moid, path) || !self.sees_instance(moid, miid)? {
+        if self.hides(moid, path)
+            || !self.sees_instance(moid, miid)?
+            || !self.sees_entry_at(moid, path)?
+        {
             return Ok(None);
         }
         self.store.kind(moid, miid, path)
@@ -168,33 +210,67 @@ impl TreeRead for View<'_> {
         if !self.sees_instance(moid, miid)? {
             return Ok(Vec::new());
         }
+        if !self.sees_entry_at(moid, path)? {
+            return Ok(Vec::new());
+        }
         let mut names = self.store.children(moid, miid, path)?;
         names.retain(|n| !self.hides(moid, &crate::tree::uri::join(path, n)));
+        if moid == DACL && path.is_empty() {
+            let mut keep = Vec::with_capacity(names.len());
+            for name in &names {
+                keep.push(self.sees_entry(name)?);
+            }
+            let mut flags = keep.into_iter();
+            names.retain(|_| flags.next().unwrap_or(false));
+        }
         Ok(names)
     }
 
     fn leaf_text(&self, moid: &str, miid: &str, path: &str) -> Result<Option<String>, StoreError> {
-        if self.hides(moid, path) || !self.sees_instance(moid, miid)? {
+        if self.hides(moid, path)
+            || !self.sees_instance(moid, miid)?
+            || !self.sees_entry_at(moid, path)?
+        {
             return Ok(None);
         }
         self.store.leaf_text(moid, miid, path)
     }
 }
 
+/// Whether a grant to `principal` is one to `who`: itself, or every principal of its kind.
+fn names(who: &Principal, principal: &str) -> bool {
+    principal == who.to_string() || principal == everyone(who)
+}
+
+/// The principal that stands for everyone of `who`'s kind in grants.
+fn everyone(who: &Principal) -> &'static str {
+    match who {
+        Principal::Server(_) => ANY_SERVER,
+        _ => ANY_APP,
+    }
+}
+
 /// The rights `who` holds on the instance `moid`/`miid`: all for the admin and the owner,
 /// else its own grants plus those to every principal of its kind (`app:*` for local
-/// callers, `srv:*` for servers).
+/// callers, `srv:*` for servers). The DACL instance everyone reads (which of its entries
+/// each may see is [`View::sees_entry`]'s); its writes are grants, checked as such.
 pub fn rights(
     store: &Store,
     who: &Principal,
     moid: &str,
     miid: &str,
 ) -> Result<Rights, StoreError> {
-    let everyone = match who {
-        Principal::Admin => return Ok(Rights::ALL),
-        Principal::App(_) | Principal::User(_) => ANY_APP,
-        Principal::Server(_) => ANY_SERVER,
-    };
+    if *who == Principal::Admin {
+        return Ok(Rights::ALL);
+    }
+    if moid == DACL {
+        return Ok(if store.instance(moid, miid)?.is_some() {
+            Rights::READ
+        } else {
+            Rights::NONE
+        });
+    }
+    let everyone = everyone(who);
     let Some(info) = store.instance(moid, miid)? else {
         return Ok(Rights::NONE);
     };
@@ -203,8 +279,7 @@ pub fn rights(
         return Ok(Rights::ALL);
     }
     let root = crate::tree::uri::NodeAddr::root(moid, miid);
-    let mine = Rights::from_bits(store.grant(&root, &me)?.unwrap_or(0));
-    Ok(mine.union(Rights::from_bits(
-        store.grant(&root, everyone)?.unwrap_or(0),
-    )))
+    Ok(store
+        .grant(&root, &me)?
+        .union(store.grant(&root, everyone)?))
 }

@@ -7,6 +7,8 @@
 //! transactions, an asynchronous EXEC's handler is killed and its result queued as
 //! interrupted — with `stop_abort_seconds` (5 s) for that, syncs the store and exits 0. The
 //! bus name stays the daemon's meanwhile, and each session's `SessionFinished` is sent.
+//! SIGHUP reloads ([`omadmd::bootstrap::reload`]): its loop is one of those tasks, and ends,
+//! dropping the signal stream, when the daemon stops.
 //!
 //! Committed changes go to the D-Bus watchers and to SUB deliveries through bounded queues
 //! of [`CHANGE_QUEUE`] batches each. The store's writer never waits on them: when a queue is
@@ -28,7 +30,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
 use omadmd::authority::{self, Authority, Rights};
-use omadmd::bootstrap::{Bootstrap, ChangeSink, ServerBootstrap};
+use omadmd::bootstrap::{Bootstrap, ChangeSink, ServerBootstrap, reload};
 use omadmd::bus::exec_handlers::ExecApps;
 use omadmd::bus::{self, Bus};
 use omadmd::config::{self, Config};
@@ -42,6 +44,13 @@ use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
 use omadmd::tree::uri::{self, UriLimits};
 
+/// Change batches waiting for the D-Bus watchers, and for SUB deliveries, at most.
+const CHANGE_QUEUE: usize = 1024;
+
+/// Read connections to the store: D-Bus readers, sessions and SUB deliveries rarely need more
+/// at once on the small machines omadmd runs on.
+const READERS: usize = 3;
+
 /// OMA Device Management 2.0 client daemon.
 ///
 /// omadmd keeps the device's Management Objects in an SQLite store, runs DM 2.0 sessions over
@@ -53,7 +62,7 @@ use omadmd::tree::uri::{self, UriLimits};
 ///
 /// Configuration (/etc/omadmd/omadmd.toml, every key optional): [access] public_moids (MOs
 /// every DM server may read; DevInfo), [bootstrap] dirs (factory bootstrap files, applied
-/// once each), [ddf] dirs, [tls]
+/// once each, at start and on SIGHUP), [ddf] dirs, [tls]
 /// extra_ca_files, [session] max_package_bytes, stop_drain_seconds, stop_abort_seconds,
 /// first_session_at_once,
 /// [exec."<ClientURI pattern>"] command, and
@@ -68,15 +77,13 @@ use omadmd::tree::uri::{self, UriLimits};
 /// handlers' results are reported to their servers as interrupted (as they are after a
 /// crash, at the next start), within stop_abort_seconds (5, 1 to 20).
 ///
+/// On SIGHUP (systemctl reload omadmd) the [bootstrap] dirs are applied again: files new or
+/// changed since they were last applied, a bad file refused with file:line: reason in the
+/// log; one log line says what the reload did. Hangups during a reload make one more after
+/// it. The configuration file is read at start only.
+///
 /// Logs go to the journal when started by systemd, otherwise to standard error; set
 /// RUST_LOG (for example RUST_LOG=omadmd=debug) to change the level.
-/// Change batches waiting for the D-Bus watchers, and for SUB deliveries, at most.
-const CHANGE_QUEUE: usize = 1024;
-
-/// Read connections to the store: D-Bus readers, sessions and SUB deliveries rarely need more
-/// at once on the small machines omadmd runs on.
-const READERS: usize = 3;
-
 #[derive(Parser, Debug)]
 #[command(name = "omadmd", version, about, long_about)]
 struct Args {
@@ -205,6 +212,8 @@ async fn run(args: Args) -> Result<(), String> {
         Rights::READ,
     )
     .map_err(|e| format!("providing DevInfo: {e}"))?;
+    auth.mirror_grants()
+        .map_err(|e| format!("writing the grants into the DACL MO: {e}"))?;
 
     // Factory bootstrap files new or changed since they were last applied, before any
     // session (the poller finds the accounts they add).
@@ -279,6 +288,10 @@ async fn run(args: Args) -> Result<(), String> {
         config.tls.extra_ca_files.clone(),
     ));
     tasks.spawn(server_bootstrap.run(bootstrap_due, tasks.clone()));
+    // SIGHUP (`systemctl reload`) applies the bootstrap dirs again; handled from here on, so
+    // that one sent once systemd is told we are ready does not end the daemon.
+    let hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    tasks.spawn(reload::on_hangup(bootstrap.clone(), hangups, tasks.clone()));
 
     let bus = if args.session {
         Bus::Session

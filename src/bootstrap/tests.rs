@@ -497,8 +497,16 @@ fn factory_reset_returns_to_the_bootstrap_state() {
         .iter()
         .map(|c| format!("{} {}", c.kind.as_str(), c.addr))
         .collect();
+    // The app's grant goes with its instance: its DACL entry first.
+    let [entry, rest @ ..] = gone.as_slice() else {
+        panic!("changes: {gone:?}")
+    };
+    assert!(
+        entry.starts_with(&format!("deleted {}/", crate::tree::builtin::DACL)),
+        "{entry}"
+    );
     assert_eq!(
-        gone,
+        rest,
         [
             format!("deleted {SETTINGS}/{}/", mine.miid),
             format!("deleted {DMACC}/acme/")

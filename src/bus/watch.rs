@@ -33,7 +33,7 @@ use super::servers::Servers;
 use super::{INTERFACE, PATH};
 use crate::authority::{AccessError, Authority, Principal};
 use crate::store::{self, Change, ChangeKind, Lane};
-use crate::tree::builtin;
+use crate::tree::builtin::{self, DACL};
 use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, Segment};
 
 /// Every active watch.
@@ -43,19 +43,16 @@ pub struct Watches {
     state: Mutex<State>,
 }
 
-/// An instance, as (MOID, MIID).
-type Instance = (Box<str>, Box<str>);
-
 #[derive(Default)]
 struct State {
     last_id: u64,
     active: HashMap<u64, Watch>,
     /// Watches per owner (unique bus name).
     counts: HashMap<String, usize>,
-    /// For each principal holding watches (every one has an entry), the instances its
-    /// watches cover that it was last found able to read; nothing for the admin, who reads
-    /// everything.
-    readable: HashMap<Principal, HashSet<Instance>>,
+    /// For each principal holding watches (every one has an entry), the units its watches
+    /// cover ([`unit_of`]: instances, DACL entries) that it was last found able to read;
+    /// nothing for the admin, who reads everything.
+    readable: HashMap<Principal, HashSet<NodeAddr>>,
 }
 
 struct Watch {
@@ -210,7 +207,7 @@ impl Watches {
     /// (watch id, owner) of every watch that should hear of `change`.
     fn recipients(&self, auth: &Authority, change: &Change) -> Vec<(u64, String)> {
         let addr = &change.addr;
-        let instance: Instance = (addr.moid.as_str().into(), addr.miid.as_str().into());
+        let unit = unit_of(addr);
         let mut watchers = HashSet::new();
         let mut candidates = Vec::new();
         for (id, w) in &self.lock().active {
@@ -221,7 +218,7 @@ impl Watches {
                 }
             }
         }
-        let found = found_now(auth, addr, watchers);
+        let found = found_now(auth, &unit, watchers);
         let hidden = no_get(auth, addr);
         let mut state = self.lock();
         let mut verdicts: HashMap<Principal, bool> = HashMap::new();
@@ -236,21 +233,21 @@ impl Watches {
             };
             let verdict = match found {
                 Found::Readable => {
-                    known.insert(instance.clone());
+                    known.insert(unit.clone());
                     true
                 }
                 Found::Unreadable => {
-                    known.remove(&instance);
+                    known.remove(&unit);
                     false
                 }
-                Found::Gone => known.contains(&instance),
+                Found::Gone => known.contains(&unit),
                 Found::Failed => false,
             };
             verdicts.insert(who, verdict);
         }
-        if change.kind == ChangeKind::Deleted && addr.path.is_empty() {
+        if change.kind == ChangeKind::Deleted && *addr == unit {
             for known in state.readable.values_mut() {
-                known.remove(&instance);
+                known.remove(&unit);
             }
         }
         drop(state);
@@ -277,9 +274,20 @@ impl State {
     }
 }
 
-/// The instances `filter` covers that `who` may read now (none noted for the admin, who
-/// reads everything).
-fn readable_now(auth: &Authority, who: &Principal, filter: &Filter) -> Vec<Instance> {
+/// The node whose readability decides whether a change at `addr` is news to a watcher: its
+/// instance's root, or in the DACL MO the entry it is in (each entry is seen by its own
+/// principals, [`Authority::dacl_entries_seen`]).
+fn unit_of(addr: &NodeAddr) -> NodeAddr {
+    let root = NodeAddr::root(&addr.moid, &addr.miid);
+    match addr.path.split('/').find(|n| !n.is_empty()) {
+        Some(entry) if addr.moid == DACL => root.child(entry),
+        _ => root,
+    }
+}
+
+/// The units ([`unit_of`]) `filter` covers that `who` may read now (none noted for the
+/// admin, who reads everything).
+fn readable_now(auth: &Authority, who: &Principal, filter: &Filter) -> Vec<NodeAddr> {
     if *who == Principal::Admin {
         return Vec::new();
     }
@@ -290,8 +298,14 @@ fn readable_now(auth: &Authority, who: &Principal, filter: &Filter) -> Vec<Insta
     let readable = miids.and_then(|miids| {
         let mut out = Vec::new();
         for miid in miids {
-            if auth.may_read(who, &NodeAddr::root(&filter.moid, &miid))? {
-                out.push((filter.moid.clone(), miid.into()));
+            let root = NodeAddr::root(&filter.moid, &miid);
+            if auth.may_read(who, &root)? {
+                if *filter.moid == *DACL {
+                    for entry in auth.dacl_entries_seen(who)? {
+                        out.push(root.child(&entry));
+                    }
+                }
+                out.push(root);
             }
         }
         Ok::<_, AccessError>(out)
@@ -302,15 +316,14 @@ fn readable_now(auth: &Authority, who: &Principal, filter: &Filter) -> Vec<Insta
     })
 }
 
-/// What each of `watchers` may do with the instance of `addr` now.
+/// What each of `watchers` may do with `unit` (see [`unit_of`]) now.
 fn found_now(
     auth: &Authority,
-    addr: &NodeAddr,
+    unit: &NodeAddr,
     watchers: HashSet<Principal>,
 ) -> Vec<(Principal, Found)> {
-    let root = NodeAddr::root(&addr.moid, &addr.miid);
     let failed = |e: AccessError| {
-        tracing::warn!("cannot check read access for a watcher of {root}: {e}");
+        tracing::warn!("cannot check read access for a watcher of {unit}: {e}");
         Found::Failed
     };
     // Whether a refusal means "unreadable" or "gone", asked once, and only after a refusal.
@@ -318,11 +331,11 @@ fn found_now(
     watchers
         .into_iter()
         .map(|who| {
-            let found = match auth.may_read(&who, &root) {
+            let found = match auth.may_read(&who, unit) {
                 Ok(true) => Found::Readable,
-                Ok(false) => *refused.get_or_insert_with(|| match auth.instances_of(&addr.moid) {
-                    Ok(miids) if miids.contains(&addr.miid) => Found::Unreadable,
-                    Ok(_) => Found::Gone,
+                Ok(false) => *refused.get_or_insert_with(|| match auth.exists(unit) {
+                    Ok(true) => Found::Unreadable,
+                    Ok(false) => Found::Gone,
                     Err(e) => failed(e),
                 }),
                 Err(e) => failed(e),
@@ -470,11 +483,17 @@ mod tests {
     }
 
     impl Fixture {
-        /// Each change reported since the last call, with the watches told of it (sorted).
-        fn told(&self, watches: &Watches) -> Vec<(String, &'static str, Vec<u64>)> {
+        /// Each change reported since the last call, with the watches told of it (sorted);
+        /// changes to the DACL MO (grants) only with `dacl`.
+        fn told_with(
+            &self,
+            watches: &Watches,
+            dacl: bool,
+        ) -> Vec<(String, &'static str, Vec<u64>)> {
             let changes: Vec<Change> = self.seen.lock().unwrap().drain(..).collect();
             changes
                 .iter()
+                .filter(|c| dacl || c.addr.moid != crate::tree::builtin::DACL)
                 .map(|c| {
                     let mut ids: Vec<u64> = watches
                         .recipients(&self.auth, c)
@@ -486,6 +505,74 @@ mod tests {
                 })
                 .collect()
         }
+
+        /// [`Fixture::told_with`] without the grants.
+        fn told(&self, watches: &Watches) -> Vec<(String, &'static str, Vec<u64>)> {
+            self.told_with(watches, false)
+        }
+    }
+
+    #[test]
+    fn a_grant_is_news_to_watchers_of_the_dacl_mo_who_may_see_its_entry() {
+        let f = fixture();
+        let owner = Principal::App("org.example.Owner".into());
+        let grantee = Principal::App("org.example.Grantee".into());
+        let bob = Principal::User(1001);
+        let root = f
+            .auth
+            .create_instance(&owner, SECRET, r#"{"Secret": {"Pin": "1234"}}"#)
+            .unwrap();
+        f.auth
+            .grant(
+                &owner,
+                &root.to_string(),
+                "app:org.example.Other",
+                crate::authority::Rights::READ,
+            )
+            .unwrap();
+        let watches = Watches::new(16);
+        let dacl = ClientUri::parse(&format!("{}/*/", crate::tree::builtin::DACL)).unwrap();
+        let owner_w = watches.add(&f.auth, ":1.1", owner.clone(), &dacl).unwrap();
+        let grantee_w = watches
+            .add(&f.auth, ":1.2", grantee.clone(), &dacl)
+            .unwrap();
+        watches.add(&f.auth, ":1.3", bob, &dacl).unwrap();
+        f.seen.lock().unwrap().clear();
+
+        f.auth
+            .grant(
+                &owner,
+                &root.to_string(),
+                &grantee.to_string(),
+                crate::authority::Rights::READ,
+            )
+            .unwrap();
+        let told = f.told_with(&watches, true);
+        let [(entry, "added", heard)] = told.as_slice() else {
+            panic!("one entry added: {told:?}")
+        };
+        assert!(entry.starts_with(crate::tree::builtin::DACL), "{entry}");
+        assert_eq!(
+            *heard,
+            [owner_w, grantee_w],
+            "bob is neither owner nor named"
+        );
+
+        // Revoked: the entry's end is news to those who could see it, as an instance's is.
+        f.auth
+            .grant(
+                &owner,
+                &root.to_string(),
+                &grantee.to_string(),
+                crate::authority::Rights::NONE,
+            )
+            .unwrap();
+        let told = f.told_with(&watches, true);
+        let [(gone, "deleted", heard)] = told.as_slice() else {
+            panic!("one entry deleted: {told:?}")
+        };
+        assert_eq!(gone, entry);
+        assert_eq!(*heard, [owner_w, grantee_w], "never bob");
     }
 
     const SECRET: &str = "urn:x:secret:1.0";

@@ -54,7 +54,11 @@ impl Txn<'_> {
                 .map_err(StoreError::db("listing instances"))?
         };
         let mut deleted = 0;
-        for root in roots.iter().filter(|r| !keep.contains(&r.moid.as_str())) {
+        // The DACL MO follows the grants (below), it is not deleted with the rest.
+        for root in roots
+            .iter()
+            .filter(|r| !keep.contains(&r.moid.as_str()) && r.moid != crate::tree::builtin::DACL)
+        {
             self.delete(root, writer)?;
             deleted += 1;
         }
@@ -63,6 +67,7 @@ impl Txn<'_> {
             params![],
             "taking back grants",
         )?;
+        self.mirror_all(writer)?;
         for (table, context) in [
             ("subscriptions", "forgetting subscriptions"),
             ("defaults", "forgetting DEFAULT sources"),
@@ -82,7 +87,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::store::ChangeKind;
+    use crate::store::{ChangeKind, Rights};
+    use crate::tree::builtin::DACL;
     use crate::tree::node::Node;
     use crate::tree::value::Value;
 
@@ -121,9 +127,14 @@ mod tests {
                 tx.create_instance(KEPT, Some("0"), "K", &content(), "admin")?;
                 tx.create_instance(GONE, Some("1"), "G", &content(), "app:a")?;
                 tx.create_instance(GONE, Some("2"), "G", &content(), "srv:s")?;
-                tx.set_grant(&NodeAddr::root(KEPT, "0"), "app:*", 1)?;
-                tx.set_grant(&NodeAddr::root(KEPT, "0"), "app:c", 3)?;
-                tx.set_grant(&NodeAddr::root(GONE, "1"), "app:b", 1)?;
+                tx.set_grant(&NodeAddr::root(KEPT, "0"), "app:*", Rights::READ, "admin")?;
+                tx.set_grant(
+                    &NodeAddr::root(KEPT, "0"),
+                    "app:c",
+                    Rights::READ.union(Rights::WRITE),
+                    "admin",
+                )?;
+                tx.set_grant(&NodeAddr::root(GONE, "1"), "app:b", Rights::READ, "admin")?;
                 tx.queue_alert("s", "{}", 10)?;
                 tx.set_default_source(GONE, "s", "https://s/", None)?;
                 tx.record_session("s")?;
@@ -144,6 +155,7 @@ mod tests {
         assert_eq!(deleted, 2);
         let gone: Vec<_> = changes
             .iter()
+            .filter(|c| c.addr.moid != DACL)
             .map(|c| (c.addr.to_string(), c.kind, c.seq > before))
             .collect();
         assert_eq!(
@@ -153,17 +165,36 @@ mod tests {
                 (format!("{GONE}/2/"), ChangeKind::Deleted, true)
             ]
         );
-        assert_eq!(store.last_seq().unwrap(), before + 2);
+        // The grants' DACL entries went with them (GONE/1's with its instance, app:c's
+        // with the grants taken back), each change journaled; everyone's grant stays.
+        let entries: Vec<_> = changes
+            .iter()
+            .filter(|c| c.addr.moid == DACL)
+            .map(|c| c.kind)
+            .collect();
+        assert_eq!(entries, [ChangeKind::Deleted, ChangeKind::Deleted]);
+        assert_eq!(store.last_seq().unwrap(), before + 4);
+        let dacl = crate::store::dacl_root();
+        let left = store.subtree(&dacl).unwrap();
+        let Node::Interior(left) = left else {
+            panic!("the DACL root is interior")
+        };
+        assert_eq!(left.len(), 1);
+        let only = left.values().next().unwrap();
+        assert_eq!(
+            only.get("Principal"),
+            Some(&Node::Leaf(Value::Chr("app:*".into())))
+        );
         let instances: Vec<_> = store
             .list_instances()
             .unwrap()
             .into_iter()
             .map(|i| i.moid)
             .collect();
-        assert_eq!(instances, [KEPT]);
+        assert_eq!(instances, [DACL, KEPT]);
         assert_eq!(
             store.grants(&NodeAddr::root(KEPT, "0")).unwrap(),
-            [("app:*".to_owned(), 1)]
+            [("app:*".to_owned(), Rights::READ)]
         );
         assert!(store.pending_alerts("s").unwrap().is_empty());
         assert!(store.subscriptions().unwrap().is_empty());

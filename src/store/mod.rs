@@ -9,6 +9,9 @@
 //!   asynchronous EXECs running;
 //! - [`import`]: writing MO serialization items (HGET, bootstrap files);
 //! - [`bootstrap_state`] — which factory bootstrap files were applied, and the factory reset;
+//! - [`rights`]: [`Rights`], what a grant gives;
+//! - [`dacl`]: the Delegation Access Control MO, kept in step with the grants in the same
+//!   transaction;
 //! - [`pool`]: [`Pool`], the process's connections (one writer for everything, a few
 //!   readers), and [`offload`], the one way async code runs store work;
 //! - [`error`] — [`StoreError`].
@@ -19,10 +22,12 @@
 
 mod bootstrap_state;
 mod codec;
+mod dacl;
 mod error;
 mod import;
 mod pool;
 mod read;
+mod rights;
 mod schema;
 mod session_state;
 mod write;
@@ -32,10 +37,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use dacl::{DaclEntry, dacl_root};
 pub use error::StoreError;
 pub use import::Placement;
 pub use pool::{Lane, Offload, Pool, offload};
 pub use read::{Change, ChangeKind, InstanceInfo, MAX_DEPTH, Stats, Usage};
+pub use rights::{Rights, UnknownRight};
 pub use session_state::{AsyncExec, PendingAlert, PollDue, Subscription};
 pub use write::Txn;
 
@@ -47,6 +54,9 @@ pub struct Store {
     epoch: u32,
     bounds: Bounds,
 }
+
+/// The admin as owners and writers are stored.
+pub const ADMIN: &str = "admin";
 
 /// Bytes every node row costs against its owner's quota beyond its parent path, name, value
 /// and writer (the schema's triggers count the same).

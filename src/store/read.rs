@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::codec;
-use super::{Store, StoreError};
+use super::{Rights, Store, StoreError};
 use crate::tree::json::MoItem;
 use crate::tree::node::Node;
 use crate::tree::resolve::{NodeKind, TreeRead};
@@ -347,19 +347,21 @@ impl Store {
         Ok(item)
     }
 
-    /// The rights (bit set) `principal` was granted on the instance of `addr`.
-    pub fn grant(&self, addr: &NodeAddr, principal: &str) -> Result<Option<u8>, StoreError> {
-        self.conn
+    /// The rights `principal` was granted on the instance of `addr` (none when it was not).
+    pub fn grant(&self, addr: &NodeAddr, principal: &str) -> Result<Rights, StoreError> {
+        let bits: Option<u8> = self
+            .conn
             .prepare_cached(
                 "SELECT rights FROM grants \
                  WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) AND principal = ?3",
             )
             .and_then(|mut s| s.query_row(params![addr.moid, addr.miid, principal], |r| r.get(0)).optional())
-            .map_err(StoreError::db("reading a grant"))
+            .map_err(StoreError::db("reading a grant"))?;
+        Ok(Rights::from_bits(bits.unwrap_or(0)))
     }
 
     /// Every grant on the instance of `addr`, by principal.
-    pub fn grants(&self, addr: &NodeAddr) -> Result<Vec<(String, u8)>, StoreError> {
+    pub fn grants(&self, addr: &NodeAddr) -> Result<Vec<(String, Rights)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -369,7 +371,7 @@ impl Store {
             .map_err(StoreError::db("preparing a grants query"))?;
         let rows = stmt
             .query_map(params![addr.moid, addr.miid], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((r.get(0)?, Rights::from_bits(r.get(1)?)))
             })
             .map_err(StoreError::db("reading grants"))?;
         rows.collect::<Result<_, _>>()

@@ -300,18 +300,29 @@ fn a_newer_schema_is_refused() {
 fn grants_are_kept_per_instance_and_go_with_it() {
     let mut store = Store::open_in_memory().unwrap();
     let root = create(&mut store, "a");
-    store.write(|tx| tx.set_grant(&root, "app:x", 1)).unwrap();
-    store.write(|tx| tx.set_grant(&root, "app:y", 3)).unwrap();
-    store.write(|tx| tx.set_grant(&root, "app:y", 2)).unwrap();
-    assert_eq!(store.grant(&root, "app:x").unwrap(), Some(1));
+    store
+        .write(|tx| tx.set_grant(&root, "app:x", Rights::READ, "admin"))
+        .unwrap();
+    store
+        .write(|tx| tx.set_grant(&root, "app:y", Rights::READ.union(Rights::WRITE), "admin"))
+        .unwrap();
+    store
+        .write(|tx| tx.set_grant(&root, "app:y", Rights::WRITE, "admin"))
+        .unwrap();
+    assert_eq!(store.grant(&root, "app:x").unwrap(), Rights::READ);
     assert_eq!(
         store.grants(&root).unwrap(),
-        [("app:x".to_owned(), 1), ("app:y".to_owned(), 2)]
+        [
+            ("app:x".to_owned(), Rights::READ),
+            ("app:y".to_owned(), Rights::WRITE)
+        ]
     );
-    store.write(|tx| tx.set_grant(&root, "app:x", 0)).unwrap();
-    assert_eq!(store.grant(&root, "app:x").unwrap(), None);
+    store
+        .write(|tx| tx.set_grant(&root, "app:x", Rights::NONE, "admin"))
+        .unwrap();
+    assert_eq!(store.grant(&root, "app:x").unwrap(), Rights::NONE);
     let err = store
-        .write(|tx| tx.set_grant(&NodeAddr::root(MOID, "zz"), "app:x", 1))
+        .write(|tx| tx.set_grant(&NodeAddr::root(MOID, "zz"), "app:x", Rights::READ, "admin"))
         .unwrap_err();
     assert!(matches!(err, StoreError::NoSuchNode(_)));
     store.write(|tx| tx.delete(&root, "l")).unwrap();

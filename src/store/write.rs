@@ -148,6 +148,9 @@ impl Txn<'_> {
     pub fn delete(&mut self, addr: &NodeAddr, writer: &str) -> Result<(), StoreError> {
         let inst = self.inst(addr)?;
         if addr.path.is_empty() {
+            if addr.moid != crate::tree::builtin::DACL {
+                self.unmirror_instance(addr, writer)?;
+            }
             self.journal(inst, addr, ChangeKind::Deleted, writer)?;
             self.tx
                 .execute("DELETE FROM instances WHERE id = ?1", [inst])
@@ -159,31 +162,6 @@ impl Txn<'_> {
         }
         self.delete_rows(inst, &addr.path)?;
         self.journal(inst, addr, ChangeKind::Deleted, writer)
-    }
-
-    /// Sets the rights (a bit set) `principal` holds on the instance of `root`; 0 removes
-    /// them. Not journaled: grants are not MO data.
-    pub fn set_grant(
-        &mut self,
-        root: &NodeAddr,
-        principal: &str,
-        rights: u8,
-    ) -> Result<(), StoreError> {
-        let inst = self.inst(root)?;
-        let result = if rights == 0 {
-            self.tx.execute(
-                "DELETE FROM grants WHERE inst = ?1 AND principal = ?2",
-                params![inst, principal],
-            )
-        } else {
-            self.tx.execute(
-                "INSERT INTO grants (inst, principal, rights) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (inst, principal) DO UPDATE SET rights = excluded.rights",
-                params![inst, principal, rights],
-            )
-        };
-        result.map_err(StoreError::db("writing a grant"))?;
-        Ok(())
     }
 
     /// The journal entries this transaction has written so far.
@@ -258,7 +236,7 @@ impl Txn<'_> {
         self.now
     }
 
-    fn inst(&self, addr: &NodeAddr) -> Result<i64, StoreError> {
+    pub(super) fn inst(&self, addr: &NodeAddr) -> Result<i64, StoreError> {
         instance_id(&self.tx, &addr.moid, &addr.miid)?
             .ok_or_else(|| StoreError::NoSuchNode(addr.clone()))
     }

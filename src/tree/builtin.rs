@@ -1,4 +1,5 @@
-//! The MOs omadmd defines itself: DevInfo, DM Account and SessionInfo (PROTOCOL.md §12).
+//! The MOs omadmd defines itself: DevInfo, DM Account and SessionInfo (PROTOCOL.md §12), and
+//! the Delegation Access Control MO (its grants, DM-HLF-013).
 //! Their DDFs live next to this file, are compiled in, and are installed to
 //! `/usr/share/omadmd/ddf/` for servers and tools to read.
 
@@ -11,12 +12,17 @@ pub const DEVINFO: &str = "urn:oma:mo:oma-dm-devinfo:1.0";
 pub const DMACC: &str = "urn:oma:mo:oma-dm-dmacc:1.2";
 /// MOID of the SessionInfo MO.
 pub const SESSIONINFO: &str = "urn:oma:mo:oma-sessioninfomo:1.0";
+/// MOID of the Delegation Access Control MO.
+pub const DACL: &str = "urn:oma:mo:ext-omadmd-dacl:1.0";
+/// MIID of the one DACL instance.
+pub const DACL_MIID: &str = "dacl";
 
 /// The built-in DDF files: (file name, contents).
-pub const DDF_FILES: [(&str, &str); 3] = [
+pub const DDF_FILES: [(&str, &str); 4] = [
     ("devinfo.ddf", include_str!("builtin/devinfo.ddf")),
     ("dmacc.ddf", include_str!("builtin/dmacc.ddf")),
     ("sessioninfo.ddf", include_str!("builtin/sessioninfo.ddf")),
+    ("dacl.ddf", include_str!("builtin/dacl.ddf")),
 ];
 
 /// The MO types of the built-in DDFs.
@@ -41,9 +47,9 @@ mod tests {
     fn builtin_ddfs_parse_and_define_their_moids() {
         let types = types();
         let moids: Vec<_> = types.iter().map(|t| t.moid.as_str()).collect();
-        assert_eq!(moids, [DEVINFO, DMACC, SESSIONINFO]);
+        assert_eq!(moids, [DEVINFO, DMACC, SESSIONINFO, DACL]);
         let roots: Vec<_> = types.iter().map(MoType::root_name).collect();
-        assert_eq!(roots, ["DevInfo", "DMAcc", "SessionInfo"]);
+        assert_eq!(roots, ["DevInfo", "DMAcc", "SessionInfo", "DACL"]);
     }
 
     #[test]

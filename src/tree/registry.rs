@@ -66,7 +66,7 @@ mod tests {
             .replace("Device information", "Overridden");
         std::fs::write(&path, text).unwrap();
         assert_eq!(r.add_file(&path).unwrap(), 1);
-        assert_eq!(r.types().len(), 3);
+        assert_eq!(r.types().len(), builtin::DDF_FILES.len());
         assert_eq!(
             r.get(builtin::DEVINFO).unwrap().root.title.as_deref(),
             Some("Overridden")
