@@ -20,6 +20,9 @@
 //!   scheduler (every trigger, one session per server, polling, session events, the
 //!   SessionInfo MO), the package loop, the twelve commands, persisted alerts, SUB
 //!   deliveries. Runs without D-Bus.
+//! - [`notification`] → `session` (the scheduler), `store`, `transport` — server
+//!   notifications: the Package#0 codec, the one verifier every channel feeds, the UDP and
+//!   MQTT channels.
 //! - [`device`] → `tree` — DevInfo facts read from the host.
 //! - [`config`] → `tree` (`Moid`) — `/etc/omadmd/omadmd.toml`.
 //! - [`transport`] — the HTTPS client of DM sessions and data-repository transfers: TLS
@@ -44,6 +47,7 @@ pub mod bus;
 pub mod config;
 pub mod device;
 pub mod devserver;
+pub mod notification;
 pub mod protocol;
 pub mod session;
 pub mod store;

@@ -461,6 +461,7 @@ impl Authority {
         store.snapshot(|store| {
             let view = self.view_of(store, who, &uri, Purpose::Read)?;
             let me = who.to_string();
+            let everyone = view::everyone(who);
             let mut budget = self.bounds.reply(&uri);
             let mut out = Vec::new();
             let mut from = seq;
@@ -469,12 +470,16 @@ impl Authority {
                 let done = batch.len() < BATCH;
                 for c in batch {
                     from = c.seq;
-                    // An instance that is gone has no rights left to check: its end is
-                    // news to the admin (who sees everything) and to whoever ended it.
-                    let gone_by_me = c.kind == crate::store::ChangeKind::Deleted
-                        && c.addr.path.is_empty()
-                        && c.writer == me;
-                    if uri.covers(&c.addr) && (gone_by_me || view.sees(&c.addr)?) {
+                    // What is gone has no rights left to check: an instance's end is news
+                    // to the admin (who sees everything), to whoever ended it, and — as a
+                    // DACL entry's is — to those the journal says could see it then
+                    // (within their reach).
+                    let gone = c.kind == crate::store::ChangeKind::Deleted;
+                    let gone_for_me = gone
+                        && ((c.addr.path.is_empty() && c.writer == me)
+                            || (view.cap(&c.addr.moid).contains(Rights::READ)
+                                && c.readers.iter().any(|r| *r == me || r == everyone)));
+                    if uri.covers(&c.addr) && (gone_for_me || view.sees(&c.addr)?) {
                         if !budget.fits_change(&c) {
                             let upto = out.last().map_or(seq, |l: &Change| l.seq);
                             return Ok((upto, out));

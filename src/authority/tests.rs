@@ -366,6 +366,60 @@ fn changes_since_filters_by_uri_and_rights() {
     assert!(!f.auth.may_read(&b, &ra).unwrap());
 }
 
+#[test]
+fn an_instances_end_is_news_to_those_who_could_read_it() {
+    let f = fixture();
+    ranked(&f, "s", 1);
+    ranked(&f, "far", 1);
+    let a = app("A");
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {"X": "1"}}"#)
+        .unwrap();
+    f.auth
+        .grant(&a, &root.to_string(), "app:B", Rights::READ)
+        .unwrap();
+    f.auth
+        .grant(&a, &root.to_string(), "app:W", Rights::WRITE)
+        .unwrap();
+    f.auth
+        .grant(&a, &root.to_string(), "srv:*", Rights::READ)
+        .unwrap();
+    // "far" is a server whose account does not permit SETTINGS.
+    f.auth
+        .delete(
+            &Principal::Admin,
+            &format!(
+                "{}/{}/Perm",
+                builtin::DMACC,
+                f.auth.instances_of(builtin::DMACC).unwrap()[1]
+            ),
+        )
+        .unwrap();
+    let from = f.auth.last_seq().unwrap();
+    f.auth.delete(&Principal::Admin, &root.to_string()).unwrap();
+    let ends = |who: &Principal| {
+        let (_, changes) = f
+            .auth
+            .changes_since(who, &format!("{SETTINGS}/*/"), from)
+            .unwrap_or_default();
+        changes
+            .iter()
+            .filter(|c| c.kind == crate::store::ChangeKind::Deleted && c.addr == root)
+            .count()
+    };
+    assert_eq!(ends(&a), 1, "the owner");
+    assert_eq!(ends(&app("B")), 1, "a reader by grant");
+    assert_eq!(
+        ends(&Principal::Server("s".into())),
+        1,
+        "every server, by srv:*"
+    );
+    assert_eq!(ends(&app("W")), 0, "Write without Read");
+    assert_eq!(ends(&app("C")), 0, "no grant");
+    assert_eq!(ends(&Principal::Server("far".into())), 0, "not its MOID");
+}
+
 /// The error `result` carries, with `uri` and the MIID it names taken out of its message.
 fn answer<T: std::fmt::Debug>(result: Result<T, AccessError>, uri: &str) -> String {
     let err = result.unwrap_err();
@@ -1533,10 +1587,21 @@ fn a_server_grants_through_the_dacl_mo_and_sees_only_its_entries() {
         Err(AccessError::InvalidValue(_))
     ));
 
-    // Deleting the entry revokes.
+    // Deleting the entry revokes; the revocation is news to those who saw the entry.
+    let from = f.auth.last_seq().unwrap();
     f.auth
         .delete(&hi, dacl_root().child("forlo").to_string().as_str())
         .unwrap();
+    let revoked = |who: &Principal| {
+        f.auth
+            .changes_since(who, format!("{}/*/", builtin::DACL).as_str(), from)
+            .unwrap()
+            .1
+            .iter()
+            .filter(|c| c.addr == dacl_root().child("forlo"))
+            .count()
+    };
+    assert_eq!((revoked(&lo), revoked(&hi), revoked(&peer)), (1, 1, 0));
     assert!(matches!(
         f.auth.get(&lo, name.as_str()),
         Err(AccessError::NotFound(_))

@@ -243,7 +243,7 @@ fn names(who: &Principal, principal: &str) -> bool {
 }
 
 /// The principal that stands for everyone of `who`'s kind in grants.
-fn everyone(who: &Principal) -> &'static str {
+pub fn everyone(who: &Principal) -> &'static str {
     match who {
         Principal::Server(_) => ANY_SERVER,
         _ => ANY_APP,

@@ -34,13 +34,18 @@ pub struct DaclEntry {
 impl DaclEntry {
     /// The root of the instance the entry is on (`None` if its `Target` names none).
     pub fn target_root(&self) -> Option<NodeAddr> {
-        let uri = crate::tree::uri::ClientUri::parse(&self.target).ok()?;
-        match &uri.instance {
-            crate::tree::uri::InstanceSel::Miid(miid) if uri.path.is_empty() => {
-                Some(NodeAddr::root(&uri.moid, miid))
-            }
-            _ => None,
+        target_root(&self.target)
+    }
+}
+
+/// The instance root a `Target` text names, if it names one.
+fn target_root(target: &str) -> Option<NodeAddr> {
+    let uri = crate::tree::uri::ClientUri::parse(target).ok()?;
+    match &uri.instance {
+        crate::tree::uri::InstanceSel::Miid(miid) if uri.path.is_empty() => {
+            Some(NodeAddr::root(&uri.moid, miid))
         }
+        _ => None,
     }
 }
 
@@ -149,7 +154,7 @@ impl Txn<'_> {
         }
         for name in self.entry_names()? {
             if !wanted.iter().any(|w| w.as_deref() == Some(name.as_str())) {
-                self.delete(&dacl_root().child(&name), by)?;
+                self.delete_entry(&name, by)?;
             }
         }
         Ok(())
@@ -178,9 +183,25 @@ impl Txn<'_> {
                 .map_err(StoreError::db("finding DACL entries"))?
         };
         for name in names {
-            self.delete(&dacl_root().child(&name), by)?;
+            self.delete_entry(&name, by)?;
         }
         Ok(())
+    }
+
+    /// Deletes the entry `name`, journaled as news to those who could see it: the principal
+    /// it named and the owner and holders of Delegate of the instance it was on.
+    fn delete_entry(&mut self, name: &str, by: &str) -> Result<(), StoreError> {
+        let at = dacl_root().child(name);
+        let mut readers: Vec<String> = leaf_text(self.tx(), &at.child("Principal"))?
+            .into_iter()
+            .collect();
+        let target = leaf_text(self.tx(), &at.child("Target"))?;
+        if let Some(root) = target.as_deref().and_then(target_root)
+            && let Some(inst) = instance_id(self.tx(), &root.moid, &root.miid)?
+        {
+            readers.extend(self.holders(inst, Rights::DELEGATE)?);
+        }
+        self.delete_seen_by(&at, by, readers)
     }
 
     /// Makes the entry of (`root`, `principal`) say `rights`, or removes it for none;
@@ -197,7 +218,7 @@ impl Txn<'_> {
         let existing = entry_of(self.tx(), root, principal)?;
         match existing {
             Some(name) if rights == Rights::NONE => {
-                self.delete(&dacl.child(&name), by)?;
+                self.delete_entry(&name, by)?;
                 Ok(None)
             }
             None if rights == Rights::NONE => Ok(None),

@@ -40,6 +40,9 @@ pub struct Change {
     pub writer: String,
     /// POSIX seconds.
     pub at: i64,
+    /// For an instance's deletion, the principals that held Read on it then (its owner, and
+    /// the grantees with Read, `app:*` and `srv:*` included); empty otherwise.
+    pub readers: Vec<String>,
 }
 
 /// What happened to the node of a [`Change`] (and everything under it).
@@ -397,7 +400,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT seq, moid, miid, path, change, writer, at FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, moid, miid, path, change, writer, at, readers FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(StoreError::db("preparing a journal query"))?;
         let rows = stmt
@@ -412,11 +415,12 @@ impl Store {
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
                     r.get::<_, i64>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })
             .map_err(StoreError::db("reading the journal"))?;
         rows.map(|row| {
-            let (seq, addr, kind, writer, at) =
+            let (seq, addr, kind, writer, at, readers) =
                 row.map_err(StoreError::db("reading the journal"))?;
             Ok(Change {
                 seq: seq as u64,
@@ -424,6 +428,9 @@ impl Store {
                 kind: ChangeKind::parse(&kind)?,
                 writer,
                 at,
+                readers: readers
+                    .map(|r| r.lines().map(str::to_owned).collect())
+                    .unwrap_or_default(),
             })
         })
         .collect()

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 7;
+pub const VERSION: i64 = 8;
 
 /// Migrations: entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -150,6 +150,12 @@ CREATE TABLE bootstrap_files (
     digest  TEXT NOT NULL,
     applied INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#,
+    r#"
+-- For an instance's deletion: the principals that held Read on it then (its owner and the
+-- grantees with Read, app:* and srv:* included), one per line, so that its end is news to
+-- them when they ask for changes later (no rights are left to check by then).
+ALTER TABLE journal ADD COLUMN readers TEXT;
 "#,
 ];
 

@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension as _, Transaction, params};
 use super::read::{
     Change, ChangeKind, Usage, instance_id, kind_in, split, subtree_bounds, usage_in,
 };
-use super::{Store, StoreError, codec};
+use super::{Rights, Store, StoreError, codec};
 use crate::tree::node::Node;
 use crate::tree::resolve::NodeKind;
 use crate::tree::uri::{NodeAddr, join};
@@ -146,12 +146,24 @@ impl Txn<'_> {
     /// Deletes the node at `addr` with everything under it; at an instance root, the
     /// instance.
     pub fn delete(&mut self, addr: &NodeAddr, writer: &str) -> Result<(), StoreError> {
+        self.delete_seen_by(addr, writer, Vec::new())
+    }
+
+    /// [`Txn::delete`], journaled with the principals the deletion is news to beyond those
+    /// who may still read the node (an instance's are its readers, found here).
+    pub(super) fn delete_seen_by(
+        &mut self,
+        addr: &NodeAddr,
+        writer: &str,
+        readers: Vec<String>,
+    ) -> Result<(), StoreError> {
         let inst = self.inst(addr)?;
         if addr.path.is_empty() {
             if addr.moid != crate::tree::builtin::DACL {
                 self.unmirror_instance(addr, writer)?;
             }
-            self.journal(inst, addr, ChangeKind::Deleted, writer)?;
+            let readers = self.holders(inst, Rights::READ)?;
+            self.journal_entry(inst, addr, ChangeKind::Deleted, writer, readers)?;
             self.tx
                 .execute("DELETE FROM instances WHERE id = ?1", [inst])
                 .map_err(StoreError::db("deleting an instance"))?;
@@ -161,7 +173,7 @@ impl Txn<'_> {
             return Err(StoreError::NoSuchNode(addr.clone()));
         }
         self.delete_rows(inst, &addr.path)?;
-        self.journal(inst, addr, ChangeKind::Deleted, writer)
+        self.journal_entry(inst, addr, ChangeKind::Deleted, writer, readers)
     }
 
     /// The journal entries this transaction has written so far.
@@ -352,9 +364,38 @@ impl Txn<'_> {
         kind: ChangeKind,
         writer: &str,
     ) -> Result<(), StoreError> {
+        self.journal_entry(inst, addr, kind, writer, Vec::new())
+    }
+
+    /// The principals that hold `right` on the instance `inst`: its owner, and the grantees
+    /// with it.
+    pub(super) fn holders(&self, inst: i64, right: Rights) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT owner FROM instances WHERE id = ?1 \
+                 UNION ALL SELECT principal FROM grants WHERE inst = ?1 AND rights & ?2 != 0",
+            )
+            .map_err(StoreError::db("listing an instance's right holders"))?;
+        let rows = stmt
+            .query_map(params![inst, right.bits()], |r| r.get(0))
+            .map_err(StoreError::db("listing an instance's right holders"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("listing an instance's right holders"))
+    }
+
+    fn journal_entry(
+        &mut self,
+        inst: i64,
+        addr: &NodeAddr,
+        kind: ChangeKind,
+        writer: &str,
+        readers: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let listed = (!readers.is_empty()).then(|| readers.join("\n"));
         self.tx
-            .prepare_cached("INSERT INTO journal (moid, miid, path, change, writer, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-            .and_then(|mut s| s.execute(params![addr.moid, addr.miid, addr.path, kind.as_str(), writer, self.now]))
+            .prepare_cached("INSERT INTO journal (moid, miid, path, change, writer, at, readers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+            .and_then(|mut s| s.execute(params![addr.moid, addr.miid, addr.path, kind.as_str(), writer, self.now, listed]))
             .map_err(StoreError::db("writing the journal"))?;
         let seq = self.tx.last_insert_rowid();
         self.tx
@@ -367,6 +408,7 @@ impl Txn<'_> {
             kind,
             writer: writer.to_owned(),
             at: self.now,
+            readers,
         });
         Ok(())
     }
