@@ -756,6 +756,30 @@ impl Authority {
         target: Option<&ClientUri>,
         may_create: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<NodeAddr>, AccessError> {
+        self.import(who, items, target, may_create, &|_| true)
+    }
+
+    /// [`Authority::import_items`] without a target that creates instances and replaces
+    /// no existing instance but `except` (a bootstrap server's answer: new accounts, and
+    /// its own account rewritten). Whether an instance exists is judged in the write's
+    /// transaction, so one created meanwhile is refused, not replaced.
+    pub fn import_new(
+        &self,
+        who: &Principal,
+        items: &[MoItem],
+        except: &NodeAddr,
+    ) -> Result<Vec<NodeAddr>, AccessError> {
+        self.import(who, items, None, &|_| true, &|root| root == except)
+    }
+
+    fn import(
+        &self,
+        who: &Principal,
+        items: &[MoItem],
+        target: Option<&ClientUri>,
+        may_create: &dyn Fn(&str) -> bool,
+        may_replace: &dyn Fn(&NodeAddr) -> bool,
+    ) -> Result<Vec<NodeAddr>, AccessError> {
         let mut store = self.writer();
         let owner = who.to_string();
         let mut plan: Vec<Planned> = Vec::with_capacity(items.len());
@@ -783,14 +807,40 @@ impl Authority {
                 (self.observer)(&changes);
                 return Ok(vec![addr]);
             }
+            let def = self.def_checked(&addr)?;
+            let node = node_from_json(json, def, name)
+                .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
+            // What the DDF says of the node (PROTOCOL.md §4: before rights and priority):
+            // its access types allow the write (an instance root takes the instance's
+            // content whole), and the content fits its definition.
+            if let Some(d) = def {
+                let exists = store.kind(&addr.moid, &addr.miid, &addr.path)?.is_some();
+                let needed = if exists {
+                    AccessTypes::REPLACE
+                } else {
+                    AccessTypes::ADD
+                };
+                if *who != Principal::Admin && !addr.path.is_empty() && !d.access.contains(needed) {
+                    return Err(AccessError::NotAllowed(format!(
+                        "{addr}: the DDF allows only {}",
+                        d.access
+                    )));
+                }
+                let problems: Vec<String> = d
+                    .check(&node)
+                    .into_iter()
+                    .map(|m| format!("{addr}: {}: {}", m.path, m.reason))
+                    .collect();
+                if !problems.is_empty() {
+                    return Err(AccessError::InvalidValue(problems.join("; ")));
+                }
+            }
             self.require(who, &store, &addr, Rights::WRITE)?;
             self.account_guard(who, &store, &addr)?;
             self.priority_guard(who, &store, &addr, true)?;
             if let Some(info) = store.instance(&addr.moid, &addr.miid)? {
                 charges.add(&info.owner, 0, bounds::footprint(json, &addr.path, &owner));
             }
-            let node = node_from_json(json, self.def(&addr), name)
-                .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
             plan.push(Planned::Put(addr, node));
         } else {
             let view = self.view(&store, who, Purpose::Act)?;
@@ -833,7 +883,17 @@ impl Authority {
                     .values()
                     .map(|j| bounds::footprint(j, &placement.path, &owner))
                     .sum();
+                let existing = match &visible {
+                    Some(root) => store.instance(&root.moid, &root.miid)?.is_some(),
+                    None => false,
+                };
                 match visible {
+                    Some(root) if existing && !may_replace(&root) => {
+                        return Err(AccessError::Denied(format!(
+                            "{}: {root} exists; this import only creates instances",
+                            item.client_uri
+                        )));
+                    }
                     Some(root) => {
                         let at = root.child(&placement.path);
                         self.require(who, &store, &at, Rights::WRITE)?;

@@ -212,6 +212,21 @@ fn ddf_rules_apply_to_apps() {
         .set(&a, &devid, None, Input::Text("x".into()))
         .unwrap_err();
     assert!(matches!(err, AccessError::NotAllowed(_)), "{err}");
+    // An HGET onto a node is held to the same DDF: its access types, then its shape.
+    let hget = |at: &str, modata: serde_json::Value| {
+        let items = crate::tree::json::parse_items(
+            &serde_json::json!([{"ClientURI": at, "MOData": modata}]).to_string(),
+        )
+        .unwrap();
+        let target = ClientUri::parse(at).unwrap();
+        f.auth.import_items(&a, &items, Some(&target), &|_| true)
+    };
+    let devid_at = format!("{}/0/DevID", builtin::DEVINFO);
+    let err = hget(&devid_at, serde_json::json!({"DevID": "x"})).unwrap_err();
+    assert!(matches!(err, AccessError::NotAllowed(_)), "{err}");
+    let root_at = format!("{}/0/", builtin::DEVINFO);
+    let err = hget(&root_at, serde_json::json!({"DevInfo": {"Bogus": "x"}})).unwrap_err();
+    assert!(matches!(err, AccessError::InvalidValue(_)), "{err}");
     let err = f
         .auth
         .delete(&Principal::Admin, &format!("{}//", builtin::DEVINFO))

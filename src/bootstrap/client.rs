@@ -49,7 +49,7 @@ use crate::authority::{AccessError, Authority, Principal};
 use crate::protocol::{DEVID_HEADER, MO_JSON};
 use crate::session::account::Account;
 use crate::session::tasks::Tasks;
-use crate::store::{self, Lane, Placement, Pool, StoreError};
+use crate::store::{self, Lane, Pool, StoreError};
 use crate::transport::{ClientSettings, HttpClient, Request, Response, TransportError, Trust};
 use crate::tree::builtin::DMACC;
 use crate::tree::json::MoItem;
@@ -289,6 +289,55 @@ impl ServerBootstrap {
         .await
         .map_err(|e| Failure::Store(e.to_string()))?
     }
+
+    /// A server-initiated bootstrap: a verified notification named the bootstrap-only
+    /// account `miid` (see [`crate::notification::verify`]). Fetches and applies its
+    /// bootstrap now, as [`ServerBootstrap::run`] does, whether or not it was done before,
+    /// and logs the outcome; a failure is not retried (the server may notify again).
+    pub async fn notified(&self, miid: &str) {
+        let (auth, extra, at) = (
+            self.auth.clone(),
+            self.extra_ca_files.clone(),
+            miid.to_owned(),
+        );
+        let found = store::offload(Lane::Background, move || {
+            let node = auth.read_internal(&NodeAddr::root(DMACC, &at))?;
+            let Some(server_uri) = text(&node, "Auth/Bootstrap/ServerURI") else {
+                return Ok(Err("it names no Auth/Bootstrap/ServerURI".to_owned()));
+            };
+            Ok::<_, AccessError>(settings(&at, &node, &extra).map(|settings| Pending {
+                miid: at.clone(),
+                server_uri,
+                settings,
+            }))
+        })
+        .await;
+        let source = format!("server-initiated bootstrap of DM account {DMACC}/{miid}/");
+        let pending = match found {
+            Ok(Ok(Ok(pending))) => pending,
+            Ok(Ok(Err(reason))) => return tracing::warn!("{source}: {reason}"),
+            Ok(Err(e)) => return tracing::error!("{source}: cannot read the account: {e}"),
+            Err(e) => return tracing::error!("{source}: cannot read the account: {e}"),
+        };
+        let source = format!("{source} from {}", pending.server_uri);
+        match self.bootstrap(&pending).await {
+            Ok(written) => tracing::info!(
+                "{source} applied: {}",
+                written
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(Failure::Refused(problems)) => {
+                for p in problems {
+                    tracing::warn!("{p}");
+                }
+                tracing::warn!("{source} refused: nothing of it applied");
+            }
+            Err(e) => tracing::warn!("{source} failed: {e}"),
+        }
+    }
 }
 
 /// Every DM account naming a bootstrap server whose bootstrap is not recorded as done.
@@ -345,12 +394,16 @@ fn apply(
 ) -> Result<Vec<NodeAddr>, Failure> {
     let types = auth.types().types();
     let items = read_answer(&pending.server_uri, response, types)?;
-    check_reach(store, pending, &items, types)?;
+    let own = NodeAddr::root(DMACC, &pending.miid);
     let written = auth
-        .import_items(&Principal::Admin, &items, None, &|_| true)
+        .import_new(&Principal::Admin, &items, &own)
         .map_err(|e| match e {
             AccessError::Store(e) => Failure::from(e),
-            refused => Failure::Refused(vec![format!("{}: {refused}", pending.server_uri)]),
+            refused => Failure::Refused(vec![format!(
+                "{}: {refused} (a bootstrap server creates instances and rewrites only its \
+                 own DM account, {own})",
+                pending.server_uri
+            )]),
         })?;
     // The ServerURI the account holds now: an answer that moves the account to another
     // bootstrap server does not start another bootstrap.
@@ -405,37 +458,6 @@ fn read_answer(
         return Err(refused("an empty MO serialization: nothing to bootstrap"));
     }
     Ok(parsed.items)
-}
-
-/// Refuses items that would touch an existing instance other than the bootstrap account.
-fn check_reach(
-    store: &Pool,
-    pending: &Pending,
-    items: &[MoItem],
-    types: &[MoType],
-) -> Result<(), Failure> {
-    let reader = store.reader();
-    let mut problems = Vec::new();
-    for item in items {
-        let placement = Placement::of(item, types)
-            .map_err(|e| Failure::Refused(vec![format!("{}: {e}", pending.server_uri)]))?;
-        let Some(miid) = &placement.miid else {
-            continue;
-        };
-        let own = placement.moid.as_str() == DMACC && *miid == pending.miid;
-        if !own && reader.instance(placement.moid.as_str(), miid)?.is_some() {
-            problems.push(format!(
-                "{}: {}: {}/{miid}/ exists; a bootstrap server creates instances and \
-                 rewrites only its own DM account ({DMACC}/{}/)",
-                pending.server_uri, item.client_uri, placement.moid, pending.miid
-            ));
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::Refused(problems))
-    }
 }
 
 /// The text of the leaf at `path` of `node`, if set and not empty.
