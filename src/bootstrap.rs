@@ -74,7 +74,7 @@ pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// MOIDs of the MOs omadmd keeps itself: no bootstrap file writes them, and a factory reset
 /// keeps them.
-const PROVIDED: [&str; 2] = [builtin::DEVINFO, builtin::SESSIONINFO];
+const PROVIDED: [&str; 3] = [builtin::DEVINFO, builtin::SESSIONINFO, builtin::NETWORK];
 
 /// Called with the journal entries of the factory reset's deletions (the daemon routes them
 /// as it routes the [`Authority`]'s own).

@@ -23,6 +23,66 @@ pub struct Config {
     /// `[exec."<ClientURI pattern>"] command = [...]`: EXEC handlers.
     pub exec: BTreeMap<String, ExecConfig>,
     pub limits: Limits,
+    pub notification: NotificationConfig,
+}
+
+/// `[notification]`: how server notifications (Package#0) are checked, and the channels they
+/// arrive on (see [`crate::notification`]).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationConfig {
+    /// How far a notification's TIMESTAMP may be from the device's clock, either way, in
+    /// seconds; also how long its NOTIFICATION-ID counts as seen.
+    pub timestamp_window_s: u64,
+    /// Most notifications that start a session per server and minute.
+    pub rate_per_minute: u32,
+    /// How long a session whose notification asked for a kind of bearer
+    /// (PREFERRED-CON-TYPE) waits for one to be up before it runs on any, in seconds.
+    pub bearer_timeout_s: u64,
+    pub udp: UdpConfig,
+    pub mqtt: MqttConfig,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        NotificationConfig {
+            timestamp_window_s: 300,
+            rate_per_minute: 6,
+            bearer_timeout_s: 120,
+            udp: UdpConfig::default(),
+            mqtt: MqttConfig::default(),
+        }
+    }
+}
+
+/// `[notification.mqtt]`: the MQTT channel (the brokers come from the DM accounts' `Push`
+/// nodes).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// MQTT keepalive, in seconds: the broker hears from the device at least this often, and
+    /// a connection silent for one and a half times as long is given up and made anew.
+    pub keepalive_s: u16,
+    /// Longest wait between two attempts to reach a broker, in seconds (the wait starts at one
+    /// second and doubles, with jitter).
+    pub reconnect_max_s: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            keepalive_s: 60,
+            reconnect_max_s: 300,
+        }
+    }
+}
+
+/// `[notification.udp]`: the UDP channel.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    /// `"host:port"` to receive Package#0 datagrams on; none when unset.
+    pub listen: Option<String>,
 }
 
 /// `[limits]`: bounds on everything callers and servers send, each with a safe default.
@@ -242,6 +302,8 @@ impl Config {
         config.limits.check()?;
 
         config.session.check()?;
+        config.notification.check()?;
+        config.notification.mqtt.check()?;
         Ok(config)
     }
 }
@@ -264,6 +326,36 @@ impl SessionConfig {
                 "[session] stop_abort_seconds = {} must be between 1 and {STOP_ABORT_MAX}",
                 self.stop_abort_seconds
             ));
+        }
+        Ok(())
+    }
+}
+
+impl MqttConfig {
+    /// Refuses a keepalive (MQTT's 0 turns it off: a dead connection would go unnoticed) or
+    /// a longest wait of zero.
+    fn check(&self) -> Result<(), String> {
+        if self.keepalive_s == 0 {
+            return Err("[notification.mqtt] keepalive_s must be at least 1".into());
+        }
+        if self.reconnect_max_s == 0 {
+            return Err("[notification.mqtt] reconnect_max_s must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl NotificationConfig {
+    /// Refuses a window or rate of zero, and a bearer wait of more than an hour.
+    fn check(&self) -> Result<(), String> {
+        if self.timestamp_window_s == 0 {
+            return Err("[notification] timestamp_window_s must be at least 1".into());
+        }
+        if self.rate_per_minute == 0 {
+            return Err("[notification] rate_per_minute must be at least 1".into());
+        }
+        if self.bearer_timeout_s > 3600 {
+            return Err("[notification] bearer_timeout_s must be at most 3600".into());
         }
         Ok(())
     }
@@ -411,6 +503,48 @@ mod tests {
         assert!(err.contains("result_rows must be at least 1"), "{err}");
         let err = Config::parse("[limits]\nreply_bytes = 100000000\n").unwrap_err();
         assert!(err.contains("32 MiB"), "{err}");
+    }
+
+    #[test]
+    fn notification_keys_have_defaults_and_are_bounded() {
+        let d = Config::default().notification;
+        assert_eq!(
+            (d.timestamp_window_s, d.rate_per_minute, d.bearer_timeout_s),
+            (300, 6, 120)
+        );
+        assert_eq!(d.udp.listen, None);
+        let c = Config::parse(
+            "[notification]\ntimestamp_window_s = 60\nrate_per_minute = 2\n\
+             [notification.udp]\nlisten = \"127.0.0.1:4000\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.notification.timestamp_window_s, 60);
+        assert_eq!(c.notification.rate_per_minute, 2);
+        assert_eq!(c.notification.udp.listen.as_deref(), Some("127.0.0.1:4000"));
+        for bad in [
+            "timestamp_window_s = 0",
+            "rate_per_minute = 0",
+            "bearer_timeout_s = 3601",
+        ] {
+            let e = Config::parse(&format!("[notification]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
+        let e = Config::parse("[notification.udp]\nlisten_on = \"x\"\n").unwrap_err();
+        assert!(e.contains("listen_on"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_keys_have_defaults_and_are_bounded() {
+        let d = Config::default().notification.mqtt;
+        assert_eq!((d.keepalive_s, d.reconnect_max_s), (60, 300));
+        let c =
+            Config::parse("[notification.mqtt]\nkeepalive_s = 30\nreconnect_max_s = 10\n").unwrap();
+        assert_eq!(c.notification.mqtt.keepalive_s, 30);
+        assert_eq!(c.notification.mqtt.reconnect_max_s, 10);
+        for bad in ["keepalive_s = 0", "reconnect_max_s = 0", "broker = \"x\""] {
+            let e = Config::parse(&format!("[notification.mqtt]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
     }
 
     #[test]

@@ -16,25 +16,33 @@
 //!   digest, the factory reset, and bootstraps fetched from the bootstrap servers DM
 //!   accounts name.
 //! - [`protocol`] → `tree` — the DM 2.0 wire format: packages, commands, alerts. Pure.
-//! - [`session`] → `authority`, `protocol`, `transport`, `store` — DM sessions: the
+//! - [`session`] → `authority`, `protocol`, `transport`, `store`, and the data types of
+//!   `notification::package0` (pure: a notification's preferred bearer) — DM sessions: the
 //!   scheduler (every trigger, one session per server, polling, session events, the
 //!   SessionInfo MO), the package loop, the twelve commands, persisted alerts, SUB
 //!   deliveries. Runs without D-Bus.
-//! - [`notification`] → `session` (the scheduler), `store`, `transport` — server
+//! - [`notification`] → `session` (the scheduler), `bootstrap` (server-initiated
+//!   bootstrap), `authority`, `store`, `transport`, `config` — server
 //!   notifications: the Package#0 codec, the one verifier every channel feeds, the UDP and
 //!   MQTT channels.
+//! - [`network`] → `authority`, `session` (DM accounts, the engine's alert queue, `Tasks`),
+//!   `store`'s async boundary (`offload`), `tree` — the device's network from
+//!   NetworkManager over D-Bus: the follower and its `watch` channel, the network MO, the
+//!   `NetworkChanged` alert on a move.
 //! - [`device`] → `tree` — DevInfo facts read from the host.
 //! - [`config`] → `tree` (`Moid`) — `/etc/omadmd/omadmd.toml`.
 //! - [`transport`] — the HTTPS client of DM sessions and data-repository transfers: TLS
 //!   trust and pinning (the trust store loaded once and reloaded on change), one cached
 //!   client per account, client certificates, HTTP Basic, timeouts, retries. Bytes and URLs
 //!   only.
-//! - [`devserver`] → `protocol`, `tree` — `omadm-devserver`, the scriptable DM 2.0 server
+//! - [`devserver`] → `protocol`, `tree`, `notification::package0` (to send Package#0) —
+//!   `omadm-devserver`, the scriptable DM 2.0 server
 //!   over HTTPS for development, tests and demos (server side; no client code uses it).
 //! - [`bus`] → `authority`, `bootstrap`, `session` (the scheduler's public API, and the
 //!   `exec::AppHandlers` trait it implements for apps' EXEC handlers), `store`'s
-//!   async boundary (`offload`), and the data types of `tree`, `store` (`Change`) and
-//!   `config` (`Limits`) — the D-Bus face:
+//!   async boundary (`offload`), `network`'s channel (for `State` and `AccessTechnology`),
+//!   and the data types of `tree`, `store` (`Change`) and `config` (`Limits`) — the D-Bus
+//!   face:
 //!   `org.omadm.Client1`, polkit, watches, session events as signals. Nothing inward knows
 //!   about D-Bus.
 //!
@@ -47,6 +55,7 @@ pub mod bus;
 pub mod config;
 pub mod device;
 pub mod devserver;
+pub mod network;
 pub mod notification;
 pub mod protocol;
 pub mod session;

@@ -1,7 +1,8 @@
 //! `omadmd`: the OMA DM 2.0 client daemon. Wiring only: the parts live in the library.
 //!
 //! Background work is owned by one [`Tasks`]: sessions, the follow-up and poll loops, SUB
-//! deliveries, asynchronous EXEC handlers and the D-Bus tasks. On SIGTERM (or SIGINT) the
+//! deliveries, asynchronous EXEC handlers, the D-Bus tasks, and the NetworkManager follower
+//! with the network MO's keeper. On SIGTERM (or SIGINT) the
 //! daemon stops accepting sessions, gives running work `[session] stop_drain_seconds` (10 s)
 //! to finish, then aborts what is left — a session is cut off between commands'
 //! transactions, an asynchronous EXEC's handler is killed and its result queued as
@@ -35,10 +36,15 @@ use omadmd::bus::exec_handlers::ExecApps;
 use omadmd::bus::{self, Bus};
 use omadmd::config::{self, Config};
 use omadmd::device::HostFacts;
+use omadmd::network;
+use omadmd::notification::mqtt::{self, Mqtt};
+use omadmd::notification::udp::Udp;
+use omadmd::notification::verify::{Dispatch, Verifier};
+use omadmd::notification::{IgnoredCounts, Inbound};
 use omadmd::session::engine::follow_up_queue;
 use omadmd::session::exec::ExecHandlers;
 use omadmd::session::tasks::Drained;
-use omadmd::session::{Engine, Limits, Scheduler, Tasks, subscribe};
+use omadmd::session::{Account, Engine, Limits, Scheduler, Tasks, subscribe};
 use omadmd::store::{self, Change, Lane, Pool};
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
@@ -46,6 +52,9 @@ use omadmd::tree::uri::{self, UriLimits};
 
 /// Change batches waiting for the D-Bus watchers, and for SUB deliveries, at most.
 const CHANGE_QUEUE: usize = 1024;
+
+/// Received notifications waiting for the verifier, at most; a channel with more waits.
+const INBOUND_QUEUE: usize = 64;
 
 /// Read connections to the store: D-Bus readers, sessions and SUB deliveries rarely need more
 /// at once on the small machines omadmd runs on.
@@ -57,14 +66,23 @@ const READERS: usize = 3;
 /// HTTPS with the servers it has DM accounts for (urn:oma:mo:oma-dm-dmacc:1.2), and serves
 /// the MOs to local applications as org.omadm.Client1 on the D-Bus system bus, with polkit
 /// deciding what each caller may do. It is normally started by systemd (omadmd.service) or
-/// by D-Bus activation; sessions start with `omadmctl session start` or StartSession, and
-/// every Ext/PollSeconds seconds for accounts that set it.
+/// by D-Bus activation; sessions start with `omadmctl session start` or StartSession,
+/// every Ext/PollSeconds seconds for accounts that set it, and when a server sends a DM
+/// notification (Package#0) that passes verification (its digest with the account's
+/// Auth/Noti credentials, TIMESTAMP window, NOTIFICATION-ID not seen, per-server rate; an
+/// ignored one is logged with its reason and counted in the server's IgnoredNotifications).
 ///
 /// Configuration (/etc/omadmd/omadmd.toml, every key optional): [access] public_moids (MOs
 /// every DM server may read; DevInfo), [bootstrap] dirs (factory bootstrap files, applied
 /// once each, at start and on SIGHUP), [ddf] dirs, [tls]
 /// extra_ca_files, [session] max_package_bytes, stop_drain_seconds, stop_abort_seconds,
 /// first_session_at_once,
+/// [notification] timestamp_window_s (300: how far a notification's TIMESTAMP may be from
+/// the clock, and how long its NOTIFICATION-ID counts as seen) and rate_per_minute (6:
+/// notifications that start a session, per server), [notification.udp] listen ("host:port"
+/// to receive Package#0 datagrams on; none when unset), [notification.mqtt] keepalive_s
+/// (60) and reconnect_max_s (300: the longest wait between attempts to reach a broker; the
+/// brokers and topics come from the DM accounts' Push/<x> entries of Type mqtt),
 /// [exec."<ClientURI pattern>"] command, and
 /// [limits] uri_bytes, uri_segments, uri_xnames, nv_fields, result_rows, reply_bytes,
 /// tree_depth, watches_per_caller, auth_cache_bytes_per_caller, owner_bytes,
@@ -170,6 +188,9 @@ async fn run(args: Args) -> Result<(), String> {
     // ... and the client-initiated bootstrap (its own Notify: each wakes one waiter).
     let bootstrap_due = Arc::new(tokio::sync::Notify::new());
     let poke_bootstrap = bootstrap_due.clone();
+    // ... and the MQTT channel, which follows the accounts' Push entries.
+    let push_changed = Arc::new(tokio::sync::Notify::new());
+    let poke_push = push_changed.clone();
     // The factory reset's deletions take the same way.
     let observer: ChangeSink = Arc::new(move |changes: &[Change]| {
         offer(&watch_tx, changes, &watch_dropped, "the D-Bus watchers");
@@ -177,6 +198,7 @@ async fn run(args: Args) -> Result<(), String> {
         if changes.iter().any(|c| c.addr.moid == builtin::DMACC) {
             poke.notify_one();
             poke_bootstrap.notify_one();
+            poke_push.notify_one();
         }
     });
     let observe = observer.clone();
@@ -262,11 +284,21 @@ async fn run(args: Args) -> Result<(), String> {
         Ok(Err(e)) => return Err(format!("resuming asynchronous EXECs: {e}")),
         Err(e) => return Err(format!("resuming asynchronous EXECs: {e}")),
     }
-    tasks.spawn(deliver_subscriptions(engine.clone(), sub_rx, tasks.clone()));
+    tasks.spawn(subscribe::run(engine.clone(), sub_rx, tasks.clone()));
+    // The device's network: NetworkManager followed (its picture on `network`, for the
+    // network MO, the D-Bus properties and the notification channels), the network MO kept
+    // from it and, on a move, the NetworkChanged alert queued for the servers that have it.
+    let network = network::follow::start(&tasks);
+    tasks.spawn(network::mo::keep(
+        auth.clone(),
+        engine.clone(),
+        network.clone(),
+        tasks.clone(),
+    ));
 
     // Sessions run from here on, whether or not the bus is up.
     let scheduler = Scheduler::with_tasks(
-        engine,
+        engine.clone(),
         auth.clone(),
         store.clone(),
         PathBuf::from("/"),
@@ -287,7 +319,65 @@ async fn run(args: Args) -> Result<(), String> {
         facts.dev_id.clone(),
         config.tls.extra_ca_files.clone(),
     ));
-    tasks.spawn(server_bootstrap.run(bootstrap_due, tasks.clone()));
+    tasks.spawn(server_bootstrap.clone().run(bootstrap_due, tasks.clone()));
+    // Server notifications: every channel feeds the one verifier, which starts sessions (or
+    // server-initiated bootstraps).
+    let (inbound, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let ignored = Arc::new(IgnoredCounts::default());
+    let verifier = Verifier::new(
+        auth.clone(),
+        store.clone(),
+        (&config.notification).into(),
+        ignored.clone(),
+    );
+    tasks.spawn(verifier.run(
+        inbound_rx,
+        Dispatch {
+            scheduler: scheduler.clone(),
+            bootstrap: server_bootstrap,
+            tasks: tasks.clone(),
+            network: Some(network.clone()),
+            bearer_timeout: Duration::from_secs(config.notification.bearer_timeout_s),
+        },
+    ));
+    if let Some(listen) = &config.notification.udp.listen {
+        let udp = Udp::bind(listen).await.map_err(|e| e.to_string())?;
+        match udp.local_addr() {
+            Ok(addr) => tracing::info!("notification channel udp: listening on {addr}"),
+            Err(e) => tracing::info!("notification channel udp: listening on {listen} ({e})"),
+        }
+        tasks.spawn(udp.run(inbound.clone(), tasks.clone()));
+    }
+    // The MQTT channel: a subscription per DM account's MQTT push entry.
+    let mqtt = Mqtt::new(
+        mqtt::Settings {
+            keepalive_s: config.notification.mqtt.keepalive_s,
+            reconnect_max: Duration::from_secs(config.notification.mqtt.reconnect_max_s),
+            extra_ca_files: config.tls.extra_ca_files.clone(),
+            dev_id: facts.dev_id.clone(),
+        },
+        inbound.clone(),
+        tasks.clone(),
+    );
+    tasks.spawn(mqtt.clone().run(auth.clone(), push_changed));
+    // On a move: the MQTT connections made anew at once, the DM servers' idle HTTPS
+    // connections closed (they may be bound to an address the device no longer has), and
+    // what could not go out meanwhile (alerts, SUB deliveries) sent now.
+    let (moved_mqtt, moved_engine) = (mqtt.clone(), engine.clone());
+    tasks.spawn(network::moves::each(
+        network.clone(),
+        tasks.clone(),
+        async move || {
+            moved_mqtt.reconnect_all();
+            Account::forget_connections();
+            let engine = moved_engine.clone();
+            match store::offload(Lane::Background, move || engine.deliver_pending()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("after a network move: {e}"),
+                Err(e) => tracing::error!("after a network move: {e}"),
+            }
+        },
+    ));
     // SIGHUP (`systemctl reload`) applies the bootstrap dirs again; handled from here on, so
     // that one sent once systemd is told we are ready does not end the daemon.
     let hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
@@ -305,6 +395,12 @@ async fn run(args: Args) -> Result<(), String> {
             scheduler,
             bootstrap,
             exec_apps,
+            network: network.clone(),
+            notifications: bus::servers::Notifications {
+                udp: config.notification.udp.listen.is_some(),
+                mqtt: Some(mqtt.status()),
+                ignored,
+            },
         },
         watch_rx,
         facts.dev_id.clone(),
@@ -370,30 +466,6 @@ fn offer(
         }
         // Nobody listens any more: the daemon is stopping.
         Err(mpsc::error::TrySendError::Closed(_)) => {}
-    }
-}
-
-/// Runs SUB deliveries for each batch of changes, one batch at a time, until the daemon
-/// stops; batches still queued then are dropped, and a delivery in progress is cut off if
-/// the daemon aborts.
-async fn deliver_subscriptions(
-    engine: Arc<Engine>,
-    mut changes: mpsc::Receiver<Vec<Change>>,
-    tasks: Tasks,
-) {
-    loop {
-        let batch = tokio::select! {
-            biased;
-            () = tasks.stopped() => break,
-            batch = changes.recv() => match batch {
-                Some(b) => b,
-                None => break,
-            },
-        };
-        tokio::select! {
-            () = subscribe::deliver(engine.clone(), batch) => {}
-            () = tasks.aborted() => break,
-        }
     }
 }
 

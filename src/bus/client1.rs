@@ -46,6 +46,8 @@ pub struct Client1 {
     pub(super) bootstrap: Arc<Bootstrap>,
     pub(super) exec_apps: Arc<ExecApps>,
     pub(super) dev_id: String,
+    /// The network follower's channel (`State`, `AccessTechnology`).
+    pub(super) network: tokio::sync::watch::Receiver<crate::network::NetworkState>,
 }
 
 #[interface(name = "org.omadm.Client1")]
@@ -505,7 +507,15 @@ impl Client1 {
 
     #[zbus(property)]
     fn state(&self) -> String {
-        sessions::state(&sessions::running(&self.scheduler)).to_owned()
+        super::network::properties(&self.scheduler, &self.network.borrow())
+            .1
+            .to_owned()
+    }
+
+    /// The access technology of the primary connection (`none` without one).
+    #[zbus(property)]
+    fn access_technology(&self) -> String {
+        self.network.borrow().access_technology().to_owned()
     }
 }
 

@@ -7,11 +7,13 @@
 //! - [`servers`] — one object per DM server account (`org.omadm.Client1.Server`);
 //! - [`sessions`]: starting DM sessions for callers; the session scheduler's events as
 //!   signals and `State`;
+//! - [`network`]: `AccessTechnology` and `State` following the network;
 //! - [`watch`]: watches and unicast `Changed` delivery;
 //! - [`exec_handlers`]: local apps registered as EXEC handlers, called back for sessions;
 //! - [`error`]: the `org.omadm.Client1.Error.*` names.
 //!
-//! Within the face, `client1` uses `servers`, `sessions`, `watch` and `exec_handlers`;
+//! Within the face, `client1` uses `servers`, `sessions`, `network`, `watch` and
+//! `exec_handlers`; `network` uses `sessions`;
 //! `servers` uses
 //! `sessions`; `watch` uses `servers`; nothing points back. Outside it, `bus` uses the
 //! [`Authority`], the session [`Scheduler`]'s public API, the session's
@@ -22,6 +24,7 @@ pub mod access;
 pub mod client1;
 pub mod error;
 pub mod exec_handlers;
+pub mod network;
 pub mod peer;
 pub mod servers;
 pub mod sessions;
@@ -81,6 +84,10 @@ pub struct Inward {
     /// The EXEC handlers apps register; the session engine calls them (see
     /// [`crate::session::exec::ExecHandlers::with_apps`]).
     pub exec_apps: Arc<exec_handlers::ExecApps>,
+    /// What the server objects show of notifications (`NotificationChannel`).
+    pub notifications: servers::Notifications,
+    /// The network follower's channel ([`crate::network::follow::start`]).
+    pub network: tokio::sync::watch::Receiver<crate::network::NetworkState>,
 }
 
 /// Connects to `bus`, exports the interface and the object manager, starts change
@@ -101,6 +108,8 @@ pub async fn serve(
         scheduler,
         bootstrap,
         exec_apps,
+        notifications,
+        network,
     } = inward;
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
@@ -119,6 +128,7 @@ pub async fn serve(
         conn.clone(),
         scheduler.clone(),
         access.clone(),
+        notifications,
     ));
     let iface = client1::Client1 {
         auth: auth.clone(),
@@ -129,6 +139,7 @@ pub async fn serve(
         bootstrap,
         exec_apps: exec_apps.clone(),
         dev_id,
+        network: network.clone(),
     };
     let server = conn.object_server();
     server.at(PATH, iface).await.map_err(ServeError::Export)?;
@@ -137,13 +148,19 @@ pub async fn serve(
         .await
         .map_err(ServeError::Export)?;
     servers.sync().await;
+    until_stopped(tasks, servers.clone().follow_channels());
     // Subscribed before the name is taken: no caller can start a session unannounced.
     tasks.spawn(sessions::announce(
         conn.clone(),
         scheduler.clone(),
         scheduler.subscribe(),
+        network.clone(),
         tasks.clone(),
     ));
+    until_stopped(
+        tasks,
+        network::announce(conn.clone(), scheduler.clone(), network),
+    );
     until_stopped(
         tasks,
         watch::dispatch(conn.clone(), auth, watches.clone(), servers, changes),

@@ -5,26 +5,63 @@
 //! What a server may manage (its `Perm`, as `PermittedMoids`) is for administrators only:
 //! uid 0 or a caller polkit allows `manage`. Everyone else gets `AccessDenied`, and views
 //! without a caller to check (`GetManagedObjects`, `InterfacesAdded`) leave it out.
+//!
+//! `NotificationChannel` says how the server can reach the device ([`Notifications`]), and
+//! changes (with `PropertiesChanged`) as the MQTT channel connects and loses its broker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
 use zbus::message::Header;
+use zbus::zvariant::Variant;
 use zbus::{OwnedObjectPath, interface};
 
 use super::access::{Access, Action};
 use super::error::Error;
 use super::sessions;
+use crate::notification::mqtt;
 use crate::session::{Account, Scheduler};
 
 /// Where the server objects live.
 pub const PREFIX: &str = "/org/omadm/Client1/server";
+
+/// The server objects' interface.
+pub const INTERFACE: &str = "org.omadm.Client1.Server";
+
+/// What the server objects show of server notifications.
+#[derive(Clone, Default)]
+pub struct Notifications {
+    /// Whether the daemon listens for Package#0 over UDP (`[notification.udp] listen`).
+    pub udp: bool,
+    /// The MQTT channel's state per SrvID; `None` without the MQTT channel.
+    pub mqtt: Option<watch::Receiver<mqtt::Status>>,
+    /// The notifications ignored per server (`IgnoredNotifications`).
+    pub ignored: Arc<crate::notification::IgnoredCounts>,
+}
+
+impl Notifications {
+    /// `NotificationChannel`: `mqtt:connecting` or `mqtt:connected` for a server with an
+    /// MQTT push entry, else `udp` when the daemon listens for UDP, else "".
+    pub fn channel(&self, srv_id: &str) -> String {
+        let mqtt = self
+            .mqtt
+            .as_ref()
+            .and_then(|m| m.borrow().get(srv_id).copied());
+        match mqtt {
+            Some(state) => state.as_str().to_owned(),
+            None if self.udp => "udp".to_owned(),
+            None => String::new(),
+        }
+    }
+}
 
 /// The published server objects, by SrvID.
 pub struct Servers {
     conn: zbus::Connection,
     scheduler: Arc<Scheduler>,
     access: Arc<Access>,
+    notifications: Notifications,
     published: Mutex<BTreeMap<String, Account>>,
 }
 
@@ -33,15 +70,67 @@ struct Server {
     account: Account,
     scheduler: Arc<Scheduler>,
     access: Arc<Access>,
+    notifications: Notifications,
 }
 
 impl Servers {
-    pub fn new(conn: zbus::Connection, scheduler: Arc<Scheduler>, access: Arc<Access>) -> Servers {
+    pub fn new(
+        conn: zbus::Connection,
+        scheduler: Arc<Scheduler>,
+        access: Arc<Access>,
+        notifications: Notifications,
+    ) -> Servers {
         Servers {
             conn,
             scheduler,
             access,
+            notifications,
             published: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Announces `NotificationChannel` changes of the published servers as the MQTT
+    /// channel's state changes, until that channel is gone.
+    pub async fn follow_channels(self: Arc<Self>) {
+        let Some(mut states) = self.notifications.mqtt.clone() else {
+            return;
+        };
+        let shown = || -> BTreeMap<String, String> {
+            self.lock()
+                .keys()
+                .map(|id| (id.clone(), self.notifications.channel(id)))
+                .collect()
+        };
+        let mut before = shown();
+        while states.changed().await.is_ok() {
+            let now = shown();
+            for (id, channel) in &now {
+                if before.get(id) != Some(channel) {
+                    self.channel_changed(id, channel).await;
+                }
+            }
+            before = now;
+        }
+    }
+
+    /// `PropertiesChanged` for one server's `NotificationChannel`.
+    async fn channel_changed(&self, srv_id: &str, channel: &str) {
+        let Ok(p) = path(srv_id) else { return };
+        let changed: HashMap<&str, Variant<'_>> =
+            HashMap::from([("NotificationChannel", Variant::from(channel))]);
+        let body = (INTERFACE, changed, Vec::<&str>::new());
+        if let Err(e) = self
+            .conn
+            .emit_signal(
+                None::<&str>,
+                p.as_str(),
+                "org.freedesktop.DBus.Properties",
+                "PropertiesChanged",
+                &body,
+            )
+            .await
+        {
+            tracing::warn!("cannot announce {srv_id}'s NotificationChannel: {e}");
         }
     }
 
@@ -77,6 +166,7 @@ impl Servers {
                 account: acc.clone(),
                 scheduler: self.scheduler.clone(),
                 access: self.access.clone(),
+                notifications: self.notifications.clone(),
             };
             match path(id) {
                 Ok(p) => {
@@ -172,10 +262,18 @@ impl Server {
         self.scheduler.last_session(&self.account.srv_id).await
     }
 
-    /// How the server reaches this client for notifications ("" until channels exist).
+    /// How the server reaches this client for notifications: "", `udp`, `mqtt:connecting` or
+    /// `mqtt:connected` (see [`Notifications::channel`]).
     #[zbus(property)]
     fn notification_channel(&self) -> String {
-        String::new()
+        self.notifications.channel(&self.account.srv_id)
+    }
+
+    /// How many notifications naming this server were ignored since omadmd started (each
+    /// is logged with its reason).
+    #[zbus(property)]
+    fn ignored_notifications(&self) -> u64 {
+        self.notifications.ignored.of(&self.account.srv_id)
     }
 }
 

@@ -1,24 +1,28 @@
 //! DM sessions on D-Bus: starting them for callers ([`start`]), and announcing what the
 //! [`Scheduler`] reports — `SessionStarted`, `SessionFinished`, `Show`, and the `State` and
 //! `Sessions` properties' changes ([`announce`]). The scheduler runs sessions whether or not
-//! the bus is up; this module only subscribes to its events.
+//! the bus is up; this module only subscribes to its events. (`State` is `offline` when the
+//! network is, see [`super::network`].)
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use zbus::Variant;
 
 use super::error::Error;
 use super::{INTERFACE, PATH};
+use crate::network::NetworkState;
 use crate::session::{Event, Origin, Scheduler, Start, StartError, Tasks};
 
-/// `State`: `idle` or `session`.
-pub fn state(sessions: &[(String, String)]) -> &'static str {
-    if sessions.is_empty() {
-        "idle"
-    } else {
+/// `State`: `session` while one runs, else `offline` when the network is, else `idle`.
+pub fn state(sessions: &[(String, String)], offline: bool) -> &'static str {
+    if !sessions.is_empty() {
         "session"
+    } else if offline {
+        "offline"
+    } else {
+        "idle"
     }
 }
 
@@ -64,8 +68,10 @@ pub async fn announce(
     conn: zbus::Connection,
     scheduler: Arc<Scheduler>,
     mut events: broadcast::Receiver<Event>,
+    network: watch::Receiver<NetworkState>,
     tasks: Tasks,
 ) {
+    let offline = || network.borrow().offline();
     let mut stopping = false;
     loop {
         // `running` first: a session gone from it has its `Finished` in `events` already.
@@ -87,7 +93,7 @@ pub async fn announce(
                     session.reason,
                 );
                 emit(&conn, "SessionStarted", &body).await;
-                properties_changed(&conn, &sessions).await;
+                properties_changed(&conn, &sessions, offline()).await;
             }
             Ok(Event::Finished {
                 session,
@@ -97,14 +103,14 @@ pub async fn announce(
             }) => {
                 let body = (session.srv_id.as_str(), session.session_id.as_str(), status);
                 emit(&conn, "SessionFinished", &body).await;
-                properties_changed(&conn, &sessions).await;
+                properties_changed(&conn, &sessions, offline()).await;
             }
             Ok(Event::Show { srv_id, url }) => {
                 emit(&conn, "Show", &(srv_id.as_str(), url.as_str())).await;
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!("{n} session event(s) were not announced on D-Bus");
-                properties_changed(&conn, &running(&scheduler)).await;
+                properties_changed(&conn, &running(&scheduler), offline()).await;
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -126,9 +132,9 @@ async fn emit<B: serde::Serialize + zbus::DynamicType>(
 
 /// `PropertiesChanged` for `State` and `Sessions`, with the values as of the event (not as
 /// of sending: a short session may be over by then).
-async fn properties_changed(conn: &zbus::Connection, sessions: &[(String, String)]) {
+async fn properties_changed(conn: &zbus::Connection, sessions: &[(String, String)], offline: bool) {
     let changed: HashMap<&str, Variant<'_>> = HashMap::from([
-        ("State", Variant::from(state(sessions))),
+        ("State", Variant::from(state(sessions, offline))),
         ("Sessions", Variant::from(sessions.to_vec())),
     ]);
     let body = (INTERFACE, changed, Vec::<&str>::new());

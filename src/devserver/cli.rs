@@ -13,6 +13,7 @@ use clap::Parser;
 use super::certs::{Certificates, issue_client_certificate};
 use super::config::{BasicAuth, DEFAULT_CERT_DIR, DEFAULT_LISTEN, DevServerConfig};
 use super::error::DevServerError;
+use super::notify::{self, NotifyArgs};
 use super::scenario::{DEFAULT_SCENARIO, Scenario};
 use super::server::DevServer;
 
@@ -59,6 +60,17 @@ EXAMPLES
   Serve on all addresses under a host name the device can resolve:
       omadm-devserver --listen 0.0.0.0:8443 --public-host devserver.lan
 
+  Make omadmd open a session: send a DM notification (Package#0) to the UDP address it
+  listens on ([notification.udp] listen), signed with the account's Auth/Noti secret:
+      omadm-devserver notify --udp 192.0.2.10:4000 --server-id devserver --id 7 \\
+          --secret s3cret --req-mos
+
+  Or publish it on the MQTT broker topic of the account's Push/<x>/Addr (a device behind
+  NAT keeps a subscription there):
+      omadm-devserver notify --mqtt mqtts://broker.example:8883/omadm/dev-1 \\
+          --mqtt-user dmserver --mqtt-password pw --mqtt-ca broker-ca.pem \\
+          --server-id devserver --id 8 --secret s3cret
+
   Start your own scenario from the built-in one:
       omadm-devserver --print-default-scenario > my.json
       omadm-devserver --scenario my.json --check
@@ -66,12 +78,13 @@ EXAMPLES
 EXIT STATUS
   0  With --sessions N: N sessions finished and every expectation held. Without it: stopped
      by SIGINT or SIGTERM. Or a --check, --print-default-scenario, --man-page or
-     --issue-client-cert action succeeded.
+     --issue-client-cert action succeeded, or notify sent its notification.
 
   1  An expectation failed or the client broke a protocol rule (the failures are printed to
      stderr), or the server was stopped before N sessions finished.
 
-  2  Bad command line, scenario, certificate directory or listening address.
+  2  Bad command line, scenario, certificate directory or listening address, or notify
+     could not send.
 
 SEE ALSO
   omadmd(8), omadmctl(1); PROTOCOL.md in the omadmd sources for the DM 2.0 wire format.";
@@ -101,6 +114,8 @@ SCENARIOS. A JSON file (// and /* */ comments allowed):
 {repo}, {dm} and {base} in commands become the server's repository URL, DM URL and https://HOST:PORT. \"expect\" gives one status per command: a code, a list of acceptable codes, or null for any. Instead of \"commands\" a package may give \"http_status\": 503 (answer with that status and no body; the session ends) or \"raw\": \"...\" (send that body verbatim as Package#2, to test malformed packages); \"delay_ms\" delays the answer (a long delay: a server that stalls). \"repeat_commands\": N puts the command list N times into the package (a server asking for very many results); \"repeat\": N sends the package N times in a row, and \"repeat\": \"forever\" on every Package#3, never ending the session (a server that keeps a session going, e.g. with CONT); a forever package must be the last. If the last package has no END the server appends one (as a package of its own when that package has \"expect\" or \"repeat\"; none after a forever package). \"sessions\": [{\"packages\": [...]}, ...] gives each session its own script (the last repeats).
 
 REPOSITORY. GET and HEAD serve entries with ETag and byte ranges (Range: bytes=a-b gives 206 and Content-Range; a range past the end 416). An entry {\"nested\": {\"client_uri\": URI, \"node\": NAME, \"depth\": N}} is a generated MO serialization: the node NAME at URI holding N levels of interior nodes named N, the last a leaf (any depth up to 100000, deeper than a client's tree or JSON parser may go). An Accept header that does not allow an entry's type gets 406 with OMADM-Accept naming it, unless the entry has \"ignore_accept\" (then the client must refuse it itself, with status 415). PUT stores (201 new, 200 replaced), POST stores (200), DELETE removes. An upload rule's \"accept\" list answers other types 415 with OMADM-Accept; \"refuse_first\" answers the first upload 415 whatever its type, once, to test the client's retry. Every upload is recorded.
+
+NOTIFICATIONS. `omadm-devserver notify` builds a DM notification (Package#0: SERVER-ID, NOTIFICATION-ID with --id, TIMESTAMP, REQ-MOS, PREFERRED-CON-TYPE, and a SHA-256 digest when --secret is given, over --secret, the message and --data) with omadmd's own codec, sends it as one UDP datagram to --udp HOST:PORT and/or publishes it (QoS 1, waiting for the broker's PUBACK) on the MQTT broker topic --mqtt mqtts://HOST:PORT/TOPIC (mqtt:// for a plain broker; --mqtt-user, --mqtt-password, --mqtt-ca) and exits; omadmd verifies it and opens a session with the account whose SrvID is --server-id. See `omadm-devserver notify --help`.
 
 BOOTSTRAP SERVER. With --bootstrap FILE the server also answers GET https://HOST:PORT/bootstrap with FILE's content as application/vnd.oma.dm.mo+json (an MO serialization array: the DM accounts, and any other MOs, a device is provisioned with), behind the same TLS, client certificates and HTTP Basic; other methods get 405. The content is served as it is, unchecked (to test how a client refuses a bad one). omadmd fetches it once for each DM account naming it in Auth/Bootstrap/ServerURI (see omadmd's README).
 
@@ -179,6 +194,16 @@ pub struct Cli {
     /// client-NAME.pem and client-NAME.key in the certificate directory, and exit.
     #[arg(long, value_name = "NAME")]
     pub issue_client_cert: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `omadm-devserver` does instead of serving.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Send a DM notification (Package#0) to omadmd and exit.
+    Notify(NotifyArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -193,6 +218,10 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn run_inner(cli: Cli) -> Result<ExitCode, DevServerError> {
+    if let Some(Command::Notify(args)) = &cli.command {
+        notify::run(args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if cli.man_page {
         use clap::CommandFactory as _;
         let page = super::manpage::render(Cli::command(), LONG_ABOUT, AFTER_HELP)

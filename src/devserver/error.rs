@@ -30,6 +30,16 @@ pub enum DevServerError {
     /// A configuration value is not usable.
     #[error("configuration: {0}")]
     Config(String),
+    /// Publishing a notification on an MQTT broker failed (the message names the broker).
+    #[error("MQTT publish to {0}")]
+    Mqtt(String),
+    /// Sending a notification over UDP failed.
+    #[error("UDP send to {to}: {source}")]
+    Udp {
+        to: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl DevServerError {

@@ -16,6 +16,10 @@
 //! - [`bootstrap`] — the bootstrap-server mode: `/bootstrap` serves an MO serialization
 //!   to omadmd's client-initiated bootstrap;
 //! - [`certs`] — the test CA and server certificate, client certificates, rustls config;
+//! - [`mqtt_publish`] — publishing a Package#0 on an MQTT broker topic (omadmd's MQTT
+//!   channel);
+//! - [`notify`] — `omadm-devserver notify`: a Package#0 built from account-ish parameters
+//!   (with the client's own codec, [`crate::notification::package0`]) and sent over UDP;
 //! - [`transcript`] — transcript [`Record`]s (JSON lines) and summary lines;
 //! - [`config`] — [`DevServerConfig`], [`BasicAuth`];
 //! - `http` — TLS accept loop, HTTP/1.1, HTTP Basic, routing;
@@ -45,6 +49,8 @@ pub mod dm;
 pub mod error;
 mod http;
 mod manpage;
+pub mod mqtt_publish;
+pub mod notify;
 pub mod repository;
 pub mod scenario;
 pub mod server;

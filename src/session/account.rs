@@ -35,6 +35,9 @@ pub struct Account {
     pub poll_seconds: u64,
 }
 
+/// The HTTPS clients of the accounts, for the whole process (see [`Account::client`]).
+static CLIENTS: LazyLock<ClientCache> = LazyLock::new(ClientCache::default);
+
 impl Account {
     /// Reads an account from its instance content (secrets included).
     pub fn from_node(miid: &str, node: &Node) -> Result<Account, String> {
@@ -111,12 +114,18 @@ impl Account {
         extra_ca_files: &[PathBuf],
         max_body_bytes: usize,
     ) -> Result<Arc<HttpClient>, TransportError> {
-        static CLIENTS: LazyLock<ClientCache> = LazyLock::new(ClientCache::default);
         let srv_id = self.srv_id.clone();
         let settings = self.client_settings(extra_ca_files, max_body_bytes);
         store::offload(Lane::Background, move || CLIENTS.get(&srv_id, settings))
             .await
             .map_err(|e| TransportError::Settings(format!("building the HTTPS client: {e}")))?
+    }
+
+    /// Closes every account client's idle kept-alive connections: after a network move,
+    /// so that the next session connects from the device's new address instead of waiting
+    /// out a connection the move left behind.
+    pub fn forget_connections() {
+        CLIENTS.forget_connections();
     }
 
     /// Whether this server may create instances of `moid`.
@@ -144,7 +153,7 @@ pub fn load_all(auth: &Authority) -> Result<Vec<Account>, AccessError> {
 /// Whether the account only names a bootstrap server (its `SrvURI` is its
 /// `Auth/Bootstrap/ServerURI`): the client fetches accounts from it and runs no DM session
 /// with it.
-fn bootstrap_only(node: &Node, account: &Account) -> bool {
+pub fn bootstrap_only(node: &Node, account: &Account) -> bool {
     matches!(node.get("Auth/Bootstrap/ServerURI"), Some(Node::Leaf(v)) if v.to_text() == account.srv_uri)
 }
 

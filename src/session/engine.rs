@@ -43,13 +43,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::account::Account;
 use super::commands::{self, Context};
 use super::error::SessionError;
 use super::exec::{self, ExecHandlers};
+use super::notice::Notice;
 use super::package3::{Fit, Package3Body};
 use super::tasks::Tasks;
 use crate::authority::{Authority, Principal};
@@ -166,6 +167,8 @@ pub struct Engine {
     async_execs: Mutex<HashMap<String, usize>>,
     /// The owner of asynchronous EXEC handlers and the sessions [`contain`]ed.
     pub(super) tasks: Tasks,
+    /// Told when owed SUB deliveries may now go out (see [`super::subscribe`]).
+    subs_owed: Notify,
 }
 
 /// A running asynchronous EXEC's place in its server's `exec_concurrent`, given back when
@@ -211,6 +214,7 @@ impl Engine {
             followups,
             async_execs: Mutex::new(HashMap::new()),
             tasks: Tasks::new(),
+            subs_owed: Notify::new(),
         }
     }
 
@@ -233,10 +237,25 @@ impl Engine {
             );
             self.finish_exec(exec, &exec::interrupted())?;
         }
+        self.deliver_pending()?;
+        Ok(left.len())
+    }
+
+    /// Asks for a follow-up session for every server with alerts waiting (per TargetURI),
+    /// and for the owed SUB deliveries to go out: after a restart, and when the network is
+    /// back or moved (what failed meanwhile was kept). Blocking.
+    pub fn deliver_pending(&self) -> Result<(), SessionError> {
         for (srv_id, url) in self.with_state(|s| s.pending_alert_targets())? {
             self.follow_up(FollowUp::Session { srv_id, url });
         }
-        Ok(left.len())
+        self.subs_owed.notify_one();
+        Ok(())
+    }
+
+    /// Told when owed SUB deliveries may now go out: by [`Engine::deliver_pending`], and
+    /// after each session that worked (its server is reachable).
+    pub fn subs_owed(&self) -> &Notify {
+        &self.subs_owed
     }
 
     /// The authority sessions act through.
@@ -250,6 +269,18 @@ impl Engine {
         self: &Arc<Self>,
         account: &Account,
         reason: &str,
+        url: Option<&str>,
+    ) -> Outcome {
+        self.run_notified(account, reason, None, url).await
+    }
+
+    /// As [`Engine::run`], for a session a server notification asked for (`notice`): its
+    /// reason alert carries the NOTIFICATION-ID, and REQ-MOS sends the MO list.
+    pub async fn run_notified(
+        self: &Arc<Self>,
+        account: &Account,
+        reason: &str,
+        notice: Option<&Notice>,
         url: Option<&str>,
     ) -> Outcome {
         let mut outcome = Outcome {
@@ -267,7 +298,7 @@ impl Engine {
             .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         let result = tokio::time::timeout_at(
             deadline,
-            self.package_loop(account, reason, url, deadline, &mut outcome),
+            self.package_loop(account, reason, notice, url, deadline, &mut outcome),
         )
         .await
         .unwrap_or(Err(SessionError::Overtime { seconds }));
@@ -280,6 +311,7 @@ impl Engine {
         } else {
             tracing::info!(srv_id = %account.srv_id, packages = outcome.packages, commands = outcome.commands, "session finished");
             outcome.detail = "completed".into();
+            self.subs_owed.notify_one();
         }
         outcome
     }
@@ -288,6 +320,7 @@ impl Engine {
         self: &Arc<Self>,
         account: &Account,
         reason: &str,
+        notice: Option<&Notice>,
         url: Option<&str>,
         deadline: Instant,
         outcome: &mut Outcome,
@@ -314,13 +347,14 @@ impl Engine {
         let mut url = url.unwrap_or(&account.srv_uri).to_owned();
 
         let (package1, done) = {
-            let (account, principal, reason, url) = (
+            let (account, principal, reason, notice, url) = (
                 account.clone(),
                 principal.clone(),
                 reason.to_owned(),
+                notice.cloned(),
                 url.clone(),
             );
-            self.blocking(move |e| e.package1(&account, &principal, &reason, &url))
+            self.blocking(move |e| e.package1(&account, &principal, &reason, notice.as_ref(), &url))
                 .await?
         };
         let body = serde_json::to_vec(&package1).map_err(|e| SessionError::Local(e.to_string()))?;
@@ -445,7 +479,9 @@ impl Engine {
         }
     }
 
-    /// Package#1: the MO list and the session reason, plus alerts waiting for this server
+    /// Package#1: the MO list (in a server's first session, or when a notification asked
+    /// for it) and the session reason (with a notification's NOTIFICATION-ID), plus alerts
+    /// waiting for this server
     /// (those addressed to `url`, or to no particular URI), oldest first while the package
     /// stays within `max_package_bytes`; the others wait for a later session. Returns the
     /// ids of the alerts done with — included, or never deliverable (unreadable, or too
@@ -455,13 +491,14 @@ impl Engine {
         account: &Account,
         principal: &Principal,
         reason: &str,
+        notice: Option<&Notice>,
         url: &str,
     ) -> Result<(Package1, Vec<i64>), SessionError> {
         let local = SessionError::Local;
         let first_session = self
             .with_state(|s| s.last_session(&account.srv_id))?
             .is_none();
-        let mos = if first_session {
+        let mos = if first_session || notice.is_some_and(|n| n.req_mos) {
             self.auth
                 .readable_instances(principal)
                 .map_err(|e| local(e.to_string()))?
@@ -478,7 +515,10 @@ impl Engine {
         let max = self.limits.max_package_bytes;
         let mut package = Package1 {
             mos,
-            alert: vec![Alert::of_type(reason)],
+            alert: vec![match notice {
+                Some(n) => n.reason_alert(reason),
+                None => Alert::of_type(reason),
+            }],
         };
         let mut size = json_len(&package)?;
         // The smallest Package#1 an alert could ever go in: the session reason alone.

@@ -6,6 +6,7 @@
 //! - [`scheduler`] — which sessions run and when: every trigger (D-Bus, follow-ups,
 //!   polling), one session per server, session events;
 //! - [`account`] — DM server accounts and choosing the server for a session;
+//! - [`notice`] — what a verified server notification asks of its session;
 //! - [`failover`] — falling over to the next server when the client chose one it cannot
 //!   reach (DM-HLF-018);
 //! - [`send_alert`] — a local app's Generic Alert: checked, its server chosen, kept;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod exec;
 pub mod failover;
 pub mod info;
+pub mod notice;
 pub mod package3;
 pub mod scheduler;
 pub mod send_alert;
@@ -34,5 +36,6 @@ pub mod tasks;
 pub use account::Account;
 pub use engine::{Engine, Limits, Outcome};
 pub use error::SessionError;
+pub use notice::Notice;
 pub use scheduler::{Event, Origin, Running, Scheduler, Start, StartError};
 pub use tasks::Tasks;

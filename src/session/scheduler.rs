@@ -1,7 +1,7 @@
 //! Which DM sessions run, and when: [`Scheduler`] takes every trigger — a D-Bus caller, a
 //! local app's alert, a follow-up the engine asks for (an async EXEC's result alert), a
-//! server's poll interval, a failover from a server that could not be reached, later
-//! Package#0 notifications and network changes — checks the reason, chooses the
+//! server's poll interval, a failover from a server that could not be reached, a verified
+//! Package#0 notification, later network changes — checks the reason, chooses the
 //! server, names the session, and runs at most one session per server at a time. It
 //! announces what happens as [`Event`]s on a broadcast channel; the D-Bus face is one
 //! subscriber among any, and sessions run whether or not anyone listens.
@@ -22,6 +22,10 @@
 //!   the server they go to — the one named, the source's owner, or the client's choice, which
 //!   the alert follows when it falls over — then a session with it starts, or queues behind
 //!   the one running.
+//! - **Notifications** ([`Scheduler::notified`]): a verified Package#0 starts a session with
+//!   `ServerInitiatedMgmt` carrying its [`Notice`] (NOTIFICATION-ID, REQ-MOS), or queues
+//!   one; a notice coalescing with a queued trigger turns it into the notified session (the
+//!   later NOTIFICATION-ID answers both, REQ-MOS from either holds).
 //! - **Follow-ups** arrive on the engine's bounded queue
 //!   ([`super::engine::follow_up_queue`], policy there); `SHOW` URLs become [`Event::Show`].
 //! - **Polling**: an account's `Ext/PollSeconds` (absent or 0: off) gets a client-initiated
@@ -58,6 +62,7 @@ use super::engine::{self, Engine, FollowUp, Outcome};
 use super::error::SessionError;
 use super::failover::{self, Failover};
 use super::info::{self, SessionInfo};
+use super::notice::Notice;
 use super::send_alert::{self, AlertError, Checked, Recipient};
 use super::tasks::Tasks;
 use crate::authority::{Authority, Principal, Rights};
@@ -98,6 +103,8 @@ pub enum Origin {
     /// A DM account that never had a session arrived (a bootstrap file, `Bootstrap`,
     /// `CreateInstance` of a DM account): the session that carries `BootstrapComplete`.
     NewAccount,
+    /// A verified server notification (Package#0).
+    Notification,
 }
 
 impl Origin {
@@ -109,6 +116,7 @@ impl Origin {
             Origin::Alert => "alert",
             Origin::Failover => "failover",
             Origin::NewAccount => "new account",
+            Origin::Notification => "notification",
         }
     }
 }
@@ -172,11 +180,13 @@ pub enum StartError {
 
 /// What runs sessions for the scheduler: the [`Engine`] in the daemon.
 pub trait Runner: Send + Sync + 'static {
-    /// Runs one session with `account` (at `url` instead of its SrvURI when given).
+    /// Runs one session with `account` (at `url` instead of its SrvURI when given), for
+    /// what a notification asked (`notice`) if one did.
     fn session(
         self: Arc<Self>,
         account: Account,
         reason: &'static str,
+        notice: Option<Notice>,
         url: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
@@ -208,9 +218,12 @@ impl Runner for Engine {
         self: Arc<Self>,
         account: Account,
         reason: &'static str,
+        notice: Option<Notice>,
         url: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
-        Box::pin(async move { Engine::run(&self, &account, reason, url.as_deref()).await })
+        Box::pin(async move {
+            Engine::run_notified(&self, &account, reason, notice.as_ref(), url.as_deref()).await
+        })
     }
 
     fn fetch_default(
@@ -254,6 +267,24 @@ struct Trigger {
     url: Option<String>,
     /// The client chose the server: where to fall over to if it cannot be reached.
     failover: Option<Failover>,
+    /// What a notification asked for.
+    notice: Option<Notice>,
+}
+
+impl Trigger {
+    /// Coalesces `later` into this queued trigger: a notification's reason and notice win
+    /// (see [`Notice::merge`]).
+    fn absorb(&mut self, later: Trigger) {
+        let Some(notice) = later.notice else {
+            return;
+        };
+        match &mut self.notice {
+            Some(queued) => queued.merge(notice),
+            None => self.notice = Some(notice),
+        }
+        self.reason = later.reason;
+        self.origin = later.origin;
+    }
 }
 
 #[derive(Default)]
@@ -422,6 +453,32 @@ impl Scheduler {
                 origin,
                 url: None,
                 failover,
+                notice: None,
+            },
+        )
+    }
+
+    /// A verified server notification from `srv_id` (see [`crate::notification`]): starts a
+    /// session with that server for `ServerInitiatedMgmt` carrying `notice`, or queues one
+    /// behind its running session. Never falls over to another server.
+    pub async fn notified(
+        self: &Arc<Self>,
+        srv_id: &str,
+        notice: Notice,
+    ) -> Result<Start, StartError> {
+        let accounts = self.accounts().await.map_err(StartError::Accounts)?;
+        let account = accounts
+            .into_iter()
+            .find(|a| a.srv_id == srv_id)
+            .ok_or_else(|| StartError::NoAccount(srv_id.to_owned()))?;
+        self.launch(
+            account,
+            Trigger {
+                reason: alert::SERVER_INITIATED,
+                origin: Origin::Notification,
+                url: None,
+                failover: None,
+                notice: Some(notice),
             },
         )
     }
@@ -474,6 +531,7 @@ impl Scheduler {
             origin: Origin::Alert,
             url: None,
             failover,
+            notice: None,
         };
         match self.launch(account, trigger) {
             Ok(Start::Now { session_id, .. }) => {
@@ -528,6 +586,7 @@ impl Scheduler {
                 origin: Origin::FollowUp,
                 url,
                 failover: None,
+                notice: None,
             };
             match self.launch(account, trigger) {
                 Ok(Start::Now { session_id, .. }) => {
@@ -615,6 +674,7 @@ impl Scheduler {
                 origin: Origin::NewAccount,
                 url: None,
                 failover: None,
+                notice: None,
             };
             match self.launch(account, trigger) {
                 Ok(Start::Now { session_id, .. }) => {
@@ -715,6 +775,7 @@ impl Scheduler {
                 origin: Origin::Poll,
                 url: None,
                 failover: None,
+                notice: None,
             };
             match self.launch(account, trigger) {
                 Ok(Start::Now { session_id, .. }) => {
@@ -757,7 +818,8 @@ impl Scheduler {
                     });
                 }
                 let queue = table.queued.entry(srv_id.clone()).or_default();
-                if queue.iter().any(|t| t.url == trigger.url) {
+                if let Some(queued) = queue.iter_mut().find(|t| t.url == trigger.url) {
+                    queued.absorb(trigger);
                     tracing::debug!(srv_id = %srv_id, "trigger coalesced with a queued one");
                 } else if queue.len() >= QUEUED_PER_SERVER {
                     tracing::warn!(
@@ -783,13 +845,8 @@ impl Scheduler {
             srv_id,
             armed: true,
         };
-        self.tasks.spawn(Arc::clone(self).drive(
-            guard,
-            account,
-            session,
-            trigger.url,
-            trigger.failover,
-        ));
+        self.tasks
+            .spawn(Arc::clone(self).drive(guard, account, session, trigger));
         Ok(start)
     }
 
@@ -803,22 +860,28 @@ impl Scheduler {
         }
     }
 
-    /// Runs `session`, then the server's queued triggers one after the other, until none
-    /// is left; `claim` gives the server back however this task ends. A session the client
-    /// chose (`failover`) that found no connection falls over to the next server.
+    /// Runs `session` for `trigger`, then the server's queued triggers one after the other,
+    /// until none is left; `claim` gives the server back however this task ends. A session
+    /// the client chose (the trigger's `failover`) that found no connection falls over to
+    /// the next server.
     async fn drive(
         self: Arc<Self>,
         mut claim: Claim,
         account: Account,
         session: Running,
-        url: Option<String>,
-        failover: Option<Failover>,
+        trigger: Trigger,
     ) {
-        let mut current = Some((Some(account), session, url, failover));
-        while let Some((account, session, url, failover)) = current.take() {
+        let mut current = Some((Some(account), session, trigger));
+        while let Some((account, session, trigger)) = current.take() {
+            let Trigger {
+                url,
+                failover,
+                notice,
+                ..
+            } = trigger;
             let session = self.first_after_bootstrap(session).await;
             let outcome = match account {
-                Some(account) => self.run_one(account, &session, url).await,
+                Some(account) => self.run_one(account, &session, notice, url).await,
                 None => {
                     self.announce_started(&session);
                     Outcome::failed(SessionError::Local(format!(
@@ -853,7 +916,7 @@ impl Scheduler {
                     Some(t) => {
                         let next = self.name(srv_id, &t);
                         table.running.insert(srv_id.clone(), next.clone());
-                        Some((next, t.url, t.failover))
+                        Some((next, t))
                     }
                     None => {
                         table.running.remove(srv_id);
@@ -874,7 +937,7 @@ impl Scheduler {
             if let Some((account, choice)) = fallback {
                 self.launch_later(account, choice);
             }
-            if let Some((next, url, failover)) = next {
+            if let Some((next, trigger)) = next {
                 let account = match self.accounts().await {
                     Ok(all) => all.into_iter().find(|a| a.srv_id == next.srv_id),
                     Err(e) => {
@@ -882,7 +945,7 @@ impl Scheduler {
                         None
                     }
                 };
-                current = Some((account, next, url, failover));
+                current = Some((account, next, trigger));
             }
         }
     }
@@ -956,6 +1019,7 @@ impl Scheduler {
                 origin: Origin::Failover,
                 url: None,
                 failover: Some(choice),
+                notice: None,
             };
             match this.launch(account, trigger) {
                 Ok(Start::Now { session_id, .. }) => {
@@ -990,7 +1054,13 @@ impl Scheduler {
 
     /// One session: its SessionInfo instance, [`Event::Started`], the run (contained: a
     /// panic is an outcome), and the instance removed.
-    async fn run_one(&self, account: Account, session: &Running, url: Option<String>) -> Outcome {
+    async fn run_one(
+        &self,
+        account: Account,
+        session: &Running,
+        notice: Option<Notice>,
+        url: Option<String>,
+    ) -> Outcome {
         let miid = info_miid(&session.session_id);
         let facts = SessionInfo {
             session_id: session.session_id.clone(),
@@ -1027,7 +1097,8 @@ impl Scheduler {
         );
         self.announce_started(session);
         let (runner, reason) = (Arc::clone(&self.runner), session.reason);
-        let outcome = engine::contain(&self.tasks, runner.session(account, reason, url)).await;
+        let outcome =
+            engine::contain(&self.tasks, runner.session(account, reason, notice, url)).await;
         let auth = Arc::clone(&self.auth);
         let gone = blocking(move || auth.withdraw(builtin::SESSIONINFO, |m| m != miid)).await;
         if let Err(e) = gone {
@@ -1129,6 +1200,8 @@ mod tests {
         auth: Arc<Authority>,
         gate: Semaphore,
         ran: Mutex<Vec<(String, Option<String>, bool)>>,
+        /// Each session's reason and notice, in order.
+        notices: Mutex<Vec<(&'static str, Option<Notice>)>>,
         unreachable: Mutex<Vec<String>>,
         alerts: Mutex<Vec<(String, String)>>,
     }
@@ -1137,9 +1210,11 @@ mod tests {
         fn session(
             self: Arc<Self>,
             account: Account,
-            _reason: &'static str,
+            reason: &'static str,
+            notice: Option<Notice>,
             url: Option<String>,
         ) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+            self.notices.lock().unwrap().push((reason, notice));
             Box::pin(async move {
                 let me = Principal::Server(account.srv_id.clone());
                 let cbt = self.auth.get(&me, "urn:oma:mo:oma-sessioninfomo:1.0//CBT");
@@ -1222,6 +1297,7 @@ mod tests {
             auth: auth.clone(),
             gate: Semaphore::new(permits),
             ran: Mutex::new(Vec::new()),
+            notices: Mutex::new(Vec::new()),
             unreachable: Mutex::new(Vec::new()),
             alerts: Mutex::new(Vec::new()),
         });
@@ -1605,6 +1681,60 @@ mod tests {
         scheduler.poll_pass(second.due + 2000).await;
         assert!(due(&scheduler).is_empty());
         assert_eq!(s.ran().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_notification_starts_a_server_initiated_session_and_coalesces_when_queued() {
+        use crate::notification::package0::ConType;
+        let s = setup(0);
+        s.account("a", serde_json::json!({}));
+        // Not a first session: the reason stays ServerInitiatedMgmt.
+        s.store
+            .writer()
+            .write(|tx| tx.record_session("a"))
+            .map(|(t, _)| t)
+            .unwrap();
+        let scheduler = s.scheduler();
+        let mut events = scheduler.subscribe();
+        let notice = |id, req_mos| Notice {
+            notification_id: Some(id),
+            req_mos,
+            con_type: ConType::Any,
+        };
+
+        let started = scheduler.notified("a", notice(1, false)).await.unwrap();
+        let Start::Now { session_id, .. } = started else {
+            panic!("runs now: {started:?}")
+        };
+        assert_eq!(scheduler.running()[0].origin, Origin::Notification);
+        assert_eq!(scheduler.running()[0].reason, alert::SERVER_INITIATED);
+        // While it runs: a poll queues, then two notifications coalesce into it.
+        scheduler.start("a", "", Origin::Poll).await.unwrap();
+        for n in [notice(2, true), notice(3, false)] {
+            assert_eq!(
+                scheduler.notified("a", n).await.unwrap(),
+                Start::Queued {
+                    srv_id: "a".into(),
+                    behind: session_id.clone()
+                }
+            );
+        }
+        assert!(matches!(
+            scheduler.notified("nosuch", notice(4, false)).await,
+            Err(StartError::NoAccount(_))
+        ));
+        s.fake.gate.add_permits(2);
+        assert_eq!(finished(&mut events).await, "a");
+        assert_eq!(finished(&mut events).await, "a");
+        assert_eq!(
+            *s.fake.notices.lock().unwrap(),
+            [
+                (alert::SERVER_INITIATED, Some(notice(1, false))),
+                (alert::SERVER_INITIATED, Some(notice(3, true))),
+            ],
+            "one more session, for the later id, with REQ-MOS from either"
+        );
+        assert!(scheduler.running().is_empty());
     }
 
     #[test]

@@ -2,13 +2,22 @@
 //! subtree (as the subscribing server may read it) to the subscription's ServerURI. A server
 //! holds at most `subscriptions_per_server` subscriptions (see [`super::commands`]), so one
 //! change makes at most that many PUTs per server, each at most `reply_bytes`.
+//!
+//! A delivery that fails (the server, or the network, unreachable — during a network move,
+//! say) marks the subscription *owed* in the store; [`redeliver`] sends every owed
+//! subscription's current subtree once the server can be reached again (after a restart, a
+//! network change, a session with it), and a later delivery that works clears the mark.
 
 use std::sync::Arc;
+
+use futures_util::FutureExt as _;
+use tokio::sync::mpsc;
 
 use super::account::{self, Account};
 use super::commands::send_mo;
 use super::engine::Engine;
 use super::error::SessionError;
+use super::tasks::Tasks;
 use crate::authority::Principal;
 use crate::store::{Change, Subscription};
 use crate::tree::uri::ClientUri;
@@ -20,36 +29,106 @@ struct Delivery {
     body: Vec<u8>,
 }
 
+/// Runs SUB deliveries until the daemon stops: first what is owed from before, then each
+/// batch of `changes` as it comes, one at a time, and what is owed again whenever the
+/// engine says it may go out ([`Engine::subs_owed`]: the network came back or moved, a
+/// session with a server worked). Batches still queued when the daemon stops are dropped;
+/// a delivery in progress is cut off if it aborts.
+pub async fn run(engine: Arc<Engine>, mut changes: mpsc::Receiver<Vec<Change>>, tasks: Tasks) {
+    let mut owed = true;
+    loop {
+        let work = if owed {
+            owed = false;
+            redeliver(engine.clone(), None).boxed()
+        } else {
+            tokio::select! {
+                biased;
+                () = tasks.stopped() => break,
+                () = engine.subs_owed().notified() => {
+                    owed = true;
+                    continue;
+                }
+                batch = changes.recv() => match batch {
+                    Some(b) => deliver(engine.clone(), b).boxed(),
+                    None => break,
+                },
+            }
+        };
+        tokio::select! {
+            () = work => {}
+            () = tasks.aborted() => break,
+        }
+    }
+}
+
 /// Delivers one batch of changes to the subscriptions they concern (each at most once).
 pub async fn deliver(engine: Arc<Engine>, changes: Vec<Change>) {
-    let deliveries = match engine.blocking(move |e| deliveries(e, &changes)).await {
-        Ok(d) => d,
-        Err(e) => return tracing::error!("SUB: cannot read subscriptions: {e}"),
-    };
+    match engine
+        .blocking(move |e| deliveries(e, Due::Changed(&changes)))
+        .await
+    {
+        Ok(d) => send(&engine, d).await,
+        Err(e) => tracing::error!("SUB: cannot read subscriptions: {e}"),
+    }
+}
+
+/// Sends the current subtree of every owed subscription (of `srv_id`'s, or of every
+/// server's): what failed to go out before.
+pub async fn redeliver(engine: Arc<Engine>, srv_id: Option<String>) {
+    match engine
+        .blocking(move |e| deliveries(e, Due::Owed(srv_id.as_deref())))
+        .await
+    {
+        Ok(d) => send(&engine, d).await,
+        Err(e) => tracing::error!("SUB: cannot read subscriptions: {e}"),
+    }
+}
+
+/// Which subscriptions a delivery run is for.
+enum Due<'a> {
+    /// Those a change of the batch concerns.
+    Changed(&'a [Change]),
+    /// The owed ones, of one server or of all.
+    Owed(Option<&'a str>),
+}
+
+/// Makes the PUTs, marking each subscription owed when its PUT fails and clearing the mark
+/// when one works.
+async fn send(engine: &Arc<Engine>, deliveries: Vec<Delivery>) {
     for Delivery { sub, account, body } in deliveries {
-        let client = match account
+        let sent = match account
             .client(&engine.extra_ca_files, engine.limits.max_package_bytes)
             .await
         {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(srv_id = %sub.srv_id, "SUB: transport: {e}");
-                continue;
-            }
+            Ok(client) => send_mo(&client, &sub.server_uri, body, false)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("transport: {e}")),
         };
-        match send_mo(&client, &sub.server_uri, body, false).await {
-            Ok(_) => {
+        match &sent {
+            Ok(()) => {
                 tracing::debug!(srv_id = %sub.srv_id, "SUB {} delivered to {}", sub.client_uri, sub.server_uri)
             }
             Err(e) => {
-                tracing::warn!(srv_id = %sub.srv_id, "SUB {} to {}: {e}", sub.client_uri, sub.server_uri)
+                tracing::warn!(srv_id = %sub.srv_id, "SUB {} to {}: {e}; owed until it can be sent", sub.client_uri, sub.server_uri)
+            }
+        }
+        let owed = sent.is_err();
+        if owed != sub.owed {
+            let (srv_id, client_uri) = (sub.srv_id.clone(), sub.client_uri.clone());
+            let marked = engine
+                .blocking(move |e| e.state(|tx| tx.set_owed(&srv_id, &client_uri, owed)))
+                .await;
+            if let Err(e) = marked {
+                tracing::error!(srv_id = %sub.srv_id, "SUB {}: cannot record the delivery: {e}", sub.client_uri);
             }
         }
     }
 }
 
-/// The PUTs `changes` call for, each subtree read as its server may read it. Blocking.
-fn deliveries(engine: &Engine, changes: &[Change]) -> Result<Vec<Delivery>, SessionError> {
+/// The PUTs `which` calls for, each subtree read as its server may read it. Blocking.
+fn deliveries(engine: &Engine, which: Due<'_>) -> Result<Vec<Delivery>, SessionError> {
     let subscriptions = engine.with_state(|s| s.subscriptions())?;
     if subscriptions.is_empty() {
         return Ok(vec![]);
@@ -62,11 +141,15 @@ fn deliveries(engine: &Engine, changes: &[Change]) -> Result<Vec<Delivery>, Sess
             continue;
         };
         let principal = Principal::Server(sub.srv_id.clone());
-        // Only a change the server may read is news to it (not a rotated secret, nor a
-        // change in an instance it lost the right to read).
-        if !changes.iter().any(|c| {
-            uri.covers(&c.addr) && engine.auth.may_read(&principal, &c.addr).unwrap_or(false)
-        }) {
+        let wanted = match which {
+            // Only a change the server may read is news to it (not a rotated secret, nor a
+            // change in an instance it lost the right to read).
+            Due::Changed(changes) => changes.iter().any(|c| {
+                uri.covers(&c.addr) && engine.auth.may_read(&principal, &c.addr).unwrap_or(false)
+            }),
+            Due::Owed(srv) => sub.owed && srv.is_none_or(|s| s == sub.srv_id),
+        };
+        if !wanted {
             continue;
         }
         let Some(account) = accounts.iter().find(|a| a.srv_id == sub.srv_id) else {

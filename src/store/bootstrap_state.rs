@@ -144,7 +144,7 @@ mod tests {
         store
             .conn
             .execute_batch(
-                "INSERT INTO subscriptions VALUES ('s', 'urn:oma:mo:gone:1.0/1/', 'https://s/');
+                "INSERT INTO subscriptions (srv_id, client_uri, server_uri) VALUES ('s', 'urn:oma:mo:gone:1.0/1/', 'https://s/');
                  INSERT INTO poll_due VALUES ('s', 1, 60);",
             )
             .unwrap();

@@ -9,6 +9,7 @@
 //!   asynchronous EXECs running;
 //! - [`import`]: writing MO serialization items (HGET, bootstrap files);
 //! - [`bootstrap_state`] — which factory bootstrap files were applied, and the factory reset;
+//! - [`notification_state`] — the NOTIFICATION-IDs seen lately, per server;
 //! - [`rights`]: [`Rights`], what a grant gives;
 //! - [`dacl`]: the Delegation Access Control MO, kept in step with the grants in the same
 //!   transaction;
@@ -25,6 +26,7 @@ mod codec;
 mod dacl;
 mod error;
 mod import;
+mod notification_state;
 mod pool;
 mod read;
 mod rights;

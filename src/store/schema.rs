@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 8;
+pub const VERSION: i64 = 10;
 
 /// Migrations: entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -156,6 +156,22 @@ CREATE TABLE bootstrap_files (
 -- grantees with Read, app:* and srv:* included), one per line, so that its end is news to
 -- them when they ask for changes later (no rights are left to check by then).
 ALTER TABLE journal ADD COLUMN readers TEXT;
+"#,
+    r#"
+-- NOTIFICATION-IDs of verified server notifications (notification_state.rs), each kept
+-- until `expires` (POSIX seconds: the timestamp window past the later of its arrival and its
+-- TIMESTAMP), so that a replay is refused across restarts while the 2-byte ids may wrap.
+CREATE TABLE notification_ids (
+    srv_id  TEXT NOT NULL,
+    id      INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    PRIMARY KEY (srv_id, id)
+) WITHOUT ROWID;
+"#,
+    r#"
+-- A subscription whose last delivery failed (the server or the network was unreachable):
+-- the subtree's current state is owed to the server and sent when it can be.
+ALTER TABLE subscriptions ADD COLUMN owed INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 

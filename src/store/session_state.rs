@@ -40,6 +40,8 @@ pub struct Subscription {
     pub srv_id: String,
     pub client_uri: String,
     pub server_uri: String,
+    /// Its last delivery failed: the subtree's current state is owed to the server.
+    pub owed: bool,
 }
 
 impl Store {
@@ -105,7 +107,7 @@ impl Store {
     pub fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT srv_id, client_uri, server_uri FROM subscriptions ORDER BY srv_id, client_uri")
+            .prepare_cached("SELECT srv_id, client_uri, server_uri, owed FROM subscriptions ORDER BY srv_id, client_uri")
             .map_err(StoreError::db("preparing the subscriptions query"))?;
         let rows = stmt
             .query_map([], |r| {
@@ -113,6 +115,7 @@ impl Store {
                     srv_id: r.get(0)?,
                     client_uri: r.get(1)?,
                     server_uri: r.get(2)?,
+                    owed: r.get(3)?,
                 })
             })
             .map_err(StoreError::db("reading subscriptions"))?;
@@ -320,6 +323,21 @@ impl Txn<'_> {
             "DELETE FROM poll_due WHERE srv_id = ?1",
             params![srv_id],
             "forgetting a poll due time",
+        )
+    }
+
+    /// Records whether the subscription's current state is owed to its server (its last
+    /// delivery failed) or not (it was delivered).
+    pub fn set_owed(
+        &mut self,
+        srv_id: &str,
+        client_uri: &str,
+        owed: bool,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE subscriptions SET owed = ?3 WHERE srv_id = ?1 AND client_uri = ?2",
+            params![srv_id, client_uri, owed],
+            "recording a subscription's delivery",
         )
     }
 

@@ -57,6 +57,14 @@ impl ClientCache {
         Ok(client)
     }
 
+    /// Closes every client's idle kept-alive connections (after a network move: the next
+    /// request connects anew, from the device's new address).
+    pub fn forget_connections(&self) {
+        for client in self.lock().values() {
+            client.forget_connections();
+        }
+    }
+
     /// Whether `client`'s anchors are still the trust store's.
     fn current(&self, client: &HttpClient) -> Result<bool, TransportError> {
         Ok(match (&client.roots, &client.settings.trust) {

@@ -232,6 +232,12 @@ impl Pool {
         None
     }
 
+    /// Closes every idle connection: after a network move they may be bound to an address
+    /// the device no longer has, and a request on one would wait out its timeout.
+    pub(crate) fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Keeps a connection whose exchange completed for the next request.
     pub(crate) fn put(&self, origin: (bool, String, u16), sender: Sender) {
         if sender.is_closed() {

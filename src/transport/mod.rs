@@ -224,6 +224,11 @@ impl Prepared {
 }
 
 impl HttpClient {
+    /// Closes the idle kept-alive connections (see [`ClientCache::forget_connections`]).
+    pub fn forget_connections(&self) {
+        self.pool.clear();
+    }
+
     /// Checks the settings and builds the TLS configuration: bad PEM, an unreadable CA file,
     /// a key that does not fit its certificate, ... are [`TransportError::Settings`] naming
     /// the problem. With [`Trust::Roots`] the anchors come from the process-wide system
@@ -445,6 +450,23 @@ impl HttpClient {
             body,
         })
     }
+}
+
+/// The rustls configuration for a TLS connection that is not HTTPS (the MQTT notification
+/// channel's broker): the same provider, protocol versions, trust ([`Trust`]) and client
+/// certificate as an [`HttpClient`]'s, without ALPN. Reads the trust store's files: call it
+/// where blocking is allowed.
+pub fn tls_client_config(settings: &ClientSettings) -> Result<Arc<ClientConfig>, TransportError> {
+    let built = tls::client_config(settings, roots::system())?;
+    let mut config = Arc::unwrap_or_clone(built.config);
+    config.alpn_protocols.clear();
+    Ok(Arc::new(config))
+}
+
+/// Whether an account's `Ext/CACert` PEM holds CA certificates (trust anchors that can verify
+/// any host they issued for), not end-entity certificates to pin.
+pub fn holds_cas(pem: &str) -> Result<bool, TransportError> {
+    Ok(matches!(certs::classify(pem)?, certs::Anchors::Cas(_)))
 }
 
 /// Sorts a failure before the response head arrived: TLS is final, malformed HTTP is final,

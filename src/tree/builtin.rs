@@ -1,5 +1,6 @@
-//! The MOs omadmd defines itself: DevInfo, DM Account and SessionInfo (PROTOCOL.md §12), and
-//! the Delegation Access Control MO (its grants, DM-HLF-013).
+//! The MOs omadmd defines itself: DevInfo, DM Account and SessionInfo (PROTOCOL.md §12), the
+//! Delegation Access Control MO (its grants, DM-HLF-013) and the network MO (what
+//! NetworkManager reports, DM-HLF-007).
 //! Their DDFs live next to this file, are compiled in, and are installed to
 //! `/usr/share/omadmd/ddf/` for servers and tools to read.
 
@@ -16,13 +17,16 @@ pub const SESSIONINFO: &str = "urn:oma:mo:oma-sessioninfomo:1.0";
 pub const DACL: &str = "urn:oma:mo:ext-omadmd-dacl:1.0";
 /// MIID of the one DACL instance.
 pub const DACL_MIID: &str = "dacl";
+/// MOID of the network MO.
+pub const NETWORK: &str = "urn:oma:mo:ext-omadmd-network:1.0";
 
 /// The built-in DDF files: (file name, contents).
-pub const DDF_FILES: [(&str, &str); 4] = [
+pub const DDF_FILES: [(&str, &str); 5] = [
     ("devinfo.ddf", include_str!("builtin/devinfo.ddf")),
     ("dmacc.ddf", include_str!("builtin/dmacc.ddf")),
     ("sessioninfo.ddf", include_str!("builtin/sessioninfo.ddf")),
     ("dacl.ddf", include_str!("builtin/dacl.ddf")),
+    ("network.ddf", include_str!("builtin/network.ddf")),
 ];
 
 /// The MO types of the built-in DDFs.
@@ -47,9 +51,12 @@ mod tests {
     fn builtin_ddfs_parse_and_define_their_moids() {
         let types = types();
         let moids: Vec<_> = types.iter().map(|t| t.moid.as_str()).collect();
-        assert_eq!(moids, [DEVINFO, DMACC, SESSIONINFO, DACL]);
+        assert_eq!(moids, [DEVINFO, DMACC, SESSIONINFO, DACL, NETWORK]);
         let roots: Vec<_> = types.iter().map(MoType::root_name).collect();
-        assert_eq!(roots, ["DevInfo", "DMAcc", "SessionInfo", "DACL"]);
+        assert_eq!(
+            roots,
+            ["DevInfo", "DMAcc", "SessionInfo", "DACL", "Network"]
+        );
     }
 
     #[test]
@@ -62,10 +69,12 @@ mod tests {
             "Auth/Bootstrap/ClientSecretKey",
             "Ext/ClientKey",
             "Perm/x/MOID",
+            "Push/x/Secret",
         ] {
             assert!(dmacc.def_at(secret).unwrap().access.is_no_get(), "{secret}");
         }
         assert!(!dmacc.def_at("SrvURI").unwrap().access.is_no_get());
+        assert!(!dmacc.def_at("Push/x/User").unwrap().access.is_no_get());
         assert_eq!(dmacc.def_at("Ext/Priority").unwrap().format, Format::Int);
         let devinfo = &types[0];
         for child in &devinfo.root.children {

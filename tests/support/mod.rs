@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 pub mod client;
 pub mod daemon;
+pub mod mosquitto;
+pub mod nat;
+pub mod network;
 pub mod session_bus;
 pub mod sysbus;
 pub mod unit;

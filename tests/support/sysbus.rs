@@ -36,8 +36,8 @@
 //!
 //! Use [`SysBus::command_in_namespace`] only for a process that must see the namespace:
 //! the standard path `/run/dbus/system_bus_socket` (software that ignores
-//! `DBUS_SYSTEM_BUS_ADDRESS`) or, later, the namespace's network (NetworkManager's `nm0`,
-//! which needs the harness started with NetworkManager). `nsenter` resets the working
+//! `DBUS_SYSTEM_BUS_ADDRESS`) or the namespace's network (NetworkManager's `nm0`, with
+//! [`SysBus::start_with_network_manager`]). `nsenter` resets the working
 //! directory, so the command runs in the test's current directory (not one set later with
 //! `Command::current_dir`).
 //!
@@ -97,6 +97,18 @@ impl SysBus {
     /// policy (`dbus/org.omadm.Client1.conf`) in the bus config dir and its polkit actions
     /// (`dbus/org.omadm.client1.policy`) installed; panics with the harness logs on failure.
     pub fn start() -> SysBus {
+        SysBus::start_with(false)
+    }
+
+    /// Like [`SysBus::start`], plus a real NetworkManager in the namespace managing the veth
+    /// `nm0` (10.77.0.2/24, connection `harness-nm0`, autoconnect) whose peer `peer0`
+    /// (10.77.0.1/24) lives in a second namespace; NetworkManager is connected (State 70,
+    /// connectivity full) when this returns. [`SysBus::carrier`] unplugs and plugs the veth.
+    pub fn start_with_network_manager() -> SysBus {
+        SysBus::start_with(true)
+    }
+
+    fn start_with(network_manager: bool) -> SysBus {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("omadmd-sysbus-")
@@ -111,7 +123,7 @@ impl SysBus {
             .arg(repo_file("dbus/org.omadm.Client1.conf"))
             .arg("--polkit-policy")
             .arg(repo_file("dbus/org.omadm.client1.policy"))
-            .env("HARNESS_NM", "0")
+            .env("HARNESS_NM", if network_manager { "1" } else { "0" })
             .env("HARNESS_OWNER_PID", std::process::id().to_string())
             .status()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", harness_script().display()));
@@ -293,6 +305,17 @@ impl SysBus {
                 .expect("busctl");
             String::from_utf8_lossy(&out.stdout).trim() == "b true"
         })
+    }
+
+    /// Takes the carrier of NetworkManager's veth `nm0` down or up (its peer end), as
+    /// unplugging and plugging a cable does; needs [`SysBus::start_with_network_manager`].
+    /// NetworkManager notices at once, and gives the connection up about 5 s after a loss.
+    pub fn carrier(&self, up: bool) {
+        let status = harness(self.dir())
+            .args(["carrier", if up { "up" } else { "down" }])
+            .status()
+            .expect("harness carrier");
+        assert!(status.success(), "carrier {up}: {}", self.logs());
     }
 
     /// The harness's logs (dbus-daemon, polkitd, ...), for failure messages.

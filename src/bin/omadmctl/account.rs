@@ -83,6 +83,11 @@ pub struct ServerInfo {
     pub priority: i64,
     /// POSIX seconds; `None`: never.
     pub last_session: Option<u64>,
+    /// Notifications naming the server that omadmd ignored since it started.
+    pub ignored_notifications: u64,
+    /// How the server can reach omadmd: `""` (it cannot), `udp`, `mqtt:connecting`,
+    /// `mqtt:connected`.
+    pub notification_channel: String,
 }
 
 /// A row of `account list`: a server and, for administrators, what it may manage.
@@ -117,6 +122,15 @@ async fn read_servers(
             Err(e) if is_gone(&e) => continue,
             Err(e) => return Err(client.fail(e)),
         };
+        let notifications = tokio::try_join!(
+            server.ignored_notifications(),
+            server.notification_channel()
+        );
+        let (ignored_notifications, notification_channel) = match notifications {
+            Ok(n) => n,
+            Err(e) if is_gone(&e) => continue,
+            Err(e) => return Err(client.fail(e)),
+        };
         let moids = if permitted {
             permitted_moids(client, &server).await?
         } else {
@@ -128,6 +142,8 @@ async fn read_servers(
             url,
             priority,
             last_session: (last != 0).then_some(last),
+            ignored_notifications,
+            notification_channel,
         };
         out.push((info, moids));
     }

@@ -52,11 +52,13 @@ pub enum Command {
     /// device's DevInfo/DevID, stable for this machine), State (idle, session while a DM
     /// session with a server runs, or offline) and Features (the optional features this
     /// client supports); then one line per DM server omadmd has an account for: its SrvID,
-    /// URL, priority and when its last session completed (omadmctl account list shows more).
-    /// Needs no polkit authorization.
+    /// URL, priority, when its last session completed and how many of its notifications
+    /// omadmd ignored since it started (their reasons are in omadmd's log; omadmctl account
+    /// list shows more). Needs no polkit authorization.
     ///
     /// With --json, prints {"version", "dev_id", "state", "features", "servers"}, servers
-    /// being an array of {"server_id", "name", "url", "priority", "last_session"}.
+    /// being an array of {"server_id", "name", "url", "priority", "last_session",
+    /// "ignored_notifications"}.
     Status,
 
     /// Print the nodes a ClientURI resolves to, with their formats and values.
@@ -386,8 +388,8 @@ pub enum AccountCommand {
     /// action allows; others see "(hidden)".
     ///
     /// With --json, prints an array of {"server_id", "name", "url", "priority",
-    /// "permitted_moids", "last_session"} objects; permitted_moids is null when hidden and
-    /// last_session is POSIX seconds, or null for never.
+    /// "permitted_moids", "last_session", "ignored_notifications"} objects; permitted_moids
+    /// is null when hidden and last_session is POSIX seconds, or null for never.
     List,
 
     /// Remove the DM account of a server.

@@ -107,6 +107,11 @@ pub trait Client1 {
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
 
+    /// The primary connection's access technology (`ethernet`, `wifi`, `cellular`, ...),
+    /// `none` without one or without NetworkManager.
+    #[zbus(property)]
+    fn access_technology(&self) -> zbus::Result<String>;
+
     /// The sessions in progress, as (server id, session id).
     #[zbus(property)]
     fn sessions(&self) -> zbus::Result<Vec<(String, String)>>;
@@ -141,6 +146,14 @@ pub trait Server {
     /// POSIX seconds; 0: never.
     #[zbus(property)]
     fn last_session(&self) -> zbus::Result<u64>;
+
+    /// Notifications naming the server that omadmd ignored since it started.
+    #[zbus(property)]
+    fn ignored_notifications(&self) -> zbus::Result<u64>;
+
+    /// How the server can reach omadmd: `""`, `udp`, `mqtt:connecting`, `mqtt:connected`.
+    #[zbus(property)]
+    fn notification_channel(&self) -> zbus::Result<String>;
 }
 
 /// A connection to omadmd: the proxy, and which bus it is on (for error messages).

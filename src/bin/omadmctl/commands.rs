@@ -133,20 +133,27 @@ struct Status {
     version: String,
     dev_id: String,
     state: String,
+    access_technology: String,
     features: Vec<String>,
     servers: Vec<ServerInfo>,
 }
 
 async fn status(client: &Client, as_json: bool) -> Result<(), Failure> {
     let p = &client.proxy;
-    let (version, dev_id, state, features) =
-        tokio::try_join!(p.version(), p.dev_id(), p.state(), p.features())
-            .map_err(|e| client.fail(e))?;
+    let (version, dev_id, state, access_technology, features) = tokio::try_join!(
+        p.version(),
+        p.dev_id(),
+        p.state(),
+        p.access_technology(),
+        p.features()
+    )
+    .map_err(|e| client.fail(e))?;
     let servers = account::servers_for_status(client).await?;
     let status = Status {
         version,
         dev_id,
         state,
+        access_technology,
         features,
         servers,
     };
@@ -157,6 +164,7 @@ async fn status(client: &Client, as_json: bool) -> Result<(), Failure> {
         vec!["Version:".to_owned(), status.version],
         vec!["DevId:".to_owned(), status.dev_id],
         vec!["State:".to_owned(), status.state],
+        vec!["Network:".to_owned(), status.access_technology],
         vec!["Features:".to_owned(), status.features.join(", ")],
     ];
     if status.servers.is_empty() {
@@ -169,11 +177,16 @@ async fn status(client: &Client, as_json: bool) -> Result<(), Failure> {
         rows.push(vec![
             "Server:".to_owned(),
             format!(
-                "{} {} (priority {}, last session {})",
+                "{} {} (priority {}, last session {}, notifications via {}, {} ignored)",
                 server.server_id,
                 server.url,
                 server.priority,
-                account::last_session_text(server.last_session)
+                account::last_session_text(server.last_session),
+                match server.notification_channel.as_str() {
+                    "" => "none",
+                    channel => channel,
+                },
+                server.ignored_notifications
             ),
         ]);
     }
