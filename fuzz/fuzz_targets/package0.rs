@@ -21,10 +21,16 @@ fuzz_target!(|data: &[u8]| {
             let n = &parsed.notification;
             let written = package0::build(n, None)
                 .unwrap_or_else(|e| panic!("{data:02x?} parsed as {n:?}, but is not written: {e}"));
-            assert!(written.len() <= data.len(), "{data:02x?} written as {written:02x?}");
+            assert!(
+                written.len() <= data.len(),
+                "{data:02x?} written as {written:02x?}"
+            );
             let again = Package0::parse(&written)
                 .unwrap_or_else(|e| panic!("{data:02x?} written as {written:02x?}: {e}"));
-            assert_eq!(&again.notification, n, "{data:02x?} written as {written:02x?}");
+            assert_eq!(
+                &again.notification, n,
+                "{data:02x?} written as {written:02x?}"
+            );
             let signed = Package0::parse(&package0::build(n, Some(KEY)).expect("signed"))
                 .expect("a signed notification parses");
             assert!(signed.digest_matches(KEY));

@@ -289,12 +289,6 @@ async fn run(args: Args) -> Result<(), String> {
     // network MO, the D-Bus properties and the notification channels), the network MO kept
     // from it and, on a move, the NetworkChanged alert queued for the servers that have it.
     let network = network::follow::start(&tasks);
-    tasks.spawn(network::mo::keep(
-        auth.clone(),
-        engine.clone(),
-        network.clone(),
-        tasks.clone(),
-    ));
 
     // Sessions run from here on, whether or not the bus is up.
     let scheduler = Scheduler::with_tasks(
@@ -360,22 +354,19 @@ async fn run(args: Args) -> Result<(), String> {
         tasks.clone(),
     );
     tasks.spawn(mqtt.clone().run(auth.clone(), push_changed));
-    // On a move: the MQTT connections made anew at once, the DM servers' idle HTTPS
-    // connections closed (they may be bound to an address the device no longer has), and
-    // what could not go out meanwhile (alerts, SUB deliveries) sent now.
-    let (moved_mqtt, moved_engine) = (mqtt.clone(), engine.clone());
-    tasks.spawn(network::moves::each(
+    // The network MO kept from the follower's picture. On a move, besides the MO and the
+    // NetworkChanged alert: the MQTT connections made anew at once and the DM servers' idle
+    // HTTPS connections closed (they may be bound to an address the device no longer has),
+    // before what could not go out meanwhile is sent.
+    let moved_mqtt = mqtt.clone();
+    tasks.spawn(network::mo::keep(
+        auth.clone(),
+        engine.clone(),
         network.clone(),
         tasks.clone(),
         async move || {
             moved_mqtt.reconnect_all();
             Account::forget_connections();
-            let engine = moved_engine.clone();
-            match store::offload(Lane::Background, move || engine.deliver_pending()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("after a network move: {e}"),
-                Err(e) => tracing::error!("after a network move: {e}"),
-            }
         },
     ));
     // SIGHUP (`systemctl reload`) applies the bootstrap dirs again; handled from here on, so

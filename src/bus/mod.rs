@@ -186,6 +186,30 @@ pub async fn serve(
     Ok(Service { conn, lost })
 }
 
+/// Emits `PropertiesChanged` for the `changed` properties of the `interface` at `path`
+/// (one way for every object); a failure is logged.
+pub(crate) async fn properties_changed(
+    conn: &zbus::Connection,
+    path: &str,
+    interface: &str,
+    changed: std::collections::HashMap<&str, zbus::zvariant::Variant<'_>>,
+) {
+    let names: Vec<&str> = changed.keys().copied().collect();
+    let body = (interface, changed, Vec::<&str>::new());
+    if let Err(e) = conn
+        .emit_signal(
+            None::<&str>,
+            path,
+            "org.freedesktop.DBus.Properties",
+            "PropertiesChanged",
+            &body,
+        )
+        .await
+    {
+        tracing::warn!("cannot announce {} of {path}: {e}", names.join(", "));
+    }
+}
+
 /// Runs `work` as a task of `tasks`, ended when they stop.
 fn until_stopped(tasks: &Tasks, work: impl Future<Output = ()> + Send + 'static) {
     let t = tasks.clone();

@@ -43,18 +43,6 @@ pub async fn announce(
         if changed.is_empty() {
             continue;
         }
-        let body = (INTERFACE, changed, Vec::<&str>::new());
-        if let Err(e) = conn
-            .emit_signal(
-                None::<&str>,
-                PATH,
-                "org.freedesktop.DBus.Properties",
-                "PropertiesChanged",
-                &body,
-            )
-            .await
-        {
-            tracing::warn!("cannot announce AccessTechnology and State: {e}");
-        }
+        super::properties_changed(&conn, PATH, INTERFACE, changed).await;
     }
 }

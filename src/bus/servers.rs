@@ -118,20 +118,7 @@ impl Servers {
         let Ok(p) = path(srv_id) else { return };
         let changed: HashMap<&str, Variant<'_>> =
             HashMap::from([("NotificationChannel", Variant::from(channel))]);
-        let body = (INTERFACE, changed, Vec::<&str>::new());
-        if let Err(e) = self
-            .conn
-            .emit_signal(
-                None::<&str>,
-                p.as_str(),
-                "org.freedesktop.DBus.Properties",
-                "PropertiesChanged",
-                &body,
-            )
-            .await
-        {
-            tracing::warn!("cannot announce {srv_id}'s NotificationChannel: {e}");
-        }
+        super::properties_changed(&self.conn, p.as_str(), INTERFACE, changed).await;
     }
 
     /// The object paths of the published servers, by SrvID.

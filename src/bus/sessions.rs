@@ -137,17 +137,5 @@ async fn properties_changed(conn: &zbus::Connection, sessions: &[(String, String
         ("State", Variant::from(state(sessions, offline))),
         ("Sessions", Variant::from(sessions.to_vec())),
     ]);
-    let body = (INTERFACE, changed, Vec::<&str>::new());
-    if let Err(e) = conn
-        .emit_signal(
-            None::<&str>,
-            PATH,
-            "org.freedesktop.DBus.Properties",
-            "PropertiesChanged",
-            &body,
-        )
-        .await
-    {
-        tracing::warn!("cannot announce State: {e}");
-    }
+    super::properties_changed(conn, PATH, INTERFACE, changed).await;
 }

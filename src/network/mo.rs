@@ -34,14 +34,19 @@ pub const MIID: &str = "0";
 pub const NETWORK_CHANGED: &str = "urn:oma:at:ext-omadmd:1.0:NetworkChanged";
 
 /// Keeps the network MO current from `network` until `tasks` stop or the follower is gone
-/// (then what it left is written once more), queueing [`NETWORK_CHANGED`] on each move.
-/// The channel's first value is not written: the follower's first picture replaces it at
-/// once.
+/// (then what it left is written once more). On each move: the MO first, then
+/// [`NETWORK_CHANGED`] kept for the servers that have the network MOID, then `on_move`
+/// (what else a move calls for: channels made anew, connections the old address held
+/// closed), then one session for each server with alerts waiting — the new ones and any
+/// that could not go out meanwhile — and the owed SUB deliveries
+/// ([`Engine::deliver_pending`]). The channel's first value is not written: the
+/// follower's first picture replaces it at once.
 pub async fn keep(
     auth: Arc<Authority>,
     engine: Arc<Engine>,
     mut network: watch::Receiver<NetworkState>,
     tasks: Tasks,
+    mut on_move: impl AsyncFnMut(),
 ) {
     let mut moves = network.borrow().moves;
     loop {
@@ -53,9 +58,9 @@ pub async fn keep(
         let state = network.borrow_and_update().clone();
         let moved = state.moves > moves;
         moves = state.moves;
-        let (auth, engine) = (auth.clone(), engine.clone());
+        let (auth, kept_by) = (auth.clone(), engine.clone());
         match store::offload(Lane::Background, move || {
-            update(&auth, &engine, &state, moved)
+            update(&auth, &kept_by, &state, moved)
         })
         .await
         {
@@ -63,13 +68,23 @@ pub async fn keep(
             Ok(Err(e)) => tracing::error!("cannot keep the network MO: {e}"),
             Err(e) => tracing::error!("cannot keep the network MO: {e}"),
         }
+        if moved {
+            on_move().await;
+            let pending = engine.clone();
+            match store::offload(Lane::Background, move || pending.deliver_pending()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("after a network move: {e}"),
+                Err(e) => tracing::error!("after a network move: {e}"),
+            }
+        }
         if changed.is_err() {
             return;
         }
     }
 }
 
-/// Writes the MO for `state`; on a move, queues the alert. Blocking.
+/// Writes the MO for `state`; on a move, keeps the alert for the servers that have the MO
+/// (their sessions are asked for after). Blocking.
 fn update(
     auth: &Authority,
     engine: &Engine,
@@ -81,11 +96,18 @@ fn update(
         return Ok(());
     }
     let alert = alert(state);
+    let json = serde_json::to_string(&alert)
+        .map_err(|e| AccessError::InvalidValue(format!("{NETWORK_CHANGED}: {e}")))?;
     let mut told = Vec::new();
     for account in account::load_all(auth)? {
         if account.may_manage(NETWORK) {
-            engine.queue_alert(&account.srv_id, &alert);
-            told.push(account.srv_id);
+            match engine.keep_alert(&account.srv_id, &json) {
+                Ok(()) => told.push(account.srv_id),
+                Err(e) => tracing::error!(
+                    srv_id = %account.srv_id,
+                    "cannot keep {NETWORK_CHANGED}: {e}"
+                ),
+            }
         }
     }
     if !told.is_empty() {

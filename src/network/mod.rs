@@ -6,8 +6,8 @@
 //! - [`technology`]: access technologies from device interfaces and types;
 //! - [`nm`]: NetworkManager's D-Bus names, reading its picture, which signals matter;
 //! - [`follow`]: the follower task and the `watch` channel it publishes on;
-//! - [`mo`]: the network MO kept current, and the `NetworkChanged` alert on a move;
-//! - [`moves`]: running what else must happen on a move.
+//! - [`mo`]: the network MO kept current, and what a move calls for (the `NetworkChanged`
+//!   alert, and what the daemon hands it).
 //!
 //! `mo` uses the others; `follow` uses `nm`, which uses `state` and `technology`. Outside,
 //! the daemon starts [`follow::start`] and [`mo::keep`]; the D-Bus face and the
@@ -15,7 +15,6 @@
 
 pub mod follow;
 pub mod mo;
-pub mod moves;
 pub mod nm;
 pub mod state;
 pub mod technology;

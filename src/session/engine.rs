@@ -715,7 +715,7 @@ impl Engine {
         Ok(())
     }
 
-    fn log_dropped(&self, srv_id: &str, dropped: usize) {
+    pub(super) fn log_dropped(&self, srv_id: &str, dropped: usize) {
         if dropped > 0 {
             tracing::warn!(
                 srv_id = %srv_id,
@@ -806,13 +806,9 @@ impl Engine {
                 return;
             }
         };
-        let keep = self.limits.pending_alerts_per_server;
-        match self.state(|tx| tx.queue_alert(srv_id, &json, keep)) {
-            Ok(dropped) => self.log_dropped(srv_id, dropped),
-            Err(e) => {
-                tracing::error!("cannot persist an alert for {srv_id}: {e}");
-                return;
-            }
+        if let Err(e) = self.keep_alert(srv_id, &json) {
+            tracing::error!("cannot persist an alert for {srv_id}: {e}");
+            return;
         }
         self.follow_up(FollowUp::Session {
             srv_id: srv_id.to_owned(),

@@ -297,16 +297,10 @@ impl Engine {
     /// Keeps the alert `alert_json` for `srv_id`'s next session (at most
     /// `pending_alerts_per_server`: beyond it the oldest go, logged). Asks for no session:
     /// the caller starts one. Blocking: call it in [`Engine::blocking`].
-    pub(super) fn keep_alert(&self, srv_id: &str, alert_json: &str) -> Result<(), SessionError> {
+    pub fn keep_alert(&self, srv_id: &str, alert_json: &str) -> Result<(), SessionError> {
         let keep = self.limits.pending_alerts_per_server;
         let dropped = self.state(|tx| tx.queue_alert(srv_id, alert_json, keep))?;
-        if dropped > 0 {
-            tracing::warn!(
-                srv_id = %srv_id,
-                "dropped the {dropped} oldest undelivered alert(s): more than \
-                 pending_alerts_per_server = {keep} were waiting"
-            );
-        }
+        self.log_dropped(srv_id, dropped);
         Ok(())
     }
 
