@@ -37,6 +37,7 @@ mod write;
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 pub use dacl::{DaclEntry, dacl_root};
@@ -63,6 +64,11 @@ pub const ADMIN: &str = "admin";
 /// Bytes every node row costs against its owner's quota beyond its parent path, name, value
 /// and writer (the schema's triggers count the same).
 pub const ROW_OVERHEAD: u64 = 32;
+
+/// Statements each connection keeps prepared: more than the store has (about 70; rusqlite
+/// keeps 16 by default), so that none is evicted and compiled again when a session mixes
+/// reads, writes and session state. A statement costs a few KB, and only once it has run.
+const STATEMENTS_KEPT: usize = 128;
 
 /// What the store holds itself to, from `[limits]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +118,16 @@ impl Store {
             .map_err(StoreError::db("setting synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(StoreError::db("enabling foreign keys"))?;
+        // Plans that never depend on bound values, so that a cached statement stays prepared.
+        // Without this guarantee SQLite lets the values bound at prepare time shape the plan
+        // (a `LIMIT ?`, an `= ?` the planner weighs as possibly 0 or 1 when it considers a
+        // scan in `ORDER BY` order) and marks such a statement to be prepared again when
+        // they are rebound, or when its bindings are cleared, which rusqlite's cache does
+        // whenever a statement goes back to it: most cached queries were compiled afresh
+        // on every run.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(StoreError::db("fixing query plans"))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
         let mut store = Store {
             conn,
             epoch: 0,

@@ -519,20 +519,15 @@ impl TreeRead for Store {
     type Error = StoreError;
 
     fn instances(&self, moid: &str) -> Result<Vec<String>, StoreError> {
-        // No ORDER BY: with it, SQLite re-prepares this statement on every run; the few
-        // MIIDs are sorted here instead.
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT miid FROM instances WHERE moid = ?1")
+            .prepare_cached("SELECT miid FROM instances WHERE moid = ?1 ORDER BY miid")
             .map_err(StoreError::db("preparing an instance query"))?;
         let rows = stmt
             .query_map([moid], |r| r.get(0))
             .map_err(StoreError::db("listing instances"))?;
-        let mut miids: Vec<String> = rows
-            .collect::<Result<_, _>>()
-            .map_err(StoreError::db("listing instances"))?;
-        miids.sort();
-        Ok(miids)
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::db("listing instances"))
     }
 
     fn kind(&self, moid: &str, miid: &str, path: &str) -> Result<Option<NodeKind>, StoreError> {

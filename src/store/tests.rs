@@ -442,3 +442,84 @@ fn writes_stop_at_the_tree_depth_and_the_journal_is_pruned() {
     ));
     assert_eq!(store.changes_since(3, 10).unwrap().len(), 2);
 }
+
+/// Every statement `store`'s connection holds prepared (its statement cache), with how
+/// many times SQLite re-prepared it since it was first prepared.
+fn reprepares(store: &Store) -> Vec<(String, i32)> {
+    use rusqlite::ffi;
+    let mut held = Vec::new();
+    // SAFETY: the handle belongs to `store`, which outlives the walk; nothing else uses the
+    // connection meanwhile, so no statement is finalized while it is visited, and
+    // sqlite3_sql's text lives as long as its statement.
+    unsafe {
+        let db = store.conn.handle();
+        let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+        while !stmt.is_null() {
+            let count = ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_REPREPARE, 0);
+            let sql = std::ffi::CStr::from_ptr(ffi::sqlite3_sql(stmt))
+                .to_string_lossy()
+                .into_owned();
+            held.push((sql, count));
+            stmt = ffi::sqlite3_next_stmt(db, stmt);
+        }
+    }
+    held
+}
+
+/// The hot queries run again and again with other bound values (instance ids from 1,
+/// paths, principals, LIMITs) on one connection: SQLite never compiles a cached statement
+/// again, and the cache holds them all (none was evicted).
+#[test]
+fn cached_statements_are_never_prepared_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("store.db")).unwrap();
+    let miids = ["a", "b", "c", "d", "e"];
+    let roots: Vec<NodeAddr> = miids.iter().map(|m| create(&mut store, m)).collect();
+    for (round, root) in roots.iter().enumerate() {
+        let principal = format!("app:{round}");
+        let value = Node::Leaf(Value::Int(round as i64));
+        store
+            .write(|tx| {
+                tx.set_grant(root, &principal, Rights::READ, "admin")?;
+                tx.put(&root.child("ID"), &value, "app:x")
+            })
+            .unwrap();
+        for addr in [
+            root.clone(),
+            root.child("Data"),
+            root.child("ID"),
+            root.child("Data").child("2"),
+        ] {
+            store.subtree(&addr).unwrap();
+            store.mo_item(&addr).unwrap();
+            store.leaf(&addr).unwrap();
+            store.writers(&addr, true).unwrap();
+            store.writers(&addr, false).unwrap();
+            store.kind(&addr.moid, &addr.miid, &addr.path).unwrap();
+            store.children(&addr.moid, &addr.miid, &addr.path).unwrap();
+        }
+        store.grants(root).unwrap();
+        store.grant(root, &principal).unwrap();
+        store.changes_since(round as u64, round + 1).unwrap();
+        store.instances(MOID).unwrap();
+        store
+            .instances(&format!("urn:oma:mo:other:{round}"))
+            .unwrap();
+        store.instance(MOID, &root.miid).unwrap();
+        store.usage(&principal).unwrap();
+        store.list_instances().unwrap();
+    }
+    let held = reprepares(&store);
+    let again: Vec<&(String, i32)> = held.iter().filter(|(_, n)| *n > 0).collect();
+    assert!(
+        again.is_empty(),
+        "{} of {} statements were prepared again: {again:#?}",
+        again.len(),
+        held.len()
+    );
+    assert!(
+        held.len() > 20 && held.len() < STATEMENTS_KEPT,
+        "{} statements held: the cache filled up, so some were evicted and compiled again",
+        held.len()
+    );
+}
