@@ -46,6 +46,11 @@ use crate::tree::value::Value;
 /// The span the rate limit counts over.
 const RATE_SPAN: Duration = Duration::from_secs(60);
 
+/// Most ignored notifications logged one by one per [`RATE_SPAN`]; beyond, they are counted
+/// and the count logged once the span is over, so that anyone able to send datagrams cannot
+/// flood the journal (every one is still counted per server).
+const LOGGED_PER_SPAN: u32 = 20;
+
 /// The verifier's settings, from `[notification]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -165,6 +170,8 @@ pub struct Verifier {
     store: Arc<Pool>,
     settings: Settings,
     ignored: Arc<IgnoredCounts>,
+    /// Ignored notifications logged one by one in this span.
+    logged: LogBudget,
     /// When each server's notifications passed, within the last [`RATE_SPAN`].
     passed: HashMap<String, VecDeque<Instant>>,
 }
@@ -196,6 +203,7 @@ impl Verifier {
             settings,
             ignored,
             passed: HashMap::new(),
+            logged: LogBudget::default(),
         }
     }
 
@@ -323,18 +331,58 @@ impl Verifier {
     }
 
     /// Logs an ignored notification with its reason, and counts it on its server.
-    fn ignore(&self, rejected: Rejected, via: Via) {
+    fn ignore(&mut self, rejected: Rejected, via: Via) {
         let Rejected { srv_id, reason } = rejected;
+        if let Some(srv_id) = &srv_id {
+            self.ignored.count(srv_id);
+        }
+        let (log, unlogged) = self.logged.admit(Instant::now());
+        if unlogged > 0 {
+            tracing::warn!(
+                "{unlogged} more notification(s) ignored in the last minute, not logged one by one"
+            );
+        }
+        if !log {
+            return;
+        }
         match &srv_id {
-            Some(srv_id) => {
-                self.ignored.count(srv_id);
-                tracing::warn!(
-                    srv_id = %srv_id,
-                    via = via.as_str(),
-                    "notification ignored: {reason}"
-                );
-            }
+            Some(srv_id) => tracing::warn!(
+                srv_id = %srv_id,
+                via = via.as_str(),
+                "notification ignored: {reason}"
+            ),
             None => tracing::warn!(via = via.as_str(), "notification ignored: {reason}"),
+        }
+    }
+}
+
+/// How many ignored notifications were logged in the current span, and how many not.
+#[derive(Debug, Default)]
+struct LogBudget {
+    since: Option<Instant>,
+    logged: u32,
+    unlogged: u64,
+}
+
+impl LogBudget {
+    /// Whether an ignored notification at `now` is logged, and how many of the span that
+    /// just ended were not (to log once, now).
+    fn admit(&mut self, now: Instant) -> (bool, u64) {
+        let mut ended = 0;
+        if self
+            .since
+            .is_none_or(|s| now.duration_since(s) >= RATE_SPAN)
+        {
+            ended = std::mem::take(&mut self.unlogged);
+            self.since = Some(now);
+            self.logged = 0;
+        }
+        if self.logged < LOGGED_PER_SPAN {
+            self.logged += 1;
+            (true, ended)
+        } else {
+            self.unlogged += 1;
+            (false, ended)
         }
     }
 }

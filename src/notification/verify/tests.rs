@@ -300,3 +300,18 @@ async fn ignored_notifications_are_counted_for_the_server_they_name() {
     assert_eq!(counts.of("nosuch"), 0);
     assert_eq!(counts.of("plain"), 0);
 }
+
+#[test]
+fn ignored_notifications_are_logged_one_by_one_only_up_to_a_budget_per_span() {
+    let mut budget = LogBudget::default();
+    let t0 = Instant::now();
+    for i in 0..LOGGED_PER_SPAN {
+        assert_eq!(budget.admit(t0), (true, 0), "#{i} is logged");
+    }
+    for _ in 0..5 {
+        assert_eq!(budget.admit(t0 + Duration::from_secs(30)), (false, 0));
+    }
+    // The next span logs again, and says first how many went unlogged.
+    assert_eq!(budget.admit(t0 + RATE_SPAN), (true, 5));
+    assert_eq!(budget.admit(t0 + RATE_SPAN), (true, 0));
+}
