@@ -11,8 +11,10 @@
 //! 2. leaf Get by ClientURI: parse + resolve + [`Store::leaf`] on random leaves;
 //! 3. wildcard resolve `*/G3/L4` across the 1,000 instances;
 //! 4. the 10,000-node instance as an MO serialization item (JSON text);
-//! 5. one-leaf replace, journal entry and cache validator included;
-//! 6. peak RSS of the whole process (`VmHWM`).
+//! 5. all 1,000 small instances as one array of MO serialization items (a GetJson-shaped
+//!    read of many instances: per-instance costs show here, not in 4);
+//! 6. one-leaf replace, journal entry and cache validator included;
+//! 7. peak RSS of the whole process (`VmHWM`).
 //!
 //! Each operation also runs as a raw-rusqlite baseline without the store's layers: plain
 //! prepared statements on an identically shaped schema (imports and replaces go to a
@@ -98,6 +100,7 @@ fn main() -> Result<()> {
     rows.push(leaf_get(&store, &raw)?);
     rows.push(wildcard_resolve(&store, &raw)?);
     rows.push(instance_to_json(&store, &raw)?);
+    rows.push(instances_to_json(&store, &raw)?);
     rows.push(leaf_replace(&mut store, &mut base)?);
     rows.push(peak_rss()?);
 
@@ -385,6 +388,60 @@ fn instance_to_json(store: &Store, raw: &Connection) -> Result<Row> {
     ))
 }
 
+/// 5. Every small instance as one JSON array of MO serialization items, listed in MIID
+///    order. The baseline lists the instances and builds each item as in 4; both texts must
+///    be identical.
+fn instances_to_json(store: &Store, raw: &Connection) -> Result<Row> {
+    use omadmd::tree::resolve::TreeRead as _;
+    let bench = Bench {
+        warmup: 3,
+        iters: 30,
+    };
+    let epoch: i64 = raw.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+        r.get(0)
+    })?;
+    let (mut ours_text, mut base_text) = (String::new(), String::new());
+    let (ours, base) = bench.compare(
+        |_| {
+            let items = store
+                .instances(MOID)?
+                .iter()
+                .map(|miid| store.mo_item(&NodeAddr::root(MOID, miid)))
+                .collect::<std::result::Result<Vec<MoItem>, _>>()?;
+            ours_text = serde_json::to_string(&items)?;
+            Ok(())
+        },
+        |_| {
+            let miids: Vec<String> = raw
+                .prepare_cached("SELECT miid FROM instances WHERE moid = ?1 ORDER BY miid")?
+                .query_map([MOID], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?;
+            let items = miids
+                .iter()
+                .map(|miid| raw_instance_json(raw, epoch, MOID, miid))
+                .collect::<Result<Vec<String>>>()?;
+            base_text = format!("[{}]", items.join(","));
+            Ok(())
+        },
+    )?;
+    if ours_text != base_text {
+        return Err(format!(
+            "the baseline JSON ({} bytes) differs from the store's ({} bytes)",
+            base_text.len(),
+            ours_text.len()
+        )
+        .into());
+    }
+    Ok(Row::timed(
+        "1,000 instances to JSON",
+        "ms/op",
+        1e-3,
+        &ours,
+        Some(&base),
+        None,
+    ))
+}
+
 /// An MO serialization item in the field order of [`MoItem`].
 #[derive(Serialize)]
 struct RawItem {
@@ -442,7 +499,7 @@ fn raw_instance_json(conn: &Connection, epoch: i64, moid: &str, miid: &str) -> R
     Ok(serde_json::to_string(&item)?)
 }
 
-/// 5. Replace one chr leaf of a random small instance: journal entry and cache validator
+/// 6. Replace one chr leaf of a random small instance: journal entry and cache validator
 ///    included. The baseline does the same three statements on the baseline database.
 fn leaf_replace(store: &mut Store, base: &mut Connection) -> Result<Row> {
     let picks = leaf_picks(2, 4_096, 5);
@@ -494,7 +551,7 @@ fn leaf_replace(store: &mut Store, base: &mut Connection) -> Result<Row> {
     ))
 }
 
-/// 6. Peak resident set size of this process so far (store, baseline and bench data).
+/// 7. Peak resident set size of this process so far (store, baseline and bench data).
 fn peak_rss() -> Result<Row> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let kb: f64 = status
