@@ -353,9 +353,7 @@ fn instance_to_json(store: &Store, raw: &Connection) -> Result<Row> {
         warmup: 3,
         iters: 30,
     };
-    let epoch: i64 = raw.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
-        r.get(0)
-    })?;
+    let epoch = store_epoch(raw)?;
     let (mut ours_text, mut base_text) = (String::new(), String::new());
     let (ours, base) = bench.compare(
         |_| {
@@ -367,14 +365,7 @@ fn instance_to_json(store: &Store, raw: &Connection) -> Result<Row> {
             Ok(())
         },
     )?;
-    if ours_text != base_text {
-        return Err(format!(
-            "the baseline JSON ({} bytes) differs from the store's ({} bytes)",
-            base_text.len(),
-            ours_text.len()
-        )
-        .into());
-    }
+    same_json(&ours_text, &base_text)?;
     if serde_json::from_str::<MoItem>(&ours_text)?.cv.is_none() {
         return Err("the store's item has no cache validator".into());
     }
@@ -397,9 +388,7 @@ fn instances_to_json(store: &Store, raw: &Connection) -> Result<Row> {
         warmup: 3,
         iters: 30,
     };
-    let epoch: i64 = raw.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
-        r.get(0)
-    })?;
+    let epoch = store_epoch(raw)?;
     let (mut ours_text, mut base_text) = (String::new(), String::new());
     let (ours, base) = bench.compare(
         |_| {
@@ -424,14 +413,7 @@ fn instances_to_json(store: &Store, raw: &Connection) -> Result<Row> {
             Ok(())
         },
     )?;
-    if ours_text != base_text {
-        return Err(format!(
-            "the baseline JSON ({} bytes) differs from the store's ({} bytes)",
-            base_text.len(),
-            ours_text.len()
-        )
-        .into());
-    }
+    same_json(&ours_text, &base_text)?;
     Ok(Row::timed(
         "1,000 instances to JSON",
         "ms/op",
@@ -440,6 +422,28 @@ fn instances_to_json(store: &Store, raw: &Connection) -> Result<Row> {
         Some(&base),
         None,
     ))
+}
+
+/// The store's epoch (part of every cache validator), read from its `meta` table.
+fn store_epoch(raw: &Connection) -> Result<i64> {
+    Ok(
+        raw.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Refuses a baseline whose JSON text is not the store's, byte for byte.
+fn same_json(ours: &str, base: &str) -> Result<()> {
+    if ours == base {
+        return Ok(());
+    }
+    Err(format!(
+        "the baseline JSON ({} bytes) differs from the store's ({} bytes)",
+        base.len(),
+        ours.len()
+    )
+    .into())
 }
 
 /// An MO serialization item in the field order of [`MoItem`].

@@ -13,8 +13,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value as J;
-
 use crate::omadmctl_cli::TestServer;
 use crate::support::daemon::Daemon;
 use crate::support::network::{NETWORK, network_mo, property};
@@ -30,22 +28,6 @@ fn reader(status: u16) -> String {
         {"commands": [["END"]]}
     ]})
     .to_string()
-}
-
-/// The alerts of type `alert_type` that reached `srv` in a Package#1.
-fn received(srv: &TestServer, alert_type: &str) -> Vec<J> {
-    srv.server
-        .transcript()
-        .into_iter()
-        .filter(|r| r.kind == "package#1")
-        .flat_map(|r| {
-            r.body
-                .as_ref()
-                .and_then(|b| b["Alert"].as_array().cloned())
-                .unwrap_or_default()
-        })
-        .filter(|a| a["AlertType"] == alert_type)
-        .collect()
 }
 
 /// `omadmctl ARGS` on the harness's bus as root; must succeed.
@@ -138,9 +120,9 @@ fn omadmd_follows_networkmanager_across_a_carrier_move() {
     // (in which it can read the MO); the other does not.
     bus.carrier(true);
     eventually(&daemon, 30, "NetworkChanged delivered", || {
-        !received(&with, NETWORK_CHANGED).is_empty()
+        !with.alerts(NETWORK_CHANGED).is_empty()
     });
-    let alerts = received(&with, NETWORK_CHANGED);
+    let alerts = with.alerts(NETWORK_CHANGED);
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let alert = &alerts[0];
     assert_eq!(alert["SourceURI"], format!("{NETWORK}/0/"), "{alert}");
@@ -188,5 +170,5 @@ fn omadmd_follows_networkmanager_across_a_carrier_move() {
         "GET of the network MO by a server without its MOID: {:?}",
         without.server.failures()
     );
-    assert!(received(&without, NETWORK_CHANGED).is_empty());
+    assert!(without.alerts(NETWORK_CHANGED).is_empty());
 }

@@ -622,6 +622,22 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
+    /// The alerts of type `alert_type` that reached the server in a Package#1.
+    pub fn alerts(&self, alert_type: &str) -> Vec<serde_json::Value> {
+        self.server
+            .transcript()
+            .into_iter()
+            .filter(|r| r.kind == "package#1")
+            .flat_map(|r| {
+                r.body
+                    .as_ref()
+                    .and_then(|b| b["Alert"].as_array().cloned())
+                    .unwrap_or_default()
+            })
+            .filter(|a| a["AlertType"] == alert_type)
+            .collect()
+    }
+
     /// Starts a server with `scenario` (a scenario JSON text), or the built-in scenario.
     pub fn start(scenario: Option<&str>) -> TestServer {
         let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");

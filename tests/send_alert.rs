@@ -35,28 +35,12 @@ fn assert_status(out: &Output, code: i32) {
     assert_eq!(out.status.code(), Some(code), "{}", show(out));
 }
 
-/// The alerts of type `alert_type` that reached `srv` in a Package#1.
-fn received(srv: &TestServer, alert_type: &str) -> Vec<J> {
-    srv.server
-        .transcript()
-        .into_iter()
-        .filter(|r| r.kind == "package#1")
-        .flat_map(|r| {
-            r.body
-                .as_ref()
-                .and_then(|b| b["Alert"].as_array().cloned())
-                .unwrap_or_default()
-        })
-        .filter(|a| a["AlertType"] == alert_type)
-        .collect()
-}
-
 /// Waits (at most 60 s) until `srv` got the alert of type `alert_type`, and returns it;
 /// it must have come once.
 #[track_caller]
 fn delivered(srv: &TestServer, alert_type: &str, dir: &Path) -> J {
     let arrived = wait_until(Duration::from_secs(60), || {
-        !received(srv, alert_type).is_empty()
+        !srv.alerts(alert_type).is_empty()
     });
     assert!(
         arrived,
@@ -65,7 +49,7 @@ fn delivered(srv: &TestServer, alert_type: &str, dir: &Path) -> J {
         srv.server.summary(),
         daemon_log(dir)
     );
-    let got = received(srv, alert_type);
+    let got = srv.alerts(alert_type);
     assert_eq!(got.len(), 1, "{got:?}");
     got[0].clone()
 }
@@ -213,7 +197,7 @@ fn alerts_reach_the_named_server_the_owner_or_the_highest_priority_in_package1()
     assert_eq!(alert["Mark"], "warning");
     assert_eq!(alert["DataType"], "json");
     assert_eq!(alert["Data"], serde_json::json!({"temp": -3, "ok": true}));
-    assert!(received(&top, &owned).is_empty());
+    assert!(top.alerts(&owned).is_empty());
 
     // No source: the highest priority. Data from a file, text by default.
     let chosen = format!("{AT}Chosen");
@@ -464,11 +448,9 @@ fn a_local_user_alerts_only_about_nodes_it_may_read_and_needs_send_alert() {
     );
     // DevInfo is every caller's to read, and every server's.
     assert_status(&alert(&dev_id), 0);
-    let got = wait_until(Duration::from_secs(60), || {
-        !received(&srv, &sent).is_empty()
-    });
+    let got = wait_until(Duration::from_secs(60), || !srv.alerts(&sent).is_empty());
     assert!(got, "{:#?}\n{}", srv.server.summary(), daemon.log());
-    let delivered = received(&srv, &sent);
+    let delivered = srv.alerts(&sent);
     assert_eq!(delivered.len(), 1, "{delivered:?}");
     let source = delivered[0]["SourceURI"].as_str().unwrap();
     assert!(

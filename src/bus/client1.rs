@@ -527,9 +527,6 @@ impl Client1 {
         Ok(self.auth.query(client_uri)?.into_owned())
     }
 
-    /// Who a write to `client_uri` (an MO of `moid`) acts as: the caller, once polkit allows
-    /// it `write`; for a DM account (which only administrators change), the admin, once
-    /// polkit also allows it `manage`.
     /// Who reads at `client_uri` (polkit `read`): the caller; for DM accounts, which only
     /// administrators see, the admin when polkit also authorizes `manage` for the caller (a
     /// non-root administrator listing or removing accounts). Without `manage`, the caller,
@@ -540,10 +537,33 @@ impl Client1 {
         client_uri: &str,
         moid: &str,
     ) -> Result<Principal, Error> {
-        let caller = self
-            .access
-            .authorize(header, Action::Read, client_uri)
-            .await?;
+        self.acting_as(header, client_uri, moid, Action::Read).await
+    }
+
+    /// Who a write to `client_uri` (an MO of `moid`) acts as: the caller, once polkit allows
+    /// it `write`; for a DM account (which only administrators change), the admin, once
+    /// polkit also allows it `manage` — without it, the write is refused.
+    async fn writer(
+        &self,
+        header: &Header<'_>,
+        client_uri: &str,
+        moid: &str,
+    ) -> Result<Principal, Error> {
+        self.acting_as(header, client_uri, moid, Action::Write)
+            .await
+    }
+
+    /// The principal a caller allowed `action` acts as on an MO of `moid`: itself, or for a
+    /// DM account the admin when polkit also allows it `manage`. Without `manage` a reader
+    /// stays itself (the accounts are not there for it); a writer is refused.
+    async fn acting_as(
+        &self,
+        header: &Header<'_>,
+        client_uri: &str,
+        moid: &str,
+        action: Action,
+    ) -> Result<Principal, Error> {
+        let caller = self.access.authorize(header, action, client_uri).await?;
         if moid != builtin::DMACC || caller.principal == Principal::Admin {
             return Ok(caller.principal);
         }
@@ -552,29 +572,15 @@ impl Client1 {
             .authorize(header, Action::Manage, client_uri)
             .await
         {
-            Ok(_) => Ok(Principal::Admin),
-            Err(_) => Ok(caller.principal),
+            Ok(_) => {
+                if action != Action::Read {
+                    tracing::info!(principal = %caller.principal, "changing a DM account as an administrator (polkit manage): {client_uri}");
+                }
+                Ok(Principal::Admin)
+            }
+            Err(_) if action == Action::Read => Ok(caller.principal),
+            Err(e) => Err(e),
         }
-    }
-
-    async fn writer(
-        &self,
-        header: &Header<'_>,
-        client_uri: &str,
-        moid: &str,
-    ) -> Result<Principal, Error> {
-        let caller = self
-            .access
-            .authorize(header, Action::Write, client_uri)
-            .await?;
-        if moid != builtin::DMACC || caller.principal == Principal::Admin {
-            return Ok(caller.principal);
-        }
-        self.access
-            .authorize(header, Action::Manage, client_uri)
-            .await?;
-        tracing::info!(principal = %caller.principal, "changing a DM account as an administrator (polkit manage): {client_uri}");
-        Ok(Principal::Admin)
     }
 
     /// Runs a grants operation on the instance at `instance_uri` (polkit `write`) as the

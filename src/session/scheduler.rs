@@ -272,6 +272,18 @@ struct Trigger {
 }
 
 impl Trigger {
+    /// A trigger for `reason` from `origin`, to the account's SrvURI, with no failover and
+    /// no notice.
+    fn new(reason: &'static str, origin: Origin) -> Trigger {
+        Trigger {
+            reason,
+            origin,
+            url: None,
+            failover: None,
+            notice: None,
+        }
+    }
+
     /// Coalesces `later` into this queued trigger: a notification's reason and notice win
     /// (see [`Notice::merge`]).
     fn absorb(&mut self, later: Trigger) {
@@ -449,11 +461,8 @@ impl Scheduler {
         self.launch(
             account,
             Trigger {
-                reason,
-                origin,
-                url: None,
                 failover,
-                notice: None,
+                ..Trigger::new(reason, origin)
             },
         )
     }
@@ -474,11 +483,8 @@ impl Scheduler {
         self.launch(
             account,
             Trigger {
-                reason: alert::SERVER_INITIATED,
-                origin: Origin::Notification,
-                url: None,
-                failover: None,
                 notice: Some(notice),
+                ..Trigger::new(alert::SERVER_INITIATED, Origin::Notification)
             },
         )
     }
@@ -527,11 +533,8 @@ impl Scheduler {
             .map_err(AlertError::Store)?;
         tracing::info!(srv_id = %srv_id, "alert {} kept for delivery", alert.alert_type);
         let trigger = Trigger {
-            reason: alert::CLIENT_INITIATED,
-            origin: Origin::Alert,
-            url: None,
             failover,
-            notice: None,
+            ..Trigger::new(alert::CLIENT_INITIATED, Origin::Alert)
         };
         match self.launch(account, trigger) {
             Ok(Start::Now { session_id, .. }) => {
@@ -582,11 +585,8 @@ impl Scheduler {
                 continue;
             };
             let trigger = Trigger {
-                reason: alert::CLIENT_INITIATED,
-                origin: Origin::FollowUp,
                 url,
-                failover: None,
-                notice: None,
+                ..Trigger::new(alert::CLIENT_INITIATED, Origin::FollowUp)
             };
             match self.launch(account, trigger) {
                 Ok(Start::Now { session_id, .. }) => {
@@ -669,13 +669,7 @@ impl Scheduler {
                 }
             }
             let srv_id = account.srv_id.clone();
-            let trigger = Trigger {
-                reason: alert::BOOTSTRAP_COMPLETE,
-                origin: Origin::NewAccount,
-                url: None,
-                failover: None,
-                notice: None,
-            };
+            let trigger = Trigger::new(alert::BOOTSTRAP_COMPLETE, Origin::NewAccount);
             match self.launch(account, trigger) {
                 Ok(Start::Now { session_id, .. }) => {
                     tracing::info!(srv_id = %srv_id, "new account: session {session_id}")
@@ -770,13 +764,7 @@ impl Scheduler {
         }
         for account in due_now {
             let srv_id = account.srv_id.clone();
-            let trigger = Trigger {
-                reason: alert::CLIENT_INITIATED,
-                origin: Origin::Poll,
-                url: None,
-                failover: None,
-                notice: None,
-            };
+            let trigger = Trigger::new(alert::CLIENT_INITIATED, Origin::Poll);
             match self.launch(account, trigger) {
                 Ok(Start::Now { session_id, .. }) => {
                     tracing::info!("poll: session {session_id}")
@@ -1014,12 +1002,10 @@ impl Scheduler {
                 () = this.tasks.stopped() => return,
             }
             let srv_id = account.srv_id.clone();
+            let reason = choice.reason();
             let trigger = Trigger {
-                reason: choice.reason(),
-                origin: Origin::Failover,
-                url: None,
                 failover: Some(choice),
-                notice: None,
+                ..Trigger::new(reason, Origin::Failover)
             };
             match this.launch(account, trigger) {
                 Ok(Start::Now { session_id, .. }) => {
