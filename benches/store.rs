@@ -8,8 +8,9 @@
 //! instance of 10,000 nodes, and measures:
 //!
 //! 1. bulk import rate: [`Store::write`] creating the 1,000 instances, 100 per transaction;
-//! 2. leaf Get by ClientURI: parse + resolve + [`Store::leaf`] on random leaves;
-//! 3. wildcard resolve `*/G3/L4` across the 1,000 instances;
+//! 2. leaf Get by ClientURI: parse + resolve + [`Store::leaf`] on random leaves, in one
+//!    [`Store::snapshot`] as the daemon reads;
+//! 3. wildcard resolve `*/G3/L4` across the 1,000 instances (in one snapshot);
 //! 4. the 10,000-node instance as an MO serialization item (JSON text);
 //! 5. all 1,000 small instances as one array of MO serialization items (a GetJson-shaped
 //!    read of many instances: per-instance costs show here, not in 4);
@@ -27,7 +28,7 @@ use std::error::Error;
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use omadmd::store::Store;
+use omadmd::store::{ItemsArray, SHOW_ALL, Store};
 use omadmd::tree::json::MoItem;
 use omadmd::tree::resolve::resolve;
 use omadmd::tree::uri::{ClientUri, NodeAddr};
@@ -270,8 +271,10 @@ fn leaf_get(store: &Store, raw: &Connection) -> Result<Row> {
     let mut leaves = LeafSelect::prepare(raw)?;
     let ours = |i: usize| {
         let uri = ClientUri::parse(&uris[i % uris.len()])?;
-        let addrs = resolve(&uri, store, usize::MAX)?;
-        let leaf = store.leaf(&addrs[0])?.ok_or("a picked leaf is missing")?;
+        let leaf = store.snapshot(|store| -> Result<_> {
+            let addrs = resolve(&uri, store, usize::MAX)?;
+            Ok(store.leaf(&addrs[0])?.ok_or("a picked leaf is missing")?)
+        })??;
         black_box(leaf);
         Ok(())
     };
@@ -303,7 +306,7 @@ fn wildcard_resolve(store: &Store, raw: &Connection) -> Result<Row> {
     )?;
     let ours = |_| {
         let uri = ClientUri::parse(WILDCARD)?;
-        let addrs = resolve(&uri, store, usize::MAX)?;
+        let addrs = store.snapshot(|store| resolve(&uri, store, usize::MAX))??;
         if addrs.len() != INSTANCES {
             return Err(format!(
                 "{WILDCARD} resolved to {} nodes, expected {INSTANCES}",
@@ -357,7 +360,10 @@ fn instance_to_json(store: &Store, raw: &Connection) -> Result<Row> {
     let (mut ours_text, mut base_text) = (String::new(), String::new());
     let (ours, base) = bench.compare(
         |_| {
-            ours_text = serde_json::to_string(&store.mo_item(&root)?)?;
+            let mut sink = ItemsArray::default();
+            store.write_item(&root, &SHOW_ALL, &mut sink)?;
+            let array = String::from_utf8(sink.finish())?;
+            ours_text = array[1..array.len() - 1].to_owned();
             Ok(())
         },
         |_| {
@@ -392,12 +398,13 @@ fn instances_to_json(store: &Store, raw: &Connection) -> Result<Row> {
     let (mut ours_text, mut base_text) = (String::new(), String::new());
     let (ours, base) = bench.compare(
         |_| {
-            let items = store
-                .instances(MOID)?
-                .iter()
-                .map(|miid| store.mo_item(&NodeAddr::root(MOID, miid)))
-                .collect::<std::result::Result<Vec<MoItem>, _>>()?;
-            ours_text = serde_json::to_string(&items)?;
+            let mut sink = ItemsArray::default();
+            store.snapshot(|store| {
+                let miids = store.instances(MOID)?;
+                let miids: Vec<&str> = miids.iter().map(String::as_str).collect();
+                store.write_instances(MOID, &miids, &SHOW_ALL, &mut sink)
+            })??;
+            ours_text = String::from_utf8(sink.finish())?;
             Ok(())
         },
         |_| {

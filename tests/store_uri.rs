@@ -1,7 +1,7 @@
 //! The store on a real SQLite file, filled from an MO serialization: the worked ClientURI
 //! examples of PROTOCOL.md §8 and the import rules.
 
-use omadmd::store::Store;
+use omadmd::store::{ItemsArray, SHOW_ALL, Store};
 use omadmd::tree::builtin;
 use omadmd::tree::json::parse_items;
 use omadmd::tree::resolve::resolve;
@@ -102,7 +102,11 @@ fn serialization_round_trips_through_the_store() {
     for item in items {
         let uri = ClientUri::parse(&item.client_uri).unwrap();
         let addr = resolve(&uri, &store, usize::MAX).unwrap().remove(0);
-        let mut out = store.mo_item(&addr).unwrap();
+        let mut sink = ItemsArray::default();
+        store.write_item(&addr, &SHOW_ALL, &mut sink).unwrap();
+        let mut out = parse_items(std::str::from_utf8(&sink.finish()).unwrap())
+            .unwrap()
+            .remove(0);
         assert!(
             out.cv.take().is_some(),
             "an instance root carries its validator"

@@ -133,6 +133,8 @@ struct Received {
     client_cert: Option<Vec<u8>>,
     /// The negotiated TLS version, if TLS.
     tls_version: Option<rustls::ProtocolVersion>,
+    /// How the connection's TLS handshake went (full or resumed), if TLS.
+    handshake: Option<rustls::HandshakeKind>,
 }
 
 impl Received {
@@ -263,7 +265,7 @@ fn serve_on(
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 match acceptor {
-                    None => connection(tcp, None, None, stats, handler).await,
+                    None => connection(tcp, None, None, None, stats, handler).await,
                     Some(acceptor) => match acceptor.accept(tcp).into_fallible().await {
                         Ok(stream) => {
                             let tls = stream.get_ref().1;
@@ -272,7 +274,8 @@ fn serve_on(
                                 .and_then(|c| c.first())
                                 .map(|c| c.to_vec());
                             let version = tls.protocol_version();
-                            connection(stream, cert, version, stats, handler).await;
+                            let kind = tls.handshake_kind();
+                            connection(stream, cert, version, kind, stats, handler).await;
                         }
                         Err((_, mut tcp)) => {
                             stats.handshake_failures.fetch_add(1, Ordering::SeqCst);
@@ -296,6 +299,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     client_cert: Option<Vec<u8>>,
     tls_version: Option<rustls::ProtocolVersion>,
+    handshake: Option<rustls::HandshakeKind>,
     stats: Arc<Stats>,
     handler: Handler,
 ) {
@@ -334,6 +338,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             body,
             client_cert: client_cert.clone(),
             tls_version,
+            handshake,
         };
         stats.requests.fetch_add(1, Ordering::SeqCst);
         stats.received.lock().unwrap().push(received.clone());
@@ -911,5 +916,39 @@ async fn tls_1_2_and_1_3_are_spoken() {
             b"hi"
         );
         assert_eq!(server.last().tls_version, Some(want));
+    }
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_sessions_resume_on_new_connections_to_the_same_origin() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let pki = pki();
+    for (tls12_only, version) in [
+        (false, rustls::ProtocolVersion::TLSv1_3),
+        (true, rustls::ProtocolVersion::TLSv1_2),
+    ] {
+        let setup = || TlsSetup {
+            cert: pki.server.clone(),
+            client_ca: None,
+            tls12_only,
+        };
+        let server = serve(Some(setup()), |_| ok("hi")).await;
+        let other = serve(Some(setup()), |_| ok("hi")).await;
+        let http = client(settings(Trust::Pem(pki.ca.pem())));
+        let mut kinds = Vec::new();
+        for srv in [&server, &server, &server, &other, &server] {
+            http.send(Request::get(srv.url("/"))).await.unwrap();
+            // A new connection for each request, as after a server's idle timeout.
+            http.forget_connections();
+            let last = srv.last();
+            assert_eq!(last.tls_version, Some(version));
+            kinds.push(last.handshake.unwrap());
+        }
+        assert_eq!(
+            kinds,
+            [Full, Resumed, Resumed, Full, Resumed],
+            "{version:?}: the other port gets no session of the first"
+        );
+        assert_eq!(server.accepts() + other.accepts(), 5);
     }
 }

@@ -11,7 +11,6 @@ use super::error::AccessError;
 use super::principal::Principal;
 use crate::store::{Store, StoreError, Txn};
 use crate::tree::builtin::DMACC;
-use crate::tree::resolve::TreeRead as _;
 use crate::tree::uri::NodeAddr;
 
 /// Account nodes no server may write: a path equal to one of these or below it.
@@ -20,16 +19,10 @@ const SERVER_FORBIDDEN: [&str; 4] = ["SrvID", "Perm", "Ext/Priority", "Auth/Boot
 /// The MOIDs the account of `srv_id` may manage (its `Perm/<x>/MOID` values); none when it
 /// has no account.
 pub fn permitted(store: &Store, srv_id: &str) -> Result<Vec<String>, StoreError> {
-    let Some(root) = account_of(store, srv_id)? else {
-        return Ok(Vec::new());
-    };
-    let mut moids = Vec::new();
-    for x in store.children(DMACC, &root.miid, "Perm")? {
-        if let Some((v, _)) = store.leaf(&root.child(&format!("Perm/{x}/MOID")))? {
-            moids.push(v.to_text());
-        }
+    match account_of(store, srv_id)? {
+        Some(root) => store.grandchild_texts(&root.child("Perm"), "MOID"),
+        None => Ok(Vec::new()),
     }
-    Ok(moids)
 }
 
 /// The priority of `srv_id` among servers (`Ext/Priority`, higher wins; 0 when unset or not
@@ -46,14 +39,9 @@ pub fn priority(store: &Store, srv_id: &str) -> Result<Option<i64>, StoreError> 
 
 /// The root of the account whose `SrvID` is `srv_id`.
 fn account_of(store: &Store, srv_id: &str) -> Result<Option<NodeAddr>, StoreError> {
-    for miid in store.instances(DMACC)? {
-        let root = NodeAddr::root(DMACC, &miid);
-        let id = store.leaf(&root.child("SrvID"))?.map(|(v, _)| v.to_text());
-        if id.as_deref() == Some(srv_id) {
-            return Ok(Some(root));
-        }
-    }
-    Ok(None)
+    Ok(store
+        .instance_where(DMACC, "SrvID", srv_id)?
+        .map(|miid| NodeAddr::root(DMACC, &miid)))
 }
 
 /// Whether `who` may create an instance of `moid`.

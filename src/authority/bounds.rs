@@ -4,12 +4,9 @@
 //! [`AccessError::Limit`] that names the limit and says what to do; nothing is cut short
 //! silently.
 
-use std::io;
-
 use super::error::AccessError;
 use super::principal::ADMIN;
-use crate::store::{Change, ROW_OVERHEAD, Usage};
-use crate::tree::json::MoItem;
+use crate::store::{Change, ItemSink, ROW_OVERHEAD, Usage};
 use crate::tree::uri::{ClientUri, NodeAddr};
 use crate::tree::value::Value;
 
@@ -127,22 +124,6 @@ impl Budget<'_> {
         true
     }
 
-    /// Spends the allowance on one MO serialization item (all nodes of its subtree, and its
-    /// serialized size).
-    pub fn take_item(&mut self, item: &MoItem) -> Result<(), AccessError> {
-        let mut counter = Counter(0);
-        serde_json::to_writer(&mut counter, item)
-            .map_err(|e| AccessError::InvalidValue(format!("{}: {e}", item.client_uri)))?;
-        self.spend(nodes(item), counter.0)
-    }
-
-    /// Spends the allowance on one item's nodes, and writes it to `json`, whose own bound
-    /// stands for the reply's size.
-    pub fn write_item(&mut self, item: &MoItem, json: &mut ItemsJson) -> Result<(), AccessError> {
-        self.spend(nodes(item), 0)?;
-        json.push(item, self.uri)
-    }
-
     fn spend(&mut self, rows: usize, bytes: usize) -> Result<(), AccessError> {
         self.rows += rows;
         self.bytes += bytes;
@@ -156,10 +137,10 @@ impl Budget<'_> {
     }
 }
 
-/// A JSON array of MO serialization items as it is written: every item serialized once,
-/// straight into it, and the whole (closing bracket included) at most `max` bytes. An item
-/// that would not fit is refused as soon as its bytes pass the bound, and leaves the array
-/// as it was.
+/// A JSON array of MO serialization items as it is written: every item straight from the
+/// store's rows into it, and the whole (closing bracket included) at most `max` bytes. An
+/// item that would not fit is refused as soon as its bytes pass the bound, and leaves the
+/// array as it was.
 #[derive(Debug)]
 pub struct ItemsJson {
     out: Vec<u8>,
@@ -181,48 +162,62 @@ impl ItemsJson {
         self.out
     }
 
-    fn push(&mut self, item: &MoItem, uri: &ClientUri) -> Result<(), AccessError> {
-        let mark = self.out.len();
-        if mark > 1 {
-            self.out.push(b',');
-        }
-        let mut capped = Capped {
-            out: &mut self.out,
-            // Room for the closing bracket.
-            room: self.max.saturating_sub(1),
+    /// Appends the items `write` writes for one read, spending `budget` on their nodes.
+    /// On an error, the array is left as it was before.
+    pub fn append<T>(
+        &mut self,
+        budget: Budget<'_>,
+        write: impl FnOnce(&mut Reply<'_, '_>) -> Result<T, AccessError>,
+    ) -> Result<T, AccessError> {
+        let before = self.out.len();
+        let mut reply = Reply {
+            json: self,
+            budget,
+            item: before,
         };
-        match serde_json::to_writer(&mut capped, item) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.out.truncate(mark);
-                Err(if e.is_io() {
-                    too_large(uri, self.max)
-                } else {
-                    AccessError::InvalidValue(format!("{}: {e}", item.client_uri))
-                })
-            }
+        let out = write(&mut reply);
+        if out.is_err() {
+            self.out.truncate(before);
         }
+        out
     }
 }
 
-/// A writer appending to `out` until it would pass `room` bytes.
-struct Capped<'a> {
-    out: &'a mut Vec<u8>,
-    room: usize,
+/// One read's items going into an [`ItemsJson`]: the store writes into it, node by node.
+pub struct Reply<'j, 'u> {
+    json: &'j mut ItemsJson,
+    budget: Budget<'u>,
+    /// Where the item being written starts.
+    item: usize,
 }
 
-impl io::Write for Capped<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.out.len() + buf.len() > self.room {
-            return Err(io::Error::other("the reply bound is reached"));
+impl ItemSink for Reply<'_, '_> {
+    type Error = AccessError;
+
+    fn begin(&mut self) -> &mut Vec<u8> {
+        let out = &mut self.json.out;
+        self.item = out.len();
+        if self.item > 1 {
+            out.push(b',');
         }
-        self.out.extend_from_slice(buf);
-        Ok(buf.len())
+        out
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.json.out
+    }
+
+    fn node(&mut self) -> Result<(), AccessError> {
+        self.budget.spend(1, 0)?;
+        // Room for the closing bracket.
+        if self.json.out.len() + 1 > self.json.max {
+            self.json.out.truncate(self.item);
+            return Err(too_large(self.budget.uri, self.json.max));
+        }
         Ok(())
     }
+
+    fn end(&mut self) {}
 }
 
 fn too_large(uri: &ClientUri, max: usize) -> AccessError {
@@ -230,11 +225,6 @@ fn too_large(uri: &ClientUri, max: usize) -> AccessError {
         "{uri}: the reply would exceed {max} bytes ([limits] reply_bytes); narrow the query \
          (a MIID, a deeper path, nv= conditions) or read the parts one by one"
     ))
-}
-
-/// Nodes of an item's subtree.
-fn nodes(item: &MoItem) -> usize {
-    item.mo_data.values().map(count_nodes).sum()
 }
 
 /// What writing the MO serialization `json` (the content of the node at `path`) by `writer`
@@ -278,19 +268,6 @@ fn too_many_rows(uri: &ClientUri, max: usize) -> AccessError {
     ))
 }
 
-/// Nodes in an MO serialization subtree, counted without recursion.
-fn count_nodes(json: &serde_json::Value) -> usize {
-    let mut stack = vec![json];
-    let mut n = 0;
-    while let Some(j) = stack.pop() {
-        n += 1;
-        if let serde_json::Value::Object(children) = j {
-            stack.extend(children.values());
-        }
-    }
-    n
-}
-
 /// The length of `value` as displayed, without building the text.
 fn displayed_len(value: &impl std::fmt::Display) -> usize {
     let mut counter = Counter(0);
@@ -299,23 +276,12 @@ fn displayed_len(value: &impl std::fmt::Display) -> usize {
     counter.0
 }
 
-/// A writer (bytes or text) that only counts.
+/// A text writer that only counts.
 struct Counter(usize);
 
 impl std::fmt::Write for Counter {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.0 += s.len();
-        Ok(())
-    }
-}
-
-impl io::Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

@@ -36,11 +36,11 @@ use std::sync::{Arc, MutexGuard};
 
 use serde_json::Value as J;
 
-pub use bounds::{Bounds, ItemsJson};
+pub use bounds::{Bounds, ItemsJson, Reply};
 pub use error::AccessError;
 pub use principal::{ANY_APP, ANY_SERVER, BadPrincipal, Principal, Rights, UnknownRight};
 
-use crate::store::{Change, Placement, Pool, Store, StoreError, Txn};
+use crate::store::{Change, Placement, Pool, Pruning, Store, StoreError, Txn};
 use crate::tree::builtin::DACL;
 use crate::tree::format::Format;
 use crate::tree::json::{MoItem, node_from_json};
@@ -118,6 +118,10 @@ impl AsMoid for &Moid {
 
 /// Called with the journal entries of every committed write.
 pub type Observer = Box<dyn Fn(&[Change]) + Send + Sync>;
+
+/// One GET's answer in a run ([`Authority::get_json_each`]): its items as a JSON array, or
+/// `None` when its `cv=` is current.
+pub type GetAnswer = Result<Option<Vec<u8>>, AccessError>;
 
 /// Rules over the store; see the module documentation.
 pub struct Authority {
@@ -201,25 +205,27 @@ impl Authority {
     }
 
     /// The MO serialization of every node `uri` resolves to that `who` may read, with
-    /// No-Get nodes removed from the subtrees.
+    /// No-Get nodes removed from the subtrees: [`Authority::get_json`], read back.
     pub fn get_items(
         &self,
         who: &Principal,
         uri: impl Address,
     ) -> Result<Vec<MoItem>, AccessError> {
-        let uri = self.query(uri)?;
-        self.items(who, &uri)
+        let json = self.get_json(who, uri)?;
+        serde_json::from_slice(&json)
+            .map_err(|e| AccessError::Store(StoreError::Corrupt(e.to_string())))
     }
 
-    /// [`Authority::get_items`] as its JSON array, each item serialized once, straight into
-    /// a reply of at most `reply_bytes`.
+    /// The MO serialization of every node `uri` resolves to that `who` may read (No-Get
+    /// nodes left out), written straight from the store into a JSON array of at most
+    /// `reply_bytes`.
     pub fn get_json(&self, who: &Principal, uri: impl Address) -> Result<Vec<u8>, AccessError> {
         let mut json = ItemsJson::new(self.bounds.reply_bytes);
         self.write_items(who, uri, &mut json)?;
         Ok(json.finish())
     }
 
-    /// Appends what [`Authority::get_items`] returns to `json` (several reads may fill one
+    /// Appends what [`Authority::get_json`] returns to `json` (several reads may fill one
     /// array, held to its bound as a whole).
     pub fn write_items(
         &self,
@@ -227,15 +233,94 @@ impl Authority {
         uri: impl Address,
         json: &mut ItemsJson,
     ) -> Result<(), AccessError> {
-        let uri = self.query(uri)?;
+        self.write_fresh(who, &*self.query(uri)?, None, json)
+            .map(|_| ())
+    }
+
+    /// [`Authority::write_items`] for a server's GET, HPUT or HPOST: when `uri` carries a
+    /// `cv=` equal to the cache validator of the one instance it resolves into, nothing is
+    /// written and the answer is `false` (the server's copy is current).
+    pub fn write_items_if_changed(
+        &self,
+        who: &Principal,
+        uri: &ClientUri,
+        json: &mut ItemsJson,
+    ) -> Result<bool, AccessError> {
+        self.check_nv(uri)?;
+        self.write_fresh(who, uri, uri.cv.as_deref(), json)
+    }
+
+    /// [`Authority::get_json`] for each GET of a run of a server's GETs, all in one snapshot:
+    /// the principal's reach, the instances and the rights on them are looked up once for
+    /// the run. Each answer is `None` when its `cv=` is current (see
+    /// [`Authority::write_items_if_changed`]). Stops before a GET once `go_on` says no; the
+    /// answers are those of the GETs that ran, in order.
+    pub fn get_json_each(
+        &self,
+        who: &Principal,
+        uris: &[ClientUri],
+        go_on: impl Fn() -> bool,
+    ) -> Result<Vec<GetAnswer>, AccessError> {
         let store = self.reader();
         store.snapshot(|store| {
-            let mut budget = self.bounds.reply(&uri);
-            for addr in self.readable(who, store, &uri)? {
-                budget.write_item(&self.item(store, who, &addr)?, json)?;
-            }
-            Ok(())
+            let view = self.view(store, who, Purpose::Read)?;
+            Ok(uris
+                .iter()
+                .take_while(|_| go_on())
+                .map(|uri| {
+                    self.check_nv(uri)?;
+                    let mut json = ItemsJson::new(self.bounds.reply_bytes);
+                    let changed =
+                        self.write_changed(store, &view, who, uri, uri.cv.as_deref(), &mut json)?;
+                    Ok(changed.then(|| json.finish()))
+                })
+                .collect())
         })?
+    }
+
+    /// Resolves and writes `uri` in one snapshot, unless `cv` is the validator of the one
+    /// instance it resolves into (`false`).
+    fn write_fresh(
+        &self,
+        who: &Principal,
+        uri: &ClientUri,
+        cv: Option<&str>,
+        json: &mut ItemsJson,
+    ) -> Result<bool, AccessError> {
+        let store = self.reader();
+        store.snapshot(|store| {
+            let view = self.view(store, who, Purpose::Read)?;
+            self.write_changed(store, &view, who, uri, cv, json)
+        })?
+    }
+
+    /// Writes what `uri` resolves to in `view` (of `who`, on `store` in a snapshot), unless
+    /// `cv` is the validator of the one instance it resolves into (`false`).
+    fn write_changed(
+        &self,
+        store: &Store,
+        view: &View<'_>,
+        who: &Principal,
+        uri: &ClientUri,
+        cv: Option<&str>,
+        json: &mut ItemsJson,
+    ) -> Result<bool, AccessError> {
+        let addrs = self.readable_in(view, uri)?;
+        if let Some(cv) = cv
+            && let [first, ..] = addrs.as_slice()
+            && addrs
+                .iter()
+                .all(|a| a.moid == first.moid && a.miid == first.miid)
+            && store
+                .instance(&first.moid, &first.miid)?
+                .is_some_and(|i| i.cv == cv)
+        {
+            return Ok(false);
+        }
+        json.append(self.bounds.reply(uri), |reply| {
+            self.write_addrs(store, who, &addrs, reply)
+        })?;
+        Ok(true)
     }
 
     /// Replaces or adds the leaf at `uri`. `format: None` takes the DDF's format, or infers
@@ -723,25 +808,6 @@ impl Authority {
             .is_some())
     }
 
-    /// The cache validator of the one instance `uri` resolves into, if `who` may read it.
-    pub fn cache_validator(
-        &self,
-        who: &Principal,
-        uri: &ClientUri,
-    ) -> Result<Option<String>, AccessError> {
-        self.check_nv(uri)?;
-        let store = self.reader();
-        let addrs = self.readable(who, &store, uri)?;
-        let first = &addrs[0];
-        if addrs
-            .iter()
-            .any(|a| a.moid != first.moid || a.miid != first.miid)
-        {
-            return Ok(None);
-        }
-        Ok(store.instance(&first.moid, &first.miid)?.map(|i| i.cv))
-    }
-
     /// Writes MO serialization items received from a server or a bootstrap source.
     /// With `target`, the one item's data replaces the node there (Write right needed).
     /// Without, each item names its place: an instance `who` can see is replaced (Write
@@ -980,44 +1046,66 @@ impl Authority {
         }
     }
 
-    /// The MO serialization items `uri` resolves to for `who`, held to the bounds.
-    fn items(&self, who: &Principal, uri: &ClientUri) -> Result<Vec<MoItem>, AccessError> {
-        let store = self.reader();
-        store.snapshot(|store| {
-            let addrs = self.readable(who, store, uri)?;
-            let mut budget = self.bounds.reply(uri);
-            addrs
-                .into_iter()
-                .map(|addr| {
-                    let item = self.item(store, who, &addr)?;
-                    budget.take_item(&item)?;
-                    Ok(item)
-                })
-                .collect()
-        })?
+    /// Writes the items of `addrs` (as [`Authority::readable`] found them) for `who`: a run
+    /// of instance roots of one MOID in MIID order is read with one query.
+    fn write_addrs(
+        &self,
+        store: &Store,
+        who: &Principal,
+        addrs: &[NodeAddr],
+        reply: &mut Reply<'_, '_>,
+    ) -> Result<(), AccessError> {
+        let mut rest = addrs;
+        while let Some(first) = rest.first() {
+            let run = if first.path.is_empty() && first.moid != DACL {
+                1 + rest
+                    .windows(2)
+                    .take_while(|w| {
+                        w[1].moid == first.moid && w[1].path.is_empty() && w[0].miid < w[1].miid
+                    })
+                    .count()
+            } else {
+                1
+            };
+            if run > 1 {
+                let miids: Vec<&str> = rest[..run].iter().map(|a| a.miid.as_str()).collect();
+                let pruning = Pruning {
+                    def: self.def(first),
+                    shows_child: None,
+                };
+                store.write_instances(&first.moid, &miids, &pruning, reply)?;
+            } else {
+                self.write_item(store, who, first, reply)?;
+            }
+            rest = &rest[run..];
+        }
+        Ok(())
     }
 
-    /// The MO serialization item of the node at `addr`, without the nodes below it `who`
-    /// may not read: No-Get nodes, and at the DACL root the entries it may not see.
-    fn item(&self, store: &Store, who: &Principal, addr: &NodeAddr) -> Result<MoItem, AccessError> {
-        let mut item = store.mo_item(addr)?;
-        if let Some(def) = self.def(addr) {
-            for json in item.mo_data.values_mut() {
-                prune_no_get(json, def);
-            }
-        }
+    /// Writes the item of the node at `addr`, without the nodes below it `who` may not
+    /// read: No-Get nodes, and at the DACL root the entries it may not see.
+    fn write_item(
+        &self,
+        store: &Store,
+        who: &Principal,
+        addr: &NodeAddr,
+        reply: &mut Reply<'_, '_>,
+    ) -> Result<(), AccessError> {
+        let def = self.def(addr);
         if addr.moid == DACL && addr.path.is_empty() {
             let view = self.view(store, who, Purpose::Read)?;
-            for entries in item.mo_data.values_mut().filter_map(J::as_object_mut) {
-                let names: Vec<String> = entries.keys().cloned().collect();
-                for name in names {
-                    if !view.sees_entry(&name)? {
-                        entries.remove(&name);
-                    }
-                }
-            }
+            let shows = |name: &str| view.sees_entry(name);
+            let pruning = Pruning {
+                def,
+                shows_child: Some(&shows),
+            };
+            return store.write_item(addr, &pruning, reply);
         }
-        Ok(item)
+        let pruning = Pruning {
+            def,
+            shows_child: None,
+        };
+        store.write_item(addr, &pruning, reply)
     }
 
     /// Every node `uri` resolves to in what `who` may read; more than `result_rows` is an
@@ -1028,8 +1116,14 @@ impl Authority {
         store: &Store,
         uri: &ClientUri,
     ) -> Result<Vec<NodeAddr>, AccessError> {
-        let view = self.view_of(store, who, uri, Purpose::Read)?;
-        Ok(resolve(uri, &view, self.bounds.result_rows)?)
+        let view = self.view(store, who, Purpose::Read)?;
+        self.readable_in(&view, uri)
+    }
+
+    /// [`Authority::readable`] in a view already made (refused as [`View::may_use`] says).
+    fn readable_in(&self, view: &View<'_>, uri: &ClientUri) -> Result<Vec<NodeAddr>, AccessError> {
+        view.may_use(&uri.moid)?;
+        Ok(resolve(uri, view, self.bounds.result_rows)?)
     }
 
     /// The one node a write (or EXEC, or grant) names, in an instance `who` can see: a
@@ -1195,9 +1289,7 @@ impl Authority {
         Ok(View::new(store, &self.types, who, purpose, reach))
     }
 
-    /// The view for a command naming `uri`: a server naming an MOID it was not given gets
-    /// `Denied` (`403`) before anything is looked up (PROTOCOL.md §4: it knows its own list,
-    /// so this tells it nothing about the tree).
+    /// The view for a command naming `uri`, refused as [`View::may_use`] says.
     fn view_of<'a>(
         &'a self,
         store: &'a Store,
@@ -1205,15 +1297,9 @@ impl Authority {
         uri: &ClientUri,
         purpose: Purpose,
     ) -> Result<View<'a>, AccessError> {
-        let reach = self.reach(store, who)?;
-        if reach.cap(&uri.moid) == Rights::NONE {
-            return Err(AccessError::Denied(format!(
-                "{who} may not manage {}: it is not among the MOIDs its DM account permits \
-                 (Perm), nor public",
-                uri.moid
-            )));
-        }
-        Ok(View::new(store, &self.types, who, purpose, reach))
+        let view = self.view(store, who, purpose)?;
+        view.may_use(&uri.moid)?;
+        Ok(view)
     }
 
     fn def(&self, addr: &NodeAddr) -> Option<&NodeDef> {
@@ -1321,21 +1407,6 @@ fn convert(format: Format, input: Input) -> Result<Value, String> {
         (Format::Bin, Input::Bytes(b)) => Value::Bin(b),
         (f, other) => return Err(format!("a {f} node cannot take {other:?}")),
     })
-}
-
-/// Removes every No-Get node (per `def`) from an MO serialization subtree.
-fn prune_no_get(json: &mut J, def: &NodeDef) {
-    if let J::Object(children) = json {
-        if def.format != Format::Node {
-            return;
-        }
-        children.retain(|name, _| def.child(name).is_none_or(|d| !d.access.is_no_get()));
-        for (name, child) in children.iter_mut() {
-            if let Some(d) = def.child(name) {
-                prune_no_get(child, d);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1703,3 +1703,103 @@ fn delegation_through_the_dacl_mo_passes_on_only_what_is_held_and_respects_prior
         Rights::READ
     );
 }
+
+/// A server's GET of one leaf reads the instance once, its account's permissions with two
+/// queries, the node with two, and nothing twice (DM-HLF-004: the cost of a GET is what a
+/// busy device pays most for).
+#[test]
+fn a_leaf_get_runs_each_query_once() {
+    let f = fixture();
+    permit(&f, "srv", &[SETTINGS]);
+    let server = Principal::Server("srv".into());
+    let root = f
+        .auth
+        .create_instance(
+            &server,
+            SETTINGS,
+            r#"{"Settings": {"Name": "n", "Mode": 3}}"#,
+        )
+        .unwrap();
+    let leaf = format!("{}Name", root);
+    f.auth.get_json(&server, &leaf).unwrap();
+    f.store.reader().take_statement_runs();
+
+    let json = f.auth.get_json(&server, &leaf).unwrap();
+    assert!(String::from_utf8(json).unwrap().contains(r#""Name":"n""#));
+    let ran = f.store.reader().take_statement_runs();
+    let total: i32 = ran.iter().map(|(_, n)| n).sum();
+    assert!(
+        ran.iter().all(|(_, n)| *n == 1) && total <= 7,
+        "{total} statements ran: {ran:#?}"
+    );
+    let instance_reads: i32 = ran
+        .iter()
+        .filter(|(sql, _)| sql.contains("FROM instances WHERE moid"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(instance_reads, 1, "{ran:#?}");
+}
+
+/// A run of GETs shares one snapshot: the server's permissions and the instance are read
+/// once for the whole run, and each GET keeps its own answer (a missing node is that GET's
+/// `404`, a current `cv=` its `None`).
+#[test]
+fn a_run_of_gets_reads_shared_things_once_and_answers_each() {
+    let f = fixture();
+    permit(&f, "srv", &[SETTINGS]);
+    let server = Principal::Server("srv".into());
+    let root = f
+        .auth
+        .create_instance(
+            &server,
+            SETTINGS,
+            r#"{"Settings": {"Name": "n", "Mode": 3}}"#,
+        )
+        .unwrap();
+    let cv = f.auth.get_items(&server, &root.to_string()).unwrap()[0]
+        .cv
+        .clone()
+        .unwrap();
+    let uris: Vec<ClientUri> = [
+        format!("{root}Name"),
+        format!("{root}Gone"),
+        format!("{root}Mode"),
+        format!("{root}?cv={cv}"),
+    ]
+    .iter()
+    .map(|u| ClientUri::parse(u).unwrap())
+    .collect();
+    f.store.reader().take_statement_runs();
+
+    let answers = f.auth.get_json_each(&server, &uris, || true).unwrap();
+    let ran = f.store.reader().take_statement_runs();
+    assert_eq!(answers.len(), 4);
+    assert!(
+        String::from_utf8(answers[0].as_ref().unwrap().clone().unwrap())
+            .unwrap()
+            .contains(r#""Name":"n""#)
+    );
+    assert!(
+        matches!(answers[1], Err(AccessError::NotFound(_))),
+        "{:?}",
+        answers[1]
+    );
+    assert!(answers[2].as_ref().unwrap().is_some());
+    assert_eq!(answers[3].as_ref().unwrap(), &None, "the cv= is current");
+    for (what, needle) in [
+        ("the instance", "FROM instances WHERE moid"),
+        ("the account", "n.name = ?3 AND n.value = ?4"),
+        ("its permissions", "n.name = ?5"),
+        ("the snapshot", "BEGIN"),
+    ] {
+        let runs: i32 = ran
+            .iter()
+            .filter(|(sql, _)| sql.contains(needle))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(runs, 1, "{what} read {runs} times: {ran:#?}");
+    }
+
+    let none = f.auth.get_json_each(&server, &uris, || false).unwrap();
+    assert!(none.is_empty(), "nothing runs once go_on says no");
+}

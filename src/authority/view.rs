@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use super::error::AccessError;
 use super::principal::{ANY_APP, ANY_SERVER, Principal, Rights};
 use crate::store::{Store, StoreError};
 use crate::tree::builtin::{DACL, DMACC, SESSIONINFO};
@@ -104,6 +105,20 @@ impl<'a> View<'a> {
             .or_default()
             .insert(miid.to_owned(), r);
         Ok(r)
+    }
+
+    /// Refuses a command naming `moid` that the principal may not use at all: a server
+    /// naming an MOID it was not given gets `Denied` (`403`) before anything is looked up
+    /// (PROTOCOL.md §4: it knows its own list, so this tells it nothing about the tree).
+    pub fn may_use(&self, moid: &str) -> Result<(), AccessError> {
+        if self.reach.cap(moid) == Rights::NONE {
+            return Err(AccessError::Denied(format!(
+                "{} may not manage {moid}: it is not among the MOIDs its DM account permits \
+                 (Perm), nor public",
+                self.who
+            )));
+        }
+        Ok(())
     }
 
     /// The most the principal may hold on any instance of `moid` (see [`Reach`]).
@@ -263,19 +278,15 @@ pub fn rights(
     if *who == Principal::Admin {
         return Ok(Rights::ALL);
     }
-    if moid == DACL {
-        return Ok(if store.instance(moid, miid)?.is_some() {
-            Rights::READ
-        } else {
-            Rights::NONE
-        });
-    }
-    let everyone = everyone(who);
-    let Some(info) = store.instance(moid, miid)? else {
+    let Some(owner) = store.owner_of(moid, miid)? else {
         return Ok(Rights::NONE);
     };
+    if moid == DACL {
+        return Ok(Rights::READ);
+    }
+    let everyone = everyone(who);
     let me = who.to_string();
-    if info.owner == me {
+    if *owner == *me {
         return Ok(Rights::ALL);
     }
     let root = crate::tree::uri::NodeAddr::root(moid, miid);

@@ -1,7 +1,7 @@
 //! `org.omadm.Client1` at `/org/omadm/Client1`: the tree part of the API
 //! (`dbus/org.omadm.Client1.xml` is the contract). Each method authorizes the caller with
 //! polkit ([`super::access`]), then hands the work to the [`Authority`], which applies the
-//! MO access model.
+//! MO access model. A write is answered once it is durable ([`Pool::durable`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use crate::authority::{AccessError, Authority, Input, Principal, Rights};
 use crate::bootstrap::{Bootstrap, FileError};
 use crate::session::Scheduler;
 use crate::session::send_alert::{AlertError, AlertRequest};
-use crate::store::{self, Lane};
+use crate::store::{self, Lane, Pool};
 use crate::tree::builtin;
 use crate::tree::format::Format;
 use crate::tree::uri::{ClientUri, Moid};
@@ -38,6 +38,8 @@ pub const FEATURES: [&str; 6] = [
 
 /// The interface object.
 pub struct Client1 {
+    /// The store the writes go to: each is durable before it is answered.
+    pub(super) store: Arc<Pool>,
     pub(super) auth: Arc<Authority>,
     pub(super) access: Arc<Access>,
     pub(super) watches: Arc<Watches>,
@@ -146,7 +148,7 @@ impl Client1 {
         let input = from_variant(value)?;
         let auth = self.auth.clone();
         store::offload(Lane::Write, move || auth.set(&who, &uri, format, input)).await??;
-        Ok(())
+        self.durable().await
     }
 
     async fn delete(
@@ -158,7 +160,7 @@ impl Client1 {
         let who = self.writer(&header, &client_uri, &uri.moid).await?;
         let auth = self.auth.clone();
         store::offload(Lane::Write, move || auth.delete(&who, &uri)).await??;
-        Ok(())
+        self.durable().await
     }
 
     #[zbus(out_args("client_uri"))]
@@ -175,6 +177,7 @@ impl Client1 {
             auth.create_instance(&creator, &moid, &modata_json)
         })
         .await??;
+        self.durable().await?;
         tracing::info!(principal = %who, "created {root}");
         Ok(root.to_string())
     }
@@ -261,6 +264,7 @@ impl Client1 {
             })
             .await?
             .0;
+        self.durable().await?;
         tracing::info!(by = %by, "granted {principal} {:?} on {instance_uri}", rights.names());
         Ok(())
     }
@@ -278,6 +282,7 @@ impl Client1 {
             })
             .await?
             .0;
+        self.durable().await?;
         tracing::info!(by = %by, "revoked {principal} on {instance_uri}");
         Ok(())
     }
@@ -315,6 +320,7 @@ impl Client1 {
         let written = store::offload(Lane::Write, move || bootstrap.apply_file(&file))
             .await?
             .map_err(file_error)?;
+        self.durable().await?;
         tracing::info!(by = %caller.principal, "bootstrap file {path} applied: {} item(s)", written.len());
         Ok(())
     }
@@ -336,6 +342,7 @@ impl Client1 {
             .await
             .map_err(|e| Error::Busy(format!("{e}; reset when it has ended")))??
             .map_err(AccessError::from)?;
+        self.durable().await?;
         tracing::warn!(
             by = %caller.principal,
             "factory reset done: {} instance(s) removed, {} bootstrap file(s) applied, {} refused",
@@ -520,6 +527,13 @@ impl Client1 {
 }
 
 impl Client1 {
+    /// Waits until the writes this call committed are on disk, sharing the sync with
+    /// concurrent writers ([`Pool::durable`]): a caller told "done" never loses the change,
+    /// power loss included.
+    async fn durable(&self) -> Result<(), Error> {
+        Ok(self.store.durable().await.map_err(AccessError::from)?)
+    }
+
     /// Parses `client_uri` once, refusing a malformed ClientURI, or one beyond the `[limits]`
     /// of its shape, before anything else (polkit included) spends work on it. Looks at no
     /// MO data, so it tells the caller nothing it could not work out itself.

@@ -131,6 +131,7 @@ pub async fn serve(
         notifications,
     ));
     let iface = client1::Client1 {
+        store: scheduler.store().clone(),
         auth: auth.clone(),
         access: access.clone(),
         watches: watches.clone(),

@@ -29,7 +29,7 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use sha2::{Digest as _, Sha256};
 
 use super::error::DevServerError;
@@ -45,6 +45,12 @@ pub const SERVER_KEY: &str = "server.key";
 
 /// The names every server certificate covers.
 pub const DEFAULT_SANS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// TLS sessions a server keeps for resumption (the oldest are forgotten first).
+pub const SESSION_CACHE: usize = 256;
+
+/// The most TLS 1.3 tickets a server sends after one handshake when a client asks.
+pub const MAX_TICKETS: usize = 4;
 
 /// The certificates in use, and which files were written this time.
 #[derive(Clone, Debug)]
@@ -163,6 +169,12 @@ impl Certificates {
 
     /// The rustls configuration: TLS 1.2 and 1.3 with the ring provider, HTTP/1.1 by ALPN,
     /// and with `require_client_cert` a client certificate signed by the CA in `ca.pem`.
+    ///
+    /// Sessions resume: the server keeps the last [`SESSION_CACHE`] sessions in memory
+    /// (TLS 1.3 tickets are their 32-byte keys; TLS 1.2 resumes by session ID), and sends
+    /// the number of TLS 1.3 tickets a client asks for with RFC 9149 `ticket_request` (at
+    /// most [`MAX_TICKETS`]; rustls's 2 to a client that does not ask). The configuration
+    /// and its cache belong to one server: no other server resumes its sessions.
     pub(crate) fn server_config(
         &self,
         require_client_cert: bool,
@@ -191,6 +203,8 @@ impl Certificates {
         };
         let mut config = builder.with_single_cert(chain, key).map_err(cert_err)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+        config.max_tls13_tickets = MAX_TICKETS;
         Ok(Arc::new(config))
     }
 }

@@ -337,6 +337,11 @@ impl Engine {
                 return r;
             }
         };
+        for (i, status) in p3.status.iter().enumerate() {
+            if let Some(Err(e)) = status.data.as_ref().map(|d| d.parse()) {
+                problems.push(format!("status {i} of Package#3 carries bad Data: {e}"));
+            }
+        }
         let codes: Vec<u16> = p3.status.iter().map(|s| s.sc).collect();
         let mut line = format!(
             "session {number} package#3 ← [{}]",

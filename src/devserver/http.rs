@@ -1,10 +1,14 @@
 //! The HTTPS face: the TLS accept loop, HTTP/1.1 connections (hyper), HTTP Basic, routing
 //! to the DM endpoint (`/dm`, `/dm/...`), the repository (`/repo/<path>`) and, in
-//! bootstrap-server mode, the bootstrap document (`/bootstrap`), and the transcript records of every exchange. Shutting down stops accepting, lets each
-//! connection finish the exchange in flight, and waits for them (at most five seconds).
+//! bootstrap-server mode, the bootstrap document (`/bootstrap`), the transcript records of
+//! every exchange, and the count of TLS handshakes by kind (full or resumed). Shutting down
+//! stops accepting, lets each connection finish the exchange in flight, and waits for them
+//! (at most five seconds); connections can also be closed alone, as a server's idle
+//! timeout would.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::HandshakeKind;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -44,6 +49,46 @@ pub(crate) struct Shared {
     pub bootstrap: Option<BootstrapDoc>,
     /// How many sessions have finished.
     pub finished: watch::Sender<usize>,
+    /// The TLS handshakes completed so far, full and resumed.
+    pub handshakes: HandshakeCounter,
+    /// Bumped to close every open connection once its exchange in flight is answered.
+    pub close: watch::Sender<u64>,
+    /// Connections open.
+    pub open: watch::Sender<usize>,
+}
+
+/// Counts completed TLS handshakes by kind.
+#[derive(Default)]
+pub(crate) struct HandshakeCounter {
+    full: AtomicUsize,
+    resumed: AtomicUsize,
+}
+
+impl HandshakeCounter {
+    fn count(&self, kind: Option<HandshakeKind>) {
+        let counter = match kind {
+            Some(HandshakeKind::Resumed) => &self.resumed,
+            _ => &self.full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> Handshakes {
+        Handshakes {
+            full: self.full.load(Ordering::Relaxed),
+            resumed: self.resumed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How many TLS handshakes a server completed, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handshakes {
+    /// Full handshakes: the server's certificate was sent (and checked by the client).
+    pub full: usize,
+    /// Resumed handshakes: a session of an earlier handshake was resumed (TLS 1.3
+    /// pre-shared key from a ticket, or a TLS 1.2 session ID).
+    pub resumed: usize,
 }
 
 /// Accepts connections until `stop` turns true, then drains them.
@@ -90,6 +135,9 @@ async fn connection(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    shared.open.send_modify(|n| *n += 1);
+    let _open = OpenGuard(&shared.open);
+    let mut close = shared.close.subscribe();
     let peer = peer.to_string();
     let failed = |note: String| {
         let mut r = Record::new(Direction::In, "tls", &peer, "", "");
@@ -97,7 +145,10 @@ async fn connection(
         r
     };
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => {
+            shared.handshakes.count(tls.get_ref().1.handshake_kind());
+            tls
+        }
         Ok(Err(e)) => {
             shared
                 .transcript
@@ -143,6 +194,19 @@ async fn connection(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+        Ok(()) = close.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Counts a connection as closed when its task ends, however it ends.
+struct OpenGuard<'a>(&'a watch::Sender<usize>);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 

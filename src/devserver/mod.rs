@@ -20,6 +20,8 @@
 //!   channel);
 //! - [`notify`] — `omadm-devserver notify`: a Package#0 built from account-ish parameters
 //!   (with the client's own codec, [`crate::notification::package0`]) and sent over UDP;
+//! - [`relay`] — [`Relay`]: a TCP relay counting the bytes on the wire each way (benches,
+//!   tests);
 //! - [`transcript`] — transcript [`Record`]s (JSON lines) and summary lines;
 //! - [`config`] — [`DevServerConfig`], [`BasicAuth`];
 //! - `http` — TLS accept loop, HTTP/1.1, HTTP Basic, routing;
@@ -51,6 +53,7 @@ mod http;
 mod manpage;
 pub mod mqtt_publish;
 pub mod notify;
+pub mod relay;
 pub mod repository;
 pub mod scenario;
 pub mod server;
@@ -60,6 +63,8 @@ pub use certs::{Certificates, ClientIdentity, issue_client_certificate};
 pub use config::{BasicAuth, DevServerConfig};
 pub use dm::SessionOutcome;
 pub use error::DevServerError;
+pub use http::Handshakes;
+pub use relay::{Relay, Wire};
 pub use repository::Upload;
 pub use scenario::Scenario;
 pub use server::{DevServer, RunningServer};

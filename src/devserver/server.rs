@@ -13,7 +13,7 @@ use super::certs::Certificates;
 use super::config::DevServerConfig;
 use super::dm::{Engine, SessionOutcome};
 use super::error::DevServerError;
-use super::http::{Shared, accept_loop};
+use super::http::{HandshakeCounter, Handshakes, Shared, accept_loop};
 use super::repository::{Repository, Upload};
 use super::scenario::{Urls, repo_key};
 use super::transcript::{Record, Transcript, lock};
@@ -87,6 +87,9 @@ impl DevServer {
             basic: config.basic.clone(),
             bootstrap: config.bootstrap.clone().map(BootstrapDoc::new),
             finished: finished_tx,
+            handshakes: HandshakeCounter::default(),
+            close: watch::channel(0).0,
+            open: watch::channel(0).0,
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(
@@ -211,6 +214,21 @@ impl RunningServer {
                 .map(|p| format!("no session: {p}")),
         );
         out
+    }
+
+    /// The TLS handshakes completed so far: how many were full and how many resumed an
+    /// earlier session.
+    pub fn handshakes(&self) -> Handshakes {
+        self.shared.handshakes.get()
+    }
+
+    /// Closes every open connection (an exchange in flight is answered first), as a
+    /// server's keep-alive timeout would between two sessions, and waits until they are
+    /// closed: the client's next request opens a new connection.
+    pub async fn close_connections(&self) {
+        self.shared.close.send_modify(|n| *n += 1);
+        let mut open = self.shared.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
     }
 
     /// How many sessions have finished.

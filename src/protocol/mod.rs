@@ -12,7 +12,7 @@ pub mod package;
 
 pub use alert::{Alert, Mark};
 pub use command::{Command, CommandError};
-pub use package::{MoEntry, Package1, Package2, Package3, PackageError, Status};
+pub use package::{Items, MoEntry, Package1, Package2, Package3, PackageError, Status};
 
 /// `Content-Type` of Package#1.
 pub const INITIATION: &str = "application/vnd.oma.dm.initiation+json";

@@ -1,6 +1,7 @@
 //! Packages 1, 2 and 3 (PROTOCOL.md §2–§4).
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::alert::Alert;
 use super::command::{Command, CommandError};
@@ -55,8 +56,14 @@ pub struct Status {
     pub uri: Option<Vec<String>>,
     /// GET results: the MO serialization of the addressed nodes (project choice).
     #[serde(rename = "Data", default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Vec<MoItem>>,
+    pub data: Option<Items>,
 }
+
+/// An MO serialization (a JSON array of items) as it goes on the wire: kept serialized,
+/// because the client writes it straight from its store; [`Items::parse`] reads it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Items(Box<RawValue>);
 
 /// Why a package could not be read at all (the session is aborted).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +72,40 @@ pub enum PackageError {
     Json(String),
     #[error("malformed package: {0}")]
     Shape(String),
+}
+
+impl PartialEq for Items {
+    fn eq(&self, other: &Items) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Items {
+    /// The array a reader wrote (checked to be JSON once more, at parsing speed, so that a
+    /// Package#3 never carries a broken body).
+    pub fn from_json(json: Vec<u8>) -> Result<Items, serde_json::Error> {
+        let text = String::from_utf8(json).map_err(serde::de::Error::custom)?;
+        RawValue::from_string(text).map(Items)
+    }
+
+    /// The array of `items`.
+    pub fn of(items: &[MoItem]) -> Items {
+        // Invariant: MoItems serialize without error (string keys, finite numbers).
+        Items(
+            serde_json::value::to_raw_value(items)
+                .unwrap_or_else(|_| RawValue::from_string("[]".to_owned()).unwrap_or_default()),
+        )
+    }
+
+    /// The items.
+    pub fn parse(&self) -> Result<Vec<MoItem>, crate::tree::json::JsonError> {
+        crate::tree::json::parse_items(self.0.get())
+    }
+
+    /// The serialized array.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
 }
 
 impl Status {

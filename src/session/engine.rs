@@ -402,7 +402,8 @@ impl Engine {
             };
             let mut cut = 0usize;
             ctx.shown = false;
-            for command in package2.commands {
+            let mut commands = package2.commands.into_iter().peekable();
+            while let Some(command) = commands.next() {
                 on_time()?;
                 // Commands may be cheap and many: let the runtime's other tasks in.
                 tokio::task::yield_now().await;
@@ -431,6 +432,38 @@ impl Engine {
                     {
                         cut += 1;
                         Status::code(413)
+                    }
+                    // The GETs that follow run with it, in one store job.
+                    Ok(protocol::Command::Get { client_uri }) => {
+                        let mut uris = vec![client_uri];
+                        while uris.len() < commands::GET_RUN
+                            && let Some(Ok(protocol::Command::Get { .. })) = commands.peek()
+                        {
+                            if let Some(Ok(protocol::Command::Get { client_uri })) = commands.next()
+                            {
+                                uris.push(client_uri);
+                            }
+                        }
+                        let asked = uris.len();
+                        let mut statuses = commands::get_run(&ctx, uris).await;
+                        if statuses.len() < asked {
+                            // The run stopped at the deadline.
+                            on_time()?;
+                        }
+                        // At most GET_RUN: no truncation.
+                        outcome.commands += statuses.len().saturating_sub(1) as u32;
+                        let Some(last) = statuses.pop() else {
+                            return Err(SessionError::Local("a run of GETs gave no status".into()));
+                        };
+                        if let Some(package3) = &mut package3 {
+                            for status in &statuses {
+                                let fit = package3
+                                    .push(status)
+                                    .map_err(|e| SessionError::Local(e.to_string()))?;
+                                cut += usize::from(fit == Fit::Cut);
+                            }
+                        }
+                        last
                     }
                     // The handler ran: a result that does not fit is left out, its sc kept.
                     Ok(command @ protocol::Command::Exec { .. }) => {
@@ -467,12 +500,10 @@ impl Engine {
                 );
             }
             on_time()?;
-            self.blocking(|e| {
-                e.store.writer().sync().map_err(|err| {
-                    SessionError::Local(format!("cannot make the changes durable: {err}"))
-                })
-            })
-            .await?;
+            // The statuses acknowledge the commands: what they changed is on disk first.
+            self.store.durable().await.map_err(|err| {
+                SessionError::Local(format!("cannot make the changes durable: {err}"))
+            })?;
             response = self
                 .post(&client, &url, protocol::RESPONSE, package3.finish())
                 .await?;

@@ -43,7 +43,7 @@ use tokio::io::AsyncReadExt as _;
 use tokio::process::Child;
 use tokio::time::Instant;
 
-use crate::protocol::{Alert, Status, alert};
+use crate::protocol::{Alert, Items, Status, alert};
 use crate::tree::json::MoItem;
 use crate::tree::uri::{ClientUri, NodeAddr};
 
@@ -264,7 +264,7 @@ pub fn status(addr: &NodeAddr, result: ExecResult) -> Status {
             .rsplit('/')
             .find(|s| !s.is_empty())
             .unwrap_or(&addr.miid);
-        status.data = Some(vec![MoItem {
+        status.data = Some(Items::of(&[MoItem {
             ddf: None,
             client_uri: addr.to_string(),
             cv: None,
@@ -272,7 +272,7 @@ pub fn status(addr: &NodeAddr, result: ExecResult) -> Status {
                 name.to_owned(),
                 serde_json::Value::String(result.output),
             )]),
-        }]);
+        }]));
     }
     status
 }
@@ -577,7 +577,7 @@ mod tests {
                 output: "ok".into(),
             },
         );
-        assert_eq!(ok.data.unwrap()[0].mo_data["m"], "ok");
+        assert_eq!(ok.data.unwrap().parse().unwrap()[0].mo_data["m"], "ok");
         let quiet = status(
             &root,
             ExecResult {

@@ -97,27 +97,28 @@ impl Package3Body {
         Ok(after <= self.limit)
     }
 
-    /// Adds the next command's status, cut to a bare one if it does not fit.
+    /// Adds the next command's status, cut to a bare one if it does not fit. The status is
+    /// serialized straight into the body (a GET's items copied once) and taken back out
+    /// when it does not fit.
     pub fn push(&mut self, status: &Status) -> Result<Fit, serde_json::Error> {
         self.remaining = self.remaining.saturating_sub(1);
-        let comma = usize::from(self.body.len() > OPEN.len());
-        let whole = serde_json::to_vec(status)?;
-        let after = self.body.len() + comma + whole.len() + CLOSE.len() + self.remaining * BARE;
-        let (bytes, fit) = if after <= self.limit {
-            (whole, Fit::Whole)
-        } else {
-            let bare = Status::code(if status.data.is_some() {
-                413
-            } else {
-                status.sc
-            });
-            (serde_json::to_vec(&bare)?, Fit::Cut)
-        };
-        if comma == 1 {
+        let mark = self.body.len();
+        if mark > OPEN.len() {
             self.body.push(b',');
         }
-        self.body.extend_from_slice(&bytes);
-        Ok(fit)
+        let start = self.body.len();
+        serde_json::to_writer(&mut self.body, status)?;
+        if self.body.len() + CLOSE.len() + self.remaining * BARE <= self.limit {
+            return Ok(Fit::Whole);
+        }
+        self.body.truncate(start);
+        let bare = Status::code(if status.data.is_some() {
+            413
+        } else {
+            status.sc
+        });
+        serde_json::to_writer(&mut self.body, &bare)?;
+        Ok(Fit::Cut)
     }
 
     /// The finished body.
@@ -130,7 +131,7 @@ impl Package3Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Package3;
+    use crate::protocol::{Items, Package3};
     use crate::tree::json::MoItem;
 
     fn get_result(bytes: usize) -> Status {
@@ -139,12 +140,12 @@ mod tests {
         Status {
             sc: 200,
             uri: None,
-            data: Some(vec![MoItem {
+            data: Some(Items::of(&[MoItem {
                 ddf: None,
                 client_uri: "urn:a:1.0/i/V".into(),
                 cv: None,
                 mo_data: data,
-            }]),
+            }])),
         }
     }
 
@@ -216,12 +217,12 @@ mod tests {
         let smallest = Status {
             sc: 200,
             uri: None,
-            data: Some(vec![MoItem {
+            data: Some(Items::of(&[MoItem {
                 ddf: None,
                 client_uri: String::new(),
                 cv: None,
                 mo_data: serde_json::Map::new(),
-            }]),
+            }])),
         };
         assert_eq!(serde_json::to_vec(&smallest).unwrap().len(), SMALLEST_DATA);
         // Room for exactly one smallest result and one bare status after it.

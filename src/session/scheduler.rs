@@ -241,7 +241,9 @@ impl Runner for Engine {
         Box::pin(async move {
             self.blocking(move |e| e.keep_alert(&srv_id, &alert_json))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            // SendAlert answers that the alert is kept: it is, on disk.
+            self.store.durable().await.map_err(|e| e.to_string())
         })
     }
 
@@ -386,6 +388,11 @@ impl Scheduler {
                 .withdraw(builtin::SESSIONINFO, |miid| live.iter().any(|l| l == miid))
         })
         .await
+    }
+
+    /// The store the sessions, and the callers who start them, write to.
+    pub fn store(&self) -> &Arc<Pool> {
+        &self.store
     }
 
     /// The session events, from now on.

@@ -32,11 +32,17 @@ pub enum StoreError {
     TooDeep { at: String, max: usize },
     #[error("store row is corrupt: {0}")]
     Corrupt(String),
+    #[error("store: cannot make the changes durable (sync of {}): {source}", file.display())]
+    NotDurable {
+        file: std::path::PathBuf,
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
 }
 
 impl StoreError {
     /// Wraps a SQLite error with what the store was doing.
-    pub(super) fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    pub(super) fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + Copy {
         move |source| StoreError::Db { context, source }
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! [`offload`] is the one way async code runs work on these connections (and other blocking
 //! file work): off the runtime's worker threads, on the process's store threads — a lane for
-//! callers who wait, and a lower-priority lane for background work.
+//! callers who wait, and a lower-priority lane for background work. [`Pool::durable`] is the
+//! one way to wait until what was committed is on disk before acknowledging it.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +15,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, TryLockError};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::durable::{self, GroupCommit};
 use super::{Bounds, Store, StoreError};
 
 /// One writer connection and the read connections to the same store.
@@ -20,6 +23,8 @@ pub struct Pool {
     writer: Mutex<Store>,
     readers: Vec<Mutex<Store>>,
     next_reader: AtomicUsize,
+    /// Makes commits durable before they are acknowledged; none for a store in memory.
+    group: Option<GroupCommit>,
 }
 
 /// Why work handed to [`offload`] gave no result.
@@ -48,10 +53,28 @@ impl Pool {
     /// A pool of connections already open to the same store; with no `readers`, the writer
     /// also serves reads (an in-memory store, whose connections cannot share a database).
     pub fn new(writer: Store, readers: Vec<Store>) -> Pool {
+        let group = durable::wal_of(writer.conn.path()).map(GroupCommit::for_wal);
         Pool {
             writer: Mutex::new(writer),
             readers: readers.into_iter().map(Mutex::new).collect(),
             next_reader: AtomicUsize::new(0),
+            group,
+        }
+    }
+
+    /// Waits until every change committed before this call is durable on disk: call it
+    /// after a write and before acknowledging it (a D-Bus reply, a server's Package#3).
+    /// Commits run without a sync of their own; one sync of the WAL then covers every commit
+    /// made before it started, so concurrent writers share syncs (group commit,
+    /// [`durable`](super::durable)). The wait blocks no thread; the syncs run on the store's
+    /// sync thread.
+    pub fn durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send + 'static + use<> {
+        let waiting = self.group.as_ref().map(GroupCommit::durable);
+        async move {
+            match waiting {
+                Some(waiting) => waiting.await,
+                None => Ok(()),
+            }
         }
     }
 
@@ -88,7 +111,8 @@ pub enum Lane {
     /// A local caller's write (D-Bus Set, Delete, CreateInstance, grants, bootstrap): one
     /// thread at normal priority. Writes take turns on the one writer connection anyway;
     /// on their own lane, a caller's write waiting for a session's import never holds up
-    /// the readers' threads.
+    /// the readers' threads. The caller then waits for [`Pool::durable`] before it answers:
+    /// this thread goes on to the next write meanwhile.
     Write,
     /// Sessions, SUB deliveries, change fan-out, scheduling: [`BACKGROUND_THREADS`] threads
     /// at nice [`BACKGROUND_NICE`], so that a 10k-node import or a fan-out to a thousand

@@ -1,11 +1,13 @@
 //! Reading the store: instances, nodes, subtrees, the journal, and ClientURI resolution
 //! through [`TreeRead`].
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use rusqlite::{OptionalExtension, params};
 
 use super::codec;
-use super::{Rights, Store, StoreError};
-use crate::tree::json::MoItem;
+use super::{Rights, Store, StoreError, run};
 use crate::tree::node::Node;
 use crate::tree::resolve::{NodeKind, TreeRead};
 use crate::tree::uri::NodeAddr;
@@ -22,6 +24,20 @@ pub struct InstanceInfo {
     /// Its cache validator.
     pub cv: String,
 }
+
+/// An instance's row: what the queries of one read share about it (names shared, so a
+/// copy from the snapshot's memo allocates nothing).
+#[derive(Clone, Debug)]
+pub(super) struct InstanceRow {
+    pub id: i64,
+    pub root_name: Arc<str>,
+    pub owner: Arc<str>,
+    pub cv_seq: i64,
+}
+
+/// The instances looked up during one snapshot (absent ones too), by MOID then MIID with
+/// borrowed names: each is read once per snapshot however many queries name it.
+pub(super) type Seen = HashMap<String, HashMap<String, Option<InstanceRow>>>;
 
 /// What one owner holds: instances and their size in bytes (each node row's parent path,
 /// name, value and writer, plus [`super::ROW_OVERHEAD`]).
@@ -100,15 +116,50 @@ pub(super) fn subtree_bounds(path: &str) -> (String, String) {
 impl Store {
     /// Runs `f` inside one read transaction: every query it makes sees the same snapshot,
     /// and the WAL locks are taken once instead of once per query.
+    /// Instances are looked up once per snapshot.
     pub fn snapshot<T>(&self, f: impl FnOnce(&Store) -> T) -> Result<T, StoreError> {
-        self.conn
-            .execute_batch("BEGIN DEFERRED")
-            .map_err(StoreError::db("starting a read transaction"))?;
+        run(&self.conn, "BEGIN DEFERRED", "starting a read transaction")?;
+        *self.seen.borrow_mut() = Some(Seen::new());
         let out = f(self);
-        self.conn
-            .execute_batch("COMMIT")
-            .map_err(StoreError::db("ending a read transaction"))?;
+        *self.seen.borrow_mut() = None;
+        run(&self.conn, "COMMIT", "ending a read transaction")?;
         Ok(out)
+    }
+
+    /// The row of the instance `moid`/`miid`; inside a [`Store::snapshot`], read once.
+    pub(super) fn instance_row(
+        &self,
+        moid: &str,
+        miid: &str,
+    ) -> Result<Option<InstanceRow>, StoreError> {
+        if let Some(seen) = self.seen.borrow().as_ref()
+            && let Some(row) = seen.get(moid).and_then(|m| m.get(miid))
+        {
+            return Ok(row.clone());
+        }
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id, root_name, owner, cv_seq FROM instances WHERE moid = ?1 AND miid = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![moid, miid], |r| {
+                    Ok(InstanceRow {
+                        id: r.get(0)?,
+                        root_name: r.get::<_, String>(1)?.into(),
+                        owner: r.get::<_, String>(2)?.into(),
+                        cv_seq: r.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(StoreError::db("reading an instance"))?;
+        if let Some(seen) = self.seen.borrow_mut().as_mut() {
+            seen.entry(moid.to_owned())
+                .or_default()
+                .insert(miid.to_owned(), row.clone());
+        }
+        Ok(row)
     }
 
     /// Counts for status output.
@@ -147,30 +198,19 @@ impl Store {
 
     /// The instance `moid`/`miid`, if it exists.
     pub fn instance(&self, moid: &str, miid: &str) -> Result<Option<InstanceInfo>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT root_name, owner, cv_seq FROM instances WHERE moid = ?1 AND miid = ?2",
-            )
-            .map_err(StoreError::db("preparing an instance query"))?;
-        stmt.query_row(params![moid, miid], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .optional()
-        .map_err(StoreError::db("reading an instance"))
-        .map(|row| {
-            row.map(|(root_name, owner, seq)| InstanceInfo {
-                moid: moid.to_owned(),
-                miid: miid.to_owned(),
-                root_name,
-                owner,
-                cv: self.validator(seq),
-            })
-        })
+        Ok(self.instance_row(moid, miid)?.map(|row| InstanceInfo {
+            moid: moid.to_owned(),
+            miid: miid.to_owned(),
+            cv: self.validator(row.cv_seq),
+            root_name: row.root_name.to_string(),
+            owner: row.owner.to_string(),
+        }))
+    }
+
+    /// The owner of the instance `moid`/`miid`, if it exists (cheaper than
+    /// [`Store::instance`]: nothing is copied out of a snapshot's lookups).
+    pub fn owner_of(&self, moid: &str, miid: &str) -> Result<Option<Arc<str>>, StoreError> {
+        Ok(self.instance_row(moid, miid)?.map(|row| row.owner))
     }
 
     /// Every instance, by MOID then MIID.
@@ -212,16 +252,18 @@ impl Store {
         if addr.path.is_empty() {
             return Ok(None);
         }
+        let Some(inst) = self.instance_id(&addr.moid, &addr.miid)? else {
+            return Ok(None);
+        };
         let (parent, name) = split(&addr.path);
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT format, value, writer FROM nodes \
-                 WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) AND parent = ?3 AND name = ?4",
+                "SELECT format, value, writer FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3",
             )
             .map_err(StoreError::db("preparing a node query"))?;
         let mut rows = stmt
-            .query(params![addr.moid, addr.miid, parent, name])
+            .query(params![inst, parent, name])
             .map_err(StoreError::db("reading a node"))?;
         let Some(row) = rows.next().map_err(StoreError::db("reading a node"))? else {
             return Ok(None);
@@ -230,6 +272,65 @@ impl Store {
         let cell = row.get_ref(1).map_err(StoreError::db("reading a node"))?;
         let writer: String = row.get(2).map_err(StoreError::db("reading a node"))?;
         Ok(codec::from_sql(&format, cell)?.map(|v| (v, writer)))
+    }
+
+    /// The first instance of `moid` (by MIID) whose leaf at `path` holds `text`, with one
+    /// query (an account by its `SrvID`).
+    pub fn instance_where(
+        &self,
+        moid: &str,
+        path: &str,
+        text: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (parent, name) = split(path);
+        self.conn
+            .prepare_cached(
+                "SELECT i.miid FROM instances i JOIN nodes n ON n.inst = i.id \
+                 WHERE i.moid = ?1 AND n.parent = ?2 AND n.name = ?3 AND n.value = ?4 \
+                 ORDER BY i.miid LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![moid, parent, name, text], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(StoreError::db("finding an instance by a leaf"))
+    }
+
+    /// The text of the leaf `name` in each child of the node at `addr` (in the children's
+    /// order) that has one, with one query (an account's `Perm/<x>/MOID`).
+    pub fn grandchild_texts(&self, addr: &NodeAddr, name: &str) -> Result<Vec<String>, StoreError> {
+        let (lo, hi, prefix) = if addr.path.is_empty() {
+            (String::new(), "\u{10ffff}".to_owned(), 0)
+        } else {
+            let (lo, hi) = subtree_bounds(&addr.path);
+            let prefix = lo.len();
+            (lo, hi, prefix)
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT n.parent, n.format, n.value FROM instances i JOIN nodes n ON n.inst = i.id \
+                 WHERE i.moid = ?1 AND i.miid = ?2 AND n.parent >= ?3 AND n.parent < ?4 AND n.name = ?5 \
+                 ORDER BY n.parent",
+            )
+            .map_err(StoreError::db("preparing a leaf query"))?;
+        let mut rows = stmt
+            .query(params![addr.moid, addr.miid, lo, hi, name])
+            .map_err(StoreError::db("reading leaves"))?;
+        let mut texts = Vec::new();
+        while let Some(row) = rows.next().map_err(StoreError::db("reading leaves"))? {
+            let parent: String = row.get(0).map_err(StoreError::db("reading leaves"))?;
+            let child = parent.get(prefix..).unwrap_or_default();
+            if child.is_empty() || child.contains('/') {
+                continue;
+            }
+            let format: String = row.get(1).map_err(StoreError::db("reading leaves"))?;
+            let cell = row.get_ref(2).map_err(StoreError::db("reading leaves"))?;
+            if let Some(v) = codec::from_sql(&format, cell)? {
+                texts.push(v.to_text());
+            }
+        }
+        Ok(texts)
     }
 
     /// Who last wrote the node at `addr` and, with `below`, every node under it (the whole
@@ -331,51 +432,35 @@ impl Store {
         Ok(root)
     }
 
-    /// The MO serialization item for the node at `addr`; carries the cache validator when
-    /// `addr` is an instance root.
-    pub fn mo_item(&self, addr: &NodeAddr) -> Result<MoItem, StoreError> {
-        let info = self
-            .instance(&addr.moid, &addr.miid)?
-            .ok_or_else(|| StoreError::NoSuchNode(addr.clone()))?;
-        let node = self.subtree(addr)?;
-        let name = if addr.path.is_empty() {
-            info.root_name.as_str()
-        } else {
-            split(&addr.path).1
-        };
-        let mut item = MoItem::new(addr.to_string(), name, &node);
-        if addr.path.is_empty() {
-            item.cv = Some(info.cv);
-        }
-        Ok(item)
-    }
-
     /// The rights `principal` was granted on the instance of `addr` (none when it was not).
     pub fn grant(&self, addr: &NodeAddr, principal: &str) -> Result<Rights, StoreError> {
+        let Some(inst) = self.instance_id(&addr.moid, &addr.miid)? else {
+            return Ok(Rights::NONE);
+        };
         let bits: Option<u8> = self
             .conn
-            .prepare_cached(
-                "SELECT rights FROM grants \
-                 WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) AND principal = ?3",
-            )
-            .and_then(|mut s| s.query_row(params![addr.moid, addr.miid, principal], |r| r.get(0)).optional())
+            .prepare_cached("SELECT rights FROM grants WHERE inst = ?1 AND principal = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![inst, principal], |r| r.get(0))
+                    .optional()
+            })
             .map_err(StoreError::db("reading a grant"))?;
         Ok(Rights::from_bits(bits.unwrap_or(0)))
     }
 
     /// Every grant on the instance of `addr`, by principal.
     pub fn grants(&self, addr: &NodeAddr) -> Result<Vec<(String, Rights)>, StoreError> {
+        let Some(inst) = self.instance_id(&addr.moid, &addr.miid)? else {
+            return Ok(Vec::new());
+        };
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT principal, rights FROM grants \
-                 WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) ORDER BY principal",
+                "SELECT principal, rights FROM grants WHERE inst = ?1 ORDER BY principal",
             )
             .map_err(StoreError::db("preparing a grants query"))?;
         let rows = stmt
-            .query_map(params![addr.moid, addr.miid], |r| {
-                Ok((r.get(0)?, Rights::from_bits(r.get(1)?)))
-            })
+            .query_map([inst], |r| Ok((r.get(0)?, Rights::from_bits(r.get(1)?))))
             .map_err(StoreError::db("reading grants"))?;
         rows.collect::<Result<_, _>>()
             .map_err(StoreError::db("reading grants"))
@@ -437,7 +522,7 @@ impl Store {
     }
 
     pub(super) fn instance_id(&self, moid: &str, miid: &str) -> Result<Option<i64>, StoreError> {
-        instance_id(&self.conn, moid, miid)
+        Ok(self.instance_row(moid, miid)?.map(|r| r.id))
     }
 
     fn kind_in(&self, inst: i64, path: &str) -> Result<Option<NodeKind>, StoreError> {
@@ -518,50 +603,59 @@ fn insert(root: &mut Node, rel_parent: &str, name: String, node: Node) -> Result
 impl TreeRead for Store {
     type Error = StoreError;
 
+    /// Inside a [`Store::snapshot`], every instance listed is looked up with it.
     fn instances(&self, moid: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT miid FROM instances WHERE moid = ?1 ORDER BY miid")
+            .prepare_cached(
+                "SELECT miid, id, root_name, owner, cv_seq FROM instances WHERE moid = ?1 ORDER BY miid",
+            )
             .map_err(StoreError::db("preparing an instance query"))?;
         let rows = stmt
-            .query_map([moid], |r| r.get(0))
+            .query_map([moid], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    InstanceRow {
+                        id: r.get(1)?,
+                        root_name: r.get::<_, String>(2)?.into(),
+                        owner: r.get::<_, String>(3)?.into(),
+                        cv_seq: r.get(4)?,
+                    },
+                ))
+            })
             .map_err(StoreError::db("listing instances"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(StoreError::db("listing instances"))
+        let mut seen = self.seen.borrow_mut();
+        let mut of_moid = seen.as_mut().map(|s| s.entry(moid.to_owned()).or_default());
+        rows.map(|row| {
+            let (miid, row) = row.map_err(StoreError::db("listing instances"))?;
+            if let Some(m) = of_moid.as_mut() {
+                m.insert(miid.clone(), Some(row));
+            }
+            Ok(miid)
+        })
+        .collect()
     }
 
     fn kind(&self, moid: &str, miid: &str, path: &str) -> Result<Option<NodeKind>, StoreError> {
         if path.is_empty() {
             return Ok(self.instance_id(moid, miid)?.map(|_| NodeKind::Interior));
         }
-        let (parent, name) = split(path);
-        let format: Option<String> = self
-            .conn
-            .prepare_cached(
-                "SELECT format FROM nodes \
-                 WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) AND parent = ?3 AND name = ?4",
-            )
-            .and_then(|mut s| s.query_row(params![moid, miid, parent, name], |r| r.get(0)).optional())
-            .map_err(StoreError::db("reading a node"))?;
-        Ok(format.map(|f| {
-            if f == "node" {
-                NodeKind::Interior
-            } else {
-                NodeKind::Leaf
-            }
-        }))
+        match self.instance_id(moid, miid)? {
+            Some(inst) => self.kind_in(inst, path),
+            None => Ok(None),
+        }
     }
 
     fn children(&self, moid: &str, miid: &str, path: &str) -> Result<Vec<String>, StoreError> {
+        let Some(inst) = self.instance_id(moid, miid)? else {
+            return Ok(Vec::new());
+        };
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT name FROM nodes \
-                 WHERE inst = (SELECT id FROM instances WHERE moid = ?1 AND miid = ?2) AND parent = ?3 ORDER BY name",
-            )
+            .prepare_cached("SELECT name FROM nodes WHERE inst = ?1 AND parent = ?2 ORDER BY name")
             .map_err(StoreError::db("preparing a children query"))?;
         let rows = stmt
-            .query_map(params![moid, miid, path], |r| r.get(0))
+            .query_map(params![inst, path], |r| r.get(0))
             .map_err(StoreError::db("listing children"))?;
         rows.collect::<Result<_, _>>()
             .map_err(StoreError::db("listing children"))

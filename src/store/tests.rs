@@ -218,10 +218,10 @@ fn cache_validator_moves_on_change_only_and_survives_reopen() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.instance(MOID, "a").unwrap().unwrap().cv, cv_a2);
     assert_eq!(
-        store.mo_item(&a).unwrap().cv.as_deref(),
+        json::tests::item(&store, &a).cv.as_deref(),
         Some(cv_a2.as_str())
     );
-    assert_eq!(store.mo_item(&a.child("ID")).unwrap().cv, None);
+    assert_eq!(json::tests::item(&store, &a.child("ID")).cv, None);
 
     let other = tempfile::tempdir().unwrap();
     let mut fresh = Store::open(&other.path().join("store.db")).unwrap();
@@ -443,9 +443,9 @@ fn writes_stop_at_the_tree_depth_and_the_journal_is_pruned() {
     assert_eq!(store.changes_since(3, 10).unwrap().len(), 2);
 }
 
-/// Every statement `store`'s connection holds prepared (its statement cache), with how
-/// many times SQLite re-prepared it since it was first prepared.
-fn reprepares(store: &Store) -> Vec<(String, i32)> {
+/// Every statement `store`'s connection holds prepared (its statement cache), with one of
+/// its counters (`SQLITE_STMTSTATUS_*`), reset to 0 with `reset`.
+fn statement_status(store: &Store, counter: i32, reset: bool) -> Vec<(String, i32)> {
     use rusqlite::ffi;
     let mut held = Vec::new();
     // SAFETY: the handle belongs to `store`, which outlives the walk; nothing else uses the
@@ -455,7 +455,7 @@ fn reprepares(store: &Store) -> Vec<(String, i32)> {
         let db = store.conn.handle();
         let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
         while !stmt.is_null() {
-            let count = ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_REPREPARE, 0);
+            let count = ffi::sqlite3_stmt_status(stmt, counter, i32::from(reset));
             let sql = std::ffi::CStr::from_ptr(ffi::sqlite3_sql(stmt))
                 .to_string_lossy()
                 .into_owned();
@@ -464,6 +464,21 @@ fn reprepares(store: &Store) -> Vec<(String, i32)> {
         }
     }
     held
+}
+
+/// How many times SQLite re-prepared each statement `store` holds.
+fn reprepares(store: &Store) -> Vec<(String, i32)> {
+    statement_status(store, rusqlite::ffi::SQLITE_STMTSTATUS_REPREPARE, false)
+}
+
+impl Store {
+    /// The statements this connection ran since the last call (those run at least once),
+    /// with how many times each ran.
+    pub(crate) fn take_statement_runs(&self) -> Vec<(String, i32)> {
+        let mut ran = statement_status(self, rusqlite::ffi::SQLITE_STMTSTATUS_RUN, true);
+        ran.retain(|(_, n)| *n > 0);
+        ran
+    }
 }
 
 /// The hot queries run again and again with other bound values (instance ids from 1,
@@ -491,7 +506,7 @@ fn cached_statements_are_never_prepared_again() {
             root.child("Data").child("2"),
         ] {
             store.subtree(&addr).unwrap();
-            store.mo_item(&addr).unwrap();
+            json::tests::item(&store, &addr);
             store.leaf(&addr).unwrap();
             store.writers(&addr, true).unwrap();
             store.writers(&addr, false).unwrap();
@@ -508,6 +523,9 @@ fn cached_statements_are_never_prepared_again() {
         store.instance(MOID, &root.miid).unwrap();
         store.usage(&principal).unwrap();
         store.list_instances().unwrap();
+        store
+            .snapshot(|s| json::tests::instances(s, MOID, &miids))
+            .unwrap();
     }
     let held = reprepares(&store);
     let again: Vec<&(String, i32)> = held.iter().filter(|(_, n)| *n > 0).collect();
@@ -521,5 +539,68 @@ fn cached_statements_are_never_prepared_again() {
         held.len() > 20 && held.len() < STATEMENTS_KEPT,
         "{} statements held: the cache filled up, so some were evicted and compiled again",
         held.len()
+    );
+}
+
+#[test]
+fn instances_are_found_by_a_leaf_and_grandchildren_read_in_one_go() {
+    let mut store = Store::open_in_memory().unwrap();
+    let account = |id: &str, moids: &[&str]| {
+        let perm = moids
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("p{i}"), tree(&[("MOID", leaf(m))])))
+            .collect::<BTreeMap<_, _>>();
+        tree(&[
+            ("SrvID", leaf(id)),
+            ("Perm", Node::Interior(perm)),
+            ("Other", tree(&[("x", tree(&[("MOID", leaf("deeper"))]))])),
+        ])
+    };
+    store
+        .write(|tx| {
+            tx.create_instance(
+                MOID,
+                Some("b"),
+                "A",
+                &account("one", &["m1", "m2"]),
+                "admin",
+            )?;
+            tx.create_instance(MOID, Some("a"), "A", &account("two", &[]), "admin")?;
+            tx.create_instance(MOID, Some("c"), "A", &account("one", &["m3"]), "admin")
+        })
+        .unwrap();
+    assert_eq!(
+        store
+            .instance_where(MOID, "SrvID", "one")
+            .unwrap()
+            .as_deref(),
+        Some("b"),
+        "the first by MIID"
+    );
+    assert_eq!(store.instance_where(MOID, "SrvID", "three").unwrap(), None);
+    let perm = |miid: &str| NodeAddr::root(MOID, miid).child("Perm");
+    assert_eq!(
+        store.grandchild_texts(&perm("b"), "MOID").unwrap(),
+        ["m1", "m2"]
+    );
+    assert!(
+        store
+            .grandchild_texts(&perm("a"), "MOID")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .grandchild_texts(&perm("z"), "MOID")
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .grandchild_texts(&NodeAddr::root(MOID, "c"), "MOID")
+            .unwrap(),
+        Vec::<String>::new(),
+        "Perm/p0/MOID and Other/x/MOID are great-grandchildren of the root"
     );
 }

@@ -4,12 +4,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{OptionalExtension as _, Transaction, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::read::{
     Change, ChangeKind, Usage, instance_id, kind_in, split, subtree_bounds, usage_in,
 };
-use super::{Rights, Store, StoreError, codec};
+use super::{Rights, Store, StoreError, codec, run};
 use crate::tree::node::Node;
 use crate::tree::resolve::NodeKind;
 use crate::tree::uri::{NodeAddr, join};
@@ -17,7 +17,7 @@ use crate::tree::uri::{NodeAddr, join};
 /// An open write transaction. Dropped without commit (an error in the closure), it rolls
 /// back.
 pub struct Txn<'a> {
-    tx: Transaction<'a>,
+    tx: Open<'a>,
     now: i64,
     tree_depth: usize,
     changes: Vec<Change>,
@@ -31,10 +31,7 @@ impl Store {
         &mut self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
     ) -> Result<(T, Vec<Change>), E> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(StoreError::db("starting a write"))?;
+        let tx = Open::begin(&self.conn)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -50,8 +47,51 @@ impl Store {
             txn.prune_journal(last.seq, self.bounds.journal_entries)?;
         }
         let Txn { tx, changes, .. } = txn;
-        tx.commit().map_err(StoreError::db("committing a write"))?;
+        tx.commit()?;
         Ok((out, changes))
+    }
+}
+
+/// A write transaction on a connection, begun and ended with statements prepared once per
+/// connection; dropped without [`Open::commit`] (an error on the way), it rolls back.
+struct Open<'a> {
+    conn: &'a Connection,
+    committed: bool,
+}
+
+impl<'a> Open<'a> {
+    /// `BEGIN IMMEDIATE`: the write lock is taken now, so the transaction never has to
+    /// upgrade a read lock later (which could fail with `SQLITE_BUSY` halfway).
+    fn begin(conn: &'a Connection) -> Result<Open<'a>, StoreError> {
+        run(conn, "BEGIN IMMEDIATE", "starting a write")?;
+        Ok(Open {
+            conn,
+            committed: false,
+        })
+    }
+
+    fn commit(mut self) -> Result<(), StoreError> {
+        run(self.conn, "COMMIT", "committing a write")?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Open<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Err(e) = run(self.conn, "ROLLBACK", "rolling back a write")
+        {
+            tracing::error!("{e}");
+        }
     }
 }
 
@@ -239,7 +279,7 @@ impl Txn<'_> {
     }
 
     /// The transaction itself, for the store's other modules.
-    pub(super) fn tx(&self) -> &Transaction<'_> {
+    pub(super) fn tx(&self) -> &Connection {
         &self.tx
     }
 

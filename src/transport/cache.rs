@@ -6,7 +6,10 @@
 //! [`ClientSettings`] (trust, client authentication, limits — compared in full, so no
 //! digest can collide): changed settings, or a trust store that changed since the client
 //! was built ([`TrustStore`]), get a new client; the old one lives on only as long as a
-//! running session holds it.
+//! running session holds it. A client keeps its TLS sessions for resumption
+//! (`resume.rs`), so a new client — new settings, new anchors — never resumes a
+//! session its predecessor established. At most [`MAX_CLIENTS`] clients are kept (the
+//! least recently used goes first).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,10 +17,21 @@ use std::sync::{Arc, Mutex};
 use super::roots::{self, TrustStore};
 use super::{ClientSettings, HttpClient, TransportError};
 
+/// Clients kept at most: more than the accounts of any device.
+pub(crate) const MAX_CLIENTS: usize = 32;
+
 /// The clients of the accounts, by SrvID.
 pub struct ClientCache {
     trust: Arc<TrustStore>,
-    clients: Mutex<HashMap<String, Arc<HttpClient>>>,
+    clients: Mutex<Clients>,
+}
+
+/// The clients, each with when it was last handed out (a counter of [`ClientCache::get`]
+/// calls).
+#[derive(Default)]
+struct Clients {
+    by_srv_id: HashMap<String, (Arc<HttpClient>, u64)>,
+    calls: u64,
 }
 
 impl Default for ClientCache {
@@ -33,7 +47,7 @@ impl ClientCache {
     pub fn with_trust(trust: Arc<TrustStore>) -> Self {
         ClientCache {
             trust,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(Clients::default()),
         }
     }
 
@@ -45,22 +59,23 @@ impl ClientCache {
         srv_id: &str,
         settings: ClientSettings,
     ) -> Result<Arc<HttpClient>, TransportError> {
-        let cached = self.lock().get(srv_id).cloned();
+        let cached = self.lock().by_srv_id.get(srv_id).map(|(c, _)| c.clone());
         if let Some(client) = cached
             && client.settings == settings
             && self.current(&client)?
         {
+            self.lock().used(srv_id, &client);
             return Ok(client);
         }
         let client = Arc::new(HttpClient::with_trust_store(settings, &self.trust)?);
-        self.lock().insert(srv_id.to_owned(), client.clone());
+        self.lock().used(srv_id, &client);
         Ok(client)
     }
 
     /// Closes every client's idle kept-alive connections (after a network move: the next
     /// request connects anew, from the device's new address).
     pub fn forget_connections(&self) {
-        for client in self.lock().values() {
+        for (client, _) in self.lock().by_srv_id.values() {
             client.forget_connections();
         }
     }
@@ -75,11 +90,31 @@ impl ClientCache {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<HttpClient>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Clients> {
         // The map holds only finished clients: one poisoned by a panic elsewhere is intact.
         self.clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Clients {
+    /// Records that `client` is the client of `srv_id` and was just handed out; beyond
+    /// [`MAX_CLIENTS`], forgets the least recently used other client.
+    fn used(&mut self, srv_id: &str, client: &Arc<HttpClient>) {
+        self.calls += 1;
+        if !self.by_srv_id.contains_key(srv_id)
+            && self.by_srv_id.len() >= MAX_CLIENTS
+            && let Some(oldest) = self
+                .by_srv_id
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(id, _)| id.clone())
+        {
+            self.by_srv_id.remove(&oldest);
+        }
+        self.by_srv_id
+            .insert(srv_id.to_owned(), (client.clone(), self.calls));
     }
 }
 
@@ -166,12 +201,29 @@ mod tests {
     }
 
     #[test]
+    fn at_most_max_clients_least_recently_used_forgotten() {
+        let cache = cache();
+        let pem = ClientSettings::with_trust(Trust::Pem(ca_pem()));
+        let first = cache.get("a0", pem.clone()).unwrap();
+        cache.get("a1", pem.clone()).unwrap();
+        for i in 2..MAX_CLIENTS {
+            cache.get(&format!("a{i}"), pem.clone()).unwrap();
+        }
+        assert!(Arc::ptr_eq(&first, &cache.get("a0", pem.clone()).unwrap()));
+        cache.get("one-more", pem.clone()).unwrap();
+        let clients = &cache.lock().by_srv_id;
+        assert_eq!(clients.len(), MAX_CLIENTS);
+        assert!(clients.contains_key("a0"), "used again: kept");
+        assert!(!clients.contains_key("a1"), "the least recently used went");
+    }
+
+    #[test]
     fn bad_settings_are_refused_and_not_cached() {
         let cache = cache();
         let err = cache
             .get("a", ClientSettings::with_trust(Trust::Pem("nope".into())))
             .unwrap_err();
         assert!(err.to_string().contains("Ext/CACert"), "{err}");
-        assert!(cache.lock().is_empty());
+        assert!(cache.lock().by_srv_id.is_empty());
     }
 }

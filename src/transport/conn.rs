@@ -103,6 +103,8 @@ async fn connect_inner(
                 .connect(name.clone(), tcp)
                 .await
                 .map_err(|e| classify(&e, url, "during the TLS handshake", roots_empty))?;
+            let kind = stream.get_ref().1.handshake_kind();
+            tracing::debug!("{url}: TLS handshake: {kind:?}");
             handshake(stream, url).await
         }
         None => handshake(tcp, url).await,

@@ -23,13 +23,15 @@
 //!   to handle: PROTOCOL.md §1 says the session then ends).
 //!
 //! HTTP/1.1 with keep-alive: idle connections are reused for the next request to the same
-//! origin.
+//! origin. A new connection to an origin resumes the client's last TLS session with it
+//! when it can (no certificate chain, no signatures); `resume.rs` says within which bounds.
 
 mod cache;
 mod certs;
 mod conn;
 mod error;
 mod pin;
+mod resume;
 mod retry;
 mod roots;
 mod settings;
@@ -38,6 +40,7 @@ mod tls;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -51,6 +54,7 @@ pub use roots::TrustStore;
 pub use settings::{ClientAuth, ClientSettings, RetryPolicy, Trust};
 
 use conn::{Failure, Pool, Sender};
+use resume::Sessions;
 use target::Target;
 
 /// An HTTP method the DM client uses.
@@ -185,10 +189,12 @@ impl fmt::Debug for Response {
 }
 
 /// The HTTPS client of one DM server account. Cheap to share (`&self` everywhere); keeps
-/// idle keep-alive connections for reuse.
+/// idle keep-alive connections for reuse, and per origin the TLS sessions a new connection
+/// resumes (see `resume.rs`).
 pub struct HttpClient {
     settings: ClientSettings,
-    tls: Arc<ClientConfig>,
+    /// The TLS configuration, one per origin with its resumable sessions.
+    tls: Sessions,
     /// No trust anchor at all: TLS errors say so.
     roots_empty: bool,
     /// With [`Trust::Roots`], the trust store's anchors this client was built with.
@@ -263,7 +269,7 @@ impl HttpClient {
         };
         Ok(HttpClient {
             settings,
-            tls: built.config,
+            tls: Sessions::new(built.config),
             roots_empty: built.roots_empty,
             roots: built.roots,
             basic,
@@ -370,7 +376,7 @@ impl HttpClient {
         }
         let sender = conn::connect(
             target,
-            &self.tls,
+            &self.tls.config(target, SystemTime::now()),
             self.settings.connect_timeout,
             self.roots_empty,
         )

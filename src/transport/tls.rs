@@ -1,10 +1,12 @@
 //! The rustls client configuration of one [`HttpClient`](super::HttpClient): the `ring`
 //! crypto provider (held by this configuration, never installed process-wide), TLS 1.2 and
 //! 1.3 only, the server verifier chosen by [`Trust`] (the shared anchors of a
-//! [`TrustStore`] for [`Trust::Roots`]), and the client certificate.
+//! [`TrustStore`] for [`Trust::Roots`]), the client certificate, and one TLS 1.3 ticket
+//! asked for per handshake (sessions resume: [`super::resume`]).
 
 use std::sync::Arc;
 
+use rustls::client::TicketRequest;
 use rustls::{ClientConfig, RootCertStore};
 
 use super::certs::{self, Anchors};
@@ -75,6 +77,12 @@ pub(crate) fn client_config(
         ClientAuth::None | ClientAuth::Basic { .. } => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // One connection per DM session: one TLS 1.3 ticket after each handshake is all the
+    // next session needs (RFC 9149; servers that ignore the request send their default).
+    config.send_ticket_request = Some(TicketRequest {
+        new_session_count: 1,
+        resumption_count: 1,
+    });
     Ok(Built {
         config: Arc::new(config),
         roots_empty: shared.as_ref().is_some_and(|r| r.is_empty()),

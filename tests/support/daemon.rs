@@ -21,7 +21,12 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with `config` (TOML) as its configuration file.
     pub fn start_with_config(bus: &SysBus, config: &str) -> Daemon {
-        let state = tempfile::tempdir().expect("state dir");
+        Daemon::start_in(bus, tempfile::tempdir().expect("state dir"), config)
+    }
+
+    /// Like [`Daemon::start_with_config`], on the state directory `state` (of an earlier
+    /// run, for a restart). The log starts afresh.
+    pub fn start_in(bus: &SysBus, state: tempfile::TempDir, config: &str) -> Daemon {
         let log = state.path().join("omadmd.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let config_file = state.path().join("omadmd.toml");
@@ -63,6 +68,16 @@ impl Daemon {
             status.is_some()
         });
         status
+    }
+
+    /// Kills the daemon with SIGKILL (it gets no chance to sync or close anything) and waits
+    /// for it to die; returns the state directory, which lives on for a restart.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let mut child = self.child.take().expect("running");
+        child
+            .signal("-KILL", Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("omadmd did not die of SIGKILL:\n{}", self.log()));
+        self.state.take().expect("state dir")
     }
 
     /// Sends SIGTERM and waits for the exit; returns whether it was clean, and the state
