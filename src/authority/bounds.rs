@@ -148,12 +148,12 @@ pub struct ItemsJson {
 }
 
 impl ItemsJson {
-    /// An empty array that may grow to `max` bytes.
+    /// An empty array that may grow to `max` bytes, with room for a small item from the
+    /// start (most reads are one leaf: no reallocation on the way).
     pub fn new(max: usize) -> ItemsJson {
-        ItemsJson {
-            out: b"[".to_vec(),
-            max,
-        }
+        let mut out = Vec::with_capacity(max.min(FIRST_ROOM));
+        out.push(b'[');
+        ItemsJson { out, max }
     }
 
     /// The array, closed.
@@ -182,6 +182,9 @@ impl ItemsJson {
         out
     }
 }
+
+/// Bytes an [`ItemsJson`] holds room for before it grows.
+const FIRST_ROOM: usize = 512;
 
 /// One read's items going into an [`ItemsJson`]: the store writes into it, node by node.
 pub struct Reply<'j, 'u> {

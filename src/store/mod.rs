@@ -81,10 +81,12 @@ const STATEMENTS_KEPT: usize = 128;
 
 /// SQLite's own page cache per connection, KiB. The kernel's page cache holds the store
 /// file; SQLite's saves a `pread` and a copy per page hit. On the store bench (100,000
-/// nodes) 1 MiB, 2 MiB (SQLite's default) and 16 MiB read and write alike, so each of the
-/// four connections keeps 1 MiB: what a large read leaves behind in the process stays
-/// small. Memory-mapped reads stay off (`mmap_size = 0`): they were not faster there
-/// either, and every store page a read touches would stay in the daemon's RSS.
+/// nodes) 1 MiB, 2 MiB (SQLite's default) and 16 MiB read and write alike, and 16 MiB did
+/// not make the session bench's random leaf GETs cheaper either, so each of the four
+/// connections keeps 1 MiB: what a large read leaves behind in the process stays small.
+/// Memory-mapped reads stay off (`mmap_size = 0`): they made those GETs about 12% cheaper,
+/// but every store page a read touches would then count in the daemon's RSS until the
+/// kernel reclaims it, and a full read would leave the whole store file there.
 const PAGE_CACHE_KIB: i64 = 1024;
 
 /// What the store holds itself to, from `[limits]`.

@@ -563,20 +563,23 @@ pub(super) fn kind_in(
         return Ok(Some(NodeKind::Interior));
     }
     let (parent, name) = split(path);
-    let format: Option<String> = conn
-        .prepare_cached("SELECT format FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3")
-        .and_then(|mut s| {
-            s.query_row(params![inst, parent, name], |r| r.get(0))
-                .optional()
+    conn.prepare_cached(
+        "SELECT format = 'node' FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![inst, parent, name], |r| r.get::<_, bool>(0))
+            .optional()
+    })
+    .map(|interior| {
+        interior.map(|i| {
+            if i {
+                NodeKind::Interior
+            } else {
+                NodeKind::Leaf
+            }
         })
-        .map_err(StoreError::db("reading a node"))?;
-    Ok(format.map(|f| {
-        if f == "node" {
-            NodeKind::Interior
-        } else {
-            NodeKind::Leaf
-        }
-    }))
+    })
+    .map_err(StoreError::db("reading a node"))
 }
 
 fn insert(root: &mut Node, rel_parent: &str, name: String, node: Node) -> Result<(), StoreError> {
