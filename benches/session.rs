@@ -1,7 +1,9 @@
 //! Session benchmark: how fast the DM session engine runs the commands of a Package#2, and
 //! what a customer-care query of a whole device costs with and without cache validators.
 //!
-//! Run it with `cargo bench --bench session` (release build; well under two minutes).
+//! Run it with `cargo bench --bench session` (release build; well under two minutes). With
+//! `OMADMD_BENCH_QUICK=1` every part runs once (CI checks that they run; figures mean
+//! nothing then).
 //!
 //! Everything is real: the engine ([`Engine`]) with a SQLite store file in a temporary
 //! directory, and `omadm-devserver` started in-process on loopback, TLS included. The DM
@@ -47,7 +49,7 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use omadmd::authority::{Authority, Principal, Rights};
@@ -104,15 +106,26 @@ const GET_GOAL_US: f64 = 3.0;
 /// it is a labelled constant (µs).
 const LIBDMCLIENT_GET_US: f64 = 19.0;
 
-/// Timed sessions per kind.
-const SESSION_RUNS: usize = 5;
+/// Timed sessions per kind (one in the quick mode).
+static SESSION_RUNS: LazyLock<usize> = LazyLock::new(|| if quick() { 1 } else { 5 });
+
+/// `OMADMD_BENCH_QUICK=1`: one timed run of everything, to check that every part runs
+/// (CI); the figures mean nothing then.
+fn quick() -> bool {
+    std::env::var("OMADMD_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
 
 fn main() -> Result<()> {
     let cores = cores();
     println!(
-        "omadmd session bench: {cores} cores, SQLite {}, {} build, TLS on loopback, devserver in-process",
+        "omadmd session bench: {cores} cores, SQLite {}, {} build, TLS on loopback, devserver in-process{}",
         rusqlite::version(),
-        build()
+        build(),
+        if quick() {
+            "; QUICK mode (checks that every part runs; figures not meaningful)"
+        } else {
+            ""
+        }
     );
     println!(
         "columns: ours = the session engine, base = the baseline named in the legend below; \
@@ -377,7 +390,7 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
     };
     let bench = Bench {
         warmup: 1,
-        iters: 7,
+        iters: if quick() { 1 } else { 7 },
     };
 
     let mut parsed: Vec<Package2> = (0..bench.warmup + bench.iters)
@@ -422,7 +435,7 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
     // (c), (d): whole sessions, alternating; one untimed session each first (the very
     // first session with a server also lists every readable instance in Package#1).
     let (mut whole, mut fixed) = (Vec::new(), Vec::new());
-    for run in 0..=SESSION_RUNS {
+    for run in 0..=*SESSION_RUNS {
         let t_big = client.session(rt, &acc, big.url())?;
         let t_one = client.session(rt, &acc, one.url())?;
         if run > 0 {
@@ -430,10 +443,10 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
             fixed.push(t_one);
         }
     }
-    check_server(rt, &big, SESSION_RUNS + 1)?;
-    check_server(rt, &one, SESSION_RUNS + 1)?;
+    check_server(rt, &big, *SESSION_RUNS + 1)?;
+    check_server(rt, &one, *SESSION_RUNS + 1)?;
     let statuses: usize = big.results().iter().map(|o| o.statuses.len()).sum();
-    if statuses != SESSION_RUNS + 1 {
+    if statuses != *SESSION_RUNS + 1 {
         return Err(
             format!("expected one Package#3 per session, the server saw {statuses}").into(),
         );
@@ -640,7 +653,7 @@ fn customer_care(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
     let cached = start_server(rt, certs, &scenario("care-cv", &cv_gets, 304))?;
 
     let (mut with_data, mut with_cv) = (Vec::new(), Vec::new());
-    for run in 0..=SESSION_RUNS {
+    for run in 0..=*SESSION_RUNS {
         let t_data = client.session(rt, &acc, data.url())?;
         let t_cv = client.session(rt, &acc, cached.url())?;
         if run > 0 {
@@ -648,8 +661,8 @@ fn customer_care(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
             with_cv.push(t_cv);
         }
     }
-    check_server(rt, &data, SESSION_RUNS + 2)?;
-    check_server(rt, &cached, SESSION_RUNS + 1)?;
+    check_server(rt, &data, *SESSION_RUNS + 2)?;
+    check_server(rt, &cached, *SESSION_RUNS + 1)?;
     let bytes_data = session_bytes(&data, 2);
     let bytes_cv = session_bytes(&cached, 1);
     let mut wire_rows = on_the_wire(rt, &client, &acc, &[(&data, "GET all"), (&cached, "?cv=")])?;
