@@ -33,7 +33,14 @@
 //!    the bench reports the innocent caller's latency under attack against alone, the
 //!    refusals per second, each kind's time to its refusal when made one at a time (before
 //!    the attack), the CPU that omadmd, dbus-daemon and polkitd used meanwhile, and checks
-//!    that the daemon is alive and answering at the end.
+//!    that the daemon is alive and answering at the end;
+//! 6. the obuspa-shaped read ([`bulk_read`]): 1,000 instances x 11 leaves read whole with one
+//!    `GetJson`, beside raw rusqlite reading the same rows from the same store file into the
+//!    same JSON, and `Peer.Ping` / `Peer.GetMachineId` (the transport floor); obuspa's dump
+//!    as a labelled constant;
+//! 7. memory ([`memory`], a daemon of its own, measured first): idle RSS of the fresh
+//!    daemon, with 10,000 such instances, right after one `GetJson` of them all and 5 s
+//!    later; obuspa's idle RSS as a labelled constant.
 //!
 //! Calls of ours and of the baseline (in 5: under attack and alone) alternate in slices so
 //! that machine load affects both equally. The bench client runs on the same machine as the
@@ -80,6 +87,11 @@ use support::sysbus::{self, KillOnDrop, SysBus, TestUser};
 mod common;
 #[path = "common/watchers.rs"]
 mod watchers;
+
+#[path = "dbus/bulk_read.rs"]
+mod bulk_read;
+#[path = "dbus/memory.rs"]
+mod memory;
 
 use common::{SLICES, Samples, build, cores, group, num, print_table, print_targets_met};
 
@@ -137,6 +149,10 @@ const ATTACK_SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// No call may take longer (a hung daemon fails the bench instead of stalling it).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Names another omadmd binary for every daemon the bench starts, e.g. the packaged build:
+/// `cargo build --profile dist --bin omadmd` then `OMADMD_BENCH_DAEMON=target/dist/omadmd`.
+const DAEMON_ENV: &str = "OMADMD_BENCH_DAEMON";
+
 fn main() -> ExitCode {
     if let Ok(mode) = std::env::var(CLIENT_ENV) {
         return client_main(&mode);
@@ -156,18 +172,38 @@ fn run() -> Result<()> {
     println!(
         "columns: ours = omadmd's org.omadm.Client1 call, base = Peer.Ping on the same daemon \
          (transport floor; in the polkit row: ours = cached ClientURI, base = fresh ClientURI; \
-         in the attack row: ours = during the attack, base = alone); median and p99 \
-         (delivery: median and max of {ROUNDS} rounds); ratio = ours/base; targets apply to \
-         ours (median)"
+         in the attack row: ours = during the attack, base = alone; in the GetJson row: base \
+         = raw rusqlite reading the same rows into the same JSON; in the Peer row: ours = \
+         GetMachineId; in the RSS rows: base = the figure named after the slash, b in the \
+         target); median and p99 (delivery: median and max of {ROUNDS} rounds); ratio = \
+         ours/base; targets apply to ours (median)"
     );
     let watchers = watchers::watcher_budget("dbus")?;
+    match std::env::var_os(DAEMON_ENV) {
+        Some(program) => println!("daemon: {} ({DAEMON_ENV})", program.to_string_lossy()),
+        None => println!(
+            "daemon: this build's omadmd ({} profile; {DAEMON_ENV}=<binary> to measure another, \
+             e.g. target/dist/omadmd, the packaged build)",
+            if cfg!(debug_assertions) {
+                "test"
+            } else {
+                "bench = release"
+            }
+        ),
+    }
+    println!(
+        "peers' figures are constants measured on this machine kind (they cannot be built \
+         here): obuspa 11.0.4's 11,154-parameter dump 64.5 ms, its idle RSS 13,984 KiB"
+    );
 
     // Locals drop in reverse order of declaration: the runtime (with every client
     // connection), then the daemon, then the bus go away, also on errors and panics.
     let user = sysbus::test_user(TEST_USER);
     let bus = SysBus::start();
     watchers::raise_bus_limits(&bus)?;
-    let mut daemon = Daemon::start(&bus);
+    // 7. first: its daemon must be fresh, and hold the bus name alone.
+    let memory = memory::measure(&bus)?;
+    let mut daemon = start_daemon(&bus, "")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -219,6 +255,10 @@ fn run() -> Result<()> {
             c.ping_cpu.per(c.calls, 1e-6)
         ));
 
+        bulk_read::measure(&admin, &procs)
+            .await?
+            .report(&mut rows, &mut notes);
+
         let d = change_delivery(&admin, bus.address(), watchers, &procs).await?;
         rows.push(Row {
             name: format!("Changed to {} watchers", group(&watchers.to_string())),
@@ -260,6 +300,7 @@ fn run() -> Result<()> {
 
     let a = under_attack(&bus, &rt, &mut daemon)?;
     a.report(&mut rows, &mut notes);
+    memory.report(&mut rows, &mut notes);
 
     // Orderly stop: clients first (their departures reach the daemon), then the daemon.
     drop(rt);
@@ -294,6 +335,8 @@ enum Target {
     AtMost(f64),
     /// ours/base at most this.
     RatioAtMost(f64),
+    /// ours at most this much above base.
+    AboveBaseAtMost(f64),
 }
 
 impl common::Target for Target {
@@ -302,6 +345,7 @@ impl common::Target for Target {
             Target::AtLeast(min) => ours >= min,
             Target::AtMost(max) => ours <= max,
             Target::RatioAtMost(max) => base.is_some_and(|b| ours <= max * b),
+            Target::AboveBaseAtMost(max) => base.is_some_and(|b| ours <= b + max),
         }
     }
 
@@ -310,6 +354,7 @@ impl common::Target for Target {
             Target::AtLeast(v) => format!(">= {}", num(v)),
             Target::AtMost(v) => format!("<= {}", num(v)),
             Target::RatioAtMost(v) => format!("<= {v:.2}x"),
+            Target::AboveBaseAtMost(v) => format!("<= b+{}", num(v)),
         }
     }
 }
@@ -324,6 +369,15 @@ fn list_ms(v: &[Duration]) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Setup
+
+/// Starts omadmd on `bus` with `config`: this build's, or the one [`DAEMON_ENV`] names.
+fn start_daemon(bus: &SysBus, config: &str) -> Result<Daemon> {
+    let state = tempfile::tempdir()?;
+    Ok(match std::env::var_os(DAEMON_ENV) {
+        Some(program) => Daemon::start_program_in(bus, program, state, config),
+        None => Daemon::start_in(bus, state, config),
+    })
+}
 
 async fn reload_bus_config(conn: &Connection) -> Result<()> {
     zbus::fdo::DBusProxy::new(conn)

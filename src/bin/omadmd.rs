@@ -16,6 +16,9 @@
 //! full the batch is dropped for that consumer, counted, and logged (the first drop, then
 //! every power of two) — a watcher misses that `Changed` signal, a subscribed server
 //! that delivery (the next change under its subscription delivers the whole subtree again).
+//!
+//! Memory: glibc's malloc is set up first thing, and large blocks freed make it give back
+//! what a large read left ([`malloc`]).
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -27,7 +30,8 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tracing_subscriber::EnvFilter;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use omadmd::authority::{self, Authority, Rights};
@@ -49,6 +53,12 @@ use omadmd::store::{self, Change, Lane, Pool};
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
 use omadmd::tree::uri::{self, UriLimits};
+
+#[path = "omadmd/malloc.rs"]
+mod malloc;
+
+#[global_allocator]
+static ALLOCATOR: malloc::Trimming = malloc::Trimming;
 
 /// Change batches waiting for the D-Bus watchers, and for SUB deliveries, at most.
 const CHANGE_QUEUE: usize = 1024;
@@ -119,8 +129,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    let malloc_problems = malloc::configure();
     let args = Args::parse();
     init_logging();
+    for problem in malloc_problems {
+        tracing::warn!("{problem}: memory freed may stay with the daemon");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -503,8 +517,15 @@ fn notify(state: &[sd_notify::NotifyState]) {
     }
 }
 
+/// Logging to the journal or standard error, filtered by RUST_LOG ([`log_filter`]).
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, refused) = match log_filter(&std::env::var("RUST_LOG").unwrap_or_default()) {
+        Ok(filter) => (filter, None),
+        Err(refused) => (
+            Targets::new().with_default(LevelFilter::INFO),
+            Some(refused),
+        ),
+    };
     let journald = std::env::var_os("JOURNAL_STREAM")
         .is_some()
         .then(|| tracing_journald::layer().ok())
@@ -522,5 +543,59 @@ fn init_logging() {
                     .with_ansi(std::io::stderr().is_terminal()),
             )
             .init(),
+    }
+    if let Some(refused) = refused {
+        tracing::warn!("{refused}");
+    }
+}
+
+/// The log filter RUST_LOG asks for: comma-separated `target=level` directives and a bare
+/// default level, info when empty; why not, when it is not understood. (A [`Targets`]
+/// filter: the regular-expression span and field filters of `EnvFilter` would add about
+/// 300 KiB of code to the daemon, resident whether used or not.)
+fn log_filter(spec: &str) -> Result<Targets, String> {
+    match spec.trim() {
+        "" => Ok(Targets::new().with_default(LevelFilter::INFO)),
+        spec => spec
+            .parse()
+            .map_err(|e| format!("RUST_LOG={spec:?} not understood ({e}): logging at info")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_sets_levels_per_target_and_a_default() {
+        let filter = log_filter("omadmd=debug,zbus=warn").unwrap();
+        assert!(filter.would_enable("omadmd::session::engine", &Level::DEBUG));
+        assert!(!filter.would_enable("omadmd::session::engine", &Level::TRACE));
+        assert!(!filter.would_enable("zbus::connection", &Level::INFO));
+        assert!(!filter.would_enable("rustls", &Level::ERROR));
+
+        let filter = log_filter("warn,omadmd=trace").unwrap();
+        assert!(filter.would_enable("rustls", &Level::WARN));
+        assert!(!filter.would_enable("rustls", &Level::INFO));
+        assert!(filter.would_enable("omadmd", &Level::TRACE));
+    }
+
+    #[test]
+    fn no_rust_log_means_info() {
+        for spec in ["", "  "] {
+            let filter = log_filter(spec).unwrap();
+            assert!(filter.would_enable("omadmd", &Level::INFO));
+            assert!(!filter.would_enable("omadmd", &Level::DEBUG));
+        }
+    }
+
+    #[test]
+    fn a_rust_log_not_understood_is_named() {
+        let err = log_filter("omadmd=loud").unwrap_err();
+        assert!(
+            err.contains("RUST_LOG=\"omadmd=loud\" not understood"),
+            "{err}"
+        );
     }
 }

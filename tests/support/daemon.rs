@@ -27,11 +27,22 @@ impl Daemon {
     /// Like [`Daemon::start_with_config`], on the state directory `state` (of an earlier
     /// run, for a restart). The log starts afresh.
     pub fn start_in(bus: &SysBus, state: tempfile::TempDir, config: &str) -> Daemon {
+        Daemon::start_program_in(bus, env!("CARGO_BIN_EXE_omadmd"), state, config)
+    }
+
+    /// Like [`Daemon::start_in`], running `program`: an omadmd binary of another build (a
+    /// bench measuring `target/dist/omadmd`).
+    pub fn start_program_in(
+        bus: &SysBus,
+        program: impl AsRef<std::ffi::OsStr>,
+        state: tempfile::TempDir,
+        config: &str,
+    ) -> Daemon {
         let log = state.path().join("omadmd.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let config_file = state.path().join("omadmd.toml");
         std::fs::write(&config_file, test_config(config)).expect("config file");
-        let mut cmd = bus.command(None, env!("CARGO_BIN_EXE_omadmd"));
+        let mut cmd = bus.command(None, program);
         cmd.arg("--state-dir")
             .arg(state.path())
             .arg("--config")
