@@ -85,6 +85,9 @@ use support::daemon::Daemon;
 use support::sysbus::{self, KillOnDrop, SysBus, TestUser};
 
 mod common;
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::{Cpu, Procs};
 #[path = "common/watchers.rs"]
 mod watchers;
 
@@ -392,95 +395,6 @@ async fn connect(address: &str) -> Result<Connection> {
         .method_timeout(CALL_TIMEOUT)
         .build()
         .await?)
-}
-
-/// The processes that do the work, for CPU accounting: omadmd, dbus-daemon, this bench.
-struct Procs {
-    omadmd: u32,
-    bus: u32,
-}
-
-/// CPU time (all threads) of omadmd, dbus-daemon and this bench.
-#[derive(Clone, Copy, Default)]
-struct Cpu {
-    omadmd: Duration,
-    bus: Duration,
-    bench: Duration,
-}
-
-impl Procs {
-    /// omadmd by its bus name; dbus-daemon from the harness's PID record (`pids`).
-    async fn find(conn: &Connection, bus: &SysBus) -> Result<Procs> {
-        let dbus = zbus::fdo::DBusProxy::new(conn).await?;
-        let omadmd = dbus
-            .get_connection_unix_process_id(DEST.try_into()?)
-            .await?;
-        let bus = harness_pid(bus, "dbus")?;
-        Ok(Procs { omadmd, bus })
-    }
-
-    fn cpu(&self) -> Cpu {
-        Cpu {
-            omadmd: cpu_time(self.omadmd),
-            bus: cpu_time(self.bus),
-            bench: cpu_time(std::process::id()),
-        }
-    }
-}
-
-/// The PID of the harness's process `name` (`dbus`, `polkitd`), from its record (`pids`:
-/// lines of name, PID and start time; the last one counts).
-fn harness_pid(bus: &SysBus, name: &str) -> Result<u32> {
-    let pids = std::fs::read_to_string(bus.dir().join("pids"))?;
-    pids.lines()
-        .rev()
-        .find_map(|l| {
-            let mut cols = l.split_whitespace();
-            (cols.next()? == name).then_some(())?;
-            cols.next()?.parse().ok()
-        })
-        .ok_or_else(|| format!("the harness recorded no {name} PID").into())
-}
-
-/// Time on CPU of every live thread of `pid` (`/proc/<pid>/task/*/schedstat`, ns).
-fn cpu_time(pid: u32) -> Duration {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Duration::ZERO;
-    };
-    let ns: u64 = tasks
-        .filter_map(|t| {
-            let stat = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum();
-    Duration::from_nanos(ns)
-}
-
-impl std::ops::Sub for Cpu {
-    type Output = Cpu;
-    fn sub(self, rhs: Cpu) -> Cpu {
-        Cpu {
-            omadmd: self.omadmd.saturating_sub(rhs.omadmd),
-            bus: self.bus.saturating_sub(rhs.bus),
-            bench: self.bench.saturating_sub(rhs.bench),
-        }
-    }
-}
-
-impl std::ops::AddAssign for Cpu {
-    fn add_assign(&mut self, rhs: Cpu) {
-        self.omadmd += rhs.omadmd;
-        self.bus += rhs.bus;
-        self.bench += rhs.bench;
-    }
-}
-
-impl Cpu {
-    /// `a / b / c` per one of `n`, in units of `unit_secs` seconds.
-    fn per(&self, n: usize, unit_secs: f64) -> String {
-        let f = |d: Duration| num(d.as_secs_f64() / n as f64 / unit_secs);
-        format!("{} / {} / {}", f(self.omadmd), f(self.bus), f(self.bench))
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -964,8 +878,8 @@ fn under_attack(bus: &SysBus, rt: &Runtime, daemon: &mut Daemon) -> Result<Attac
         let procs = Procs::find(&conn, bus).await?;
         Ok::<_, Box<dyn Error + Send + Sync>>((conn, procs))
     })?;
-    let pids = [procs.omadmd, procs.bus, harness_pid(bus, "polkitd")?];
-    let cpu = || pids.map(cpu_time);
+    let pids = [procs.omadmd, procs.bus, cpu::harness_pid(bus, "polkitd")?];
+    let cpu = || pids.map(cpu::cpu_time);
 
     let mut attacker = Attacker::spawn(bus, &user)?;
     let ready = attacker.expect("ready", ATTACK_SETUP_TIMEOUT)?;

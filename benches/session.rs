@@ -19,7 +19,7 @@
 //!      time (goal ≤ 3 µs; libdmclient's ~19 µs, measured on this machine kind, is printed
 //!      beside it as a labelled constant);
 //!    - (b) the loop's whole local work per package: [`Package2::parse`], the 10,000
-//!      executions, [`Authority::sync`] and serializing Package#3;
+//!      executions, [`Pool::durable`] and serializing Package#3;
 //!    - (c) a whole session whose Package#2 is those 10,000 GETs, and (d) the same session
 //!      shape with one GET (Package#1, Package#2, Package#3, `END`): its fixed cost. (e) is
 //!      10,000 / (c − d): throughput with the network and the devserver's own work on
@@ -148,7 +148,7 @@ fn main() -> Result<()> {
     );
     println!(
         "  1a: the GETs run as the package loop runs them (commands::get_run on runs of {}, \
-         Package#2 parsed beforehand); 1b: Package#2 parse + those runs + sync + Package#3 \
+         Package#2 parsed beforehand); 1b: Package#2 parse + those runs + the durable wait + Package#3 \
          serialization",
         commands::GET_RUN
     );
@@ -417,7 +417,7 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
             let package3 = rt.block_on(async {
                 let package2 = Package2::parse(&body)?;
                 let statuses = run_gets(&ctx, package2.commands).await?;
-                client.store.writer().sync()?;
+                client.store.durable().await?;
                 let package3 = Package3 {
                     status: statuses,
                     alert: vec![],

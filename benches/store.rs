@@ -45,7 +45,7 @@ mod sqlite {
     crate::sqlite_harness!();
 }
 
-use common::{build, cores, print_table, print_targets_met};
+use common::{Samples, build, cores, print_table, print_targets_met};
 use sqlite::{
     BATCH, Bench, GROUPS, INSTANCES, LEAVES, LeafSelect, MOID, NODES_PER_INSTANCE, ROOT_NAME,
     create_batch, device_batch, leaf_picks, leaf_value, miid, open_raw,
@@ -352,26 +352,16 @@ fn wildcard_resolve(store: &Store, raw: &Connection) -> Result<Row> {
 ///    nested JSON from one SELECT; both texts must be identical.
 fn instance_to_json(store: &Store, raw: &Connection) -> Result<Row> {
     let root = NodeAddr::root(BIG_MOID, BIG_MIID);
-    let bench = Bench {
-        warmup: 3,
-        iters: 30,
-    };
     let epoch = store_epoch(raw)?;
-    let (mut ours_text, mut base_text) = (String::new(), String::new());
-    let (ours, base) = bench.compare(
-        |_| {
+    let (ours, base, ours_text) = same_text(
+        || {
             let mut sink = ItemsArray::default();
             store.write_item(&root, &SHOW_ALL, &mut sink)?;
             let array = String::from_utf8(sink.finish())?;
-            ours_text = array[1..array.len() - 1].to_owned();
-            Ok(())
+            Ok(array[1..array.len() - 1].to_owned())
         },
-        |_| {
-            base_text = raw_instance_json(raw, epoch, BIG_MOID, BIG_MIID)?;
-            Ok(())
-        },
+        || raw_instance_json(raw, epoch, BIG_MOID, BIG_MIID),
     )?;
-    same_json(&ours_text, &base_text)?;
     if serde_json::from_str::<MoItem>(&ours_text)?.cv.is_none() {
         return Err("the store's item has no cache validator".into());
     }
@@ -390,24 +380,18 @@ fn instance_to_json(store: &Store, raw: &Connection) -> Result<Row> {
 ///    be identical.
 fn instances_to_json(store: &Store, raw: &Connection) -> Result<Row> {
     use omadmd::tree::resolve::TreeRead as _;
-    let bench = Bench {
-        warmup: 3,
-        iters: 30,
-    };
     let epoch = store_epoch(raw)?;
-    let (mut ours_text, mut base_text) = (String::new(), String::new());
-    let (ours, base) = bench.compare(
-        |_| {
+    let (ours, base, _) = same_text(
+        || {
             let mut sink = ItemsArray::default();
             store.snapshot(|store| {
                 let miids = store.instances(MOID)?;
                 let miids: Vec<&str> = miids.iter().map(String::as_str).collect();
                 store.write_instances(MOID, &miids, &SHOW_ALL, &mut sink)
             })??;
-            ours_text = String::from_utf8(sink.finish())?;
-            Ok(())
+            Ok(String::from_utf8(sink.finish())?)
         },
-        |_| {
+        || {
             let miids: Vec<String> = raw
                 .prepare_cached("SELECT miid FROM instances WHERE moid = ?1 ORDER BY miid")?
                 .query_map([MOID], |r| r.get(0))?
@@ -416,11 +400,9 @@ fn instances_to_json(store: &Store, raw: &Connection) -> Result<Row> {
                 .iter()
                 .map(|miid| raw_instance_json(raw, epoch, MOID, miid))
                 .collect::<Result<Vec<String>>>()?;
-            base_text = format!("[{}]", items.join(","));
-            Ok(())
+            Ok(format!("[{}]", items.join(",")))
         },
     )?;
-    same_json(&ours_text, &base_text)?;
     Ok(Row::timed(
         "1,000 instances to JSON",
         "ms/op",
@@ -429,6 +411,32 @@ fn instances_to_json(store: &Store, raw: &Connection) -> Result<Row> {
         Some(&base),
         None,
     ))
+}
+
+/// Times two ways of making the same text (30 runs each after 3 untimed, taking turns) and
+/// refuses them unless their last texts are identical; returns ours, the baseline's, and
+/// our text.
+fn same_text(
+    mut ours: impl FnMut() -> Result<String>,
+    mut base: impl FnMut() -> Result<String>,
+) -> Result<(Samples, Samples, String)> {
+    let bench = Bench {
+        warmup: 3,
+        iters: 30,
+    };
+    let (mut ours_text, mut base_text) = (String::new(), String::new());
+    let (ours, base) = bench.compare(
+        |_| {
+            ours_text = ours()?;
+            Ok(())
+        },
+        |_| {
+            base_text = base()?;
+            Ok(())
+        },
+    )?;
+    same_json(&ours_text, &base_text)?;
+    Ok((ours, base, ours_text))
 }
 
 /// The store's epoch (part of every cache validator), read from its `meta` table.

@@ -58,6 +58,9 @@ use support::daemon::Daemon;
 use support::sysbus::SysBus;
 
 mod common;
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::{Cpu, Procs};
 
 use common::{SLICES, Samples, build, cores, group, num, print_table, print_targets_met};
 
@@ -244,8 +247,8 @@ fn run() -> Result<()> {
         println!(
             "{writers} writer(s): CPU per call (µs; omadmd / dbus-daemon / bench): create {}, \
              Ping {}",
-            m.create_cpu.per(m.create.len()),
-            m.ping_cpu.per(m.ping.len()),
+            m.create_cpu.per(m.create.len(), 1e-6),
+            m.ping_cpu.per(m.ping.len(), 1e-6),
         );
     }
     print_targets_met("write", &rows);
@@ -471,94 +474,6 @@ async fn measure(
         create_cpu,
         ping_cpu,
     })
-}
-
-// ---------------------------------------------------------------------------------------
-// CPU
-
-/// The processes that do the work: omadmd and dbus-daemon (and this bench).
-struct Procs {
-    omadmd: u32,
-    bus: u32,
-}
-
-/// CPU time (all threads) of omadmd, dbus-daemon and this bench.
-#[derive(Clone, Copy, Default)]
-struct Cpu {
-    omadmd: Duration,
-    bus: Duration,
-    bench: Duration,
-}
-
-impl Procs {
-    /// omadmd by its bus name; dbus-daemon from the harness's PID record (`pids`: lines of
-    /// name, PID and start time; the last one counts).
-    async fn find(conn: &Bus, bus: &SysBus) -> Result<Procs> {
-        let omadmd = zbus::fdo::DBusProxy::new(conn)
-            .await?
-            .get_connection_unix_process_id(DEST.try_into()?)
-            .await?;
-        let pids = std::fs::read_to_string(bus.dir().join("pids"))?;
-        let bus = pids
-            .lines()
-            .rev()
-            .find_map(|l| {
-                let mut cols = l.split_whitespace();
-                (cols.next()? == "dbus").then_some(())?;
-                cols.next()?.parse().ok()
-            })
-            .ok_or("the harness recorded no dbus PID")?;
-        Ok(Procs { omadmd, bus })
-    }
-
-    fn cpu(&self) -> Cpu {
-        Cpu {
-            omadmd: cpu_time(self.omadmd),
-            bus: cpu_time(self.bus),
-            bench: cpu_time(std::process::id()),
-        }
-    }
-}
-
-/// Time on CPU of every live thread of `pid` (`/proc/<pid>/task/*/schedstat`, ns).
-fn cpu_time(pid: u32) -> Duration {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Duration::ZERO;
-    };
-    let ns: u64 = tasks
-        .filter_map(|t| {
-            let stat = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum();
-    Duration::from_nanos(ns)
-}
-
-impl std::ops::Sub for Cpu {
-    type Output = Cpu;
-    fn sub(self, rhs: Cpu) -> Cpu {
-        Cpu {
-            omadmd: self.omadmd.saturating_sub(rhs.omadmd),
-            bus: self.bus.saturating_sub(rhs.bus),
-            bench: self.bench.saturating_sub(rhs.bench),
-        }
-    }
-}
-
-impl std::ops::AddAssign for Cpu {
-    fn add_assign(&mut self, rhs: Cpu) {
-        self.omadmd += rhs.omadmd;
-        self.bus += rhs.bus;
-        self.bench += rhs.bench;
-    }
-}
-
-impl Cpu {
-    /// `omadmd / dbus-daemon / bench` per one of `n`, µs.
-    fn per(&self, n: usize) -> String {
-        let f = |d: Duration| num(d.as_secs_f64() * 1e6 / n as f64);
-        format!("{} / {} / {}", f(self.omadmd), f(self.bus), f(self.bench))
-    }
 }
 
 /// `calls` calls of `kind` on each connection, all connections at once; per-call times.

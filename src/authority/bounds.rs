@@ -170,11 +170,7 @@ impl ItemsJson {
         write: impl FnOnce(&mut Reply<'_, '_>) -> Result<T, AccessError>,
     ) -> Result<T, AccessError> {
         let before = self.out.len();
-        let mut reply = Reply {
-            json: self,
-            budget,
-            item: before,
-        };
+        let mut reply = Reply { json: self, budget };
         let out = write(&mut reply);
         if out.is_err() {
             self.out.truncate(before);
@@ -190,8 +186,6 @@ const FIRST_ROOM: usize = 512;
 pub struct Reply<'j, 'u> {
     json: &'j mut ItemsJson,
     budget: Budget<'u>,
-    /// Where the item being written starts.
-    item: usize,
 }
 
 impl ItemSink for Reply<'_, '_> {
@@ -199,8 +193,7 @@ impl ItemSink for Reply<'_, '_> {
 
     fn begin(&mut self) -> &mut Vec<u8> {
         let out = &mut self.json.out;
-        self.item = out.len();
-        if self.item > 1 {
+        if out.len() > 1 {
             out.push(b',');
         }
         out
@@ -213,8 +206,8 @@ impl ItemSink for Reply<'_, '_> {
     fn node(&mut self) -> Result<(), AccessError> {
         self.budget.spend(1, 0)?;
         // Room for the closing bracket.
+        // What was written of the read is taken back by [`ItemsJson::append`].
         if self.json.out.len() + 1 > self.json.max {
-            self.json.out.truncate(self.item);
             return Err(too_large(self.budget.uri, self.json.max));
         }
         Ok(())

@@ -1704,11 +1704,8 @@ fn delegation_through_the_dacl_mo_passes_on_only_what_is_held_and_respects_prior
     );
 }
 
-/// A server's GET of one leaf reads the instance once, its account's permissions with two
-/// queries, the node with two, and nothing twice (DM-HLF-004: the cost of a GET is what a
-/// busy device pays most for).
-#[test]
-fn a_leaf_get_runs_each_query_once() {
+/// A fixture with a server `srv` permitted to manage [`SETTINGS`] and an instance it owns.
+fn server_with_settings() -> (Fixture, Principal, NodeAddr) {
     let f = fixture();
     permit(&f, "srv", &[SETTINGS]);
     let server = Principal::Server("srv".into());
@@ -1720,6 +1717,15 @@ fn a_leaf_get_runs_each_query_once() {
             r#"{"Settings": {"Name": "n", "Mode": 3}}"#,
         )
         .unwrap();
+    (f, server, root)
+}
+
+/// A server's GET of one leaf reads the instance once, its account's permissions with two
+/// queries, the node with two, and nothing twice (DM-HLF-004: the cost of a GET is what a
+/// busy device pays most for).
+#[test]
+fn a_leaf_get_runs_each_query_once() {
+    let (f, server, root) = server_with_settings();
     let leaf = format!("{}Name", root);
     f.auth.get_json(&server, &leaf).unwrap();
     f.store.reader().take_statement_runs();
@@ -1745,17 +1751,7 @@ fn a_leaf_get_runs_each_query_once() {
 /// `404`, a current `cv=` its `None`).
 #[test]
 fn a_run_of_gets_reads_shared_things_once_and_answers_each() {
-    let f = fixture();
-    permit(&f, "srv", &[SETTINGS]);
-    let server = Principal::Server("srv".into());
-    let root = f
-        .auth
-        .create_instance(
-            &server,
-            SETTINGS,
-            r#"{"Settings": {"Name": "n", "Mode": 3}}"#,
-        )
-        .unwrap();
+    let (f, server, root) = server_with_settings();
     let cv = f.auth.get_items(&server, &root.to_string()).unwrap()[0]
         .cv
         .clone()

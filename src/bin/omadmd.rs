@@ -442,9 +442,9 @@ async fn run(args: Args) -> Result<(), String> {
         ),
     }
     drop(conn);
-    store::offload(Lane::Background, move || store.writer().sync())
+    store
+        .durable()
         .await
-        .map_err(|e| format!("closing the store: {e}"))?
         .map_err(|e| format!("closing the store: {e}"))?;
     tracing::info!("stopped");
     outcome

@@ -91,10 +91,7 @@ impl Items {
     /// The array of `items`.
     pub fn of(items: &[MoItem]) -> Items {
         // Invariant: MoItems serialize without error (string keys, finite numbers).
-        Items(
-            serde_json::value::to_raw_value(items)
-                .unwrap_or_else(|_| RawValue::from_string("[]".to_owned()).unwrap_or_default()),
-        )
+        Items(serde_json::value::to_raw_value(items).expect("MoItems serialize to JSON"))
     }
 
     /// The items.

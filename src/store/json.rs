@@ -139,8 +139,10 @@ impl Store {
     }
 
     /// Writes the items of the instances `miids` of `moid` (in ascending order, as
-    /// [`crate::tree::resolve::TreeRead::instances`] lists them), every row read with one
-    /// query over all instances of `moid`. MIIDs without an instance are skipped.
+    /// [`crate::tree::resolve::TreeRead::instances`] lists them). When they are at least
+    /// half of the MOID's instances, every row is read with one query over all of them;
+    /// fewer (a reader who sees a few of many) are read one by one, so that nobody pays
+    /// for reading rows it is not shown. MIIDs without an instance are skipped.
     pub fn write_instances<S: ItemSink>(
         &self,
         moid: &str,
@@ -148,6 +150,19 @@ impl Store {
         pruning: &Pruning<'_>,
         sink: &mut S,
     ) -> Result<(), S::Error> {
+        let all: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM instances WHERE moid = ?1")
+            .and_then(|mut s| s.query_row([moid], |r| r.get(0)))
+            .map_err(StoreError::db("counting instances"))?;
+        if (miids.len() as i64).saturating_mul(2) < all {
+            for miid in miids {
+                if self.instance_row(moid, miid)?.is_some() {
+                    self.write_item(&NodeAddr::root(moid, miid), pruning, sink)?;
+                }
+            }
+            return Ok(());
+        }
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -298,42 +313,26 @@ impl Rows {
 
     /// Every node row of the instance `inst`.
     fn read_instance(&mut self, store: &Store, inst: i64) -> Result<(), StoreError> {
-        let mut stmt = store
-            .conn
-            .prepare_cached(
-                "SELECT parent, name, format, value FROM nodes WHERE inst = ?1 ORDER BY parent, name",
-            )
-            .map_err(StoreError::db("preparing a subtree query"))?;
-        let mut found = stmt
-            .query([inst])
-            .map_err(StoreError::db("reading a subtree"))?;
-        while let Some(r) = found.next().map_err(StoreError::db("reading a subtree"))? {
-            self.push(r, 0)?;
-        }
-        Ok(())
+        self.read(
+            store,
+            "SELECT parent, name, format, value FROM nodes WHERE inst = ?1 ORDER BY parent, name",
+            params![inst],
+        )
     }
 
     /// The rows below the interior node at `path` (not itself).
     fn read_below(&mut self, store: &Store, inst: i64, path: &str) -> Result<(), StoreError> {
         let (lo, hi) = subtree_bounds(path);
-        let mut stmt = store
-            .conn
-            .prepare_cached(
-                "SELECT parent, name, format, value FROM nodes WHERE inst = ?1 AND parent = ?2 \
-                 UNION ALL SELECT parent, name, format, value FROM nodes \
-                 WHERE inst = ?1 AND parent >= ?3 AND parent < ?4 ORDER BY 1, 2",
-            )
-            .map_err(StoreError::db("preparing a subtree query"))?;
-        let mut found = stmt
-            .query(params![inst, path, lo, hi])
-            .map_err(StoreError::db("reading a subtree"))?;
-        while let Some(r) = found.next().map_err(StoreError::db("reading a subtree"))? {
-            self.push(r, 0)?;
-        }
-        Ok(())
+        self.read(
+            store,
+            "SELECT parent, name, format, value FROM nodes WHERE inst = ?1 AND parent = ?2 \
+             UNION ALL SELECT parent, name, format, value FROM nodes \
+             WHERE inst = ?1 AND parent >= ?3 AND parent < ?4 ORDER BY 1, 2",
+            params![inst, path, lo, hi],
+        )
     }
 
-    /// The one row of the node `parent`/`name`, kept.
+    /// The one row of the node `parent`/`name`, taken out of the rows.
     fn read_node(
         &mut self,
         store: &Store,
@@ -341,20 +340,37 @@ impl Rows {
         parent: &str,
         name: &str,
     ) -> Result<Option<Row>, StoreError> {
+        let before = self.rows.len();
+        self.read(
+            store,
+            "SELECT parent, name, format, value FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3",
+            params![inst, parent, name],
+        )?;
+        Ok(if self.rows.len() > before {
+            self.rows.pop()
+        } else {
+            None
+        })
+    }
+
+    /// Appends every row `sql` (selecting `parent, name, format, value`) finds.
+    fn read(
+        &mut self,
+        store: &Store,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<(), StoreError> {
         let mut stmt = store
             .conn
-            .prepare_cached(
-                "SELECT parent, name, format, value FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3",
-            )
+            .prepare_cached(sql)
             .map_err(StoreError::db("preparing a node query"))?;
         let mut found = stmt
-            .query(params![inst, parent, name])
-            .map_err(StoreError::db("reading a node"))?;
-        let Some(r) = found.next().map_err(StoreError::db("reading a node"))? else {
-            return Ok(None);
-        };
-        self.push(r, 0)?;
-        Ok(self.rows.pop())
+            .query(params)
+            .map_err(StoreError::db("reading nodes"))?;
+        while let Some(r) = found.next().map_err(StoreError::db("reading nodes"))? {
+            self.push(r, 0)?;
+        }
+        Ok(())
     }
 
     /// Appends the row whose `parent, name, format, value` columns start at `first`.
@@ -646,6 +662,23 @@ pub(super) mod tests {
             .map(|m| expected(&store, &NodeAddr::root(MOID, m)))
             .collect();
         assert_eq!(got, want);
+
+        // Two of five: read one by one, without the query over all of them, alike.
+        let join = "JOIN nodes n ON n.inst = i.id WHERE i.moid";
+        let runs = |store: &Store| -> i32 {
+            store
+                .take_statement_runs()
+                .iter()
+                .filter(|(sql, _)| sql.contains(join))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        runs(&store);
+        let got = instances(&store, MOID, &["b", "d"]);
+        assert_eq!(got, [want[1].clone(), want[2].clone()]);
+        assert_eq!(runs(&store), 0, "the rows of all five were read");
+        instances(&store, MOID, &["a", "c", "d"]);
+        assert_eq!(runs(&store), 1, "three of five are read with one query");
     }
 
     #[test]
