@@ -21,16 +21,16 @@
 //!   carries (`b64`, `date`, ...) needs its MO type's DDF.
 //!   Instance roots of known MO types are checked against their DDF (required nodes,
 //!   formats). DevInfo and SessionInfo are omadmd's own: a file writing them is refused.
-//! - **Once**: at every start and reload ([`reload`]: SIGHUP), each file new or changed since
-//!   it was last applied (recorded by path with the SHA-256 of its content) is applied whole,
-//!   in one transaction, or not at all. A refused file is logged as `file:line: reason` (each
-//!   problem on its own line), is not recorded — so it is tried again at the next start or
-//!   reload — and the other files still apply. A file removed from a dir leaves its
+//! - **Once**: at every start and reload ([`crate::service::reload`]: SIGHUP), each file new or
+//!   changed since it was last applied (recorded by path with the SHA-256 of its content) is
+//!   applied whole, in one transaction, or not at all. A refused file is logged as `file:line:
+//!   reason` (each problem on its own line), is not recorded — so it is tried again at the next
+//!   start or reload — and the other files still apply. A file removed from a dir leaves its
 //!   instances in place. The record is written just after the file's transaction: a crash
 //!   between the two applies the file again at the next start, which rewrites the same
-//!   instances (items name their MIIDs). An error the access rules or the store find only
-//!   while writing (a `SrvID` already taken, a tree too deep) is reported at the line of
-//!   the item whose ClientURI it names, else the first item's.
+//!   instances (items name their MIIDs). An error the access rules or the store find only while
+//!   writing (a `SrvID` already taken, a tree too deep) is reported at the line of the item
+//!   whose ClientURI it names, else the first item's.
 //! - **On request**: [`Bootstrap::apply_file`] (D-Bus `Bootstrap`) applies a file whatever
 //!   was applied before, and records it like the others.
 //! - **Factory reset**: [`Bootstrap::factory_reset`] removes every MO instance but DevInfo
@@ -50,7 +50,7 @@ use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sha2::{Digest as _, Sha256};
 
@@ -65,7 +65,6 @@ use crate::tree::uri::NodeAddr;
 use crate::tree::xml;
 
 pub mod client;
-pub mod reload;
 
 pub use client::ServerBootstrap;
 
@@ -84,7 +83,8 @@ pub type ChangeSink = Arc<dyn Fn(&[Change]) + Send + Sync>;
 pub struct Bootstrap {
     auth: Arc<Authority>,
     store: Arc<Pool>,
-    dirs: Vec<PathBuf>,
+    /// `[bootstrap] dirs`; replaced by a reload ([`Bootstrap::set_dirs`]).
+    dirs: Mutex<Vec<PathBuf>>,
     changes: ChangeSink,
     /// Held by whatever applies files (module documentation, "One at a time").
     applying: Mutex<()>,
@@ -162,10 +162,16 @@ impl Bootstrap {
         Bootstrap {
             auth,
             store,
-            dirs,
+            dirs: Mutex::new(dirs),
             changes,
             applying: Mutex::new(()),
         }
+    }
+
+    /// Reads bootstrap files from `dirs` from now on (a reload of `[bootstrap] dirs`); the
+    /// next [`Bootstrap::apply_dirs`] applies those that are new or changed.
+    pub fn set_dirs(&self, dirs: Vec<PathBuf>) {
+        *self.dirs.lock().unwrap_or_else(PoisonError::into_inner) = dirs;
     }
 
     /// Applies every file of the dirs that is new or changed since it was last applied, and
@@ -245,7 +251,12 @@ impl Bootstrap {
     /// The bootstrap files of the dirs, in order; other entries are logged and left out.
     fn files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for dir in &self.dirs {
+        let dirs = self
+            .dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for dir in &dirs {
             let entries = match std::fs::read_dir(dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

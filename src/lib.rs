@@ -46,6 +46,13 @@
 //!   `org.omadm.Client1`, polkit, watches, session events as signals. Nothing inward knows
 //!   about D-Bus.
 //!
+//! - [`service`] → `authority`, `bootstrap`, `config`, `session` (`Tasks`), `store`'s async
+//!   boundary, `tree` (the registry) — the daemon's life under systemd: sd_notify states,
+//!   the watchdog, and SIGHUP reloads of the configuration, DDF and bootstrap dirs.
+//!
+//! - [`manpage`] — the man pages, rendered from the binaries' help texts and the example
+//!   configuration (`packaging/omadmd.toml`); used by the binaries only.
+//!
 //! The binaries (`omadmd`, `omadmctl`, `omadm-devserver`) live in `src/bin/` and only wire
 //! these parts together.
 
@@ -55,9 +62,11 @@ pub mod bus;
 pub mod config;
 pub mod device;
 pub mod devserver;
+pub mod manpage;
 pub mod network;
 pub mod notification;
 pub mod protocol;
+pub mod service;
 pub mod session;
 pub mod store;
 pub mod transport;

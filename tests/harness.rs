@@ -156,7 +156,7 @@ fn polkit_knows_our_six_actions() {
 
     // (any, inactive, active)
     let open = ("yes", "yes", "yes");
-    let admin = ("no", "no", "auth_admin_keep");
+    let admin = ("auth_admin_keep", "auth_admin_keep", "auth_admin_keep");
     let defaults = [open, admin, open, admin, admin, admin];
     for (action, (any, inactive, active)) in ACTIONS.iter().zip(defaults) {
         let out = run(bus
@@ -199,10 +199,11 @@ fn polkit_rules_take_effect_for_a_test_user() {
     let write = "org.omadm.client1.write";
     let read = "org.omadm.client1.read";
 
-    // Defaults (no logind here, so allow_any): read yes, write no.
+    // Defaults (no logind here, so allow_any): read yes, write after an administrator
+    // authenticates (2: a challenge, and no agent to ask).
     assert_eq!(pkcheck(&bus, read, a, &[]), 0);
-    assert_eq!(pkcheck(&bus, write, a, &[]), 1);
-    assert_eq!(pkcheck(&bus, write, b, &[]), 1);
+    assert_eq!(pkcheck(&bus, write, a, &[]), 2);
+    assert_eq!(pkcheck(&bus, write, b, &[]), 2);
 
     let t = Instant::now();
     bus.add_polkit_rules(
@@ -216,14 +217,14 @@ fn polkit_rules_take_effect_for_a_test_user() {
     );
     eprintln!("rules reload took {:?}", t.elapsed());
     assert_eq!(pkcheck(&bus, write, a, &[]), 0, "rule YES for alice");
-    assert_eq!(pkcheck(&bus, write, b, &[]), 1);
+    assert_eq!(pkcheck(&bus, write, b, &[]), 2);
     assert_eq!(pkcheck(&bus, read, a, &[]), 0);
     assert_eq!(pkcheck(&bus, read, b, &[]), 1, "rule NO for bob");
 
     // manage implies the others: a rule for manage lets bob start sessions (and read again,
     // although the read rule says no: imply is consulted when the action itself is denied).
     let start = "org.omadm.client1.start-session";
-    assert_eq!(pkcheck(&bus, start, b, &[]), 1);
+    assert_eq!(pkcheck(&bus, start, b, &[]), 2);
     bus.add_polkit_rules(
         "61-omadmd-test-manage.rules",
         r#"polkit.addRule(function(action, subject) {
@@ -236,7 +237,7 @@ fn polkit_rules_take_effect_for_a_test_user() {
         0,
         "manage implies start-session"
     );
-    assert_eq!(pkcheck(&bus, start, a, &[]), 1);
+    assert_eq!(pkcheck(&bus, start, a, &[]), 2);
     assert_eq!(pkcheck(&bus, read, b, &[]), 0, "manage implies read");
 }
 
@@ -258,14 +259,15 @@ fn example_app_rule_admits_only_its_app() {
     for action in ACTIONS {
         let open = matches!(action, "org.omadm.client1.read" | "org.omadm.client1.watch");
         let app_may = open || action == "org.omadm.client1.write";
+        // Not let in by the rule: the default, an administrator's authentication (2).
         assert_eq!(
             pkcheck(&bus, action, pid, &weather),
-            i32::from(!app_may),
+            if app_may { 0 } else { 2 },
             "{action}"
         );
         assert_eq!(
             pkcheck(&bus, action, pid, &other),
-            i32::from(!open),
+            if open { 0 } else { 2 },
             "{action}"
         );
     }
@@ -349,9 +351,10 @@ fn polkit_resolves_bus_callers_on_the_host_and_in_the_namespace() {
                 let reply = String::from_utf8_lossy(&out.stdout).trim().to_owned();
                 let expect = match (tool, want) {
                     ("busctl", true) => "bb true false",
-                    ("busctl", false) => "bb false false",
+                    // bob: the default, a challenge (an administrator may authenticate)
+                    ("busctl", false) => "bb false true",
                     (_, true) => "(true, false)",
-                    (_, false) => "(false, false)",
+                    (_, false) => "(false, true)",
                 };
                 let who = user.map_or("root", |u| u.name.as_str());
                 assert_eq!(

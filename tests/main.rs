@@ -26,6 +26,8 @@ mod notification_mqtt;
 mod notification_udp;
 mod omadmctl_account;
 mod omadmctl_cli;
+mod packaging_docs;
+mod polkit_prompt;
 mod poll_restart;
 mod send_alert;
 mod session_crash;

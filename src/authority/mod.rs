@@ -32,7 +32,7 @@ mod provided;
 mod view;
 
 use std::borrow::Cow;
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, MutexGuard, RwLock};
 
 use serde_json::Value as J;
 
@@ -126,11 +126,14 @@ pub type GetAnswer = Result<Option<Vec<u8>>, AccessError>;
 /// Rules over the store; see the module documentation.
 pub struct Authority {
     store: Arc<Pool>,
-    types: Registry,
+    /// The MO types; replaced whole on a reload ([`Authority::set_types`]). Each operation
+    /// works with the one it took at its start.
+    types: RwLock<Arc<Registry>>,
     observer: Observer,
     bounds: Bounds,
-    /// MOIDs every server may read, whatever its `Perm` list (`[access] public_moids`).
-    public_moids: Vec<String>,
+    /// MOIDs every server may read, whatever its `Perm` list (`[access] public_moids`);
+    /// replaced whole on a reload.
+    public_moids: RwLock<Arc<[String]>>,
 }
 
 /// A value handed in for a leaf, before the node's format is known.
@@ -160,18 +163,28 @@ impl Authority {
     pub fn new(store: Arc<Pool>, types: Registry, observer: Observer) -> Authority {
         Authority {
             store,
-            types,
+            types: RwLock::new(Arc::new(types)),
             observer,
             bounds: Bounds::default(),
-            public_moids: vec![crate::tree::builtin::DEVINFO.to_owned()],
+            public_moids: RwLock::new(Arc::from([crate::tree::builtin::DEVINFO.to_owned()])),
         }
     }
 
     /// Lets every server read instances of `moids` (their grants permitting), whatever its
     /// `Perm` list; DevInfo by default.
-    pub fn with_public_moids(mut self, moids: Vec<Moid>) -> Authority {
-        self.public_moids = moids.into_iter().map(|m| m.as_str().to_owned()).collect();
+    pub fn with_public_moids(self, moids: Vec<Moid>) -> Authority {
+        self.set_public_moids(moids);
         self
+    }
+
+    /// Replaces the MOIDs every server may read (a reload of `[access] public_moids`);
+    /// operations already running finish with the list they started with.
+    pub fn set_public_moids(&self, moids: Vec<Moid>) {
+        let moids: Arc<[String]> = moids.into_iter().map(|m| m.as_str().to_owned()).collect();
+        *self
+            .public_moids
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = moids;
     }
 
     /// Holds every caller to `bounds` (result size, reply size, per-owner quotas).
@@ -180,9 +193,29 @@ impl Authority {
         self
     }
 
-    /// The known MO types.
-    pub fn types(&self) -> &Registry {
-        &self.types
+    /// The known MO types, as they are now.
+    pub fn types(&self) -> Arc<Registry> {
+        self.types
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the known MO types (a reload of the DDF dirs); operations already running
+    /// finish with the types they started with.
+    pub fn set_types(&self, types: Registry) {
+        *self
+            .types
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(types);
+    }
+
+    /// The MOIDs every server may read, as they are now.
+    fn public_moids(&self) -> Arc<[String]> {
+        self.public_moids
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Every node `uri` resolves to that `who` may read. Nodes it may not read (No-Get, or
@@ -332,6 +365,7 @@ impl Authority {
         format: Option<Format>,
         input: Input,
     ) -> Result<Vec<Change>, AccessError> {
+        let types = self.types();
         let uri = uri.parsed()?;
         let mut store = self.writer();
         let addr = self.single_target(who, &store, &uri, Rights::WRITE)?;
@@ -352,7 +386,7 @@ impl Authority {
             return Ok(changes);
         }
         let exists = store.kind(&addr.moid, &addr.miid, &addr.path)?.is_some();
-        let def = self.def_checked(&addr)?;
+        let def = def_checked(&types, &addr)?;
         if let Some(d) = def {
             let needed = if exists {
                 AccessTypes::REPLACE
@@ -414,6 +448,7 @@ impl Authority {
 
     /// Deletes the node at `uri` (an instance root deletes the instance).
     pub fn delete(&self, who: &Principal, uri: impl Address) -> Result<Vec<Change>, AccessError> {
+        let types = self.types();
         let uri = uri.parsed()?;
         let mut store = self.writer();
         let addr = self.single_target(who, &store, &uri, Rights::WRITE)?;
@@ -426,7 +461,7 @@ impl Authority {
         if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
             return Err(AccessError::NotFound(format!("{addr}: no such node")));
         }
-        if let Some(d) = self.def(&addr) {
+        if let Some(d) = def(&types, &addr) {
             if d.scope == Scope::Permanent {
                 return Err(AccessError::NotAllowed(format!(
                     "{addr}: permanent nodes cannot be deleted"
@@ -468,6 +503,7 @@ impl Authority {
         moid: impl AsMoid,
         modata: &str,
     ) -> Result<NodeAddr, AccessError> {
+        let types = self.types();
         let moid = moid.checked()?;
         let moid = moid.as_ref();
         accounts::may_create(who, moid)?;
@@ -486,7 +522,7 @@ impl Authority {
         let Some((name, content)) = object.iter().next() else {
             unreachable!("checked to have one key")
         };
-        let ty = self.types.get(moid);
+        let ty = types.get(moid);
         if let Some(t) = ty
             && *name != t.root_name()
         {
@@ -588,6 +624,7 @@ impl Authority {
         store: &Store,
         addr: &NodeAddr,
     ) -> Result<Vec<NodeAddr>, AccessError> {
+        let types = self.types();
         let root = NodeAddr::root(&addr.moid, &addr.miid);
         let mut missing = Vec::new();
         let mut path = String::new();
@@ -598,7 +635,7 @@ impl Authority {
                 continue;
             }
             let at = root.child(&path);
-            if let Some(d) = self.def_checked(&at)? {
+            if let Some(d) = def_checked(&types, &at)? {
                 if d.format != Format::Node {
                     return Err(AccessError::InvalidUri(format!(
                         "{at}: the DDF makes this a leaf, not a parent"
@@ -745,12 +782,13 @@ impl Authority {
     /// Runs the node at `uri` for `who`: needs the Exec right and, for anyone but the admin,
     /// `Exec` in the DDF's access types. Returns the one node's address.
     pub fn exec_target(&self, who: &Principal, uri: &ClientUri) -> Result<NodeAddr, AccessError> {
+        let types = self.types();
         let store = self.reader();
         let addr = self.single_target(who, &store, uri, Rights::EXEC)?;
         if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
             return Err(AccessError::NotFound(format!("{addr}: no such node")));
         }
-        if let Some(d) = self.def(&addr)
+        if let Some(d) = def(&types, &addr)
             && *who != Principal::Admin
             && !d.access.contains(AccessTypes::EXEC)
         {
@@ -846,6 +884,7 @@ impl Authority {
         may_create: &dyn Fn(&str) -> bool,
         may_replace: &dyn Fn(&NodeAddr) -> bool,
     ) -> Result<Vec<NodeAddr>, AccessError> {
+        let types = self.types();
         let mut store = self.writer();
         let owner = who.to_string();
         let mut plan: Vec<Planned> = Vec::with_capacity(items.len());
@@ -862,7 +901,7 @@ impl Authority {
                 .single()
                 .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
             if addr.moid == DACL {
-                let node = node_from_json(json, self.def(&addr), name)
+                let node = node_from_json(json, def(&types, &addr), name)
                     .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
                 let write = match node {
                     Node::Leaf(v) => DaclWrite::Rights(v.to_text()),
@@ -873,7 +912,7 @@ impl Authority {
                 (self.observer)(&changes);
                 return Ok(vec![addr]);
             }
-            let def = self.def_checked(&addr)?;
+            let def = def_checked(&types, &addr)?;
             let node = node_from_json(json, def, name)
                 .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
             // What the DDF says of the node (PROTOCOL.md §4: before rights and priority):
@@ -911,7 +950,7 @@ impl Authority {
         } else {
             let view = self.view(&store, who, Purpose::Act)?;
             for item in items {
-                let mut placement = Placement::of(item, self.types.types())?;
+                let mut placement = Placement::of(item, types.types())?;
                 if placement.moid == DACL {
                     return Err(AccessError::NotAllowed(format!(
                         "{}: DACL entries are written one at a time, each at its own node \
@@ -1033,7 +1072,7 @@ impl Authority {
     /// an invalid URI, whatever the tree holds.
     fn check_nv(&self, uri: &ClientUri) -> Result<(), AccessError> {
         match self
-            .types
+            .types()
             .get(&uri.moid)
             .and_then(|t| tests_no_get(&t.root, uri))
         {
@@ -1055,6 +1094,7 @@ impl Authority {
         addrs: &[NodeAddr],
         reply: &mut Reply<'_, '_>,
     ) -> Result<(), AccessError> {
+        let types = self.types();
         let mut rest = addrs;
         while let Some(first) = rest.first() {
             let run = if first.path.is_empty() && first.moid != DACL {
@@ -1070,7 +1110,7 @@ impl Authority {
             if run > 1 {
                 let miids: Vec<&str> = rest[..run].iter().map(|a| a.miid.as_str()).collect();
                 let pruning = Pruning {
-                    def: self.def(first),
+                    def: def(&types, first),
                     shows_child: None,
                 };
                 store.write_instances(&first.moid, &miids, &pruning, reply)?;
@@ -1091,7 +1131,8 @@ impl Authority {
         addr: &NodeAddr,
         reply: &mut Reply<'_, '_>,
     ) -> Result<(), AccessError> {
-        let def = self.def(addr);
+        let types = self.types();
+        let def = def(&types, addr);
         if addr.moid == DACL && addr.path.is_empty() {
             let view = self.view(store, who, Purpose::Read)?;
             let shows = |name: &str| view.sees_entry(name);
@@ -1268,11 +1309,11 @@ impl Authority {
     }
 
     /// Which MOIDs `who` may use at all (see [`Reach`]).
-    fn reach(&self, store: &Store, who: &Principal) -> Result<Reach<'_>, StoreError> {
+    fn reach(&self, store: &Store, who: &Principal) -> Result<Reach, StoreError> {
         Ok(match who {
             Principal::Server(id) => Reach::Server {
                 permitted: accounts::permitted(store, id)?,
-                public: &self.public_moids,
+                public: self.public_moids(),
             },
             _ => Reach::All,
         })
@@ -1286,7 +1327,7 @@ impl Authority {
         purpose: Purpose,
     ) -> Result<View<'a>, AccessError> {
         let reach = self.reach(store, who)?;
-        Ok(View::new(store, &self.types, who, purpose, reach))
+        Ok(View::new(store, self.types(), who, purpose, reach))
     }
 
     /// The view for a command naming `uri`, refused as [`View::may_use`] says.
@@ -1302,26 +1343,32 @@ impl Authority {
         Ok(view)
     }
 
-    fn def(&self, addr: &NodeAddr) -> Option<&NodeDef> {
-        self.types.get(&addr.moid)?.def_at(&addr.path)
-    }
-
-    /// The definition of `addr`; an error when its MO type is known but has no such node.
-    fn def_checked(&self, addr: &NodeAddr) -> Result<Option<&NodeDef>, AccessError> {
-        match self.types.get(&addr.moid) {
-            None => Ok(None),
-            Some(t) => t.def_at(&addr.path).map(Some).ok_or_else(|| {
-                AccessError::InvalidUri(format!("{addr}: not a node of {}", t.moid))
-            }),
-        }
-    }
-
     fn reader(&self) -> MutexGuard<'_, Store> {
         self.store.reader()
     }
 
     fn writer(&self) -> MutexGuard<'_, Store> {
         self.store.writer()
+    }
+}
+
+/// The definition of `addr` in `types`, if its MO type is known.
+fn def<'t>(types: &'t Registry, addr: &NodeAddr) -> Option<&'t NodeDef> {
+    types.get(&addr.moid)?.def_at(&addr.path)
+}
+
+/// The definition of `addr` in `types`; an error when its MO type is known but has no such
+/// node.
+fn def_checked<'t>(
+    types: &'t Registry,
+    addr: &NodeAddr,
+) -> Result<Option<&'t NodeDef>, AccessError> {
+    match types.get(&addr.moid) {
+        None => Ok(None),
+        Some(t) => t
+            .def_at(&addr.path)
+            .map(Some)
+            .ok_or_else(|| AccessError::InvalidUri(format!("{addr}: not a node of {}", t.moid))),
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::error::AccessError;
 use super::principal::{ANY_APP, ANY_SERVER, Principal, Rights};
@@ -33,15 +34,15 @@ pub enum Purpose {
 /// rights on by ownership or grant; the DACL MO: the entries it may see), plus the public
 /// MOIDs (`[access] public_moids`) for reading only. Rights on instances come on top: this is a ceiling, never a grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reach<'a> {
+pub enum Reach {
     All,
     Server {
         permitted: Vec<String>,
-        public: &'a [String],
+        public: Arc<[String]>,
     },
 }
 
-impl Reach<'_> {
+impl Reach {
     /// The most a principal of this reach may hold on an instance of `moid`.
     pub fn cap(&self, moid: &str) -> Rights {
         match self {
@@ -63,10 +64,10 @@ impl Reach<'_> {
 /// The store as `who` may see it for `purpose`.
 pub struct View<'a> {
     store: &'a Store,
-    types: &'a Registry,
+    types: Arc<Registry>,
     who: &'a Principal,
     purpose: Purpose,
-    reach: Reach<'a>,
+    reach: Reach,
     /// Rights per instance, looked up once per view: by MOID, then MIID, with borrowed names,
     /// so a hit allocates nothing.
     rights: RefCell<HashMap<String, HashMap<String, Rights>>>,
@@ -77,10 +78,10 @@ pub struct View<'a> {
 impl<'a> View<'a> {
     pub fn new(
         store: &'a Store,
-        types: &'a Registry,
+        types: Arc<Registry>,
         who: &'a Principal,
         purpose: Purpose,
-        reach: Reach<'a>,
+        reach: Reach,
     ) -> View<'a> {
         View {
             store,

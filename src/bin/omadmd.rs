@@ -8,8 +8,8 @@
 //! transactions, an asynchronous EXEC's handler is killed and its result queued as
 //! interrupted — with `stop_abort_seconds` (5 s) for that, syncs the store and exits 0. The
 //! bus name stays the daemon's meanwhile, and each session's `SessionFinished` is sent.
-//! SIGHUP reloads ([`omadmd::bootstrap::reload`]): its loop is one of those tasks, and ends,
-//! dropping the signal stream, when the daemon stops.
+//! SIGHUP reloads ([`omadmd::service::reload`]) and the watchdog
+//! ([`omadmd::service::notify`]) are two of those tasks; both end when the daemon stops.
 //!
 //! Committed changes go to the D-Bus watchers and to SUB deliveries through bounded queues
 //! of [`CHANGE_QUEUE`] batches each. The store's writer never waits on them: when a queue is
@@ -35,7 +35,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use omadmd::authority::{self, Authority, Rights};
-use omadmd::bootstrap::{Bootstrap, ChangeSink, ServerBootstrap, reload};
+use omadmd::bootstrap::{Bootstrap, ChangeSink, ServerBootstrap};
 use omadmd::bus::exec_handlers::ExecApps;
 use omadmd::bus::{self, Bus};
 use omadmd::config::{self, Config};
@@ -45,6 +45,8 @@ use omadmd::notification::mqtt::{self, Mqtt};
 use omadmd::notification::udp::Udp;
 use omadmd::notification::verify::{Dispatch, Verifier};
 use omadmd::notification::{IgnoredCounts, Inbound};
+use omadmd::service::notify::{self, notify};
+use omadmd::service::reload::{self, Reloader};
 use omadmd::session::engine::follow_up_queue;
 use omadmd::session::exec::ExecHandlers;
 use omadmd::session::tasks::Drained;
@@ -56,6 +58,9 @@ use omadmd::tree::uri::{self, UriLimits};
 
 #[path = "omadmd/malloc.rs"]
 mod malloc;
+
+#[path = "omadmd/manual.rs"]
+mod manual;
 
 #[global_allocator]
 static ALLOCATOR: malloc::Trimming = malloc::Trimming;
@@ -72,48 +77,14 @@ const READERS: usize = 3;
 
 /// OMA Device Management 2.0 client daemon.
 ///
-/// omadmd keeps the device's Management Objects in an SQLite store, runs DM 2.0 sessions over
-/// HTTPS with the servers it has DM accounts for (urn:oma:mo:oma-dm-dmacc:1.2), and serves
-/// the MOs to local applications as org.omadm.Client1 on the D-Bus system bus, with polkit
-/// deciding what each caller may do. It is normally started by systemd (omadmd.service) or
-/// by D-Bus activation; sessions start with `omadmctl session start` or StartSession,
-/// every Ext/PollSeconds seconds for accounts that set it, and when a server sends a DM
-/// notification (Package#0) that passes verification (its digest with the account's
-/// Auth/Noti credentials, TIMESTAMP window, NOTIFICATION-ID not seen, per-server rate; an
-/// ignored one is logged with its reason and counted in the server's IgnoredNotifications).
-///
-/// Configuration (/etc/omadmd/omadmd.toml, every key optional): [access] public_moids (MOs
-/// every DM server may read; DevInfo), [bootstrap] dirs (factory bootstrap files, applied
-/// once each, at start and on SIGHUP), [ddf] dirs, [tls]
-/// extra_ca_files, [session] max_package_bytes, stop_drain_seconds, stop_abort_seconds,
-/// first_session_at_once,
-/// [notification] timestamp_window_s (300: how far a notification's TIMESTAMP may be from
-/// the clock, and how long its NOTIFICATION-ID counts as seen) and rate_per_minute (6:
-/// notifications that start a session, per server), [notification.udp] listen ("host:port"
-/// to receive Package#0 datagrams on; none when unset), [notification.mqtt] keepalive_s
-/// (60) and reconnect_max_s (300: the longest wait between attempts to reach a broker; the
-/// brokers and topics come from the DM accounts' Push/<x> entries of Type mqtt),
-/// [exec."<ClientURI pattern>"] command, and
-/// [limits] uri_bytes, uri_segments, uri_xnames, nv_fields, result_rows, reply_bytes,
-/// tree_depth, watches_per_caller, auth_cache_bytes_per_caller, owner_bytes,
-/// owner_instances, journal_entries, session_packages, session_seconds, package3_bytes,
-/// subscriptions_per_server, exec_concurrent, pending_alerts_per_server, server_uri_bytes
-/// (bounds on what callers and servers send; see the README's security model).
-///
-/// On SIGTERM running sessions and asynchronous EXEC handlers get [session]
-/// stop_drain_seconds (10, at most 60) to finish; then sessions are cut off and the
-/// handlers' results are reported to their servers as interrupted (as they are after a
-/// crash, at the next start), within stop_abort_seconds (5, 1 to 20).
-///
-/// On SIGHUP (systemctl reload omadmd) the [bootstrap] dirs are applied again: files new or
-/// changed since they were last applied, a bad file refused with file:line: reason in the
-/// log; one log line says what the reload did. Hangups during a reload make one more after
-/// it. The configuration file is read at start only.
-///
-/// Logs go to the journal when started by systemd, otherwise to standard error; set
-/// RUST_LOG (for example RUST_LOG=omadmd=debug) to change the level.
+/// The long help and the man page are [`manual::DESCRIPTION`] and [`manual::AFTER_HELP`].
 #[derive(Parser, Debug)]
-#[command(name = "omadmd", version, about, long_about)]
+#[command(
+    name = "omadmd",
+    version,
+    long_about = manual::DESCRIPTION,
+    after_long_help = manual::AFTER_HELP
+)]
 struct Args {
     /// Serve on the session bus instead of the system bus (development).
     #[arg(long)]
@@ -126,11 +97,25 @@ struct Args {
     /// Configuration file; every key is optional.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Print a man page (roff) and exit: omadmd(8), or omadmd.toml(5).
+    #[arg(long, value_name = "PAGE", num_args = 0..=1, default_missing_value = "omadmd")]
+    man_page: Option<manual::Page>,
+
+    /// Print the completion script for SHELL and exit.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
 }
 
 fn main() -> ExitCode {
     let malloc_problems = malloc::configure();
     let args = Args::parse();
+    if let Some(page) = args.man_page {
+        return manual::print_man_page(page);
+    }
+    if let Some(shell) = args.completions {
+        return manual::print_completions(shell);
+    }
     init_logging();
     for problem in malloc_problems {
         tracing::warn!("{problem}: memory freed may stay with the daemon");
@@ -155,11 +140,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let config = match &args.config {
-        Some(path) => Config::load(path, true),
-        None => Config::load(Path::new(config::DEFAULT_PATH), false),
-    }
-    .map_err(|e| e.to_string())?;
+    // SIGHUP is handled from the first moment: one that arrives while the daemon starts
+    // makes a reload once it runs, instead of ending it.
+    let hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    let (config_path, explicit) = match &args.config {
+        Some(path) => (path.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_PATH), false),
+    };
+    let config = Config::load(&config_path, explicit).map_err(|e| e.to_string())?;
     let limits = &config.limits;
     if limits.tree_depth > store::MAX_DEPTH {
         return Err(format!(
@@ -178,7 +166,10 @@ async fn run(args: Args) -> Result<(), String> {
         journal_entries: limits.journal_entries,
         tree_depth: limits.tree_depth,
     };
-    let registry = load_types(&config);
+    let (registry, refused_ddfs) = Registry::with_dirs(&config.ddf.dirs);
+    for e in refused_ddfs {
+        tracing::warn!("skipping DDF {e}");
+    }
 
     std::fs::create_dir_all(&args.state_dir)
         .map_err(|e| format!("{}: {e}", args.state_dir.display()))?;
@@ -383,10 +374,22 @@ async fn run(args: Args) -> Result<(), String> {
             Account::forget_connections();
         },
     ));
-    // SIGHUP (`systemctl reload`) applies the bootstrap dirs again; handled from here on, so
-    // that one sent once systemd is told we are ready does not end the daemon.
-    let hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
-    tasks.spawn(reload::on_hangup(bootstrap.clone(), hangups, tasks.clone()));
+    // SIGHUP (`systemctl reload`): the configuration, DDF and bootstrap dirs read again.
+    let reloader = Arc::new(Reloader::new(
+        config_path,
+        explicit,
+        config.clone(),
+        auth.clone(),
+        bootstrap.clone(),
+    ));
+    tasks.spawn(reload::on_hangup(reloader, hangups, tasks.clone()));
+    if let Some(period) = notify::period() {
+        tracing::info!(
+            "watchdog: pinging systemd every {} ms",
+            period.as_millis() / 2
+        );
+        tasks.spawn(notify::watchdog(period, auth.clone(), tasks.clone()));
+    }
 
     let bus = if args.session {
         Bus::Session
@@ -474,29 +477,6 @@ fn offer(
     }
 }
 
-/// The built-in MO types plus every DDF in the configured directories; a bad file is
-/// logged and skipped.
-fn load_types(config: &Config) -> Registry {
-    let mut registry = Registry::with_builtin();
-    for dir in &config.ddf.dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        for file in files {
-            match registry.add_file(&file) {
-                Ok(n) => tracing::debug!("{}: {n} MO type(s)", file.display()),
-                Err(e) => tracing::warn!("skipping DDF {e}"),
-            }
-        }
-    }
-    registry
-}
-
 async fn wait_for_stop() -> Result<(), String> {
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
@@ -507,14 +487,6 @@ async fn wait_for_stop() -> Result<(), String> {
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
     }
     Ok(())
-}
-
-fn notify(state: &[sd_notify::NotifyState]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some()
-        && let Err(e) = sd_notify::notify(state)
-    {
-        tracing::warn!("sd_notify failed: {e}");
-    }
 }
 
 /// Logging to the journal or standard error, filtered by RUST_LOG ([`log_filter`]).

@@ -392,7 +392,8 @@ fn apply(
     pending: &Pending,
     response: &Response,
 ) -> Result<Vec<NodeAddr>, Failure> {
-    let types = auth.types().types();
+    let types = auth.types();
+    let types = types.types();
     let items = read_answer(&pending.server_uri, response, types)?;
     let own = NodeAddr::root(DMACC, &pending.miid);
     let written = auth

@@ -7,17 +7,43 @@
 //!
 //! polkit's "yes" for read-type actions (`read`, `watch`) is cached per connection until
 //! the caller leaves the bus, as SHA-256 digests of action and ClientURI, at most
-//! `[limits] auth_cache_bytes_per_caller` bytes of them. When polkit cannot be reached, the
-//! answer is no (fail closed).
+//! `[limits] auth_cache_bytes_per_caller` bytes of them; only a standing "yes" is, one that
+//! polkit gives without anyone authenticating. A "yes" that lasts only a while (a kept
+//! authentication, `auth_admin_keep`) or one call (`auth_admin`) is polkit's to repeat:
+//! each later call asks polkit again, which keeps or forgets it as the policy says. A "no"
+//! is never cached. When polkit cannot be reached, the answer is no (fail closed).
+//!
+//! # Interactive authorization
+//!
+//! polkit asks a user for a password (through the polkit agent registered for the caller's
+//! process or session, e.g. the `pkttyagent` that `omadmctl` starts on a terminal) only when
+//! the call allows it: the caller sets `ALLOW_INTERACTIVE_AUTHORIZATION` in the method call's
+//! header, and only then is `AllowUserInteraction` passed to polkit. polkit is first asked
+//! without it; only a challenge ("yes after authentication") is asked again with it, so a
+//! caller that did not allow interaction is never prompted, and which "yes" came from a
+//! person authenticating is known. A refusal without interaction is not remembered: the
+//! caller's next interactive call is asked.
+//!
+//! A person takes their time: the interactive check holds no lock and no store work (the
+//! methods authorize before their store work or between two pieces of it), it waits as long as polkit and the person do (the daemon sets
+//! no D-Bus timeout, and the bus has none for replies), and it ends when the caller leaves
+//! the bus: the daemon then cancels it (`CancelCheckAuthorization`), which closes the prompt,
+//! and the call is refused. Since every pending check is a reply the daemon's bus
+//! connection awaits (the bus allows a connection 128 of them by default), one uid has at
+//! most `ASKING_PER_UID` (3) interactive checks pending at once; more are refused.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
-use zbus::message::Header;
+use tokio_util::sync::CancellationToken;
+use zbus::message::{Flags, Header};
 use zbus::names::BusName;
-use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+use zbus_polkit::policykit1::{
+    AuthorityProxy, AuthorizationResult, CheckAuthorizationFlags, Subject,
+};
 
 use super::error::Error;
 use super::peer::{Credentials, Peer, Procfs};
@@ -43,8 +69,116 @@ pub struct Caller {
     pub peer: Peer,
 }
 
+/// The most interactive authorizations of one uid pending at once.
+const ASKING_PER_UID: usize = 3;
+
 /// A cached polkit "yes": the digest of an action and a ClientURI.
 type Answer = [u8; 32];
+
+/// polkit's answer, as far as the daemon acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Yes without anyone authenticating: it stands until the policy changes (cacheable).
+    Standing,
+    /// Yes for now: a person authenticated for this call (`auth_admin`), or earlier and polkit
+    /// keeps it for a while (`auth_admin_keep`, a temporary authorization).
+    ForNow,
+    /// Yes once someone authenticates; nobody was asked (or no polkit agent could ask).
+    Challenge,
+    /// The user was asked and did not authenticate: a wrong password, or the prompt was
+    /// dismissed or cancelled.
+    NotAuthenticated,
+    /// No.
+    No,
+}
+
+impl Verdict {
+    /// The verdict of `result`; `asked`: polkit was allowed to ask the user.
+    fn of(result: &AuthorizationResult, asked: bool) -> Verdict {
+        if result.is_authorized {
+            let temporary = result
+                .details
+                .contains_key("polkit.temporary_authorization_id");
+            if asked || temporary {
+                Verdict::ForNow
+            } else {
+                Verdict::Standing
+            }
+        } else if result.is_challenge {
+            Verdict::Challenge
+        } else if asked {
+            Verdict::NotAuthenticated
+        } else {
+            Verdict::No
+        }
+    }
+
+    fn authorized(self) -> bool {
+        matches!(self, Verdict::Standing | Verdict::ForNow)
+    }
+
+    /// Why the caller is refused; `interaction_allowed`: the call allowed interactive
+    /// authorization.
+    fn refusal(self, interaction_allowed: bool) -> &'static str {
+        match self {
+            Verdict::Standing | Verdict::ForNow => "",
+            Verdict::Challenge if interaction_allowed => {
+                "authentication required, and no polkit agent could ask the caller's user"
+            }
+            Verdict::Challenge => {
+                "authentication required, and the call did not allow interactive authorization"
+            }
+            Verdict::NotAuthenticated => "authentication failed or was dismissed",
+            Verdict::No => "not allowed by policy",
+        }
+    }
+}
+
+/// Whether the method call in `header` lets polkit ask the caller's user (its
+/// `ALLOW_INTERACTIVE_AUTHORIZATION` flag).
+fn allows_interaction(header: &Header<'_>) -> bool {
+    header
+        .primary()
+        .flags()
+        .contains(Flags::ALLOW_INTERACTIVE_AUTH)
+}
+
+/// How many interactive authorizations each uid has pending.
+#[derive(Default)]
+struct Asking(HashMap<u32, usize>);
+
+impl Asking {
+    /// Counts one more for `uid`, unless it has [`ASKING_PER_UID`] pending already.
+    fn enter(&mut self, uid: u32) -> bool {
+        let pending = self.0.entry(uid).or_default();
+        if *pending >= ASKING_PER_UID {
+            return false;
+        }
+        *pending += 1;
+        true
+    }
+
+    fn leave(&mut self, uid: u32) {
+        if let Some(pending) = self.0.get_mut(&uid) {
+            *pending -= 1;
+            if *pending == 0 {
+                self.0.remove(&uid);
+            }
+        }
+    }
+}
+
+/// One pending interactive authorization of `uid`, counted until dropped.
+struct AskingSlot<'a> {
+    asking: &'a Mutex<Asking>,
+    uid: u32,
+}
+
+impl Drop for AskingSlot<'_> {
+    fn drop(&mut self) {
+        lock(self.asking).leave(self.uid);
+    }
+}
 
 /// One caller's cached "yes" answers, held to a number of bytes.
 #[derive(Default)]
@@ -76,6 +210,10 @@ pub struct Access {
     callers: Mutex<HashMap<String, Known>>,
     /// The polkit proxy, made on first use.
     polkit: tokio::sync::OnceCell<AuthorityProxy<'static>>,
+    /// Interactive authorizations pending, per uid.
+    asking: Mutex<Asking>,
+    /// Numbers the cancellation ids of interactive checks.
+    checks: AtomicU64,
 }
 
 /// What the daemon knows of one bus connection, by its unique name.
@@ -86,6 +224,8 @@ struct Known {
     peer: Option<Peer>,
     /// polkit's cached "yes" answers.
     yes: Answers,
+    /// Cancelled when it leaves the bus (ends its interactive authorizations).
+    left: CancellationToken,
 }
 
 impl Action {
@@ -152,6 +292,8 @@ impl Access {
             cache_bytes: limits.auth_cache_bytes_per_caller,
             callers: Mutex::new(HashMap::new()),
             polkit: tokio::sync::OnceCell::new(),
+            asking: Mutex::new(Asking::default()),
+            checks: AtomicU64::new(0),
         }
     }
 
@@ -170,6 +312,7 @@ impl Access {
                     first_seen: now,
                     peer: None,
                     yes: Answers::default(),
+                    left: CancellationToken::new(),
                 }
             });
     }
@@ -180,7 +323,9 @@ impl Access {
     }
 
     /// Identifies the sender of `header` and checks `action` with polkit, passing the
-    /// details `client_uri`, `moid`, `principal` and `app_id` for rules to use.
+    /// details `client_uri`, `moid`, `principal` and `app_id` for rules to use. polkit may
+    /// ask the caller's user to authenticate if the call allows it (see the module
+    /// documentation).
     pub async fn authorize(
         &self,
         header: &Header<'_>,
@@ -206,17 +351,22 @@ impl Access {
                 .get(&sender)
                 .is_some_and(|k| k.yes.contains(&key));
         if !cached {
-            self.polkit(header, action, client_uri, &caller).await?;
-            if action.cacheable() {
+            let verdict = self
+                .polkit(header, &sender, action, client_uri, &caller)
+                .await?;
+            if action.cacheable() && verdict == Verdict::Standing {
                 self.remember(&sender, key);
             }
         }
         Ok(caller)
     }
 
-    /// Forgets everything about a connection that left the bus.
+    /// Forgets everything about a connection that left the bus, and ends its interactive
+    /// authorizations.
     pub fn forget(&self, unique_name: &str) {
-        self.lock().remove(unique_name);
+        if let Some(known) = self.lock().remove(unique_name) {
+            known.left.cancel();
+        }
     }
 
     /// Caches a "yes" for a caller still on the bus; a full cache is emptied first.
@@ -292,22 +442,28 @@ impl Access {
         })
     }
 
+    /// Asks polkit whether `caller` (`sender`) may `action`; when the answer is a challenge
+    /// and the call allows interaction, asks again letting polkit ask the caller's user. The
+    /// verdict is a "yes" ([`Verdict::authorized`]); anything else is an error.
     async fn polkit(
         &self,
         header: &Header<'_>,
+        sender: &str,
         action: Action,
         client_uri: &str,
         caller: &Caller,
-    ) -> Result<(), Error> {
+    ) -> Result<Verdict, Error> {
         let who = caller.principal.to_string();
-        let denied = |why: String| {
+        let denied = |why: &str| {
             tracing::info!(principal = %who, uid = caller.peer.uid, action = action.id(), client_uri, "denied: {why}");
             Error::AccessDenied(format!(
                 "{who} is not authorized for {}: {why}",
                 action.id()
             ))
         };
-        let subject = Subject::new_for_message_header(header).map_err(|e| denied(e.to_string()))?;
+        let unreachable = |e: zbus::Error| denied(&format!("polkit unreachable ({e})"));
+        let subject =
+            Subject::new_for_message_header(header).map_err(|e| denied(&e.to_string()))?;
         let moid = client_uri.split('/').next().unwrap_or_default();
         let details = HashMap::from([
             ("client_uri", client_uri),
@@ -319,7 +475,7 @@ impl Access {
             .polkit
             .get_or_try_init(|| AuthorityProxy::new(&self.conn))
             .await
-            .map_err(|e| denied(format!("polkit unreachable ({e})")))?;
+            .map_err(unreachable)?;
         let result = authority
             .check_authorization(
                 &subject,
@@ -329,19 +485,69 @@ impl Access {
                 "",
             )
             .await
-            .map_err(|e| denied(format!("polkit unreachable ({e})")))?;
-        if result.is_authorized {
-            Ok(())
-        } else if result.is_challenge {
-            Err(denied("authentication required".into()))
+            .map_err(unreachable)?;
+        let interaction_allowed = allows_interaction(header);
+        let mut verdict = Verdict::of(&result, false);
+        if verdict == Verdict::Challenge && interaction_allowed {
+            let left = self
+                .lock()
+                .get(sender)
+                .map(|known| known.left.clone())
+                .ok_or_else(|| denied("the caller left the bus"))?;
+            let uid = caller.peer.uid;
+            let _slot = self.asking_slot(uid).ok_or_else(|| {
+                denied(&format!(
+                    "{ASKING_PER_UID} interactive authorizations of uid {uid} are pending already"
+                ))
+            })?;
+            let id = format!("omadmd-{}", self.checks.fetch_add(1, Ordering::Relaxed));
+            tracing::info!(principal = %who, uid, action = action.id(), client_uri, "polkit may ask the caller's user to authenticate");
+            let asked = authority.check_authorization(
+                &subject,
+                action.id(),
+                &details,
+                CheckAuthorizationFlags::ALLOW_USER_INTERACTION,
+                &id,
+            );
+            let result = tokio::select! {
+                result = asked => result.map_err(unreachable)?,
+                () = left.cancelled() => {
+                    if let Err(e) = authority.cancel_check_authorization(&id).await {
+                        tracing::debug!("cancelling polkit check {id}: {e}");
+                    }
+                    return Err(denied("the caller left the bus while polkit asked its user"));
+                }
+            };
+            verdict = Verdict::of(&result, true);
+            if verdict.authorized() {
+                tracing::info!(principal = %who, uid, action = action.id(), client_uri, "the caller's user authenticated");
+            }
+        }
+        if verdict.authorized() {
+            Ok(verdict)
         } else {
-            Err(denied("not allowed by policy".into()))
+            Err(denied(verdict.refusal(interaction_allowed)))
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
-        self.callers.lock().unwrap_or_else(|p| p.into_inner())
+    /// A slot for one more interactive authorization of `uid`; `None` when it has
+    /// [`ASKING_PER_UID`] pending already.
+    fn asking_slot(&self, uid: u32) -> Option<AskingSlot<'_>> {
+        lock(&self.asking).enter(uid).then_some(AskingSlot {
+            asking: &self.asking,
+            uid,
+        })
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+        lock(&self.callers)
+    }
+}
+
+/// Locks `mutex`; a panic while it was held leaves nothing half-done here (every update
+/// is a single insert, remove or count).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -372,6 +578,103 @@ mod tests {
         );
         assert_ne!(read("urn:a:1.0//X"), read("urn:a:1.0//Y"));
         assert_ne!(read("urn:a:1.0//X"), answer(Action::Watch, "urn:a:1.0//X"));
+    }
+
+    fn result(authorized: bool, challenge: bool, details: &[(&str, &str)]) -> AuthorizationResult {
+        AuthorizationResult {
+            is_authorized: authorized,
+            is_challenge: challenge,
+            details: details
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_a_yes_nobody_authenticated_for_stands() {
+        let kept = [("polkit.temporary_authorization_id", "tmpauthz1")];
+        assert_eq!(
+            Verdict::of(&result(true, false, &[]), false),
+            Verdict::Standing
+        );
+        // A kept authentication (auth_admin_keep) expires: polkit is asked again next time.
+        assert_eq!(
+            Verdict::of(&result(true, false, &kept), false),
+            Verdict::ForNow
+        );
+        // A yes after a prompt may be for this call only (auth_admin), with or without keep.
+        assert_eq!(
+            Verdict::of(&result(true, false, &[]), true),
+            Verdict::ForNow
+        );
+        assert_eq!(
+            Verdict::of(&result(true, false, &kept), true),
+            Verdict::ForNow
+        );
+        for verdict in [Verdict::Standing, Verdict::ForNow] {
+            assert!(verdict.authorized());
+        }
+    }
+
+    #[test]
+    fn refusals_say_whether_asking_would_help() {
+        let retained = [("polkit.retains_authorization_after_challenge", "1")];
+        let challenge = Verdict::of(&result(false, true, &retained), false);
+        assert_eq!(challenge, Verdict::Challenge);
+        assert!(
+            challenge
+                .refusal(false)
+                .contains("did not allow interactive")
+        );
+        // Allowed to ask, but no agent was there to ask.
+        assert_eq!(
+            Verdict::of(&result(false, true, &[]), true),
+            Verdict::Challenge
+        );
+        assert!(challenge.refusal(true).contains("no polkit agent"));
+        let dismissed = [("polkit.dismissed", "true")];
+        let failed = Verdict::of(&result(false, false, &dismissed), true);
+        assert_eq!(failed, Verdict::NotAuthenticated);
+        assert_eq!(
+            failed.refusal(true),
+            "authentication failed or was dismissed"
+        );
+        assert_eq!(Verdict::of(&result(false, false, &[]), false), Verdict::No);
+        for verdict in [Verdict::Challenge, Verdict::NotAuthenticated, Verdict::No] {
+            assert!(!verdict.authorized());
+        }
+    }
+
+    #[test]
+    fn each_uid_has_a_few_prompts_pending_at_most() {
+        let mut asking = Asking::default();
+        for _ in 0..ASKING_PER_UID {
+            assert!(asking.enter(1000));
+        }
+        assert!(!asking.enter(1000), "one more than allowed");
+        assert!(asking.enter(1001), "another uid has its own");
+        asking.leave(1000);
+        assert!(asking.enter(1000), "a finished one makes room");
+        for _ in 0..ASKING_PER_UID {
+            asking.leave(1000);
+        }
+        asking.leave(1001);
+        assert!(asking.0.is_empty(), "nothing left behind: {:?}", asking.0);
+    }
+
+    #[test]
+    fn the_call_header_decides_whether_polkit_may_ask() {
+        let call = |flags: Flags| {
+            zbus::Message::method_call("/org/omadm/Client1", "Set")
+                .with_flags(flags)
+                .build(&())
+                .unwrap()
+        };
+        assert!(allows_interaction(
+            &call(Flags::ALLOW_INTERACTIVE_AUTH).header()
+        ));
+        assert!(!allows_interaction(&call(Flags::NO_AUTO_START).header()));
     }
 
     #[test]

@@ -77,8 +77,8 @@ EXAMPLES
 
 EXIT STATUS
   0  With --sessions N: N sessions finished and every expectation held. Without it: stopped
-     by SIGINT or SIGTERM. Or a --check, --print-default-scenario, --man-page or
-     --issue-client-cert action succeeded, or notify sent its notification.
+     by SIGINT or SIGTERM. Or a --check, --print-default-scenario, --man-page,
+     --completions or --issue-client-cert action succeeded, or notify sent its notification.
 
   1  An expectation failed or the client broke a protocol rule (the failures are printed to
      stderr), or the server was stopped before N sessions finished.
@@ -87,7 +87,7 @@ EXIT STATUS
      could not send.
 
 SEE ALSO
-  omadmd(8), omadmctl(1); PROTOCOL.md in the omadmd sources for the DM 2.0 wire format.";
+  omadmd(8), omadmctl(1), omadmd.toml(5).";
 
 const LONG_ABOUT: &str = "\
 omadm-devserver is a scriptable OMA DM 2.0 server over HTTPS, for developing and testing DM clients such as omadmd.
@@ -190,6 +190,10 @@ pub struct Cli {
     #[arg(long)]
     pub man_page: bool,
 
+    /// Print the completion script for SHELL and exit.
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
+
     /// Issue a client certificate with subject CN=NAME from the test CA, write it to
     /// client-NAME.pem and client-NAME.key in the certificate directory, and exit.
     #[arg(long, value_name = "NAME")]
@@ -224,9 +228,16 @@ async fn run_inner(cli: Cli) -> Result<ExitCode, DevServerError> {
     }
     if cli.man_page {
         use clap::CommandFactory as _;
-        let page = super::manpage::render(Cli::command(), LONG_ABOUT, AFTER_HELP)
+        let page = crate::manpage::render(Cli::command(), "1", LONG_ABOUT, AFTER_HELP)
             .map_err(|e| DevServerError::io("(man page)", e))?;
         print!("{page}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(shell) = cli.completions {
+        use clap::CommandFactory as _;
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "omadm-devserver", &mut script);
+        print!("{}", String::from_utf8_lossy(&script));
         return Ok(ExitCode::SUCCESS);
     }
     if cli.print_default_scenario {

@@ -26,8 +26,8 @@
 //! - [`config`] — [`DevServerConfig`], [`BasicAuth`];
 //! - `http` — TLS accept loop, HTTP/1.1, HTTP Basic, routing;
 //! - [`server`] — [`DevServer::start`] and the [`RunningServer`] handle;
-//! - [`cli`] — the command line of the `omadm-devserver` binary (`manpage` renders its
-//!   man page from the same texts).
+//! - [`cli`] — the command line of the `omadm-devserver` binary (its man page is rendered
+//!   from the same texts by [`crate::manpage`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), omadmd::devserver::DevServerError> {
@@ -50,7 +50,6 @@ pub mod config;
 pub mod dm;
 pub mod error;
 mod http;
-mod manpage;
 pub mod mqtt_publish;
 pub mod notify;
 pub mod relay;

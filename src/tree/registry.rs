@@ -1,6 +1,6 @@
 //! The MO types the client knows: the built-in ones plus those read from DDF files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::builtin;
 use super::ddf::{self, DdfError};
@@ -21,6 +21,31 @@ impl Registry {
             r.insert(t);
         }
         r
+    }
+
+    /// The built-in types plus every DDF file in `dirs` (dirs in order, files in name order
+    /// within each; a missing dir is skipped). A file that cannot be used is left out and
+    /// returned with why; the rest still load.
+    pub fn with_dirs(dirs: &[PathBuf]) -> (Registry, Vec<DdfError>) {
+        let mut registry = Registry::with_builtin();
+        let mut refused = Vec::new();
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            for file in files {
+                match registry.add_file(&file) {
+                    Ok(n) => tracing::debug!("{}: {n} MO type(s)", file.display()),
+                    Err(e) => refused.push(e),
+                }
+            }
+        }
+        (registry, refused)
     }
 
     /// Adds every MO type defined in the DDF file at `path`; returns how many.
@@ -73,5 +98,37 @@ mod tests {
         );
         std::fs::write(&path, "<MgmtTree>").unwrap();
         assert!(r.add_file(&path).is_err());
+    }
+
+    #[test]
+    fn dirs_load_in_order_skipping_missing_dirs_and_bad_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, second) = (tmp.path().join("first"), tmp.path().join("second"));
+        std::fs::create_dir(&first).unwrap();
+        std::fs::create_dir(&second).unwrap();
+        let devinfo = builtin::DDF_FILES[0].1;
+        std::fs::write(
+            first.join("a.ddf"),
+            devinfo.replace("Device information", "First"),
+        )
+        .unwrap();
+        std::fs::write(
+            second.join("a.ddf"),
+            devinfo.replace("Device information", "Second"),
+        )
+        .unwrap();
+        std::fs::write(first.join("b.ddf"), "<MgmtTree>").unwrap();
+        let dirs = [first.clone(), tmp.path().join("missing"), second];
+        let (r, refused) = Registry::with_dirs(&dirs);
+        assert_eq!(r.types().len(), builtin::DDF_FILES.len());
+        assert_eq!(
+            r.get(builtin::DEVINFO).unwrap().root.title.as_deref(),
+            Some("Second")
+        );
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            refused[0].file.as_deref(),
+            Some(first.join("b.ddf").as_path())
+        );
     }
 }

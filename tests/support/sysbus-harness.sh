@@ -129,6 +129,9 @@ tools_missing() {   # prints the tools the harness needs but cannot find
   [ "$WANT_NM" = 1 ] && tools+=(NetworkManager nmcli python3 ss)
   for t in "${tools[@]}"; do command -v "$t" >/dev/null || echo "$t"; done
   [ -x /usr/lib/polkit-1/polkitd ] || echo /usr/lib/polkit-1/polkitd
+  # polkit's tty agent and its setuid PAM helper (Debian: package polkitd), for prompts
+  command -v pkttyagent >/dev/null || echo pkttyagent
+  [ -u /usr/lib/polkit-1/polkit-agent-helper-1 ] || echo /usr/lib/polkit-1/polkit-agent-helper-1
 }
 missing_pkgs() {
   local p pkgs=(dbus-daemon dbus-bin polkitd libglib2.0-bin iproute2 util-linux)

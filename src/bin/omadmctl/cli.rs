@@ -25,7 +25,9 @@ use crate::failure::EXIT_STATUS;
 /// What a caller may do is decided twice: polkit decides whether the user may read, write,
 /// watch or manage at all, then the grants on each MO instance decide for the calling app.
 /// root acts as the administrator; other users ask the administrator for a polkit rule or for
-/// a grant (see omadmctl grant).
+/// a grant (see omadmctl grant). Where polkit's answer is "after an administrator
+/// authenticates", omadmctl lets polkit ask for the password: on a terminal through
+/// pkttyagent, which it starts for itself (see --no-ask-password).
 ///
 /// --json switches every command that prints something to JSON output, for scripts.
 #[derive(Parser, Debug)]
@@ -39,6 +41,12 @@ pub struct Cli {
     /// `omadmd --session`).
     #[arg(long, global = true)]
     pub session: bool,
+
+    /// Never ask for a password. Without it, when polkit wants an administrator to
+    /// authenticate for a call, it asks: on a terminal through pkttyagent, which omadmctl
+    /// starts for itself, else through the desktop's polkit agent.
+    #[arg(long, global = true)]
+    pub no_ask_password: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -625,6 +633,11 @@ pub struct ManArgs {
     /// The command whose page to print (e.g. get, or ddf check); none for omadmctl(1).
     #[arg(value_name = "COMMAND")]
     pub command: Vec<String>,
+
+    /// Instead of a page, list the command of every page but omadmctl(1), one a line (for
+    /// installing them all: the page of "ddf check" is omadmctl-ddf-check(1)).
+    #[arg(long, conflicts_with = "command")]
+    pub list: bool,
 }
 
 /// One example of a command's use: what it does, and the command line.

@@ -14,22 +14,27 @@ use crate::cli::{
     AccountCommand, ChangesArgs, Command, CreateArgs, GetArgs, GrantArgs, RevokeArgs,
     SessionCommand, SetArgs, UriArgs,
 };
-use crate::client::Client;
+use crate::client::{AskPassword, Client};
 use crate::failure::{Bus, Failure};
 use crate::output::{NodeValue, columns, emit, one_line, pretty, use_color};
 use crate::tree_view::{self, Formats};
 use crate::{alert, bootstrap, dmacc, session, watch};
 
 /// Runs one of the D-Bus commands on a current-thread tokio runtime.
-pub fn run_blocking(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
+pub fn run_blocking(
+    bus: Bus,
+    ask: AskPassword,
+    as_json: bool,
+    command: Command,
+) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(1, format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run(bus, as_json, command))
+    runtime.block_on(run(bus, ask, as_json, command))
 }
 
-async fn run(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
+async fn run(bus: Bus, ask: AskPassword, as_json: bool, command: Command) -> Result<(), Failure> {
     // Check arguments and read local input before connecting, so that their errors come
     // first. (clap cannot see a conflict with --json given before the command.)
     if matches!(&command, Command::Get(args) if args.value && as_json) {
@@ -60,7 +65,7 @@ async fn run(bus: Bus, as_json: bool, command: Command) -> Result<(), Failure> {
     if let Command::FactoryReset(args) = &command {
         bootstrap::confirm_reset(args.yes)?;
     }
-    let client = Client::connect(bus).await?;
+    let client = Client::connect(bus, ask).await?;
     match command {
         Command::Status => status(&client, as_json).await,
         Command::Get(args) => get(&client, &args, as_json).await,

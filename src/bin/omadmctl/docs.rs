@@ -7,7 +7,7 @@ use std::io::Write;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
-use crate::cli::{ENVIRONMENT, command, examples};
+use crate::cli::{ENVIRONMENT, ManArgs, command, examples};
 use crate::failure::{EXIT_STATUS, Failure};
 use crate::output::emit;
 
@@ -19,9 +19,31 @@ pub fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
     emit(&String::from_utf8_lossy(&script))
 }
 
-/// Prints omadmctl(1), or the page of the command at `path` (e.g. `["ddf", "check"]`).
-pub fn man(path: &[String]) -> Result<(), Failure> {
-    emit(&man_page(path)?)
+/// Prints omadmctl(1), the page of the command at `args.command` (e.g. `["ddf", "check"]`),
+/// or with `--list` the command of every other page.
+pub fn man(args: &ManArgs) -> Result<(), Failure> {
+    if args.list {
+        let mut root = command().disable_help_subcommand(true);
+        root.build();
+        let mut paths = Vec::new();
+        commands_below(&root, "", &mut paths);
+        return emit(&paths.iter().map(|p| format!("{p}\n")).collect::<String>());
+    }
+    emit(&man_page(&args.command)?)
+}
+
+/// The paths (space-separated names) of the visible commands below `cmd`, whose own path is
+/// `path`, depth first.
+fn commands_below(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let sub_path = if path.is_empty() {
+            sub.get_name().to_owned()
+        } else {
+            format!("{path} {}", sub.get_name())
+        };
+        out.push(sub_path.clone());
+        commands_below(sub, &sub_path, out);
+    }
 }
 
 /// The roff text of the page of the command at `path`.
@@ -50,8 +72,9 @@ pub fn man_page(path: &[String]) -> Result<String, Failure> {
     let man = Man::new(cmd.clone())
         .title(title.to_uppercase())
         .section("1")
+        .date(omadmd::manpage::NO_DATE)
         .source(format!("omadmctl {}", env!("CARGO_PKG_VERSION")))
-        .manual("omadmd manual");
+        .manual(omadmd::manpage::MANUAL);
 
     let mut out: Vec<u8> = Vec::new();
     let failed = |e: std::io::Error| Failure::new(1, format!("cannot render the man page: {e}"));
@@ -116,18 +139,5 @@ pub fn man_page(path: &[String]) -> Result<String, Failure> {
     out.flush().map_err(failed)?;
     let text = String::from_utf8(out)
         .map_err(|e| Failure::new(1, format!("man page is not UTF-8: {e}")))?;
-    Ok(without_repeated_preamble(&text))
-}
-
-/// Each section rendered on its own starts with roff's apostrophe preamble; keep only the
-/// first.
-fn without_repeated_preamble(text: &str) -> String {
-    const PREAMBLE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
-    match text.find(PREAMBLE) {
-        Some(first) => {
-            let after = first + PREAMBLE.len();
-            format!("{}{}", &text[..after], text[after..].replace(PREAMBLE, ""))
-        }
-        None => text.to_owned(),
-    }
+    Ok(omadmd::manpage::tidy(&text))
 }

@@ -7,6 +7,7 @@
 //! [`failure::EXIT_STATUS`]).
 
 mod account;
+mod agent;
 mod alert;
 mod bootstrap;
 mod cli;
@@ -44,8 +45,15 @@ fn main() -> ExitCode {
             offline_result(offline::tnds_check(&ddfs, &files, cli.json))
         }
         Command::Completions(args) => docs::completions(args.shell),
-        Command::Man(args) => docs::man(&args.command),
-        command => commands::run_blocking(bus, cli.json, command),
+        Command::Man(args) => docs::man(&args),
+        command => {
+            let ask = if cli.no_ask_password {
+                client::AskPassword::No
+            } else {
+                client::AskPassword::Yes
+            };
+            commands::run_blocking(bus, ask, cli.json, command)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
