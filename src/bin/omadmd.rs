@@ -498,10 +498,17 @@ fn init_logging() {
             Some(refused),
         ),
     };
+    // Levels as syslog means them: INFO is informational (6), DEBUG debug (7).
+    let priorities = tracing_journald::PriorityMappings {
+        info: tracing_journald::Priority::Informational,
+        debug: tracing_journald::Priority::Debug,
+        ..tracing_journald::PriorityMappings::new()
+    };
     let journald = std::env::var_os("JOURNAL_STREAM")
         .is_some()
         .then(|| tracing_journald::layer().ok())
-        .flatten();
+        .flatten()
+        .map(|layer| layer.with_priority_mappings(priorities));
     match journald {
         Some(layer) => tracing_subscriber::registry()
             .with(filter)
