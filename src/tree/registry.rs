@@ -39,9 +39,8 @@ impl Registry {
                 .collect();
             files.sort();
             for file in files {
-                match registry.add_file(&file) {
-                    Ok(n) => tracing::debug!("{}: {n} MO type(s)", file.display()),
-                    Err(e) => refused.push(e),
+                if let Err(e) = registry.add_file(&file) {
+                    refused.push(e);
                 }
             }
         }
