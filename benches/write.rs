@@ -18,12 +18,25 @@
 //!   same directory with `synchronous=FULL` in WAL mode, i.e. a sync of the WAL per commit;
 //!   its writer threads share one connection, as omadmd's writers share its one writer, so
 //!   the difference is the group commit (and omadmd's D-Bus round trip, polkit check and
-//!   access rules);
+//!   access rules); it checkpoints as SQLite does by default (inside the commit that takes
+//!   the WAL past 1,000 pages, on the writer), where omadmd checkpoints on a thread of its
+//!   own (`src/store/checkpoint.rs`): the p99 columns show what that costs a writer;
 //! - the bus's floor: `org.freedesktop.DBus.Peer.Ping` on the same daemon, as many calls from
 //!   as many connections.
 //!
 //! It also prints the CPU time omadmd, dbus-daemon and the bench itself spent per create and
 //! per Ping (`/proc/<pid>/task/*/schedstat`).
+//!
+//! Then, in process (no D-Bus), what a create costs the one writer: the same creates
+//! through a [`Pool`] as the daemon's, whose WAL checkpoints run on a thread of their own,
+//! against a lone [`Store`], which checkpoints as SQLite does by default, inside the commit
+//! that takes the WAL past 1,000 pages; each create then waits until it is durable (the
+//! pool's group commit; the lone store's own WAL sync). The commit column is how long the
+//! writer was busy, which every write queued behind it waits too; the slowest is printed.
+//!
+//! `OMADMD_BENCH_DAEMON=<binary>` measures another omadmd build with the same bench (an
+//! earlier commit's, to compare before and after a change; `target/dist/omadmd`, the
+//! packaged build).
 //!
 //! The kinds alternate in slices so that machine load affects them alike. The goal (issue 11):
 //! with 8 concurrent writers, a durable create's median latency at most 0.3 ms; the table
@@ -42,6 +55,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use omadmd::store::{Bounds, Pool, Store};
+use omadmd::tree::node::Node;
+use omadmd::tree::value::Value;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::task::JoinSet;
 use zbus::Connection as Bus;
@@ -80,6 +96,9 @@ const OWNER: &str = "admin";
 /// Selects the quick mode.
 const QUICK_ENV: &str = "OMADMD_BENCH_QUICK";
 
+/// Names another omadmd binary to measure instead of this build's.
+const DAEMON_ENV: &str = "OMADMD_BENCH_DAEMON";
+
 /// The concurrent writers of the second measurement.
 const WRITERS: usize = 8;
 /// The goal: median latency of a durable create with `WRITERS` writers, ms.
@@ -103,6 +122,8 @@ struct Plan {
     /// Untimed calls of each kind first, per writer.
     warmup: usize,
     slices: usize,
+    /// Creates of each kind timed in process.
+    commits: usize,
 }
 
 impl Plan {
@@ -114,6 +135,7 @@ impl Plan {
                 each: 25,
                 warmup: 10,
                 slices: 2,
+                commits: 200,
             }
         } else {
             Plan {
@@ -122,6 +144,7 @@ impl Plan {
                 each: 500,
                 warmup: 100,
                 slices: SLICES,
+                commits: 5_000,
             }
         }
     }
@@ -168,7 +191,16 @@ fn run() -> Result<()> {
     // Locals drop in reverse order of declaration: the runtime (with every connection),
     // then the daemon, then the bus go away, also on errors and panics.
     let bus = SysBus::start();
-    let daemon = Daemon::start_in(&bus, state, "");
+    let daemon = match std::env::var_os(DAEMON_ENV) {
+        Some(program) => {
+            println!("daemon: {} ({DAEMON_ENV})", program.to_string_lossy());
+            Daemon::start_program_in(&bus, program, state, "")
+        }
+        None => {
+            println!("daemon: this build's omadmd ({DAEMON_ENV}=<binary> to measure another)");
+            Daemon::start_in(&bus, state, "")
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -185,6 +217,7 @@ fn run() -> Result<()> {
         let eight = measure(&conns, &base, &procs, plan.each, plan).await?;
         Ok::<_, Box<dyn Error + Send + Sync>>((one, eight))
     })?;
+    let in_process = writer_commits(&rt, plan)?;
     drop(rt);
     let log = daemon.log();
     let (clean, _state) = daemon.stop();
@@ -223,6 +256,23 @@ fn run() -> Result<()> {
             target: (writers == WRITERS).then_some(Target::AtMost(GOAL_MS)),
         });
     }
+    let (pooled, lone) = &in_process;
+    rows.push(Row::timed(
+        "writer busy per create (in process): Pool vs lone Store",
+        "ms",
+        1e-3,
+        &pooled.commit,
+        Some(&lone.commit),
+        None,
+    ));
+    rows.push(Row::timed(
+        "create + durable (in process): Pool vs lone Store",
+        "ms",
+        1e-3,
+        &pooled.durable,
+        Some(&lone.durable),
+        None,
+    ));
     print_table(&rows, 44, 4);
     let ours = eight.create.median().as_secs_f64() * 1e3;
     println!(
@@ -251,8 +301,67 @@ fn run() -> Result<()> {
             m.ping_cpu.per(m.ping.len(), 1e-6),
         );
     }
+    let slowest = |s: &Samples| s.last().map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    println!(
+        "in process, {} creates each: slowest commit {:.2} ms (Pool: checkpoints on their own \
+         thread) vs {:.2} ms (lone Store: SQLite's checkpoints inside commits); slowest create \
+         + durable {:.2} vs {:.2} ms",
+        group(&pooled.commit.len().to_string()),
+        slowest(&pooled.commit),
+        slowest(&lone.commit),
+        slowest(&pooled.durable),
+        slowest(&lone.durable),
+    );
     print_targets_met("write", &rows);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The writer's commits, in process
+
+/// One kind's creates in process: the commit alone, and the commit with its durable wait.
+struct Commits {
+    commit: Samples,
+    durable: Samples,
+}
+
+/// `plan.commits` creates through a [`Pool`] (ours) and as many through a lone [`Store`]
+/// (the baseline), in alternating slices, each in a store file of its own in Cargo's
+/// directory for benches' files.
+fn writer_commits(rt: &tokio::runtime::Runtime, plan: Plan) -> Result<(Commits, Commits)> {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let pool = Pool::open(&dir.path().join("pool.db"), Bounds::default(), 1)?;
+    let mut lone = Store::open(&dir.path().join("lone.db"))?;
+    let content = Node::Interior(
+        [("Value".to_owned(), Node::Leaf(Value::Chr("0".to_owned())))]
+            .into_iter()
+            .collect(),
+    );
+    let per_slice = plan.commits.div_ceil(plan.slices);
+    let mut ours = (Vec::new(), Vec::new());
+    let mut base = (Vec::new(), Vec::new());
+    for _ in 0..plan.slices {
+        for _ in 0..per_slice {
+            let start = Instant::now();
+            pool.writer()
+                .write(|tx| tx.create_instance(MOID, None, "Bench", &content, OWNER))?;
+            ours.0.push(start.elapsed());
+            rt.block_on(pool.durable())?;
+            ours.1.push(start.elapsed());
+        }
+        for _ in 0..per_slice {
+            let start = Instant::now();
+            lone.write(|tx| tx.create_instance(MOID, None, "Bench", &content, OWNER))?;
+            base.0.push(start.elapsed());
+            lone.sync()?;
+            base.1.push(start.elapsed());
+        }
+    }
+    let commits = |(commit, durable)| Commits {
+        commit: Samples::new(commit),
+        durable: Samples::new(durable),
+    };
+    Ok((commits(ours), commits(base)))
 }
 
 // ---------------------------------------------------------------------------------------

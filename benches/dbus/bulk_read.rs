@@ -7,6 +7,9 @@
 //! `Peer.GetMachineId` on the same daemon (the transport floor of a call). obuspa's figure,
 //! measured on this machine kind, is a labelled constant: obuspa cannot be built here.
 //!
+//! Beside `GetJson`, `Get` of every leaf of every instance (`<MOID>/*/*`, one `(ssv)` per
+//! leaf): the same data as D-Bus typed values, its time held against `GetJson`'s.
+//!
 //! Also what [`memory`](super::memory) fills its daemon with.
 
 use std::io::Write as _;
@@ -104,6 +107,47 @@ pub async fn get_json(conn: &Connection, keep: bool) -> Result<(usize, Option<St
     let body = reply.body();
     let text: &str = body.deserialize()?;
     Ok((text.len(), keep.then(|| text.to_owned())))
+}
+
+/// The ClientURI of every leaf of every instance of [`MOID`].
+fn leaves_uri() -> String {
+    format!("{MOID}/*/*")
+}
+
+/// `Get` of every leaf of every instance of [`MOID`], decoded as a client would: the number
+/// of nodes. With `check: Some(n)`, refuses an answer that is not [`LEAVES`] leaves of each
+/// of `n` instances with the formats and values [`modata`] gave them.
+pub async fn get_leaves(conn: &Connection, check: Option<usize>) -> Result<usize> {
+    let reply = conn
+        .call_method(Some(DEST), PATH, Some(IFACE), "Get", &(leaves_uri(),))
+        .await?;
+    let body = reply.body();
+    let nodes: Vec<(&str, &str, zbus::Variant<'_>)> = body.deserialize()?;
+    if let Some(n) = check {
+        if nodes.len() != n * LEAVES {
+            return Err(format!("Get gave {} nodes, expected {}", nodes.len(), n * LEAVES).into());
+        }
+        for (uri, format, value) in &nodes {
+            let leaf = uri
+                .strip_prefix(MOID)
+                .and_then(|r| r.strip_prefix('/'))
+                .and_then(|r| r.split_once('/'))
+                .and_then(|(_, leaf)| leaf.strip_prefix('P')?.parse::<usize>().ok());
+            let ok = match (leaf, *format, value) {
+                (Some(l), "chr", zbus::Variant::Str(s)) => {
+                    l < CHR_LEAVES && s.starts_with("value ") && s.ends_with(&format!(".{l}"))
+                }
+                (Some(l), "int", zbus::Variant::I64(i)) => {
+                    l >= CHR_LEAVES && usize::try_from(*i).is_ok_and(|i| i % 100 == l)
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(format!("Get gave {uri} = {format} {value:?}").into());
+            }
+        }
+    }
+    Ok(nodes.len())
 }
 
 async fn machine_id(conn: &Connection) -> Result<()> {
@@ -219,17 +263,22 @@ fn same_items(ours: &str, base: &[u8], n: usize) -> Result<()> {
 /// The figures of [`measure`].
 pub struct BulkRead {
     ours: Samples,
+    /// `Get` of every leaf ([`get_leaves`]).
+    get: Samples,
     raw: Samples,
     ping: Samples,
     machine_id: Samples,
     bytes: usize,
     /// CPU of the timed `GetJson` calls.
     cpu: Cpu,
+    /// CPU of the timed `Get` calls.
+    get_cpu: Cpu,
 }
 
 #[derive(Clone, Copy)]
 enum Kind {
     GetJson,
+    Get,
     Raw,
     Ping,
     MachineId,
@@ -238,6 +287,7 @@ enum Kind {
 async fn call(kind: Kind, conn: &Connection, raw: &Raw) -> Result<()> {
     match kind {
         Kind::GetJson => get_json(conn, false).await.map(drop),
+        Kind::Get => get_leaves(conn, None).await.map(drop),
         Kind::Raw => raw.read().map(drop),
         Kind::Ping => ping(conn).await,
         Kind::MachineId => machine_id(conn).await,
@@ -251,18 +301,26 @@ pub async fn measure(conn: &Connection, procs: &Procs) -> Result<BulkRead> {
     let raw = Raw::open(&store_file(procs.omadmd)?)?;
     let (bytes, text) = get_json(conn, true).await?;
     same_items(text.as_deref().unwrap_or_default(), &raw.read()?, INSTANCES)?;
+    get_leaves(conn, Some(INSTANCES)).await?;
 
-    let kinds = [Kind::GetJson, Kind::Raw, Kind::Ping, Kind::MachineId];
+    let kinds = [
+        Kind::GetJson,
+        Kind::Get,
+        Kind::Raw,
+        Kind::Ping,
+        Kind::MachineId,
+    ];
     for _ in 0..WARMUP {
         for kind in kinds {
             call(kind, conn, &raw).await?;
         }
     }
-    let mut samples: [Vec<Duration>; 4] = Default::default();
+    let mut samples: [Vec<Duration>; 5] = Default::default();
     let mut cpu = Cpu::default();
+    let mut get_cpu = Cpu::default();
     for _ in 0..SLICES {
         for (kind, samples) in kinds.into_iter().zip(&mut samples) {
-            let timed_cpu = matches!(kind, Kind::GetJson);
+            let timed_cpu = matches!(kind, Kind::GetJson | Kind::Get);
             for _ in 0..ITERS / SLICES {
                 // CPU is read outside the timed call (it reads three /proc files).
                 let before = timed_cpu.then(|| procs.cpu());
@@ -270,19 +328,24 @@ pub async fn measure(conn: &Connection, procs: &Procs) -> Result<BulkRead> {
                 call(kind, conn, &raw).await?;
                 samples.push(start.elapsed());
                 if let Some(before) = before {
-                    cpu += procs.cpu() - before;
+                    match kind {
+                        Kind::Get => get_cpu += procs.cpu() - before,
+                        _ => cpu += procs.cpu() - before,
+                    }
                 }
             }
         }
     }
-    let [ours, raw, ping, machine_id] = samples.map(Samples::new);
+    let [ours, get, raw, ping, machine_id] = samples.map(Samples::new);
     Ok(BulkRead {
         ours,
+        get,
         raw,
         ping,
         machine_id,
         bytes,
         cpu,
+        get_cpu,
     })
 }
 
@@ -300,6 +363,17 @@ impl BulkRead {
             &self.ours,
             Some(&self.raw),
             Some(Target::AtMost(GOAL_MS)),
+        ));
+        rows.push(Row::timed(
+            &format!(
+                "Get {} x {LEAVES} leaves / GetJson",
+                group(&INSTANCES.to_string())
+            ),
+            "ms",
+            1e-3,
+            &self.get,
+            Some(&self.ours),
+            None,
         ));
         rows.push(Row::timed(
             "Peer.GetMachineId / Peer.Ping",
@@ -337,6 +411,13 @@ impl BulkRead {
             "CPU per GetJson of {} instances (ms; omadmd / dbus-daemon / bench client): {}",
             group(&INSTANCES.to_string()),
             self.cpu.per(ITERS, 1e-3)
+        ));
+        notes.push(format!(
+            "CPU per Get of {} ({} nodes as (ssv), decoded by the client; ms; omadmd / \
+             dbus-daemon / bench client): {}",
+            leaves_uri(),
+            group(&(INSTANCES * LEAVES).to_string()),
+            self.get_cpu.per(ITERS, 1e-3)
         ));
     }
 }

@@ -7,7 +7,9 @@
 //!   [`SETTLE`] of quiet;
 //! - right after one `GetJson` reading all of them (the large read of the issue), and
 //!   [`SETTLE`] later: memory should go back near the loaded idle — "near" is at most
-//!   [`NEAR_KIB`] above it.
+//!   [`NEAR_KIB`] above it;
+//! - then the same for one `Get` of every leaf of them all (`<MOID>/*/*`, 110,000 `(ssv)`
+//!   nodes), right after and [`SETTLE`] later, against the figure just before it.
 //!
 //! obuspa's idle figure, measured on this machine kind, is a labelled constant. The daemon
 //! runs with `[limits]` raised for the one read (its rows are over the default
@@ -86,6 +88,11 @@ pub struct Memory {
     later: Rss,
     read: Duration,
     bytes: usize,
+    /// Right after the `Get` of every leaf, and [`SETTLE`] later.
+    get_after: Rss,
+    get_later: Rss,
+    get_read: Duration,
+    get_nodes: usize,
 }
 
 /// Starts the daemon of this part on `bus`, measures, and stops it (cleanly, or an error).
@@ -118,6 +125,12 @@ pub fn measure(bus: &SysBus) -> Result<Memory> {
         drop((text, items));
         tokio::time::sleep(SETTLE).await;
         let later = Rss::of(pid)?;
+        let start = Instant::now();
+        let get_nodes = bulk_read::get_leaves(&conn, Some(INSTANCES)).await?;
+        let get_read = start.elapsed();
+        let get_after = Rss::of(pid)?;
+        tokio::time::sleep(SETTLE).await;
+        let get_later = Rss::of(pid)?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Memory {
             idle,
             loaded,
@@ -125,6 +138,10 @@ pub fn measure(bus: &SysBus) -> Result<Memory> {
             later,
             read,
             bytes,
+            get_after,
+            get_later,
+            get_read,
+            get_nodes,
         })
     });
     drop(rt);
@@ -172,6 +189,28 @@ impl Memory {
             self.later,
             Some(self.loaded),
             Some(Target::AboveBaseAtMost(NEAR_KIB)),
+        ));
+        rows.push(row(
+            format!("RSS after Get of {n} x {} / before", bulk_read::LEAVES),
+            self.get_after,
+            Some(self.later),
+            None,
+        ));
+        rows.push(row(
+            format!("RSS {} s after it / before", SETTLE.as_secs()),
+            self.get_later,
+            Some(self.later),
+            Some(Target::AboveBaseAtMost(NEAR_KIB)),
+        ));
+        notes.push(format!(
+            "memory around one Get of every leaf of the {n} instances ({} nodes, {} ms): \
+             before {}, right after {}, {} s later {}",
+            group(&self.get_nodes.to_string()),
+            num(self.get_read.as_secs_f64() * 1e3),
+            self.later.parts(),
+            self.get_after.parts(),
+            SETTLE.as_secs(),
+            self.get_later.parts(),
         ));
         notes.push(format!(
             "memory (VmRSS, KiB: all (anonymous + file-backed)): fresh idle {}, {n} instances \

@@ -6,7 +6,7 @@
 
 use super::error::AccessError;
 use super::principal::ADMIN;
-use crate::store::{Change, ItemSink, ROW_OVERHEAD, Usage};
+use crate::store::{Change, ItemSink, LeafRef, ROW_OVERHEAD, Usage};
 use crate::tree::uri::{ClientUri, NodeAddr};
 use crate::tree::value::Value;
 
@@ -108,6 +108,24 @@ impl Budget<'_> {
             None => 0,
             Some(Value::B64(b) | Value::Bin(b)) => b.len(),
             Some(v) => v.to_text().len(),
+        };
+        self.spend(1, displayed_len(addr) + value_bytes + PER_NODE_OVERHEAD)
+    }
+
+    /// [`Budget::take_found`] for a value borrowed from the store's rows: the same charge
+    /// (a value's bytes, or the length of its text), without building the text.
+    pub fn take_leaf(
+        &mut self,
+        addr: &NodeAddr,
+        leaf: Option<LeafRef<'_>>,
+    ) -> Result<(), AccessError> {
+        let value_bytes = match leaf {
+            None | Some(LeafRef::Null) => 0,
+            Some(LeafRef::Bytes(_, b)) => b.len(),
+            Some(LeafRef::Text(_, t)) => t.len(),
+            Some(LeafRef::Bool(b)) => displayed_len(&b),
+            Some(LeafRef::Int(i)) => displayed_len(&i),
+            Some(LeafRef::Float(f)) => displayed_len(&f),
         };
         self.spend(1, displayed_len(addr) + value_bytes + PER_NODE_OVERHEAD)
     }

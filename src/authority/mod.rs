@@ -40,7 +40,7 @@ pub use bounds::{Bounds, ItemsJson, Reply};
 pub use error::AccessError;
 pub use principal::{ANY_APP, ANY_SERVER, BadPrincipal, Principal, Rights, UnknownRight};
 
-use crate::store::{Change, Placement, Pool, Pruning, Store, StoreError, Txn};
+use crate::store::{Change, LeafRef, Placement, Pool, Pruning, Store, StoreError, Txn};
 use crate::tree::builtin::DACL;
 use crate::tree::format::Format;
 use crate::tree::json::{MoItem, node_from_json};
@@ -234,6 +234,29 @@ impl Authority {
                     Ok(Found { addr, value })
                 })
                 .collect()
+        })?
+    }
+
+    /// [`Authority::get`] without building its answer: hands `each` the same nodes in the
+    /// same order, each value borrowed from the store's rows (`None`: interior), under the
+    /// same rules and bounds, checked node by node, so an oversized answer ends at the node
+    /// that passes a bound, with [`Authority::get`]'s error.
+    pub fn get_each(
+        &self,
+        who: &Principal,
+        uri: impl Address,
+        mut each: impl FnMut(&NodeAddr, Option<LeafRef<'_>>),
+    ) -> Result<(), AccessError> {
+        let uri = self.query(uri)?;
+        let store = self.reader();
+        store.snapshot(|store| {
+            let addrs = self.readable(who, store, &uri)?;
+            let mut budget = self.bounds.reply(&uri);
+            store.each_leaf(&addrs, |addr, leaf| {
+                budget.take_leaf(addr, leaf)?;
+                each(addr, leaf);
+                Ok::<_, AccessError>(())
+            })
         })?
     }
 

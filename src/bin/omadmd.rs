@@ -12,10 +12,12 @@
 //! ([`omadmd::service::notify`]) are two of those tasks; both end when the daemon stops.
 //!
 //! Committed changes go to the D-Bus watchers and to SUB deliveries through bounded queues
-//! of [`CHANGE_QUEUE`] batches each. The store's writer never waits on them: when a queue is
-//! full the batch is dropped for that consumer, counted, and logged (the first drop, then
-//! every power of two) — a watcher misses that `Changed` signal, a subscribed server
-//! that delivery (the next change under its subscription delivers the whole subtree again).
+//! of [`CHANGE_QUEUE`] batches each; each consumer hands a batch on only once it is durable
+//! (`Pool::durable`: one wait for every batch queued meanwhile). The store's writer never
+//! waits on them: when a queue is full the batch is dropped for that consumer, counted, and
+//! logged (the first drop, then every power of two) — a watcher misses that `Changed`
+//! signal, a subscribed server that delivery (the next change under its subscription
+//! delivers the whole subtree again).
 //!
 //! Memory: glibc's malloc is set up first thing, and large blocks freed make it give back
 //! what a large read left ([`malloc`]).

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{OwnedVariant, Variant, interface};
+use zbus::{Variant, interface};
 
 use super::access::{Access, Action};
 use super::error::Error;
 use super::exec_handlers::ExecApps;
+use super::nodes::Nodes;
 use super::servers::Servers;
 use super::sessions;
 use super::watch::Watches;
@@ -24,7 +25,6 @@ use crate::store::{self, Lane, Pool};
 use crate::tree::builtin;
 use crate::tree::format::Format;
 use crate::tree::uri::{ClientUri, Moid};
-use crate::tree::value::Value;
 
 /// The optional features this client offers (DM-HLF-019), as listed in `Features`.
 pub const FEATURES: [&str; 6] = [
@@ -74,36 +74,25 @@ impl Client1 {
         &self,
         client_uri: String,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<Vec<(String, String, OwnedVariant)>, Error> {
+    ) -> Result<Nodes, Error> {
         let uri = self.well_formed(&client_uri)?;
         let reader = self.reader(&header, &client_uri, &uri.moid).await?;
         let read = || {
             let (auth, who, uri) = (self.auth.clone(), reader.clone(), uri.clone());
             async move {
-                Ok::<_, Error>(
-                    store::offload(Lane::Interactive, move || auth.get(&who, &uri)).await??,
-                )
+                let nodes = store::offload(Lane::Interactive, move || {
+                    let mut nodes = Nodes::default();
+                    auth.get_each(&who, &uri, |addr, leaf| nodes.push(addr, leaf))
+                        .map(|()| nodes)
+                })
+                .await??;
+                Ok::<_, Error>(nodes)
             }
         };
-        let found = match read().await {
-            Err(Error::NotFound(_)) if self.fetched_default(&client_uri).await => read().await?,
-            other => other?,
-        };
-        Ok(found
-            .into_iter()
-            .map(|f| match f.value {
-                None => (
-                    f.addr.to_string(),
-                    Format::Node.as_str().to_owned(),
-                    OwnedVariant::from(zbus::Str::from("")),
-                ),
-                Some(v) => (
-                    f.addr.to_string(),
-                    v.format().as_str().to_owned(),
-                    to_variant(v),
-                ),
-            })
-            .collect())
+        match read().await {
+            Err(Error::NotFound(_)) if self.fetched_default(&client_uri).await => read().await,
+            other => other,
+        }
     }
 
     #[zbus(out_args("json"))]
@@ -709,22 +698,6 @@ fn sender(header: &Header<'_>) -> Result<String, Error> {
         .sender()
         .map(|s| s.to_string())
         .ok_or_else(|| Error::AccessDenied("message has no sender".into()))
-}
-
-/// A leaf value as a D-Bus variant: int as x, bool as b, float as d, b64/bin as ay,
-/// everything else as its text.
-fn to_variant(value: Value) -> OwnedVariant {
-    match value {
-        Value::Int(i) => OwnedVariant::from(i),
-        Value::Bool(b) => OwnedVariant::from(b),
-        Value::Float(f) => OwnedVariant::from(f),
-        Value::B64(bytes) | Value::Bin(bytes) => {
-            // Invariant: a byte array holds no file descriptors, so ownership cannot fail.
-            OwnedVariant::try_from(Variant::from(bytes))
-                .unwrap_or_else(|_| OwnedVariant::from(zbus::Str::from("")))
-        }
-        other => OwnedVariant::from(zbus::Str::from(other.to_text())),
-    }
 }
 
 fn from_variant(value: Variant<'_>) -> Result<Input, Error> {

@@ -8,6 +8,7 @@
 //! - [`sessions`]: starting DM sessions for callers; the session scheduler's events as
 //!   signals and `State`;
 //! - [`network`]: `AccessTechnology` and `State` following the network;
+//! - [`nodes`]: the answer of `Get`, serialized once from the store's rows;
 //! - [`watch`]: watches and unicast `Changed` delivery;
 //! - [`exec_handlers`]: local apps registered as EXEC handlers, called back for sessions;
 //! - [`error`]: the `org.omadm.Client1.Error.*` names.
@@ -25,6 +26,7 @@ pub mod client1;
 pub mod error;
 pub mod exec_handlers;
 pub mod network;
+pub mod nodes;
 pub mod peer;
 pub mod servers;
 pub mod sessions;
@@ -164,7 +166,14 @@ pub async fn serve(
     );
     until_stopped(
         tasks,
-        watch::dispatch(conn.clone(), auth, watches.clone(), servers, changes),
+        watch::dispatch(
+            conn.clone(),
+            auth,
+            watches.clone(),
+            servers,
+            scheduler.store().clone(),
+            changes,
+        ),
     );
     let (lost_tx, lost) = tokio::sync::oneshot::channel();
     let departures = forget_departed(conn.clone(), access, watches, exec_apps);

@@ -21,8 +21,17 @@
 //! not hear of the instance's end, and one whose Read was revoked does. The memory holds at
 //! most one entry per instance per watching principal, and a principal's goes with its last
 //! watch.
+//!
+//! # When
+//!
+//! A change is announced only once it is durable: a watcher never hears of a change that a
+//! power loss undoes. [`dispatch`] takes the batches queued so far, waits once for them all
+//! with [`Pool::durable`] (group commit: the sync that answers covers every batch committed
+//! before the wait began, so no change costs a sync of its own), then signals. The store's
+//! writer does not wait for any of it: it only queues the batch.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -32,7 +41,7 @@ use super::error::Error;
 use super::servers::Servers;
 use super::{INTERFACE, PATH};
 use crate::authority::{AccessError, Authority, Principal};
-use crate::store::{self, Change, ChangeKind, Lane};
+use crate::store::{self, Change, ChangeKind, Lane, Pool, StoreError};
 use crate::tree::builtin::{self, DACL};
 use crate::tree::uri::{ClientUri, InstanceSel, NodeAddr, Segment};
 
@@ -355,47 +364,93 @@ fn no_get(auth: &Authority, addr: &NodeAddr) -> bool {
             .is_some_and(|d| d.access.is_no_get())
 }
 
-/// Delivers changes as they come until the channel closes; keeps the server objects in step
-/// with the DM accounts.
+/// Delivers changes as they come, each once it is durable in `store` (see "When" above),
+/// until the channel closes; keeps the server objects in step with the DM accounts. When
+/// the store cannot make them durable, they are never announced.
 pub async fn dispatch(
     conn: zbus::Connection,
     auth: Arc<Authority>,
     watches: Arc<Watches>,
     servers: Arc<Servers>,
+    store: Arc<Pool>,
     mut changes: mpsc::Receiver<Vec<Change>>,
 ) {
-    while let Some(batch) = changes.recv().await {
-        if batch.iter().any(|c| c.addr.moid == builtin::DMACC) {
-            servers.sync().await;
-        }
-        // Who may hear of what is decided against the store: off the async workers.
-        let (auth, watches) = (auth.clone(), watches.clone());
-        let signals = store::offload(Lane::Background, move || {
-            let mut signals = Vec::new();
-            for change in &batch {
-                let uri = change.addr.to_string();
-                for (id, owner) in watches.recipients(&auth, change) {
-                    signals.push((owner, id, uri.clone(), change.kind.as_str(), change.seq));
-                }
-            }
-            signals
-        })
-        .await;
-        let signals = match signals {
-            Ok(s) => s,
+    let mut failed = false;
+    while let Some(batches) = durable_batches(&mut changes, || store.durable()).await {
+        let batches = match batches {
+            Ok(b) => b,
             Err(e) => {
-                tracing::error!("deciding who hears of a change failed: {e}");
+                // Every later wait fails too (see `Pool::durable`): said once.
+                if !failed {
+                    tracing::error!("changes are not announced to watchers: {e}");
+                    failed = true;
+                }
                 continue;
             }
         };
-        for (owner, id, uri, kind, seq) in signals {
-            let body = (id, uri.as_str(), kind, seq);
-            if let Err(e) = conn
-                .emit_signal(Some(owner.as_str()), PATH, INTERFACE, "Changed", &body)
-                .await
-            {
-                tracing::debug!("Changed for watch {id} not delivered to {owner}: {e}");
+        for batch in batches {
+            announce(&conn, &auth, &watches, &servers, batch).await;
+        }
+    }
+}
+
+/// The batches of changes queued on `changes`, handed on once they are durable: waits for
+/// one, takes every other one already queued, then awaits `durable()` once for them all.
+/// That wait begins after they were committed, so what answers it covers them
+/// ([`Pool::durable`]). `None` once the queue is closed; an error when the store cannot
+/// make them durable.
+async fn durable_batches<F>(
+    changes: &mut mpsc::Receiver<Vec<Change>>,
+    durable: impl FnOnce() -> F,
+) -> Option<Result<Vec<Vec<Change>>, StoreError>>
+where
+    F: Future<Output = Result<(), StoreError>>,
+{
+    let mut batches = vec![changes.recv().await?];
+    while let Ok(more) = changes.try_recv() {
+        batches.push(more);
+    }
+    Some(durable().await.map(|()| batches))
+}
+
+/// Signals one batch of changes (durable already) to the watchers that may hear of them.
+async fn announce(
+    conn: &zbus::Connection,
+    auth: &Arc<Authority>,
+    watches: &Arc<Watches>,
+    servers: &Servers,
+    batch: Vec<Change>,
+) {
+    if batch.iter().any(|c| c.addr.moid == builtin::DMACC) {
+        servers.sync().await;
+    }
+    // Who may hear of what is decided against the store: off the async workers.
+    let (auth, watches) = (auth.clone(), watches.clone());
+    let signals = store::offload(Lane::Background, move || {
+        let mut signals = Vec::new();
+        for change in &batch {
+            let uri = change.addr.to_string();
+            for (id, owner) in watches.recipients(&auth, change) {
+                signals.push((owner, id, uri.clone(), change.kind.as_str(), change.seq));
             }
+        }
+        signals
+    })
+    .await;
+    let signals = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("deciding who hears of a change failed: {e}");
+            return;
+        }
+    };
+    for (owner, id, uri, kind, seq) in signals {
+        let body = (id, uri.as_str(), kind, seq);
+        if let Err(e) = conn
+            .emit_signal(Some(owner.as_str()), PATH, INTERFACE, "Changed", &body)
+            .await
+        {
+            tracing::debug!("Changed for watch {id} not delivered to {owner}: {e}");
         }
     }
 }
@@ -757,5 +812,73 @@ mod tests {
         // What was noted for a principal goes with its last watch.
         assert!(!watches.lock().readable.contains_key(&Principal::User(1)));
         watches.add(auth, ":1.1", Principal::User(1), &uri).unwrap();
+    }
+
+    fn change(seq: u64) -> Change {
+        Change {
+            seq,
+            addr: addr("urn:a:1.0", "1", "X"),
+            kind: ChangeKind::Replaced,
+            writer: "admin".into(),
+            at: 0,
+            readers: Vec::new(),
+        }
+    }
+
+    fn seqs(batches: &[Vec<Change>]) -> Vec<Vec<u64>> {
+        batches
+            .iter()
+            .map(|b| b.iter().map(|c| c.seq).collect())
+            .collect()
+    }
+
+    /// The durable point is the test's: nothing is handed on before it, every batch queued
+    /// before the wait began is handed on after it with one wait, and a batch committed
+    /// while the wait ran waits for the next one.
+    #[tokio::test]
+    async fn changes_are_handed_on_only_once_durable_one_wait_for_all_queued() {
+        use futures_util::FutureExt as _;
+
+        let (tx, mut rx) = mpsc::channel(8);
+        let (synced, gate) = tokio::sync::watch::channel(false);
+        let waits = std::cell::Cell::new(0);
+        tx.send(vec![change(1)]).await.unwrap();
+        tx.send(vec![change(2), change(3)]).await.unwrap();
+        {
+            let mut next = std::pin::pin!(durable_batches(&mut rx, || {
+                waits.set(waits.get() + 1);
+                let mut gate = gate.clone();
+                async move {
+                    gate.wait_for(|durable| *durable).await.unwrap();
+                    Ok(())
+                }
+            }));
+            assert!(
+                next.as_mut().now_or_never().is_none(),
+                "handed on before they were durable"
+            );
+            tx.send(vec![change(4)]).await.unwrap();
+            synced.send(true).unwrap();
+            let batches = next.await.unwrap().unwrap();
+            assert_eq!(seqs(&batches), [vec![1], vec![2, 3]]);
+        }
+        assert_eq!(waits.get(), 1, "one wait for every batch queued before it");
+
+        let batches = durable_batches(&mut rx, || async { Ok(()) }).await;
+        assert_eq!(seqs(&batches.unwrap().unwrap()), [vec![4]]);
+
+        // A sync that failed: the batch is never handed on.
+        tx.send(vec![change(5)]).await.unwrap();
+        let failed = durable_batches(&mut rx, || async {
+            Err(StoreError::Corrupt("disk on fire".into()))
+        })
+        .await;
+        assert!(failed.unwrap().is_err());
+        drop(tx);
+        assert!(
+            durable_batches(&mut rx, || async { Ok(()) })
+                .await
+                .is_none()
+        );
     }
 }

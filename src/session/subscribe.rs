@@ -7,6 +7,11 @@
 //! say) marks the subscription *owed* in the store; [`redeliver`] sends every owed
 //! subscription's current subtree once the server can be reached again (after a restart, a
 //! network change, a session with it), and a later delivery that works clears the mark.
+//!
+//! A subtree goes out only once what it shows is durable: after it is read, the delivery
+//! waits with [`Pool::durable`](crate::store::Pool::durable) (group commit: one sync covers
+//! every commit made before the wait began, the subtree's included), so a server never
+//! receives a state that a power loss undoes. The store's writer does not wait for it.
 
 use std::sync::Arc;
 
@@ -92,9 +97,17 @@ enum Due<'a> {
     Owed(Option<&'a str>),
 }
 
-/// Makes the PUTs, marking each subscription owed when its PUT fails and clearing the mark
-/// when one works.
+/// Makes the PUTs once what they carry is durable, marking each subscription owed when its
+/// PUT fails and clearing the mark when one works. When the store cannot make it durable,
+/// nothing is sent and the marks stay as they are.
 async fn send(engine: &Arc<Engine>, deliveries: Vec<Delivery>) {
+    if deliveries.is_empty() {
+        return;
+    }
+    if let Err(e) = engine.store.durable().await {
+        tracing::error!("SUB: {} delivery(ies) not sent: {e}", deliveries.len());
+        return;
+    }
     for Delivery { sub, account, body } in deliveries {
         let sent = match account
             .client(&engine.extra_ca_files, engine.limits.max_package_bytes)

@@ -12,9 +12,11 @@
 //! NORMAL: when the WAL is reused after a checkpoint, the new WAL header is written and synced
 //! before any frame follows it, and a checkpoint syncs the WAL before copying it into the
 //! database and the database after, so frames overwritten by a restart are already durable
-//! in the database file. The directory entries of the database and of a newly created WAL
-//! are synced once per [`GroupCommit`] (SQLite also syncs the directory on a WAL's first
-//! sync), so that the files themselves survive.
+//! in the database file; checkpoints run on a thread of their own
+//! ([`checkpoint`](super::checkpoint)), so neither commits nor these syncs wait for one. The
+//! directory entries of the database and of a newly created WAL are synced once per
+//! [`GroupCommit`] (SQLite also syncs the directory on a WAL's first sync), so that the
+//! files themselves survive.
 //!
 //! [`GroupCommit`]: whoever needs its commits durable takes a ticket after committing and
 //! waits (asynchronously: no runtime worker blocks) until a sync covering the ticket has

@@ -284,20 +284,20 @@ fn text(cell: ValueRef<'_>) -> Result<&str, StoreError> {
 /// Rows of one instance (or one subtree) in `(parent, name)` order, their text kept in one
 /// buffer that is reused from instance to instance.
 #[derive(Default)]
-struct Rows {
-    text: Vec<u8>,
-    rows: Vec<Row>,
+pub(super) struct Rows {
+    pub(super) text: Vec<u8>,
+    pub(super) rows: Vec<Row>,
 }
 
 /// One node row; text and blobs are ranges of [`Rows::text`].
-struct Row {
-    parent: Range<usize>,
-    name: Range<usize>,
-    format: Format,
-    cell: Cell,
+pub(super) struct Row {
+    pub(super) parent: Range<usize>,
+    pub(super) name: Range<usize>,
+    pub(super) format: Format,
+    pub(super) cell: Cell,
 }
 
-enum Cell {
+pub(super) enum Cell {
     Null,
     Int(i64),
     Real(f64),
@@ -306,7 +306,7 @@ enum Cell {
 }
 
 impl Rows {
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.text.clear();
         self.rows.clear();
     }
@@ -354,7 +354,7 @@ impl Rows {
     }
 
     /// Appends every row `sql` (selecting `parent, name, format, value`) finds.
-    fn read(
+    pub(super) fn read(
         &mut self,
         store: &Store,
         sql: &str,

@@ -9,6 +9,7 @@
 //!   asynchronous EXECs running;
 //! - [`import`]: writing MO serialization items (HGET, bootstrap files);
 //! - [`json`]: reading them: items written straight from the rows into a reply;
+//! - [`leaves`]: the values of many nodes for a `Get`, borrowed from the rows;
 //! - [`bootstrap_state`] — which factory bootstrap files were applied, and the factory reset;
 //! - [`notification_state`] — the NOTIFICATION-IDs seen lately, per server;
 //! - [`rights`]: [`Rights`], what a grant gives;
@@ -16,6 +17,8 @@
 //!   transaction;
 //! - [`pool`]: [`Pool`], the process's connections (one writer for everything, a few
 //!   readers), and [`offload`], the one way async code runs store work;
+//! - [`checkpoint`]: WAL checkpoints on a thread of their own, never inside the writer's
+//!   commits;
 //! - [`durable`]: group commit — [`Pool::durable`] waits until earlier commits are on disk,
 //!   one WAL sync for all the writes committed meanwhile;
 //! - [`error`] — [`StoreError`].
@@ -25,12 +28,14 @@
 //! monotonic sequence number and moves the cache validator of the instance it touched.
 
 mod bootstrap_state;
+mod checkpoint;
 mod codec;
 mod dacl;
 mod durable;
 mod error;
 mod import;
 mod json;
+mod leaves;
 mod notification_state;
 mod pool;
 mod read;
@@ -50,6 +55,7 @@ pub use dacl::{DaclEntry, dacl_root};
 pub use error::StoreError;
 pub use import::Placement;
 pub use json::{ItemSink, ItemsArray, Pruning, SHOW_ALL};
+pub use leaves::LeafRef;
 pub use pool::{Lane, Offload, Pool, offload};
 pub use read::{Change, ChangeKind, InstanceInfo, MAX_DEPTH, Stats, Usage};
 pub use rights::{Rights, UnknownRight};

@@ -5,16 +5,19 @@
 //! [`offload`] is the one way async code runs work on these connections (and other blocking
 //! file work): off the runtime's worker threads, on the process's store threads — a lane for
 //! callers who wait, and a lower-priority lane for background work. [`Pool::durable`] is the
-//! one way to wait until what was committed is on disk before acknowledging it.
+//! one way to wait until what was committed is on disk before acknowledging it. The pool
+//! also hands the WAL's checkpoints to a thread of their own, out of the writer's commits
+//! ([`checkpoint`](super::checkpoint)).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, TryLockError};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Checkpoints;
 use super::durable::{self, GroupCommit};
 use super::{Bounds, Store, StoreError};
 
@@ -25,6 +28,10 @@ pub struct Pool {
     next_reader: AtomicUsize,
     /// Makes commits durable before they are acknowledged; none for a store in memory.
     group: Option<GroupCommit>,
+    /// Checkpoints the WAL off the writer's commits ([`checkpoint`](super::checkpoint));
+    /// none for a store in memory. Held for what it does by itself, and declared last:
+    /// dropped after every other connection closed, it checkpoints a last time.
+    _checkpoints: Option<Checkpoints>,
 }
 
 /// Why work handed to [`offload`] gave no result.
@@ -52,14 +59,38 @@ impl Pool {
 
     /// A pool of connections already open to the same store; with no `readers`, the writer
     /// also serves reads (an in-memory store, whose connections cannot share a database).
-    pub fn new(writer: Store, readers: Vec<Store>) -> Pool {
+    /// The pool takes over the writer's WAL checkpoints: they run on a thread of their own,
+    /// not inside the writer's commits ([`checkpoint`](super::checkpoint)).
+    pub fn new(mut writer: Store, readers: Vec<Store>) -> Pool {
         let group = durable::wal_of(writer.conn.path()).map(GroupCommit::for_wal);
+        let db = writer
+            .conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let checkpoints = db.and_then(|db| {
+            Checkpoints::start(&db, &mut writer.conn)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        "{}: {e}; the writer checkpoints the WAL inside its commits",
+                        db.display()
+                    );
+                })
+                .ok()
+        });
         Pool {
             writer: Mutex::new(writer),
             readers: readers.into_iter().map(Mutex::new).collect(),
             next_reader: AtomicUsize::new(0),
             group,
+            _checkpoints: checkpoints,
         }
+    }
+
+    /// What the checkpoint thread did so far; none for a store in memory.
+    #[cfg(test)]
+    pub(super) fn checkpoints_done(&self) -> Option<super::checkpoint::Done> {
+        self._checkpoints.as_ref().map(Checkpoints::done)
     }
 
     /// Waits until every change committed before this call is durable on disk: call it

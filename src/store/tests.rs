@@ -512,7 +512,15 @@ fn cached_statements_are_never_prepared_again() {
             store.writers(&addr, false).unwrap();
             store.kind(&addr.moid, &addr.miid, &addr.path).unwrap();
             store.children(&addr.moid, &addr.miid, &addr.path).unwrap();
+            store
+                .each_leaf(std::slice::from_ref(&addr), |_, _| Ok::<_, StoreError>(()))
+                .unwrap();
         }
+        store
+            .each_leaf(&[root.child("Data"), root.child("ID")], |_, _| {
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
         store.grants(root).unwrap();
         store.grant(root, &principal).unwrap();
         store.changes_since(round as u64, round + 1).unwrap();
