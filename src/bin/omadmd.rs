@@ -20,7 +20,8 @@
 //! delivers the whole subtree again).
 //!
 //! Memory: glibc's malloc is set up first thing, and large blocks freed make it give back
-//! what a large read left ([`malloc`]).
+//! what a large read left ([`malloc`]); the executable's code pages are given back after
+//! start-up ([`code_pages`]).
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,8 @@ use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
 use omadmd::tree::uri::{self, UriLimits};
 
+#[path = "omadmd/code_pages.rs"]
+mod code_pages;
 #[path = "omadmd/malloc.rs"]
 mod malloc;
 
@@ -72,6 +75,9 @@ const CHANGE_QUEUE: usize = 1024;
 
 /// Received notifications waiting for the verifier, at most; a channel with more waits.
 const INBOUND_QUEUE: usize = 64;
+
+/// How long after start-up the start-up code's pages are given back ([`code_pages`]).
+const CODE_PAGE_OUT_AFTER: Duration = Duration::from_secs(2);
 
 /// Read connections to the store: D-Bus readers, sessions and SUB deliveries rarely need more
 /// at once on the small machines omadmd runs on.
@@ -426,6 +432,21 @@ async fn run(args: Args) -> Result<(), String> {
         db.display()
     );
     notify(&[sd_notify::NotifyState::Ready]);
+    // Start-up code does not run again: its pages go back once the first calls are served.
+    let stopping = tasks.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = stopping.stopped() => {}
+            () = tokio::time::sleep(CODE_PAGE_OUT_AFTER) => {
+                let problems = tokio::task::spawn_blocking(code_pages::page_out)
+                    .await
+                    .unwrap_or_default();
+                for problem in problems {
+                    tracing::warn!("{problem}: the daemon's code stays resident");
+                }
+            }
+        }
+    });
 
     let bus::Service { conn, lost } = service;
     let outcome = tokio::select! {
