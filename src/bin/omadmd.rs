@@ -116,6 +116,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    ignore_hangups_until_handled();
     let malloc_problems = malloc::configure();
     let args = Args::parse();
     if let Some(page) = args.man_page {
@@ -148,8 +149,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    // SIGHUP is handled from the first moment: one that arrives while the daemon starts
-    // makes a reload once it runs, instead of ending it.
+    // SIGHUP is handled from here on (ignored before, see `main`): one that arrives while
+    // the daemon starts makes a reload once it runs, instead of ending it.
     let hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     let (config_path, explicit) = match &args.config {
         Some(path) => (path.clone(), true),
@@ -497,6 +498,16 @@ fn offer(
         }
         // Nobody listens any more: the daemon is stopping.
         Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+/// SIGHUP's default action ends a process. From the first instruction until `run` handles
+/// it (reloads), a hangup is ignored: nothing is loaded yet that it could reload.
+fn ignore_hangups_until_handled() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code; nothing
+    // else runs yet (no threads), and tokio's handler replaces it in `run`.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
 }
 
