@@ -129,6 +129,12 @@ pub struct Limits {
     pub pending_alerts_per_server: usize,
     /// Longest ServerURI a DM server may name in a command, in bytes (`400` beyond).
     pub server_uri_bytes: usize,
+    /// Largest large object (a `bin` value kept in a file: HGET into a `bin` leaf), in
+    /// bytes (`413` beyond); it also counts towards its owner's `owner_bytes`.
+    pub object_bytes: u64,
+    /// How long an HGET, HPUT or HPOST of a large object holds its session before it
+    /// answers `202` and reports the result later in an alert, in seconds.
+    pub transfer_wait_seconds: u64,
 }
 
 impl Default for Limits {
@@ -153,6 +159,8 @@ impl Default for Limits {
             exec_concurrent: 4,
             pending_alerts_per_server: 64,
             server_uri_bytes: 2048,
+            object_bytes: 4 * 1024 * 1024 * 1024,
+            transfer_wait_seconds: 30,
         }
     }
 }
@@ -392,6 +400,8 @@ impl Limits {
                 self.pending_alerts_per_server as u64,
             ),
             ("server_uri_bytes", self.server_uri_bytes as u64),
+            ("object_bytes", self.object_bytes),
+            ("transfer_wait_seconds", self.transfer_wait_seconds),
         ];
         if let Some((key, _)) = counts.iter().find(|(_, v)| *v == 0) {
             return Err(format!("[limits] {key} must be at least 1"));

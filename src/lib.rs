@@ -16,7 +16,7 @@
 //!   digest, the factory reset, and bootstraps fetched from the bootstrap servers DM
 //!   accounts name.
 //! - [`protocol`] → `tree` — the DM 2.0 wire format: packages, commands, alerts. Pure.
-//! - [`session`] → `authority`, `protocol`, `transport`, `store`, and the data types of
+//! - [`session`] → `authority`, `protocol`, `transport`, `transfer`, `store`, and the data types of
 //!   `notification::package0` (pure: a notification's preferred bearer) — DM sessions: the
 //!   scheduler (every trigger, one session per server, polling, session events, the
 //!   SessionInfo MO), the package loop, the twelve commands, persisted alerts, SUB
@@ -31,6 +31,10 @@
 //!   `NetworkChanged` alert on a move.
 //! - [`device`] → `tree` — DevInfo facts read from the host.
 //! - [`config`] → `tree` (`Moid`) — `/etc/omadmd/omadmd.toml`.
+//! - [`transfer`] → `transport`, `store` (object files), `tree` (`ObjectRef`) — large-object
+//!   transfers (DM-HLF-022): resumable downloads into part files with ranges, validators
+//!   and digests, streamed uploads, and the board of their progress with the switch that
+//!   suspends one. The session engine (`session::large`) drives them.
 //! - [`transport`] — the HTTPS client of DM sessions and data-repository transfers: TLS
 //!   trust and pinning (the trust store loaded once and reloaded on change), one cached
 //!   client per account, client certificates, HTTP Basic, timeouts, retries. Bytes and URLs
@@ -69,5 +73,6 @@ pub mod protocol;
 pub mod service;
 pub mod session;
 pub mod store;
+pub mod transfer;
 pub mod transport;
 pub mod tree;

@@ -65,7 +65,7 @@ fn introspection_matches_the_contract() {
 
 /// The method, signal, property and arg elements of an interface as normalized lines
 /// (attributes sorted, `direction="in"` made explicit on method args).
-fn signature_lines(xml: &str) -> BTreeSet<String> {
+pub(crate) fn signature_lines(xml: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut member = String::new();
     for tag in xml.split('<').skip(1) {

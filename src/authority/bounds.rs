@@ -76,6 +76,14 @@ impl Bounds {
         )
     }
 
+    /// How many more bytes `owner`, holding `usage`, may keep; unbounded for the admin.
+    pub fn room(&self, owner: &str, usage: Usage) -> u64 {
+        if exempt(owner) {
+            return u64::MAX;
+        }
+        self.owner_bytes.saturating_sub(usage.bytes)
+    }
+
     /// Refuses a write that leaves `owner` above its quota. The admin has none.
     pub fn check_usage(&self, owner: &str, usage: Usage) -> Result<(), AccessError> {
         if exempt(owner) {
@@ -130,6 +138,12 @@ impl Budget<'_> {
         self.spend(1, displayed_len(addr) + value_bytes + PER_NODE_OVERHEAD)
     }
 
+    /// Spends the allowance on `bytes` more of the last node taken: what its value takes in
+    /// the reply beyond its text (a `json` value written as D-Bus containers).
+    pub fn take_extra(&mut self, bytes: usize) -> Result<(), AccessError> {
+        self.spend(0, bytes)
+    }
+
     /// Spends the allowance on one journal entry of a `ChangesSince` reply; `false` when it
     /// does not fit (the reply ends before it, and the caller asks again from there).
     pub fn fits_change(&mut self, change: &Change) -> bool {
@@ -153,6 +167,40 @@ impl Budget<'_> {
         }
         Ok(())
     }
+}
+
+/// The deepest nesting of objects and arrays in a `json` value that an app sets, or reads
+/// as a D-Bus variant: what a variant in `Get`'s answer can carry, each object level taking
+/// three of the 64 containers a D-Bus value may be in (`bus::variant` tests both ends).
+/// Deeper values written by servers are read with `GetJson`.
+pub const JSON_DEPTH: usize = 20;
+
+/// Refuses a `json` value an app sets that D-Bus could not give back: one holding a null
+/// anywhere (D-Bus has none), or objects and arrays nested deeper than [`JSON_DEPTH`]. Walks
+/// without recursion.
+pub fn check_app_json(json: &serde_json::Value) -> Result<(), String> {
+    let mut stack = vec![(json, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match value {
+            serde_json::Value::Null => {
+                return Err(
+                    "a JSON null cannot be set: D-Bus variants carry none (leave an \
+                            object member out instead)"
+                        .into(),
+                );
+            }
+            serde_json::Value::Array(items) => Box::new(items.iter()),
+            serde_json::Value::Object(members) => Box::new(members.values()),
+            _ => continue,
+        };
+        if depth == JSON_DEPTH {
+            return Err(format!(
+                "JSON objects and arrays nested deeper than {JSON_DEPTH} cannot be set"
+            ));
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    Ok(())
 }
 
 /// A JSON array of MO serialization items as it is written: every item straight from the

@@ -54,7 +54,9 @@ impl From<StoreError> for AccessError {
             StoreError::RootIsLeaf(_)
             | StoreError::BadItem { .. }
             | StoreError::JournalPruned { .. } => AccessError::InvalidValue(e.to_string()),
-            StoreError::TooDeep { .. } => AccessError::Limit(e.to_string()),
+            StoreError::TooDeep { .. } | StoreError::LargeObject { .. } => {
+                AccessError::Limit(e.to_string())
+            }
             other => AccessError::Store(other),
         }
     }

@@ -36,7 +36,7 @@ use std::sync::{Arc, MutexGuard, RwLock};
 
 use serde_json::Value as J;
 
-pub use bounds::{Bounds, ItemsJson, Reply};
+pub use bounds::{Bounds, ItemsJson, JSON_DEPTH, Reply};
 pub use error::AccessError;
 pub use principal::{ANY_APP, ANY_SERVER, BadPrincipal, Principal, Rights, UnknownRight};
 
@@ -144,6 +144,11 @@ pub enum Input {
     Bool(bool),
     Float(f64),
     Bytes(Vec<u8>),
+    /// A structured value (D-Bus containers, or an integer beyond `i64`): for a `json`
+    /// node the value itself; for another format read as the MO serialization reads it.
+    Json(J),
+    /// A large object already in the store's object files, for a `bin` node.
+    Object(crate::tree::value::ObjectRef),
 }
 
 /// A node returned by [`Authority::get`]: its address and its value (`None`: interior).
@@ -240,12 +245,14 @@ impl Authority {
     /// [`Authority::get`] without building its answer: hands `each` the same nodes in the
     /// same order, each value borrowed from the store's rows (`None`: interior), under the
     /// same rules and bounds, checked node by node, so an oversized answer ends at the node
-    /// that passes a bound, with [`Authority::get`]'s error.
+    /// that passes a bound, with [`Authority::get`]'s error. `each` answers the bytes the
+    /// node's value takes in its answer beyond its text (spent from the same allowance), or
+    /// an error that ends the read.
     pub fn get_each(
         &self,
         who: &Principal,
         uri: impl Address,
-        mut each: impl FnMut(&NodeAddr, Option<LeafRef<'_>>),
+        mut each: impl FnMut(&NodeAddr, Option<LeafRef<'_>>) -> Result<usize, AccessError>,
     ) -> Result<(), AccessError> {
         let uri = self.query(uri)?;
         let store = self.reader();
@@ -254,8 +261,8 @@ impl Authority {
             let mut budget = self.bounds.reply(&uri);
             store.each_leaf(&addrs, |addr, leaf| {
                 budget.take_leaf(addr, leaf)?;
-                each(addr, leaf);
-                Ok::<_, AccessError>(())
+                let extra = each(addr, leaf)?;
+                budget.take_extra(extra)
             })
         })?
     }
@@ -822,6 +829,37 @@ impl Authority {
         }
         self.require(who, &store, &addr, Rights::EXEC)?;
         Ok(addr)
+    }
+
+    /// Where `who` may put a large object: the one leaf `uri` names, of format `bin` (by
+    /// its DDF, or as it is when no DDF knows it), that `who` may write; and how many bytes
+    /// its instance's owner may still keep (`owner_bytes`). Checked again when the object is
+    /// written ([`Authority::set`]); this only spares a transfer that could never land.
+    pub fn object_target(
+        &self,
+        who: &Principal,
+        uri: &ClientUri,
+    ) -> Result<(NodeAddr, u64), AccessError> {
+        let types = self.types();
+        let store = self.reader();
+        let addr = self.single_target(who, &store, uri, Rights::WRITE)?;
+        let format = match def_checked(&types, &addr)? {
+            Some(d) => Some(d.format),
+            None => store.leaf(&addr)?.map(|(v, _)| v.format()),
+        };
+        if format != Some(Format::Bin) || addr.path.is_empty() {
+            return Err(AccessError::InvalidValue(format!(
+                "{addr}: a large object goes into a bin leaf"
+            )));
+        }
+        self.require(who, &store, &addr, Rights::WRITE)?;
+        let room = match store.owner_of(&addr.moid, &addr.miid)? {
+            Some(owner) => self.bounds.room(&owner, store.usage(&owner)?),
+            None => self
+                .bounds
+                .room(&who.to_string(), store.usage(&who.to_string())?),
+        };
+        Ok((addr, room))
     }
 
     /// What an administrator should look at in the DM accounts a store carries from before
@@ -1462,20 +1500,51 @@ fn infer(input: &Input) -> Format {
         Input::Int(_) => Format::Int,
         Input::Bool(_) => Format::Bool,
         Input::Float(_) => Format::Float,
-        Input::Bytes(_) => Format::Bin,
+        Input::Bytes(_) | Input::Object(_) => Format::Bin,
+        Input::Json(_) => Format::Json,
     }
 }
 
 fn convert(format: Format, input: Input) -> Result<Value, String> {
     Ok(match (format, input) {
+        (Format::Json, input) => {
+            let json = app_json(input)?;
+            bounds::check_app_json(&json)?;
+            Value::Json(json)
+        }
         (_, Input::Text(t)) => Value::parse(format, &t).map_err(|e| e.to_string())?,
+        (_, Input::Json(j)) => Value::from_json(format, &j).map_err(|e| e.to_string())?,
         (Format::Int, Input::Int(i)) => Value::Int(i),
         (Format::Bool, Input::Bool(b)) => Value::Bool(b),
         (Format::Float, Input::Float(f)) if f.is_finite() => Value::Float(f),
         (Format::Float, Input::Int(i)) => Value::Float(i as f64),
         (Format::B64, Input::Bytes(b)) => Value::B64(b),
         (Format::Bin, Input::Bytes(b)) => Value::Bin(b),
+        (Format::Bin, Input::Object(o)) => Value::Object(o),
         (f, other) => return Err(format!("a {f} node cannot take {other:?}")),
+    })
+}
+
+/// The JSON value an input for a `json` node stands for: text is JSON text; numbers,
+/// booleans and bytes (an array of numbers) are themselves.
+fn app_json(input: Input) -> Result<J, String> {
+    Ok(match input {
+        Input::Text(t) => serde_json::from_str(&t).map_err(|_| {
+            crate::tree::value::ValueError::Invalid {
+                format: Format::Json,
+                text: t,
+                reason: "not JSON",
+            }
+            .to_string()
+        })?,
+        Input::Json(j) => j,
+        Input::Int(i) => J::from(i),
+        Input::Bool(b) => J::from(b),
+        Input::Float(f) => serde_json::Number::from_f64(f)
+            .map(J::Number)
+            .ok_or_else(|| format!("{f} is not a finite number"))?,
+        Input::Bytes(b) => J::from(b),
+        Input::Object(o) => return Err(format!("a json node cannot hold a {o}")),
     })
 }
 

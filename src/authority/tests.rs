@@ -354,6 +354,93 @@ fn values_are_converted_and_checked() {
 }
 
 #[test]
+fn json_values_set_by_apps_hold_no_null_and_stay_shallow() {
+    let f = fixture();
+    let a = app("A");
+    let root = f
+        .auth
+        .create_instance(&a, SETTINGS, r#"{"Settings": {}}"#)
+        .unwrap();
+    let at = |n: &str| format!("{root}{n}");
+    let json = |n: &str| match f.auth.get(&a, &at(n)).unwrap().remove(0).value {
+        Some(Value::Json(j)) => j,
+        other => panic!("{n}: {other:?}"),
+    };
+    // A structured input infers json; scalars, bytes and JSON text are JSON for a json node.
+    let structured = serde_json::json!({"a": [1, "b"], "c": {"d": u64::MAX}});
+    f.auth
+        .set(&a, &at("S"), None, Input::Json(structured.clone()))
+        .unwrap();
+    assert_eq!(json("S"), structured);
+    for (input, want) in [
+        (Input::Int(-4), serde_json::json!(-4)),
+        (Input::Bool(true), serde_json::json!(true)),
+        (Input::Float(0.5), serde_json::json!(0.5)),
+        (Input::Bytes(vec![1, 2]), serde_json::json!([1, 2])),
+        (
+            Input::Text(r#"{"t": "x"}"#.into()),
+            serde_json::json!({"t": "x"}),
+        ),
+    ] {
+        f.auth.set(&a, &at("J"), Some(Format::Json), input).unwrap();
+        assert_eq!(json("J"), want);
+    }
+    // Nulls, non-finite numbers and nesting beyond JSON_DEPTH are refused.
+    let deep = (0..=JSON_DEPTH).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]));
+    let refused = [
+        (Input::Text(r#"{"a": null}"#.into()), "null"),
+        (Input::Text("[[null]]".into()), "null"),
+        (Input::Json(serde_json::Value::Null), "null"),
+        (Input::Text("{".into()), "not JSON"),
+        (Input::Float(f64::NAN), "finite"),
+        (Input::Json(deep), "deeper than"),
+    ];
+    for (input, reason) in refused {
+        let err = f
+            .auth
+            .set(&a, &at("J"), Some(Format::Json), input.clone())
+            .unwrap_err();
+        assert!(
+            matches!(err, AccessError::InvalidValue(_)) && err.to_string().contains(reason),
+            "{input:?}: {err}"
+        );
+    }
+    assert_eq!(json("J"), serde_json::json!({"t": "x"}));
+    let shallow = (1..JSON_DEPTH).fold(
+        serde_json::json!({}),
+        |inner, _| serde_json::json!({"n": inner}),
+    );
+    f.auth
+        .set(&a, &at("J"), None, Input::Json(shallow.clone()))
+        .unwrap();
+    assert_eq!(json("J"), shallow);
+    // Structured input for another format is read as the MO serialization reads it.
+    f.auth
+        .set(
+            &a,
+            &at("C"),
+            Some(Format::Chr),
+            Input::Json(serde_json::json!("x")),
+        )
+        .unwrap();
+    let err = f
+        .auth
+        .set(&a, &at("C"), None, Input::Json(serde_json::json!(["x"])))
+        .unwrap_err();
+    assert!(matches!(err, AccessError::InvalidValue(_)), "{err}");
+    let err = f
+        .auth
+        .set(
+            &a,
+            &at("N"),
+            Some(Format::Int),
+            Input::Json(u64::MAX.into()),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("64-bit integer"), "{err}");
+}
+
+#[test]
 fn changes_since_filters_by_uri_and_rights() {
     let f = fixture();
     let a = app("A");

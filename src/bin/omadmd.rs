@@ -55,6 +55,7 @@ use omadmd::session::exec::ExecHandlers;
 use omadmd::session::tasks::Drained;
 use omadmd::session::{Account, Engine, Limits, Scheduler, Tasks, subscribe};
 use omadmd::store::{self, Change, Lane, Pool};
+use omadmd::transfer::Board;
 use omadmd::tree::builtin;
 use omadmd::tree::registry::Registry;
 use omadmd::tree::uri::{self, UriLimits};
@@ -277,6 +278,9 @@ async fn run(args: Args) -> Result<(), String> {
     .with_apps(exec_apps.clone());
     let (followup_tx, followup_rx) = follow_up_queue();
     let limits = Limits::from_config(&config);
+    // The large-object transfers: the D-Bus face shows and switches what their runners
+    // write here.
+    let transfers = Arc::new(Board::default());
     let engine = Arc::new(
         Engine::new(
             auth.clone(),
@@ -287,7 +291,8 @@ async fn run(args: Args) -> Result<(), String> {
             config.tls.extra_ca_files.clone(),
             followup_tx,
         )
-        .with_tasks(tasks.clone()),
+        .with_tasks(tasks.clone())
+        .with_board(transfers.clone()),
     );
     // Before any session: EXECs a stopped daemon left running are reported interrupted, and
     // waiting alerts ask for their follow-up sessions.
@@ -297,6 +302,11 @@ async fn run(args: Args) -> Result<(), String> {
         Ok(Ok(n)) => tracing::warn!("{n} asynchronous EXEC(s) reported interrupted"),
         Ok(Err(e)) => return Err(format!("resuming asynchronous EXECs: {e}")),
         Err(e) => return Err(format!("resuming asynchronous EXECs: {e}")),
+    }
+    match engine.resume_transfers().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("{n} large-object transfer(s) go on where they stopped"),
+        Err(e) => return Err(format!("resuming large-object transfers: {e}")),
     }
     tasks.spawn(subscribe::run(engine.clone(), sub_rx, tasks.clone()));
     // The device's network: NetworkManager followed (its picture on `network`, for the
@@ -413,6 +423,7 @@ async fn run(args: Args) -> Result<(), String> {
             bootstrap,
             exec_apps,
             network: network.clone(),
+            transfers,
             notifications: bus::servers::Notifications {
                 udp: config.notification.udp.listen.is_some(),
                 mqtt: Some(mqtt.status()),

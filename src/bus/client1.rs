@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use zbus::OwnedObjectPath;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{Variant, interface};
+use zbus::{Signature, Variant, interface};
 
 use super::access::{Access, Action};
 use super::error::Error;
@@ -16,24 +17,30 @@ use super::exec_handlers::ExecApps;
 use super::nodes::Nodes;
 use super::servers::Servers;
 use super::sessions;
+use super::transfers;
+use super::value_fd::{self, OpenError};
+use super::variant;
 use super::watch::Watches;
 use crate::authority::{AccessError, Authority, Input, Principal, Rights};
 use crate::bootstrap::{Bootstrap, FileError};
 use crate::session::Scheduler;
 use crate::session::send_alert::{AlertError, AlertRequest};
 use crate::store::{self, Lane, Pool};
+use crate::transfer::Board;
 use crate::tree::builtin;
 use crate::tree::format::Format;
 use crate::tree::uri::{ClientUri, Moid};
 
 /// The optional features this client offers (DM-HLF-019), as listed in `Features`.
-pub const FEATURES: [&str; 6] = [
+pub const FEATURES: [&str; 8] = [
     "mo-serialization-json",
     "tnds",
     "client-uri-nv",
     "cache-validator",
     "watch",
     "constructed-format-json",
+    "large-object-resume",
+    "content-coding-gzip",
 ];
 
 /// The interface object.
@@ -50,6 +57,8 @@ pub struct Client1 {
     pub(super) dev_id: String,
     /// The network follower's channel (`State`, `AccessTechnology`).
     pub(super) network: tokio::sync::watch::Receiver<crate::network::NetworkState>,
+    /// The large-object transfers `SuspendTransfer` and `ResumeTransfer` switch.
+    pub(super) transfers: Arc<Board>,
 }
 
 #[interface(name = "org.omadm.Client1")]
@@ -443,6 +452,60 @@ impl Client1 {
         Ok(())
     }
 
+    /// Suspends the large-object transfer whose object is `transfer`
+    /// ([`super::transfers`]): its runner stops after saving where it is. Only `manage`.
+    async fn suspend_transfer(
+        &self,
+        transfer: OwnedObjectPath,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
+        let (id, caller) = self.transfer_control(&transfer, &header).await?;
+        self.transfers.suspend(id)?;
+        tracing::info!(by = %caller, "transfer {id} suspended");
+        Ok(())
+    }
+
+    /// Resumes the suspended transfer whose object is `transfer`. Only `manage`.
+    async fn resume_transfer(
+        &self,
+        transfer: OwnedObjectPath,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
+        let (id, caller) = self.transfer_control(&transfer, &header).await?;
+        self.transfers.resume(id)?;
+        tracing::info!(by = %caller, "transfer {id} resumed");
+        Ok(())
+    }
+
+    /// One leaf's value as a read-only descriptor ([`super::value_fd`]), for a caller who
+    /// may `Get` it, under the same rules (polkit `read`, then the MO access model).
+    #[zbus(out_args("fd"))]
+    async fn open_value(
+        &self,
+        client_uri: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<zbus::OwnedFd, Error> {
+        let uri = self.well_formed(&client_uri)?;
+        let reader = self.reader(&header, &client_uri, &uri.moid).await?;
+        let open = || {
+            let (auth, store) = (self.auth.clone(), self.store.clone());
+            let (who, uri, asked) = (reader.clone(), uri.clone(), client_uri.clone());
+            async move {
+                // Opening a file is blocking work too: both on the store's lane.
+                let fd = store::offload(Lane::Interactive, move || {
+                    let found = auth.get(&who, &uri).map_err(OpenError::from)?;
+                    value_fd::open(&asked, found, store.objects())
+                })
+                .await??;
+                Ok::<_, Error>(zbus::OwnedFd::from(fd))
+            }
+        };
+        match open().await {
+            Err(Error::NotFound(_)) if self.fetched_default(&client_uri).await => open().await,
+            other => other,
+        }
+    }
+
     /// A server's `SHOW`: offer `url` to the user. Broadcast; any desktop agent may act.
     #[zbus(signal)]
     async fn show(emitter: &SignalEmitter<'_>, server_id: &str, url: &str) -> zbus::Result<()>;
@@ -516,6 +579,20 @@ impl Client1 {
 }
 
 impl Client1 {
+    /// The transfer id of the object path `transfer`, once polkit allows the caller `manage`
+    /// (asked after the path is checked, so a wrong path costs no prompt); with the
+    /// caller's principal.
+    async fn transfer_control(
+        &self,
+        transfer: &OwnedObjectPath,
+        header: &Header<'_>,
+    ) -> Result<(u64, Principal), Error> {
+        let id = transfers::id_of(transfer.as_str())
+            .ok_or_else(|| Error::NotFound(format!("{transfer} is not a transfer object")))?;
+        let caller = self.access.authorize(header, Action::Manage, "").await?;
+        Ok((id, caller.principal))
+    }
+
     /// Waits until the writes this call committed are on disk, sharing the sync with
     /// concurrent writers ([`Pool::durable`]): a caller told "done" never loses the change,
     /// power loss included.
@@ -700,6 +777,10 @@ fn sender(header: &Header<'_>) -> Result<String, Error> {
         .ok_or_else(|| Error::AccessDenied("message has no sender".into()))
 }
 
+/// The value `Set` was given, before the node's format is known: a string is the format's
+/// text form (for `json`, JSON text); numbers, booleans and bytes are themselves;
+/// dictionaries, other arrays, variants in the variant and integers beyond `i64` are JSON
+/// ([`variant::to_json`]).
 fn from_variant(value: Variant<'_>) -> Result<Input, Error> {
     Ok(match value {
         Variant::Str(s) => Input::Text(s.to_string()),
@@ -709,18 +790,25 @@ fn from_variant(value: Variant<'_>) -> Result<Input, Error> {
         Variant::I32(i) => Input::Int(i.into()),
         Variant::U32(i) => Input::Int(i.into()),
         Variant::I64(i) => Input::Int(i),
-        Variant::U64(i) => Input::Int(
-            i64::try_from(i).map_err(|_| Error::InvalidValue(format!("{i} is out of range")))?,
-        ),
+        Variant::U64(i) => match i64::try_from(i) {
+            Ok(i) => Input::Int(i),
+            Err(_) => Input::Json(i.into()),
+        },
         Variant::F64(f) => Input::Float(f),
         Variant::U8(b) => Input::Int(b.into()),
-        other => match Vec::<u8>::try_from(other) {
-            Ok(bytes) => Input::Bytes(bytes),
-            Err(_) => {
-                return Err(Error::InvalidValue(
-                    "value must be a string, number, boolean or byte array".into(),
-                ));
-            }
-        },
+        Variant::Array(a) if a.element_signature() == &Signature::U8 => Input::Bytes(
+            Vec::<u8>::try_from(Variant::Array(a))
+                .map_err(|e| Error::InvalidValue(format!("the byte array cannot be read: {e}")))?,
+        ),
+        json @ (Variant::Array(_) | Variant::Dict(_) | Variant::Variant(_)) => Input::Json(
+            variant::to_json(&json).map_err(|e| Error::InvalidValue(format!("the value {e}")))?,
+        ),
+        other => {
+            return Err(Error::InvalidValue(format!(
+                "a value of D-Bus type {} cannot be set: give a string, number, boolean, byte \
+                 array, or for a json node a dictionary a{{sv}} or an array",
+                other.value_signature()
+            )));
+        }
     })
 }

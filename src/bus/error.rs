@@ -2,6 +2,9 @@
 
 use crate::authority::AccessError;
 use crate::store::Offload;
+use crate::transfer::ControlError;
+
+use super::value_fd::OpenError;
 
 /// `org.omadm.Client1.Error.*`, each with a message saying what went wrong.
 #[derive(Debug, zbus::DBusError)]
@@ -51,5 +54,32 @@ impl From<Offload> for Error {
         };
         tracing::error!("{e} {detail}");
         Error::Failed(e.to_string())
+    }
+}
+
+/// A suspend or resume refused: no such transfer is `NotFound`, a finished one `NotAllowed`.
+impl From<ControlError> for Error {
+    fn from(e: ControlError) -> Self {
+        let message = e.to_string();
+        match e {
+            ControlError::NoSuchTransfer(_) => Error::NotFound(message),
+            ControlError::Finished(_) => Error::NotAllowed(message),
+        }
+    }
+}
+
+/// A value `OpenValue` could not open: not one leaf is `InvalidUri`; a file or memfd that
+/// failed is `Failed`, logged.
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Access(e) => Error::from(e),
+            OpenError::NotALeaf(message) => Error::InvalidUri(message),
+            other => {
+                let message = other.to_string();
+                tracing::error!("OpenValue: {message}");
+                Error::Failed(message)
+            }
+        }
     }
 }

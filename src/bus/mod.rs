@@ -7,17 +7,23 @@
 //! - [`servers`] — one object per DM server account (`org.omadm.Client1.Server`);
 //! - [`sessions`]: starting DM sessions for callers; the session scheduler's events as
 //!   signals and `State`;
+//! - [`transfers`] — one object per large-object transfer on the transfer board
+//!   (`org.omadm.Client1.Transfer`), with its progress as `PropertiesChanged`;
+//! - [`value_fd`]: `OpenValue`'s read-only descriptor of a leaf's value;
 //! - [`network`]: `AccessTechnology` and `State` following the network;
 //! - [`nodes`]: the answer of `Get`, serialized once from the store's rows;
+//! - [`variant`]: `json` values as D-Bus variants, both ways;
 //! - [`watch`]: watches and unicast `Changed` delivery;
 //! - [`exec_handlers`]: local apps registered as EXEC handlers, called back for sessions;
 //! - [`error`]: the `org.omadm.Client1.Error.*` names.
 //!
 //! Within the face, `client1` uses `servers`, `sessions`, `network`, `watch` and
-//! `exec_handlers`; `network` uses `sessions`;
+//! `exec_handlers`; `network` uses `sessions`; `client1` and `nodes` use `variant`;
 //! `servers` uses
-//! `sessions`; `watch` uses `servers`; nothing points back. Outside it, `bus` uses the
-//! [`Authority`], the session [`Scheduler`]'s public API, the session's
+//! `sessions`; `watch` uses `servers`; `client1` uses `transfers` and `value_fd`;
+//! nothing points back. Outside it, `bus` uses the
+//! [`Authority`], the session [`Scheduler`]'s public API, the transfer
+//! [`Board`](crate::transfer::Board), the session's
 //! [`AppHandlers`](crate::session::exec::AppHandlers) trait (which `exec_handlers` implements
 //! for the engine) and the factory [`Bootstrap`] only.
 
@@ -30,6 +36,9 @@ pub mod nodes;
 pub mod peer;
 pub mod servers;
 pub mod sessions;
+pub mod transfers;
+pub mod value_fd;
+pub mod variant;
 pub mod watch;
 
 use std::sync::Arc;
@@ -90,6 +99,8 @@ pub struct Inward {
     pub notifications: servers::Notifications,
     /// The network follower's channel ([`crate::network::follow::start`]).
     pub network: tokio::sync::watch::Receiver<crate::network::NetworkState>,
+    /// The large-object transfers: one object each, and `SuspendTransfer`/`ResumeTransfer`.
+    pub transfers: Arc<crate::transfer::Board>,
 }
 
 /// Connects to `bus`, exports the interface and the object manager, starts change
@@ -112,6 +123,7 @@ pub async fn serve(
         exec_apps,
         notifications,
         network,
+        transfers: board,
     } = inward;
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
@@ -143,6 +155,7 @@ pub async fn serve(
         exec_apps: exec_apps.clone(),
         dev_id,
         network: network.clone(),
+        transfers: board.clone(),
     };
     let server = conn.object_server();
     server.at(PATH, iface).await.map_err(ServeError::Export)?;
@@ -152,6 +165,15 @@ pub async fn serve(
         .map_err(ServeError::Export)?;
     servers.sync().await;
     until_stopped(tasks, servers.clone().follow_channels());
+    let transfers = Arc::new(transfers::Transfers::new(
+        conn.clone(),
+        board,
+        access.clone(),
+    ));
+    // Subscribed before the first sync: no change of the board between the two is missed.
+    let board_events = transfers.subscribe();
+    transfers.sync().await;
+    until_stopped(tasks, transfers.follow(board_events));
     // Subscribed before the name is taken: no caller can start a session unannounced.
     tasks.spawn(sessions::announce(
         conn.clone(),

@@ -3,8 +3,15 @@
 //! no string, variant or [`Value`](crate::tree::value::Value) per node in between.
 //!
 //! A value's variant is `x` for `int`, `b` for `bool`, `d` for `float`, `ay` for `b64` and
-//! `bin`, and the text of every other format (`s`; empty for `null` and interior nodes,
-//! whose format is `node`).
+//! `bin`, the value itself for `json` (`a{sv}`, `av`, `s`, `b`, `x`, `t` or `d`, see
+//! [`super::variant`]; parsed here, once, from the row's text), and the text of every other
+//! format (`s`; empty for `null` and interior nodes, whose format is `node`).
+//!
+//! A value D-Bus cannot carry ends the read with `InvalidValue` naming the node, before
+//! anything is sent: a `json` value holding a null that cannot be left out, or nested
+//! deeper than [`JSON_DEPTH`](super::variant::JSON_DEPTH), and text holding U+0000. Such a
+//! value is read with `GetJson`. What a `json` value's variant takes in the reply beyond
+//! its text is spent from the read's `[limits] reply_bytes` allowance.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -12,16 +19,19 @@ use std::ops::Range;
 use serde::ser::{Serialize, SerializeSeq as _, Serializer};
 use zbus::{OwnedVariant, Signature, Type, as_variant};
 
-use crate::store::LeafRef;
+use super::variant::{self, AsVariant, VariantError};
+use crate::authority::AccessError;
+use crate::store::{LeafRef, StoreError};
 use crate::tree::format::Format;
 use crate::tree::uri::NodeAddr;
 
 /// Nodes of a `Get` answer, in order: their addresses and text in one string, their
-/// bytes in one buffer.
+/// bytes in one buffer, their `json` values parsed.
 #[derive(Debug, Default)]
 pub struct Nodes {
     text: String,
     bytes: Vec<u8>,
+    json: Vec<serde_json::Value>,
     nodes: Vec<Entry>,
 }
 
@@ -32,7 +42,8 @@ struct Entry {
     value: Held,
 }
 
-/// A node's value in [`Nodes`]: text and bytes as ranges of its buffers.
+/// A node's value in [`Nodes`]: text and bytes as ranges of its buffers, a `json` value
+/// as its index in [`Nodes::json`].
 #[derive(Debug)]
 enum Held {
     Text(Range<usize>),
@@ -40,18 +51,29 @@ enum Held {
     Int(i64),
     Bool(bool),
     Float(f64),
+    Json(usize),
 }
 
 impl Nodes {
-    /// Appends the node at `addr` with its value (`None`: interior).
-    pub fn push(&mut self, addr: &NodeAddr, leaf: Option<LeafRef<'_>>) {
+    /// Appends the node at `addr` with its value (`None`: interior). Answers the bytes its
+    /// value takes in the reply beyond its text (a `json` value's D-Bus containers), or why
+    /// D-Bus cannot carry the value.
+    pub fn push(
+        &mut self,
+        addr: &NodeAddr,
+        leaf: Option<LeafRef<'_>>,
+    ) -> Result<usize, AccessError> {
+        let uncarried = |e: VariantError| {
+            AccessError::InvalidValue(format!("{addr}: its value {e}; read it with GetJson"))
+        };
         let start = self.text.len();
         // Invariant: writing into a String cannot fail.
         let _ = write!(self.text, "{addr}");
-        let addr = start..self.text.len();
+        let at = start..self.text.len();
+        let mut extra = 0;
         let (format, value) = match leaf {
-            None => (Format::Node, Held::Text(addr.end..addr.end)),
-            Some(LeafRef::Null) => (Format::Null, Held::Text(addr.end..addr.end)),
+            None => (Format::Node, Held::Text(at.end..at.end)),
+            Some(LeafRef::Null) => (Format::Null, Held::Text(at.end..at.end)),
             Some(LeafRef::Int(i)) => (Format::Int, Held::Int(i)),
             Some(LeafRef::Bool(b)) => (Format::Bool, Held::Bool(b)),
             Some(LeafRef::Float(f)) => (Format::Float, Held::Float(f)),
@@ -60,16 +82,31 @@ impl Nodes {
                 self.bytes.extend_from_slice(b);
                 (f, Held::Bytes(start..self.bytes.len()))
             }
+            Some(LeafRef::Text(Format::Json, t)) => {
+                // The store checked the text when it read the row.
+                let json: serde_json::Value = serde_json::from_str(t).map_err(|e| {
+                    AccessError::Store(StoreError::Corrupt(format!("{addr}: json value: {e}")))
+                })?;
+                extra = variant::carriable(&json)
+                    .map_err(uncarried)?
+                    .saturating_sub(t.len());
+                self.json.push(json);
+                (Format::Json, Held::Json(self.json.len() - 1))
+            }
+            Some(LeafRef::Text(_, t)) if t.contains('\0') => {
+                return Err(uncarried(VariantError::Nul));
+            }
             Some(LeafRef::Text(f, t)) => {
                 self.text.push_str(t);
-                (f, Held::Text(addr.end..self.text.len()))
+                (f, Held::Text(at.end..self.text.len()))
             }
         };
         self.nodes.push(Entry {
-            addr,
+            addr: at,
             format,
             value,
         });
+        Ok(extra)
     }
 }
 
@@ -87,6 +124,8 @@ impl Serialize for Nodes {
                 Held::Int(i) => Variant::Int(*i),
                 Held::Bool(b) => Variant::Bool(*b),
                 Held::Float(f) => Variant::Float(*f),
+                // Invariant: push stored the value at the index it held.
+                Held::Json(i) => Variant::Json(&self.json[*i]),
             };
             seq.serialize_element(&(&self.text[e.addr.clone()], e.format.as_str(), value))?;
         }
@@ -101,6 +140,7 @@ enum Variant<'a> {
     Int(i64),
     Bool(bool),
     Float(f64),
+    Json(&'a serde_json::Value),
 }
 
 impl Type for Variant<'_> {
@@ -115,6 +155,7 @@ impl Serialize for Variant<'_> {
             Variant::Int(i) => as_variant::serialize(i, serializer),
             Variant::Bool(b) => as_variant::serialize(b, serializer),
             Variant::Float(f) => as_variant::serialize(f, serializer),
+            Variant::Json(j) => AsVariant(j).serialize(serializer),
         }
     }
 }
@@ -142,10 +183,10 @@ mod tests {
 
     /// `Get`'s answer as it was made before it was streamed: [`Authority::get`]'s nodes,
     /// each turned into owned strings and a variant (int as x, bool as b, float as d,
-    /// b64/bin as ay, everything else as its text).
+    /// b64/bin as ay, json as [`json_variant`] builds it, everything else as its text).
     fn old_get(auth: &Authority, who: &Principal, uri: &str) -> Result<Answer, String> {
         let found = auth.get(who, uri).map_err(|e| e.to_string())?;
-        Ok(found
+        found
             .into_iter()
             .map(|f| {
                 let (format, value) = match f.value {
@@ -159,13 +200,48 @@ mod tests {
                             Value::B64(bytes) | Value::Bin(bytes) => {
                                 OwnedVariant::try_from(zbus::Variant::from(bytes)).unwrap()
                             }
+                            Value::Json(j) => {
+                                variant::carriable(&j).map_err(|e| {
+                                    format!("{}: its value {e}; read it with GetJson", f.addr)
+                                })?;
+                                OwnedVariant::try_from(json_variant(&j)).unwrap()
+                            }
                             other => OwnedVariant::from(zbus::Str::from(other.to_text())),
                         },
                     ),
                 };
-                (f.addr.to_string(), format.as_str().to_owned(), value)
+                Ok((f.addr.to_string(), format.as_str().to_owned(), value))
             })
-            .collect())
+            .collect()
+    }
+
+    /// A JSON value as a variant built with zbus's own types (null members left out).
+    fn json_variant(json: &serde_json::Value) -> zbus::Variant<'static> {
+        use serde_json::Value as J;
+        let boxed = |j| zbus::Variant::Variant(Box::new(json_variant(j)));
+        match json {
+            J::Bool(b) => zbus::Variant::from(*b),
+            J::Number(n) if n.is_i64() => zbus::Variant::from(n.as_i64().unwrap()),
+            J::Number(n) if n.is_u64() => zbus::Variant::from(n.as_u64().unwrap()),
+            J::Number(n) => zbus::Variant::from(n.as_f64().unwrap()),
+            J::String(s) => zbus::Variant::from(s.clone()),
+            J::Array(items) => {
+                let mut array = zbus::Array::new(&Signature::Variant);
+                for item in items {
+                    array.append(boxed(item)).unwrap();
+                }
+                zbus::Variant::Array(array)
+            }
+            J::Object(members) => {
+                let mut dict = zbus::Dict::new(&Signature::Str, &Signature::Variant);
+                for (k, v) in members.iter().filter(|(_, v)| !v.is_null()) {
+                    dict.append(zbus::Variant::from(k.clone()), boxed(v))
+                        .unwrap();
+                }
+                zbus::Variant::Dict(dict)
+            }
+            J::Null => unreachable!("checked by carriable"),
+        }
     }
 
     /// `Get`'s answer now: [`Nodes`] from [`Authority::get_each`], serialized as zbus
@@ -192,8 +268,16 @@ mod tests {
             Just(parsed(Format::Date, "2016-01-31")),
             Just(parsed(Format::Time, "10:00:00.5+01:00")),
             Just(Value::Json(
-                serde_json::json!({"a": [1, "b", null], "c": {"d": 1.5}})
+                serde_json::json!({"a": [1, "b", {"e": null}], "c": {"d": 1.5}, "f": null})
             )),
+            Just(Value::Json(serde_json::json!([
+                u64::MAX,
+                -1,
+                "x",
+                true,
+                []
+            ]))),
+            Just(Value::Json(serde_json::json!("text"))),
         ]
     }
 
@@ -332,6 +416,72 @@ mod tests {
             assert!(old.contains("[limits]"), "{old}");
             assert_eq!(new_get(&f.auth, &Principal::Admin, &uri).unwrap_err(), old);
         }
+    }
+
+    #[test]
+    fn a_value_d_bus_cannot_carry_ends_the_read_naming_it() {
+        let deep = (0..=variant::JSON_DEPTH)
+            .fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]));
+        let cases = [
+            (
+                Value::Json(serde_json::json!([1, null])),
+                "null in an array",
+            ),
+            (
+                Value::Json(serde_json::Value::Null),
+                "null as the whole value",
+            ),
+            (Value::Json(deep), "deeper than"),
+            (Value::Json(serde_json::json!({"k": "a\u{0}b"})), "U+0000"),
+            (Value::Chr("a\u{0}b".into()), "U+0000"),
+        ];
+        for (value, reason) in cases {
+            let f = fixture(Bounds::default());
+            let content = Node::Interior(BTreeMap::from([
+                ("A".to_owned(), Node::Leaf(Value::Int(1))),
+                ("V".to_owned(), Node::Leaf(value.clone())),
+            ]));
+            fill(&f, &[(content, Held::Owner)]);
+            let err = new_get(&f.auth, &Principal::Admin, &format!("{MOID}/*/*")).unwrap_err();
+            assert!(
+                err.contains(&format!("{MOID}/0/V: its value"))
+                    && err.contains(reason)
+                    && err.ends_with("read it with GetJson"),
+                "{value:?}: {err}"
+            );
+            let json = f
+                .auth
+                .get_json(&Principal::Admin, &*format!("{MOID}/0/V"))
+                .unwrap();
+            let items: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(items[0]["MOData"]["V"], value.to_json(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_json_values_containers_count_against_the_reply_bound() {
+        // 300 small numbers: 600 bytes of text, near 16 bytes each as variants in an `av`.
+        let numbers = serde_json::Value::Array(vec![serde_json::json!(7); 300]);
+        let content = Node::Interior(BTreeMap::from([(
+            "V".to_owned(),
+            Node::Leaf(Value::Json(numbers.clone())),
+        )]));
+        let uri = format!("{MOID}/0/V");
+        let f = fixture(Bounds {
+            reply_bytes: 2_000,
+            ..Bounds::default()
+        });
+        fill(&f, &[(content.clone(), Held::Owner)]);
+        assert!(f.auth.get_json(&Principal::Admin, &*uri).is_ok());
+        let err = new_get(&f.auth, &Principal::Admin, &uri).unwrap_err();
+        assert!(err.contains("[limits] reply_bytes"), "{err}");
+        let f = fixture(Bounds {
+            reply_bytes: 8_000,
+            ..Bounds::default()
+        });
+        fill(&f, &[(content, Held::Owner)]);
+        let answer = new_get(&f.auth, &Principal::Admin, &uri).unwrap();
+        assert_eq!(variant::to_json(&answer[0].2).unwrap(), numbers);
     }
 
     #[test]

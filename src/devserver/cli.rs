@@ -14,6 +14,7 @@ use super::certs::{Certificates, issue_client_certificate};
 use super::config::{BasicAuth, DEFAULT_CERT_DIR, DEFAULT_LISTEN, DevServerConfig};
 use super::error::DevServerError;
 use super::notify::{self, NotifyArgs};
+use super::objects::{ObjectFaults, ObjectSpec};
 use super::scenario::{DEFAULT_SCENARIO, Scenario};
 use super::server::DevServer;
 
@@ -71,6 +72,20 @@ EXAMPLES
           --mqtt-user dmserver --mqtt-password pw --mqtt-ca broker-ca.pem \\
           --server-id devserver --id 8 --secret s3cret
 
+  Serve a firmware image as https://127.0.0.1:8443/repo/objects/fw (HGET it into a bin
+  leaf), cut the first download after 16 MiB, answer the first resume 503, and read what
+  was sent:
+      omadm-devserver --object fw=/srv/fw.img --cut-object-after 16M --object-5xx-after 16M
+      curl --cacert devserver-certs/ca.pem https://127.0.0.1:8443/admin/stats
+
+  Fetch a range of it the way a resuming client does, and upload a file streamed, with
+  its digest:
+      curl --cacert devserver-certs/ca.pem -r 1000- -H 'If-Range: \"ETAG\"' \\
+          https://127.0.0.1:8443/repo/objects/fw -o rest.bin
+      curl --cacert devserver-certs/ca.pem -T log.tar -H 'Content-Type: application/octet-stream' \\
+          -H \"Repr-Digest: sha-256=:$(openssl dgst -sha256 -binary log.tar | base64):\" \\
+          https://127.0.0.1:8443/repo/logs/1
+
   Start your own scenario from the built-in one:
       omadm-devserver --print-default-scenario > my.json
       omadm-devserver --scenario my.json --check
@@ -118,6 +133,14 @@ REPOSITORY. GET and HEAD serve entries with ETag and byte ranges (Range: bytes=a
 NOTIFICATIONS. `omadm-devserver notify` builds a DM notification (Package#0: SERVER-ID, NOTIFICATION-ID with --id, TIMESTAMP, REQ-MOS, PREFERRED-CON-TYPE, and a SHA-256 digest when --secret is given, over --secret, the message and --data) with omadmd's own codec, sends it as one UDP datagram to --udp HOST:PORT and/or publishes it (QoS 1, waiting for the broker's PUBACK) on the MQTT broker topic --mqtt mqtts://HOST:PORT/TOPIC (mqtt:// for a plain broker; --mqtt-user, --mqtt-password, --mqtt-ca) and exits; omadmd verifies it and opens a session with the account whose SrvID is --server-id. See `omadm-devserver notify --help`.
 
 BOOTSTRAP SERVER. With --bootstrap FILE the server also answers GET https://HOST:PORT/bootstrap with FILE's content as application/vnd.oma.dm.mo+json (an MO serialization array: the DM accounts, and any other MOs, a device is provisioned with), behind the same TLS, client certificates and HTTP Basic; other methods get 405. The content is served as it is, unchecked (to test how a client refuses a bad one). omadmd fetches it once for each DM account naming it in Auth/Bootstrap/ServerURI (see omadmd's README).
+
+CONTENT CODING. Every response advertises Accept-Encoding: gzip (RFC 7694), so a client may gzip its request bodies (Content-Encoding: gzip; decoded within the same 64 MiB limit as identity bodies); a request whose Accept-Encoding allows gzip gets its response gzip-coded when it is JSON, XML or text of at least 256 bytes (DM packages, MO data), never an application/octet-stream object, a 206 or an answer to a Range request (a coded response's ETag is weak). The transcript keeps the decoded bodies and notes the coded size. --no-gzip turns all of this off.
+
+LARGE OBJECTS. --object NAME=PATH (repeatable) serves the file PATH at https://HOST:PORT/repo/objects/NAME as application/octet-stream, streamed from disk (never whole in memory), with Content-Length, Accept-Ranges: bytes, a strong ETag made of the file's inode, size and modification time (nanoseconds), Last-Modified, and Repr-Digest: sha-256=:BASE64: (RFC 9530) of the whole file, computed once per version of the file (at start for every --object, before the server answers: a few seconds per GiB). Range: bytes=a-b (also a- and -n) gives 206 with Content-Range, a range past the end 416 with Content-Range: bytes */SIZE; If-Range with an entity tag must be a strong match, with an HTTP-date it must equal Last-Modified exactly, else the whole object is sent (200). Replacing the file on disk (a new file renamed over it) or changing it makes a new version: a new ETag, so a resume with the old one gets 200 and the whole new object. Objects are never gzip-coded. A PUT or POST with Content-Type application/octet-stream to /repo/PATH is streamed to a file in the data directory (--data-dir; by default a directory of its own in the certificate directory, removed at exit), its SHA-256 computed as it arrives: a Repr-Digest request header that does not match gets 400 and the file is removed, a body over --max-upload-bytes gets 413 (at once when its Content-Length says so), a Content-Encoding other than identity 415. A stored upload is recorded with its file, size and SHA-256 instead of its bytes, and is then served at /repo/PATH like an --object (DELETE removes it). Other uploads (MO JSON and the like) are kept in memory as before.
+
+FAULTS. For testing how a client suspends and resumes: --cut-object-after BYTES aborts the connection (no clean end, the Content-Length never reached) after BYTES body bytes of an object response that is longer, for the first --cut-object-times N such responses (default 1; 0: every one). --object-5xx-after BYTES answers the first object GET after BYTES body bytes of objects have been sent in total with 503 and Retry-After: 1, once; with --cut-object-after BYTES at the same value, the client's first resume after the cut gets the 503. BYTES may end in K, M or G (KiB, MiB, GiB).
+
+STATS. GET https://HOST:PORT/admin/stats answers JSON: {\"objects\": {\"objects/NAME\": {\"size\": S, \"gets\": G, \"bytes_sent\": B, \"complete\": C, \"cut\": X, \"abandoned\": A, \"unavailable\": U}, ...}, \"bytes_sent\": TOTAL, \"uploads\": [{\"method\", \"path\", \"status\", \"size\", \"sha256\" (hex), \"file\"}, ...]}: per object (by repository path) the size last served, the GETs answered with a body (200 or 206), the body bytes handed to connections over all of them, and how those responses ended (to the end, cut on purpose, or early otherwise), and the 503s injected; then the streamed uploads. It sits behind the same TLS, client certificates and HTTP Basic as the rest. Each object response also leaves a summary line when its body ends (\"session 1 object /repo/objects/fw: 16777216 of 67108864 bytes sent, connection cut (--cut-object-after)\") and, with --transcript, an out record whose bytes are the body bytes sent.
 
 CERTIFICATES. The certificate directory holds ca.pem, ca.key, server.pem and server.key (keys mode 0600). What is missing is generated: a test CA, and a server certificate for localhost, 127.0.0.1, ::1, the --public-host and every --san. The CA's path is printed at start: put ca.pem into the DM account's Ext/CACert. TLS 1.2 and 1.3 only.
 
@@ -168,6 +191,41 @@ pub struct Cli {
     /// Write every exchange to FILE as JSON lines (the file is replaced).
     #[arg(long, value_name = "FILE")]
     pub transcript: Option<PathBuf>,
+
+    /// No gzip content coding: answer identity-coded only, refuse gzip-coded requests (415)
+    /// and do not advertise Accept-Encoding: gzip (a baseline for measuring the bytes
+    /// saved).
+    #[arg(long)]
+    pub no_gzip: bool,
+
+    /// Serve the file at PATH as /repo/objects/NAME (application/octet-stream, streamed,
+    /// with ranges, ETag, Last-Modified and Repr-Digest). Repeatable.
+    #[arg(long = "object", value_name = "NAME=PATH")]
+    pub objects: Vec<ObjectSpec>,
+
+    /// Directory for streamed (application/octet-stream) uploads, kept at exit. Default: a
+    /// directory of its own in the certificate directory, removed at exit.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The largest streamed upload; larger ones get 413. K, M and G suffixes (KiB, MiB, GiB)
+    /// allowed.
+    #[arg(long, value_name = "BYTES", default_value = "4G", value_parser = parse_bytes)]
+    pub max_upload_bytes: u64,
+
+    /// Fault: abort the connection after BYTES body bytes of an object response that is
+    /// longer (see --cut-object-times).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub cut_object_after: Option<u64>,
+
+    /// How many object responses --cut-object-after cuts: the first N (0: every one).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cut_object_times: u64,
+
+    /// Fault: once BYTES body bytes of objects have been sent in total, answer the next
+    /// object GET 503 (with Retry-After: 1), once.
+    #[arg(long = "object-5xx-after", value_name = "BYTES", value_parser = parse_bytes)]
+    pub object_5xx_after: Option<u64>,
 
     /// Exit after N finished sessions: status 0 if every expectation held, 1 otherwise.
     /// Default: serve until SIGINT or SIGTERM.
@@ -268,7 +326,16 @@ async fn run_inner(cli: Cli) -> Result<ExitCode, DevServerError> {
     config.require_client_cert = cli.require_client_cert;
     config.basic = cli.basic.clone();
     config.transcript = cli.transcript.clone();
+    config.gzip = !cli.no_gzip;
     config.scenario = scenario;
+    config.objects = cli.objects.clone();
+    config.data_dir = cli.data_dir.clone();
+    config.max_upload_bytes = cli.max_upload_bytes;
+    config.object_faults = ObjectFaults {
+        cut_after: cli.cut_object_after,
+        cut_times: cli.cut_object_times,
+        unavailable_after: cli.object_5xx_after,
+    };
     if let Some(path) = &cli.bootstrap {
         config.bootstrap =
             Some(std::fs::read(path).map_err(|e| DevServerError::io(path.clone(), e))?);
@@ -313,6 +380,20 @@ async fn run_inner(cli: Cli) -> Result<ExitCode, DevServerError> {
     if let Some(t) = &cli.transcript {
         println!("transcript: {}", t.display());
     }
+    for o in &cli.objects {
+        println!(
+            "object {}: {}/objects/{}",
+            o.path.display(),
+            server.repo_url(),
+            o.name
+        );
+    }
+    if !cli.objects.is_empty() || cli.data_dir.is_some() {
+        println!(
+            "uploads (application/octet-stream): {}",
+            server.data_dir().display()
+        );
+    }
     let _ = std::io::stdout().flush();
 
     let wanted = cli.sessions.map(|n| n as usize);
@@ -349,6 +430,22 @@ async fn run_inner(cli: Cli) -> Result<ExitCode, DevServerError> {
     }
 }
 
+/// A byte count: digits, optionally followed by K, M or G (binary multiples).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a byte count (digits, optionally K, M or G)"))
+}
+
 /// SIGINT or SIGTERM.
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -362,5 +459,46 @@ async fn stop_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("16M"), Ok(16 << 20));
+        assert_eq!(parse_bytes("4G"), Ok(4 << 30));
+        assert_eq!(parse_bytes("2k"), Ok(2048));
+        assert!(parse_bytes("M").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("99999999999G").is_err());
+    }
+
+    #[test]
+    fn object_options_reach_the_configuration() {
+        let cli = Cli::try_parse_from([
+            "omadm-devserver",
+            "--object",
+            "fw=/tmp/fw.img",
+            "--object",
+            "log=/tmp/log",
+            "--cut-object-after",
+            "16M",
+            "--cut-object-times",
+            "0",
+            "--object-5xx-after",
+            "1K",
+        ])
+        .unwrap();
+        assert_eq!(cli.objects.len(), 2);
+        assert_eq!(cli.objects[1].name, "log");
+        assert_eq!(cli.max_upload_bytes, 4 << 30);
+        assert_eq!(cli.cut_object_after, Some(16 << 20));
+        assert_eq!(cli.cut_object_times, 0);
+        assert_eq!(cli.object_5xx_after, Some(1024));
+        assert!(Cli::try_parse_from(["omadm-devserver", "--object", "fw"]).is_err());
     }
 }

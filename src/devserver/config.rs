@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use super::objects::{DEFAULT_MAX_UPLOAD, ObjectFaults, ObjectSpec};
 use super::scenario::Scenario;
 use super::transcript::SummarySink;
 
@@ -38,6 +39,19 @@ pub struct DevServerConfig {
     /// Bootstrap-server mode: serve these bytes as an MO serialization at `/bootstrap`
     /// ([`super::bootstrap`]).
     pub bootstrap: Option<Vec<u8>>,
+    /// gzip content coding both ways: decode gzip-coded requests, gzip responses the client
+    /// accepts coded, advertise `Accept-Encoding: gzip` (default on; `--no-gzip` turns it
+    /// off).
+    pub gzip: bool,
+    /// Files served as `/repo/objects/NAME`, streamed ([`super::objects`]).
+    pub objects: Vec<ObjectSpec>,
+    /// Where streamed (`application/octet-stream`) uploads are written. Default: a
+    /// directory of its own under `cert_dir`, removed when the server stops.
+    pub data_dir: Option<PathBuf>,
+    /// The largest streamed upload (`413` beyond).
+    pub max_upload_bytes: u64,
+    /// Faults injected into object `GET`s.
+    pub object_faults: ObjectFaults,
 }
 
 impl DevServerConfig {
@@ -55,6 +69,11 @@ impl DevServerConfig {
             transcript: None,
             summary: None,
             bootstrap: None,
+            gzip: true,
+            objects: Vec::new(),
+            data_dir: None,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD,
+            object_faults: ObjectFaults::default(),
         }
     }
 }
@@ -72,6 +91,11 @@ impl fmt::Debug for DevServerConfig {
             .field("transcript", &self.transcript)
             .field("summary", &self.summary.is_some())
             .field("bootstrap", &self.bootstrap.as_ref().map(Vec::len))
+            .field("gzip", &self.gzip)
+            .field("objects", &self.objects)
+            .field("data_dir", &self.data_dir)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("object_faults", &self.object_faults)
             .finish()
     }
 }

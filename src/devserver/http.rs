@@ -5,6 +5,14 @@
 //! stops accepting, lets each connection finish the exchange in flight, and waits for them
 //! (at most five seconds); connections can also be closed alone, as a server's idle
 //! timeout would.
+//!
+//! Content coding (unless `--no-gzip`): gzip-coded request bodies are decoded within the
+//! same limit as identity ones (decoded size), every response advertises
+//! `Accept-Encoding: gzip` (RFC 7694: the client may gzip its requests), and a response
+//! whose request accepts gzip is gzip-coded when it is JSON, XML or text of at least 256
+//! bytes — DM packages and MO data, never `application/octet-stream` objects, a `206` or a
+//! request with `Range`; its strong `ETag` is then made weak, as it names the identity
+//! bytes. The transcript keeps the decoded bodies, with a note of the coded size.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -32,12 +40,13 @@ use super::dm::{DmRequest, Engine};
 use super::repository::{RepoRequest, Repository};
 use super::scenario::repo_key;
 use super::transcript::{Direction, Record, Transcript, lock};
+use crate::transport::coding::{self, ContentCoding, DecodeError, Decoder};
 
 /// Largest request body accepted (`413` beyond).
 pub(crate) const MAX_BODY: usize = 64 * 1024 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-const SERVER: &str = concat!("omadm-devserver/", env!("CARGO_PKG_VERSION"));
+pub(crate) const SERVER: &str = concat!("omadm-devserver/", env!("CARGO_PKG_VERSION"));
 
 /// The state every connection shares.
 pub(crate) struct Shared {
@@ -55,6 +64,10 @@ pub(crate) struct Shared {
     pub close: watch::Sender<u64>,
     /// Connections open.
     pub open: watch::Sender<usize>,
+    /// gzip content coding both ways (off with `--no-gzip`).
+    pub gzip: bool,
+    /// File-backed large objects, streamed uploads and their faults ([`super::objects`]).
+    pub objects: super::objects::Objects,
 }
 
 /// Counts completed TLS handshakes by kind.
@@ -176,7 +189,21 @@ async fn connection(
             let shared = shared.clone();
             let peer = peer.clone();
             let subject = subject.clone();
-            async move { Ok::<_, Infallible>(handle(req, &shared, &peer, subject.as_deref()).await) }
+            // Large objects and streamed uploads first: they never pass through `handle`.
+            let object = shared.objects.route(&req);
+            async move {
+                let response = match object {
+                    Some(route) => {
+                        super::objects::serve(route, req, &shared, &peer, subject.as_deref())
+                            .await
+                            .map(Either::Right)
+                    }
+                    None => handle(req, &shared, &peer, subject.as_deref())
+                        .await
+                        .map(Either::Left),
+                };
+                Ok::<_, Infallible>(response)
+            }
         })
     };
     let conn = http1::Builder::new()
@@ -258,22 +285,30 @@ async fn handle(
         rec.header(name.as_str(), value.to_str().unwrap_or("(not text)"));
     }
     rec.client_cert = subject.map(str::to_owned);
+    let gzip = shared.gzip
+        && method != "HEAD"
+        && header("range").is_none()
+        && header("accept-encoding").is_some_and(coding::accepts_gzip);
 
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            rec.note = Some(format!("request body not read: {e}"));
+    let coded = header("content-encoding").map(str::to_owned);
+    let body = match read_body(req.into_body(), coded.as_deref(), shared.gzip).await {
+        Ok(b) => b,
+        Err(refusal) => {
+            rec.note = Some(format!("request body not read: {}", refusal.why));
             shared.transcript.push(rec);
-            let status = if e.is::<http_body_util::LengthLimitError>() {
-                413
-            } else {
-                400
-            };
-            let out = Outgoing::text(status, "request body not read\n");
+            let mut out = Outgoing::text(refusal.status, &format!("{}\n", refusal.why));
+            if refusal.status == 415 {
+                let accepted = if shared.gzip { "gzip" } else { "identity" };
+                out.headers.push(("accept-encoding", accepted.into()));
+            }
             return out.send(shared, kind, 0, peer, &method, &path);
         }
     };
-    let rec = rec.with_body(&body);
+    let mut rec = rec.with_body(&body.data);
+    if let Some(n) = body.coded {
+        rec.note = Some(format!("gzip-coded body: {n} bytes on the wire"));
+    }
+    let body = body.data;
 
     if let Some(basic) = &shared.basic
         && !basic.admits(header("authorization"))
@@ -321,6 +356,7 @@ async fn handle(
                 status: reply.status,
                 headers: reply.headers,
                 body: reply.body,
+                gzip,
             };
             let response = out.send(shared, reply.out_kind, reply.session, peer, &method, &path);
             shared.finished.send_if_modified(|n| {
@@ -374,11 +410,15 @@ async fn handle(
             if let Some(p) = reply.problem {
                 shared.transcript.say(format!("  ✗ {p}"));
             }
-            let out = Outgoing {
+            let mut out = Outgoing {
                 status: reply.status,
                 headers: reply.headers,
                 body: reply.body,
+                gzip,
             };
+            if shared.gzip && out.status == 200 && out.codable() {
+                out.headers.push(("vary", "accept-encoding".into()));
+            }
             out.send(shared, "repository", session, peer, &method, &path)
         }
         Route::Bootstrap(doc) => {
@@ -393,6 +433,7 @@ async fn handle(
                 status: reply.status,
                 headers: reply.headers,
                 body: reply.body,
+                gzip,
             };
             out.send(shared, "bootstrap", 0, peer, &method, &path)
         }
@@ -407,11 +448,70 @@ async fn handle(
     }
 }
 
+/// A request body as read: decoded, and its coded length when it was gzip-coded.
+struct ReadBody {
+    data: Bytes,
+    coded: Option<usize>,
+}
+
+/// Why a request body was not read: the status to answer and the reason.
+struct Refusal {
+    status: u16,
+    why: String,
+}
+
+/// Reads a request body whose `Content-Encoding` is `coding`, decoding gzip (when `gzip`
+/// is on) as it arrives, within [`MAX_BODY`] decoded bytes.
+async fn read_body(
+    mut body: Incoming,
+    coding: Option<&str>,
+    gzip: bool,
+) -> Result<ReadBody, Refusal> {
+    let refuse = |status, why: String| Refusal { status, why };
+    let coding = match ContentCoding::parse(coding) {
+        Ok(ContentCoding::Gzip) if !gzip => {
+            return Err(refuse(
+                415,
+                "gzip-coded request bodies are not accepted (--no-gzip)".into(),
+            ));
+        }
+        Ok(c) => c,
+        Err(c) => {
+            return Err(refuse(
+                415,
+                format!("content coding {c:?} is not accepted; gzip is"),
+            ));
+        }
+    };
+    let mut decoder = Decoder::new(coding, MAX_BODY);
+    let mut coded = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| refuse(400, e.to_string()))?;
+        if let Ok(chunk) = frame.into_data() {
+            coded += chunk.len();
+            decoder.push(&chunk).map_err(|e| match e {
+                DecodeError::TooLarge { .. } => refuse(413, e.to_string()),
+                DecodeError::Corrupt(_) => refuse(400, e.to_string()),
+            })?;
+        }
+    }
+    let data = decoder.finish().map_err(|e| match e {
+        DecodeError::TooLarge { .. } => refuse(413, e.to_string()),
+        DecodeError::Corrupt(_) => refuse(400, e.to_string()),
+    })?;
+    Ok(ReadBody {
+        data: Bytes::from(data),
+        coded: (coding == ContentCoding::Gzip).then_some(coded),
+    })
+}
+
 /// A response about to be sent and recorded.
 struct Outgoing {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
+    /// The request accepts a gzip-coded response (and coding is on).
+    gzip: bool,
 }
 
 impl Outgoing {
@@ -420,7 +520,37 @@ impl Outgoing {
             status,
             headers: vec![("content-type", "text/plain; charset=utf-8".into())],
             body: text.as_bytes().to_vec(),
+            gzip: false,
         }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the body is of a kind worth gzip-coding (JSON, XML, text) and whole (not a
+    /// range): never a large object (`application/octet-stream`).
+    fn codable(&self) -> bool {
+        let media = self
+            .header("content-type")
+            .and_then(|t| t.split(';').next())
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let textual =
+            media.ends_with("json") || media.ends_with("xml") || media.starts_with("text/");
+        textual && self.status != 206 && self.header("content-range").is_none()
+    }
+
+    /// The body gzip-coded, when the request accepts it and coding pays.
+    fn coded(&self) -> Option<Vec<u8>> {
+        if !self.gzip || !self.codable() {
+            return None;
+        }
+        coding::gzip(&self.body)
     }
 
     /// Records the response and builds it.
@@ -436,8 +566,23 @@ impl Outgoing {
         let mut rec = Record::new(Direction::Out, kind, peer, method, path).with_body(&self.body);
         rec.session = session;
         rec.status = Some(self.status);
+        let coded = self.coded();
+        let mut headers = self.headers;
+        if let Some(c) = &coded {
+            rec.note = Some(format!("gzip-coded body: {} bytes on the wire", c.len()));
+            headers.retain(|(n, _)| *n != "content-length");
+            headers.push(("content-encoding", "gzip".into()));
+            for (name, value) in &mut headers {
+                if *name == "etag" && !value.starts_with("W/") {
+                    *value = format!("W/{value}");
+                }
+            }
+        }
+        if shared.gzip {
+            headers.push(("accept-encoding", "gzip".into()));
+        }
         let mut map = HeaderMap::new();
-        for (name, value) in &self.headers {
+        for (name, value) in &headers {
             rec.header(name, value);
             if let (Ok(n), Ok(v)) = (
                 http::HeaderName::from_bytes(name.as_bytes()),
@@ -448,7 +593,7 @@ impl Outgoing {
         }
         map.insert(http::header::SERVER, http::HeaderValue::from_static(SERVER));
         shared.transcript.push(rec);
-        let mut response = Response::new(Full::new(Bytes::from(self.body)));
+        let mut response = Response::new(Full::new(Bytes::from(coded.unwrap_or(self.body))));
         *response.status_mut() =
             StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         *response.headers_mut() = map;

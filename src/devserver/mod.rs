@@ -13,6 +13,9 @@
 //!   checks, [`SessionOutcome`];
 //! - [`repository`] — `/repo/<path>`: GET with ranges, PUT/POST recorded, `Accept`,
 //!   `415` + `OMADM-Accept` rules, [`Upload`];
+//! - [`objects`] — large objects: `--object` files streamed from disk with ranges,
+//!   validators and `Repr-Digest`, `application/octet-stream` uploads streamed to disk,
+//!   fault injection, and the bytes sent per object (`/admin/stats`);
 //! - [`bootstrap`] — the bootstrap-server mode: `/bootstrap` serves an MO serialization
 //!   to omadmd's client-initiated bootstrap;
 //! - [`certs`] — the test CA and server certificate, client certificates, rustls config;
@@ -52,6 +55,7 @@ pub mod error;
 mod http;
 pub mod mqtt_publish;
 pub mod notify;
+pub mod objects;
 pub mod relay;
 pub mod repository;
 pub mod scenario;
@@ -63,8 +67,9 @@ pub use config::{BasicAuth, DevServerConfig};
 pub use dm::SessionOutcome;
 pub use error::DevServerError;
 pub use http::Handshakes;
+pub use objects::{ObjectCounters, ObjectFaults, ObjectSpec, ObjectStats};
 pub use relay::{Relay, Wire};
-pub use repository::Upload;
+pub use repository::{Upload, UploadedFile};
 pub use scenario::Scenario;
 pub use server::{DevServer, RunningServer};
 pub use transcript::{Direction, Record, SummarySink};

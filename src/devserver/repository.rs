@@ -12,8 +12,14 @@
 //!   removes the entry (`204`). Upload rules from the scenario may answer `415` with
 //!   `OMADM-Accept` instead (see [`scenario`](super::scenario)).
 //! - Every PUT and POST is kept as an [`Upload`], whatever it was answered.
+//!
+//! Large objects (files given with `--object`, and `application/octet-stream` uploads,
+//! which are streamed to files) are served and stored by [`objects`](super::objects), with
+//! the range and validator rules kept here ([`parse_range`], [`if_range_allows`]) and the
+//! upload rules checked here ([`Repository::admit`]).
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 
@@ -46,12 +52,25 @@ pub struct Upload {
     pub path: String,
     /// The request's `Content-Type`, if it had one.
     pub content_type: Option<String>,
-    /// The body as received.
+    /// The body as received (empty when it was streamed to [`file`](Upload::file)).
     pub body: Vec<u8>,
+    /// Where an `application/octet-stream` body was streamed to, instead of `body`.
+    pub file: Option<UploadedFile>,
     /// The HTTP status the server answered (`200`, `201`, `415`, ...).
     pub status: u16,
     /// The session it is attributed to (the device's latest; `0`: none yet).
     pub session: u64,
+}
+
+/// An upload body the server streamed to a file (`application/octet-stream`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadedFile {
+    /// The file under the server's data directory (removed when the upload was refused).
+    pub path: PathBuf,
+    /// The body's length in bytes (as far as it was received).
+    pub size: u64,
+    /// The body's SHA-256 (as far as it was received).
+    pub sha256: [u8; 32],
 }
 
 impl Upload {
@@ -112,6 +131,22 @@ impl Repository {
         }
     }
 
+    /// Keeps an upload the HTTP layer handled itself (a streamed one).
+    pub fn record(&mut self, upload: Upload) {
+        self.uploads.push(upload);
+    }
+
+    /// Removes the in-memory entry at `key` (a file-backed object takes its place); whether
+    /// there was one.
+    pub fn remove(&mut self, key: &str) -> bool {
+        self.entries.remove(key).is_some()
+    }
+
+    /// Every upload, oldest first.
+    pub fn uploads(&self) -> &[Upload] {
+        &self.uploads
+    }
+
     /// The uploads to `key`, oldest first.
     pub fn received(&self, key: &str) -> Vec<Upload> {
         self.uploads
@@ -159,7 +194,7 @@ impl Repository {
         ];
         let range = req
             .range
-            .filter(|_| req.if_range.is_none_or(|v| v.trim() == etag))
+            .filter(|_| if_range_allows(req.if_range, &etag, None))
             .and_then(|r| parse_range(r, len));
         let (status, body) = match range {
             Some(Ok((first, last))) => {
@@ -191,69 +226,78 @@ impl Repository {
     }
 
     fn upload(&mut self, req: &RepoRequest<'_>) -> RepoReply {
-        let rule = self.rules.get(req.key).cloned().unwrap_or_default();
+        let out = match self.admit(req.method, req.key, req.content_type) {
+            Err(refusal) => refusal,
+            Ok(()) => {
+                let content_type = req
+                    .content_type
+                    .unwrap_or("application/octet-stream")
+                    .to_owned();
+                let old = self.entries.insert(
+                    req.key.to_owned(),
+                    RepoEntry {
+                        content_type,
+                        body: req.body.to_vec(),
+                        ignore_accept: false,
+                    },
+                );
+                let status = if req.method == "PUT" && old.is_none() {
+                    201
+                } else {
+                    200
+                };
+                reply(status, Vec::new())
+            }
+        };
+        self.uploads.push(Upload {
+            method: req.method.to_owned(),
+            path: req.key.to_owned(),
+            content_type: req.content_type.map(str::to_owned),
+            body: req.body.to_vec(),
+            file: None,
+            status: out.status,
+            session: req.session,
+        });
+        out
+    }
+
+    /// Checks an upload against the scenario's rules for `key`: `Err` is the `415` answer
+    /// (with `OMADM-Accept`, and a problem when the client retried with a type still not
+    /// listed).
+    pub fn admit(
+        &mut self,
+        method: &str,
+        key: &str,
+        content_type: Option<&str>,
+    ) -> Result<(), RepoReply> {
+        let rule = self.rules.get(key).cloned().unwrap_or_default();
         let listed = if rule.accept.is_empty() {
             vec![MO_JSON.to_owned()]
         } else {
             rule.accept.clone()
         };
         let type_ok = rule.accept.is_empty()
-            || req
-                .content_type
+            || content_type
                 .is_some_and(|ct| rule.accept.iter().any(|a| media_type(a) == media_type(ct)));
         let mut problem = None;
-        let refuse = if rule.refuse_first && self.refused_once.insert(req.key.to_owned()) {
-            true
-        } else if !type_ok {
-            if self.refused_once.contains(req.key) {
+        if !(rule.refuse_first && self.refused_once.insert(key.to_owned())) {
+            if type_ok {
+                return Ok(());
+            }
+            if self.refused_once.contains(key) {
                 problem = Some(format!(
-                    "{} /repo/{}: retried with Content-Type {} after 415, which is not one of {}",
-                    req.method,
-                    req.key,
-                    req.content_type.unwrap_or("(none)"),
+                    "{method} /repo/{key}: retried with Content-Type {} after 415, which is not one of {}",
+                    content_type.unwrap_or("(none)"),
                     listed.join(", ")
                 ));
             }
-            self.refused_once.insert(req.key.to_owned());
-            true
-        } else {
-            false
-        };
-        let mut out = if refuse {
-            RepoReply {
-                headers: vec![(ACCEPT_HEADER, listed.join(", "))],
-                ..reply(415, b"unsupported media type; see OMADM-Accept\n".to_vec())
-            }
-        } else {
-            let content_type = req
-                .content_type
-                .unwrap_or("application/octet-stream")
-                .to_owned();
-            let old = self.entries.insert(
-                req.key.to_owned(),
-                RepoEntry {
-                    content_type,
-                    body: req.body.to_vec(),
-                    ignore_accept: false,
-                },
-            );
-            let status = if req.method == "PUT" && old.is_none() {
-                201
-            } else {
-                200
-            };
-            reply(status, Vec::new())
-        };
-        out.problem = problem;
-        self.uploads.push(Upload {
-            method: req.method.to_owned(),
-            path: req.key.to_owned(),
-            content_type: req.content_type.map(str::to_owned),
-            body: req.body.to_vec(),
-            status: out.status,
-            session: req.session,
-        });
-        out
+            self.refused_once.insert(key.to_owned());
+        }
+        Err(RepoReply {
+            headers: vec![(ACCEPT_HEADER, listed.join(", "))],
+            problem,
+            ..reply(415, b"unsupported media type; see OMADM-Accept\n".to_vec())
+        })
     }
 }
 
@@ -309,9 +353,26 @@ pub(crate) fn accepts(accept: Option<&str>, ty: &str) -> bool {
     })
 }
 
+/// Whether a `Range` may be honoured under the request's `If-Range` (RFC 9110 §13.1.5): no
+/// `If-Range`, an entity tag that is a strong match for `etag` (a weak tag never matches), or
+/// an HTTP-date exactly equal to `last_modified`.
+pub(crate) fn if_range_allows(
+    if_range: Option<&str>,
+    etag: &str,
+    last_modified: Option<&str>,
+) -> bool {
+    let Some(v) = if_range.map(str::trim) else {
+        return true;
+    };
+    if v.starts_with('"') {
+        return v == etag && !etag.starts_with("W/");
+    }
+    !v.starts_with("W/") && last_modified.is_some_and(|lm| lm == v)
+}
+
 /// `Some(Ok((first, last)))` for a satisfiable single range, `Some(Err(()))` for an
 /// unsatisfiable one, `None` for a header to ignore (malformed, or several ranges).
-fn parse_range(header: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+pub(crate) fn parse_range(header: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
     let (unit, spec) = header.trim().split_once('=')?;
     if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
         return None;
@@ -360,6 +421,26 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,3-4", 10), None);
         assert_eq!(parse_range("items=0-1", 10), None);
         assert_eq!(parse_range("bytes=x-1", 10), None);
+    }
+
+    #[test]
+    fn if_range_needs_a_strong_match_or_the_exact_date() {
+        let lm = "Sun, 06 Nov 1994 08:49:37 GMT";
+        assert!(if_range_allows(None, "\"a\"", None));
+        assert!(if_range_allows(Some(" \"a\" "), "\"a\"", Some(lm)));
+        assert!(!if_range_allows(Some("\"b\""), "\"a\"", Some(lm)));
+        assert!(!if_range_allows(Some("W/\"a\""), "\"a\"", Some(lm)));
+        assert!(!if_range_allows(Some("W/\"a\""), "W/\"a\"", None));
+        assert!(if_range_allows(Some(lm), "\"a\"", Some(lm)));
+        assert!(!if_range_allows(
+            Some("Sun, 06 Nov 1994 08:49:38 GMT"),
+            "\"a\"",
+            Some(lm)
+        ));
+        assert!(
+            !if_range_allows(Some(lm), "\"a\"", None),
+            "no date to match"
+        );
     }
 
     #[test]

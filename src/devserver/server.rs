@@ -14,6 +14,7 @@ use super::config::DevServerConfig;
 use super::dm::{Engine, SessionOutcome};
 use super::error::DevServerError;
 use super::http::{HandshakeCounter, Handshakes, Shared, accept_loop};
+use super::objects::{ObjectStats, Objects};
 use super::repository::{Repository, Upload};
 use super::scenario::{Urls, repo_key};
 use super::transcript::{Record, Transcript, lock};
@@ -77,6 +78,14 @@ impl DevServer {
             .map_err(DevServerError::Scenario)?;
         let transcript = Transcript::open(config.transcript.as_deref(), config.summary.clone())?;
         let (finished_tx, finished) = watch::channel(0);
+        let objects = Objects::start(
+            &config.objects,
+            &config.cert_dir,
+            config.data_dir.as_deref(),
+            config.max_upload_bytes,
+            config.object_faults,
+        )
+        .await?;
         let shared = Arc::new(Shared {
             engine: Mutex::new(Engine::new(scripts)),
             repo: Mutex::new(Repository::new(
@@ -90,6 +99,8 @@ impl DevServer {
             handshakes: HandshakeCounter::default(),
             close: watch::channel(0).0,
             open: watch::channel(0).0,
+            gzip: config.gzip,
+            objects,
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(
@@ -177,6 +188,17 @@ impl RunningServer {
             Ok(key) => lock(&self.shared.repo).received(&key),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// What the server sent of each file-backed object so far (body bytes, responses and
+    /// how they ended, faults injected); the same as `GET /admin/stats` gives.
+    pub fn object_stats(&self) -> ObjectStats {
+        self.shared.objects.stats()
+    }
+
+    /// The directory streamed (`application/octet-stream`) uploads are written to.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.shared.objects.data_dir()
     }
 
     /// One outcome per session so far, in order.

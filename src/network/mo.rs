@@ -70,6 +70,7 @@ pub async fn keep(
         }
         if moved {
             on_move().await;
+            engine.network_moved();
             let pending = engine.clone();
             match store::offload(Lane::Background, move || pending.deliver_pending()).await {
                 Ok(Ok(())) => {}

@@ -15,6 +15,11 @@ pub const PROJECT_PREFIX: &str = "urn:oma:at:ext-omadmd:1.0:";
 /// The result of an asynchronous EXEC (project-defined): `SourceURI` the executed node,
 /// `TargetURI` the EXEC's ServerURI, `Data` `{"sc": <status>, "output": <text>}`.
 pub const EXEC_RESULT: &str = "urn:oma:at:ext-omadmd:1.0:ExecResult";
+/// The result of a large-object transfer whose command was answered `202`
+/// (project-defined): `SourceURI` the node, `TargetURI` the command's ServerURI, `Data`
+/// `{"sc": <status>, "bytes": <size>, "sha256": <hex>}` (`bytes` and `sha256` when it
+/// succeeded) or `{"sc": <status>, "error": <text>}`.
+pub const TRANSFER_RESULT: &str = "urn:oma:at:ext-omadmd:1.0:TransferResult";
 
 /// One alert.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

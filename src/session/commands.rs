@@ -34,11 +34,12 @@ use crate::store::{self, Lane, Offload};
 use crate::transport::{HttpClient, Request};
 use crate::tree::json::parse_items;
 use crate::tree::uri::{ClientUri, NodeAddr};
+use crate::tree::value::{ObjectRef, Value};
 
 /// What a command runs with.
 pub struct Context<'a> {
     pub engine: &'a Arc<Engine>,
-    pub client: &'a HttpClient,
+    pub client: &'a Arc<HttpClient>,
     pub account: &'a Account,
     pub principal: &'a Principal,
     /// When the session must have ended (`session_seconds`).
@@ -193,7 +194,7 @@ pub(super) enum Failure {
 }
 
 impl Failure {
-    fn status(&self) -> u16 {
+    pub(super) fn status(&self) -> u16 {
         match self {
             Failure::Access(e) => match e {
                 AccessError::NotFound(_) => 404,
@@ -270,6 +271,15 @@ async fn hget(
     server_uri: &str,
     target: Option<&ClientUri>,
 ) -> Result<Status, Failure> {
+    if let Some(target) = target {
+        let (who, uri) = (ctx.principal.clone(), target.clone());
+        let leaf = blocking(&ctx.engine.auth, move |auth| auth.object_target(&who, &uri)).await;
+        if let Ok((addr, _)) = leaf
+            && let Some(status) = super::large::hget(ctx, server_uri, addr).await?
+        {
+            return Ok(status);
+        }
+    }
     let written = fetch_into_tree(
         &ctx.engine.auth,
         ctx.client,
@@ -342,6 +352,11 @@ async fn upload(
     uris: Vec<ClientUri>,
     post: bool,
 ) -> Result<Status, Failure> {
+    if let [uri] = uris.as_slice()
+        && let Some((addr, object)) = large_object(ctx, uri).await?
+    {
+        return super::large::upload(ctx, server_uri, &addr, object, post).await;
+    }
     let mut body = ItemsJson::new(ctx.engine.limits.reply_bytes);
     let mut all_unchanged = true;
     for uri in uris {
@@ -365,6 +380,23 @@ async fn upload(
     }
     let status = send_mo(ctx.client, server_uri, body.finish(), post).await?;
     Ok(Status::code(status))
+}
+
+/// The leaf `uri` names when it holds a large object the server may read (HPUT/HPOST of
+/// it send the object itself); `None` for anything else.
+async fn large_object(
+    ctx: &Context<'_>,
+    uri: &ClientUri,
+) -> Result<Option<(NodeAddr, ObjectRef)>, Failure> {
+    let (who, uri) = (ctx.principal.clone(), uri.clone());
+    let found = blocking(&ctx.engine.auth, move |auth| auth.get(&who, &uri)).await;
+    Ok(match found.ok().as_deref() {
+        Some([one]) => match &one.value {
+            Some(Value::Object(object)) => Some((one.addr.clone(), *object)),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 /// PUTs or POSTs an MO serialization; on `415` with `OMADM-Accept` naming a format we

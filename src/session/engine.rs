@@ -82,6 +82,11 @@ pub struct Limits {
     pub pending_alerts_per_server: usize,
     /// Longest ServerURI in a command (`[limits] server_uri_bytes`, default 2048).
     pub server_uri_bytes: usize,
+    /// Largest large object (`[limits] object_bytes`, default 4 GiB).
+    pub object_bytes: u64,
+    /// How long a large-object command holds the session before `202`
+    /// (`[limits] transfer_wait_seconds`, default 30).
+    pub transfer_wait_seconds: u64,
 }
 
 impl Limits {
@@ -97,6 +102,8 @@ impl Limits {
             exec_concurrent: config.limits.exec_concurrent,
             pending_alerts_per_server: config.limits.pending_alerts_per_server,
             server_uri_bytes: config.limits.server_uri_bytes,
+            object_bytes: config.limits.object_bytes,
+            transfer_wait_seconds: config.limits.transfer_wait_seconds,
         }
     }
 }
@@ -169,6 +176,11 @@ pub struct Engine {
     pub(super) tasks: Tasks,
     /// Told when owed SUB deliveries may now go out (see [`super::subscribe`]).
     subs_owed: Notify,
+    /// What the large-object transfers are doing (see [`super::large`]).
+    pub(super) board: Arc<crate::transfer::Board>,
+    /// Counts network moves: transfers go on at once on a new connection (see
+    /// [`super::large`]).
+    pub(super) network_moves: tokio::sync::watch::Sender<u64>,
 }
 
 /// A running asynchronous EXEC's place in its server's `exec_concurrent`, given back when
@@ -215,7 +227,14 @@ impl Engine {
             async_execs: Mutex::new(HashMap::new()),
             tasks: Tasks::new(),
             subs_owed: Notify::new(),
+            board: Arc::default(),
+            network_moves: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The engine with its large-object transfers shown on `board`.
+    pub fn with_board(self, board: Arc<crate::transfer::Board>) -> Engine {
+        Engine { board, ..self }
     }
 
     /// The engine with its background work (asynchronous EXEC handlers) owned by `tasks`.

@@ -14,6 +14,8 @@
 //! - [`error`] — why a session ended early, and its status;
 //! - [`info`] — the SessionInfo MO of running sessions;
 //! - [`commands`] — executing one command into its status;
+//! - [`large`] — large objects: HGET into a `bin` leaf and HPUT/HPOST of one as transfers
+//!   that outlive their command, resumed after a restart;
 //! - [`package3`] — Package#3 within `package3_bytes`;
 //! - [`exec`] — EXEC handlers (configured commands, apps registered over D-Bus);
 //! - [`subscribe`] — SUB deliveries;
@@ -26,6 +28,7 @@ pub mod error;
 pub mod exec;
 pub mod failover;
 pub mod info;
+mod large;
 pub mod notice;
 pub mod package3;
 pub mod scheduler;

@@ -8,6 +8,9 @@
 //! subscription's current subtree once the server can be reached again (after a restart, a
 //! network change, a session with it), and a later delivery that works clears the mark.
 //!
+//! A subscribed leaf that holds a large object is sent as the object itself, streamed from
+//! its file (as an HPUT of it would), not as an MO serialization.
+//!
 //! A subtree goes out only once what it shows is durable: after it is read, the delivery
 //! waits with [`Pool::durable`](crate::store::Pool::durable) (group commit: one sync covers
 //! every commit made before the wait began, the subtree's included), so a server never
@@ -25,13 +28,25 @@ use super::error::SessionError;
 use super::tasks::Tasks;
 use crate::authority::Principal;
 use crate::store::{Change, Subscription};
+use crate::transfer::send;
+use crate::transport::{HttpClient, Method};
 use crate::tree::uri::ClientUri;
+use crate::tree::value::{ObjectRef, Value};
 
 /// One PUT to make: the subscription, its server's account and the subtree to send.
 struct Delivery {
     sub: Subscription,
     account: Account,
-    body: Vec<u8>,
+    body: Body,
+}
+
+/// What a delivery sends.
+enum Body {
+    /// The subtree's MO serialization.
+    Json(Vec<u8>),
+    /// A subscribed leaf's large object, streamed from its file (`application/octet-stream`
+    /// with `Repr-Digest`, as an HPUT of it).
+    Object(ObjectRef),
 }
 
 /// Runs SUB deliveries until the daemon stops: first what is owed from before, then each
@@ -113,10 +128,13 @@ async fn send(engine: &Arc<Engine>, deliveries: Vec<Delivery>) {
             .client(&engine.extra_ca_files, engine.limits.max_package_bytes)
             .await
         {
-            Ok(client) => send_mo(&client, &sub.server_uri, body, false)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
+            Ok(client) => match body {
+                Body::Json(body) => send_mo(&client, &sub.server_uri, body, false)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Body::Object(object) => put_object(engine, &client, &sub.server_uri, object).await,
+            },
             Err(e) => Err(format!("transport: {e}")),
         };
         match &sent {
@@ -137,6 +155,26 @@ async fn send(engine: &Arc<Engine>, deliveries: Vec<Delivery>) {
                 tracing::error!(srv_id = %sub.srv_id, "SUB {}: cannot record the delivery: {e}", sub.client_uri);
             }
         }
+    }
+}
+
+/// PUTs a large object's file to `url`, once (a failure leaves the subscription owed).
+async fn put_object(
+    engine: &Engine,
+    client: &HttpClient,
+    url: &str,
+    object: ObjectRef,
+) -> Result<(), String> {
+    let objects = engine
+        .store
+        .objects()
+        .ok_or("this store keeps no large objects")?;
+    let response =
+        send::send_object(client, Method::Put, url, objects, &object, Arc::default()).await?;
+    if response.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered HTTP {}", response.status))
     }
 }
 
@@ -168,8 +206,19 @@ fn deliveries(engine: &Engine, which: Due<'_>) -> Result<Vec<Delivery>, SessionE
         let Some(account) = accounts.iter().find(|a| a.srv_id == sub.srv_id) else {
             continue;
         };
-        let body = match engine.auth.get_json(&principal, &uri) {
-            Ok(json) => json,
+        let object = match engine.auth.get(&principal, &uri).as_deref() {
+            Ok([one]) => match one.value {
+                Some(Value::Object(object)) => Some(object),
+                _ => None,
+            },
+            _ => None,
+        };
+        let body = match object {
+            Some(object) => Ok(Body::Object(object)),
+            None => engine.auth.get_json(&principal, &uri).map(Body::Json),
+        };
+        let body = match body {
+            Ok(body) => body,
             Err(e) => {
                 tracing::info!(srv_id = %sub.srv_id, "SUB {}: not delivered: {e}", sub.client_uri);
                 continue;

@@ -30,6 +30,14 @@ pub enum StoreError {
     JournalPruned { since: u64, oldest: u64 },
     #[error("{at}: deeper than {max} levels below the instance root ([limits] tree_depth)")]
     TooDeep { at: String, max: usize },
+    #[error(
+        "{name}: a large object ({object}) is not sent inline; HPUT it to a server, or read it \
+         with OpenValue"
+    )]
+    LargeObject {
+        name: String,
+        object: crate::tree::value::ObjectRef,
+    },
     #[error("store row is corrupt: {0}")]
     Corrupt(String),
     #[error("store: cannot make the changes durable (sync of {}): {source}", file.display())]

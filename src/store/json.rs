@@ -19,6 +19,7 @@ use super::{MAX_DEPTH, Store, StoreError};
 use crate::tree::format::Format;
 use crate::tree::mo_type::NodeDef;
 use crate::tree::uri::NodeAddr;
+use crate::tree::value::ObjectRef;
 
 /// Where items go, and the bounds they are held to.
 pub trait ItemSink {
@@ -510,6 +511,13 @@ impl Rows {
             }
             (Format::Chr | Format::Xml | Format::Date | Format::Time, Cell::Text(t)) => {
                 write_str(out, self.str(t)?)
+            }
+            (Format::Bin, Cell::Text(t)) => {
+                let object = ObjectRef::from_cell(self.str(t)?).ok_or_else(bad)?;
+                return Err(StoreError::LargeObject {
+                    name: self.str(&row.name)?.to_owned(),
+                    object,
+                });
             }
             _ => return Err(bad()),
         }

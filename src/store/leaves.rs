@@ -12,7 +12,7 @@ use super::read::split;
 use super::{Store, StoreError};
 use crate::tree::format::Format;
 use crate::tree::uri::NodeAddr;
-use crate::tree::value::{Date, Time};
+use crate::tree::value::{Date, ObjectRef, Time};
 
 /// A leaf's value as its row holds it: what [`Value`](crate::tree::value::Value) of the
 /// same format would be read, without owning it.
@@ -141,6 +141,13 @@ impl Rows {
                 let t = text(t)?;
                 serde_json::from_str::<serde::de::IgnoredAny>(t).map_err(|_| bad())?;
                 LeafRef::Text(Format::Json, t)
+            }
+            (Format::Bin, Cell::Text(t)) => {
+                let object = ObjectRef::from_cell(text(t)?).ok_or_else(bad)?;
+                return Err(StoreError::LargeObject {
+                    name: name.to_owned(),
+                    object,
+                });
             }
             _ => return Err(bad()),
         }))

@@ -12,6 +12,10 @@
 //! - [`leaves`]: the values of many nodes for a `Get`, borrowed from the rows;
 //! - [`bootstrap_state`] — which factory bootstrap files were applied, and the factory reset;
 //! - [`notification_state`] — the NOTIFICATION-IDs seen lately, per server;
+//! - [`objects`] — large objects' files beside the database, published whole and swept
+//!   when no node refers to them;
+//! - [`transfers`] — large-object transfers in progress: URL, validator, bytes done and
+//!   digest state, so that a transfer resumes after a restart;
 //! - [`rights`]: [`Rights`], what a grant gives;
 //! - [`dacl`]: the Delegation Access Control MO, kept in step with the grants in the same
 //!   transaction;
@@ -37,11 +41,13 @@ mod import;
 mod json;
 mod leaves;
 mod notification_state;
+mod objects;
 mod pool;
 mod read;
 mod rights;
 mod schema;
 mod session_state;
+mod transfers;
 mod write;
 
 use std::cell::RefCell;
@@ -56,10 +62,12 @@ pub use error::StoreError;
 pub use import::Placement;
 pub use json::{ItemSink, ItemsArray, Pruning, SHOW_ALL};
 pub use leaves::LeafRef;
+pub use objects::Objects;
 pub use pool::{Lane, Offload, Pool, offload};
 pub use read::{Change, ChangeKind, InstanceInfo, MAX_DEPTH, Stats, Usage};
 pub use rights::{Rights, UnknownRight};
 pub use session_state::{AsyncExec, PendingAlert, PollDue, Subscription};
+pub use transfers::{Checkpoint, TransferRow};
 pub use write::Txn;
 
 /// A connection to the store. Open one per thread; any number may read while one writes.

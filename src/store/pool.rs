@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpoints;
 use super::durable::{self, GroupCommit};
-use super::{Bounds, Store, StoreError};
+use super::{Bounds, Objects, Store, StoreError};
 
 /// One writer connection and the read connections to the same store.
 pub struct Pool {
@@ -28,6 +28,8 @@ pub struct Pool {
     next_reader: AtomicUsize,
     /// Makes commits durable before they are acknowledged; none for a store in memory.
     group: Option<GroupCommit>,
+    /// Large objects' files beside the database; none for a store in memory.
+    objects: Option<Objects>,
     /// Checkpoints the WAL off the writer's commits ([`checkpoint`](super::checkpoint));
     /// none for a store in memory. Held for what it does by itself, and declared last:
     /// dropped after every other connection closed, it checkpoints a last time.
@@ -68,6 +70,7 @@ impl Pool {
             .path()
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
+        let objects = db.as_deref().map(Objects::beside);
         let checkpoints = db.and_then(|db| {
             Checkpoints::start(&db, &mut writer.conn)
                 .inspect_err(|e| {
@@ -83,8 +86,15 @@ impl Pool {
             readers: readers.into_iter().map(Mutex::new).collect(),
             next_reader: AtomicUsize::new(0),
             group,
+            objects,
             _checkpoints: checkpoints,
         }
+    }
+
+    /// The large objects' files of this store; none for a store in memory, which keeps no
+    /// large objects.
+    pub fn objects(&self) -> Option<&Objects> {
+        self.objects.as_ref()
     }
 
     /// What the checkpoint thread did so far; none for a store in memory.

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 10;
+pub const VERSION: i64 = 11;
 
 /// Migrations: entry `i` upgrades version `i` to `i + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -172,6 +172,57 @@ CREATE TABLE notification_ids (
 -- A subscription whose last delivery failed (the server or the network was unreachable):
 -- the subtree's current state is owed to the server and sent when it can be.
 ALTER TABLE subscriptions ADD COLUMN owed INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- Large objects (store/objects.rs): a bin node whose cell is TEXT refers to a file
+-- `<hex digest> <size>`; its size counts towards the owner's quota as if it were inline.
+DROP TRIGGER nodes_bytes_insert;
+DROP TRIGGER nodes_bytes_delete;
+DROP TRIGGER nodes_bytes_update;
+CREATE TRIGGER nodes_bytes_insert AFTER INSERT ON nodes BEGIN
+    UPDATE instances
+    SET bytes = bytes + 32 + length(CAST(NEW.parent AS BLOB)) + length(CAST(NEW.name AS BLOB))
+                + ifnull(length(CAST(NEW.value AS BLOB)), 0) + length(CAST(NEW.writer AS BLOB))
+                + CASE WHEN NEW.format = 'bin' AND typeof(NEW.value) = 'text' THEN CAST(substr(NEW.value, 66) AS INTEGER) ELSE 0 END
+    WHERE id = NEW.inst;
+END;
+CREATE TRIGGER nodes_bytes_delete AFTER DELETE ON nodes BEGIN
+    UPDATE instances
+    SET bytes = bytes - 32 - length(CAST(OLD.parent AS BLOB)) - length(CAST(OLD.name AS BLOB))
+                - ifnull(length(CAST(OLD.value AS BLOB)), 0) - length(CAST(OLD.writer AS BLOB))
+                - CASE WHEN OLD.format = 'bin' AND typeof(OLD.value) = 'text' THEN CAST(substr(OLD.value, 66) AS INTEGER) ELSE 0 END
+    WHERE id = OLD.inst;
+END;
+CREATE TRIGGER nodes_bytes_update AFTER UPDATE ON nodes BEGIN
+    UPDATE instances
+    SET bytes = bytes + ifnull(length(CAST(NEW.value AS BLOB)), 0) + length(CAST(NEW.writer AS BLOB))
+                + CASE WHEN NEW.format = 'bin' AND typeof(NEW.value) = 'text' THEN CAST(substr(NEW.value, 66) AS INTEGER) ELSE 0 END
+                - ifnull(length(CAST(OLD.value AS BLOB)), 0) - length(CAST(OLD.writer AS BLOB))
+                - CASE WHEN OLD.format = 'bin' AND typeof(OLD.value) = 'text' THEN CAST(substr(OLD.value, 66) AS INTEGER) ELSE 0 END
+    WHERE id = NEW.inst;
+END;
+
+-- Large-object transfers not yet reported (transfer/, session/large.rs). A download keeps
+-- where it stands: the object's validator (ETag or Last-Modified), its size when known, the
+-- bytes in the part file that are synced (`done`) and the SHA-256 state after them
+-- (`digest`), the server-given digest; so it resumes with a Range request after a restart.
+-- `reply` is set when the session answered 202: the result then goes out as an alert.
+CREATE TABLE transfers (
+    id         INTEGER PRIMARY KEY,
+    srv_id     TEXT NOT NULL,
+    direction  TEXT NOT NULL CHECK (direction IN ('download', 'upload')),
+    post       INTEGER NOT NULL DEFAULT 0,
+    server_uri TEXT NOT NULL,
+    client_uri TEXT NOT NULL,
+    suspended  INTEGER NOT NULL DEFAULT 0,
+    validator  TEXT,
+    total      INTEGER,
+    done       INTEGER NOT NULL DEFAULT 0,
+    digest     BLOB,
+    expected   BLOB,
+    reply      INTEGER NOT NULL DEFAULT 0,
+    created    INTEGER NOT NULL
+);
 "#,
 ];
 

@@ -293,7 +293,7 @@ fn a_newer_schema_is_refused() {
     drop(conn);
     let err = Store::open(&path).err().unwrap();
     assert!(err.to_string().contains("version 99 is newer"), "{err}");
-    assert_eq!(schema::VERSION, 10);
+    assert_eq!(schema::VERSION, 11);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::{CertificateError, ClientConfig};
@@ -20,11 +20,15 @@ use tokio_rustls::TlsConnector;
 use super::TransportError;
 use super::target::Target;
 
+/// A request body: whole in memory (DM packages, MO data) or streamed from a file (large
+/// objects).
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
+
 /// One HTTP/1.1 connection: the handle requests are sent on, and the task that drives the
 /// connection. Dropped while a request is in flight (a timeout, a refused body), the task
 /// is aborted so the socket is closed at once; dropped idle, hyper closes it gracefully.
 pub(crate) struct Sender {
-    pub(crate) send: http1::SendRequest<Full<Bytes>>,
+    pub(crate) send: http1::SendRequest<Body>,
     task: tokio::task::AbortHandle,
 }
 

@@ -32,4 +32,8 @@ pub enum TransportError {
     /// The connection failed after the response had begun, or the server sent malformed HTTP.
     #[error("I/O: {0}")]
     Io(String),
+    /// The response body's content coding cannot be decoded: a corrupt or truncated gzip
+    /// stream, or a coding that was not asked for.
+    #[error("content coding: {0}")]
+    Coding(String),
 }

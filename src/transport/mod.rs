@@ -22,12 +22,23 @@
 //!   jitter; TLS failures and HTTP statuses are never retried (a 4xx/5xx is the caller's
 //!   to handle: PROTOCOL.md §1 says the session then ends).
 //!
+//! - **Content coding** ([`Coding`]) — gzip both ways, negotiated (`coding.rs`): requests
+//!   ask for gzip-coded responses (`Accept-Encoding: gzip`), which are decoded as they
+//!   arrive, the body limit applying to the decoded size (a gzip bomb is
+//!   [`TransportError::TooLarge`] without being inflated past the limit; a corrupt stream
+//!   is [`TransportError::Coding`]). A request body is gzip-coded once its origin has
+//!   listed gzip in an `Accept-Encoding` response field (RFC 7694), remembered per origin,
+//!   and only from 256 bytes on; a `415` refusing the coding is answered by sending the
+//!   body once more identity-coded, and the origin gets no coded body again.
+//!   [`Coding::Identity`] opts a request out (large objects).
+//!
 //! HTTP/1.1 with keep-alive: idle connections are reused for the next request to the same
 //! origin. A new connection to an origin resumes the client's last TLS session with it
 //! when it can (no certificate chain, no signatures); `resume.rs` says within which bounds.
 
 mod cache;
 mod certs;
+pub(crate) mod coding;
 mod conn;
 mod error;
 mod pin;
@@ -35,6 +46,7 @@ mod resume;
 mod retry;
 mod roots;
 mod settings;
+mod stream;
 mod target;
 mod tls;
 
@@ -49,10 +61,13 @@ use http_body_util::{BodyExt, Full};
 use rustls::{ClientConfig, RootCertStore};
 
 pub use cache::ClientCache;
+pub use coding::{Coding, GZIP_LEVEL};
 pub use error::TransportError;
 pub use roots::TrustStore;
 pub use settings::{ClientAuth, ClientSettings, RetryPolicy, Trust};
+pub use stream::{FileBody, Streaming};
 
+use coding::{AcceptingOrigins, ContentCoding, Decoder};
 use conn::{Failure, Pool, Sender};
 use resume::Sessions;
 use target::Target;
@@ -90,15 +105,19 @@ impl fmt::Display for Method {
     }
 }
 
-/// One HTTP request. `Host`, `Content-Length` and `Transfer-Encoding` are set by the
-/// transport (given ones are ignored); `User-Agent` defaults to `omadmd/<version>`;
-/// `Authorization` is added for [`ClientAuth::Basic`] unless given.
+/// One HTTP request. `Host`, `Content-Length`, `Transfer-Encoding` and
+/// `Content-Encoding` are set by the transport (given ones are ignored); `User-Agent`
+/// defaults to `omadmd/<version>`; `Authorization` is added for [`ClientAuth::Basic`]
+/// unless given; `Accept-Encoding` follows [`Request::coding`] unless given.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Request {
     pub method: Method,
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// How the body and the response's body may be content-coded (default: gzip where
+    /// negotiated).
+    pub coding: Coding,
 }
 
 impl Request {
@@ -109,6 +128,7 @@ impl Request {
             url: url.into(),
             headers: Vec::new(),
             body: Vec::new(),
+            coding: Coding::default(),
         }
     }
 
@@ -138,6 +158,12 @@ impl Request {
         self.body = body.into();
         self
     }
+
+    /// Sets how the body and the response's body may be content-coded.
+    pub fn with_coding(mut self, coding: Coding) -> Self {
+        self.coding = coding;
+        self
+    }
 }
 
 impl fmt::Debug for Request {
@@ -151,11 +177,13 @@ impl fmt::Debug for Request {
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("body_len", &self.body.len())
+            .field("coding", &self.coding)
             .finish()
     }
 }
 
-/// One HTTP response, whatever its status. Header names are lower case.
+/// One HTTP response, whatever its status. Header names are lower case. A content-coded
+/// body is given decoded, without its `Content-Encoding` and `Content-Length` fields.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
@@ -201,6 +229,8 @@ pub struct HttpClient {
     roots: Option<Arc<RootCertStore>>,
     basic: Option<HeaderValue>,
     pool: Pool,
+    /// The origins that read gzip-coded request bodies.
+    gzip_origins: AcceptingOrigins,
 }
 
 impl fmt::Debug for HttpClient {
@@ -212,6 +242,7 @@ impl fmt::Debug for HttpClient {
 }
 
 /// A request checked and converted once, sent on each attempt.
+#[derive(Clone)]
 struct Prepared {
     method: http::Method,
     uri: http::Uri,
@@ -220,8 +251,9 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn build(&self) -> http::Request<Full<Bytes>> {
-        let mut request = http::Request::new(Full::new(self.body.clone()));
+    fn build(&self) -> http::Request<conn::Body> {
+        let body = Full::new(self.body.clone()).map_err(|never| match never {});
+        let mut request = http::Request::new(BodyExt::boxed(body));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
@@ -274,6 +306,7 @@ impl HttpClient {
             roots: built.roots,
             basic,
             pool: Pool::default(),
+            gzip_origins: AcceptingOrigins::default(),
         })
     }
 
@@ -289,16 +322,65 @@ impl HttpClient {
     /// reported as [`TransportError::Connect`]. TLS and certificate failures are not retried
     /// ([`TransportError::Tls`]). An HTTP status — any, including 4xx/5xx — is returned as a
     /// [`Response`] and never retried. A response not complete within the read timeout is
-    /// [`TransportError::Timeout`]; one larger than `max_body_bytes` is
+    /// [`TransportError::Timeout`]; one larger than `max_body_bytes` (decoded) is
     /// [`TransportError::TooLarge`].
+    ///
+    /// With [`Coding::Negotiated`] the body goes gzip-coded when the origin has said that it
+    /// reads gzip-coded requests; a `415` refusing the coding is followed by the same
+    /// request identity-coded, whose response is returned.
     pub async fn send(&self, req: Request) -> Result<Response, TransportError> {
         let target = Target::parse(&req.url, self.settings.allow_plain_loopback)?;
         let prepared = self.prepare(&req, &target)?;
+        let origin = target.origin();
+        if req.coding == Coding::Negotiated
+            && self.gzip_origins.accepts(&origin)
+            && let Some(coded) = gzip_body(&prepared.body).await
+        {
+            let mut gzipped = prepared.clone();
+            gzipped.body = coded;
+            gzipped
+                .headers
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            let response = self.attempts(&target, &gzipped).await?;
+            let accepted = response_accept_encoding(&response);
+            if !coding::refuses_coding(response.status, accepted.as_deref()) {
+                self.gzip_origins.learn(&origin, accepted.as_deref());
+                return Ok(response);
+            }
+            tracing::info!(
+                "{}: a gzip-coded request body was refused (HTTP 415); sending it again \
+                 identity-coded, and no coded body to this server again",
+                req.url
+            );
+            self.gzip_origins.refused(&origin);
+        }
+        let response = self.attempts(&target, &prepared).await?;
+        self.gzip_origins
+            .learn(&origin, response_accept_encoding(&response).as_deref());
+        Ok(response)
+    }
+
+    /// The exchange with its retries of connection failures.
+    async fn attempts(
+        &self,
+        target: &Target,
+        prepared: &Prepared,
+    ) -> Result<Response, TransportError> {
+        self.retrying(|| self.exchange(target, prepared)).await
+    }
+
+    /// Runs `once` until it succeeds or fails for good: connection failures are tried
+    /// again per [`ClientSettings::retry`] (exponential backoff with jitter), then
+    /// reported as [`TransportError::Connect`].
+    async fn retrying<T, F>(&self, mut once: impl FnMut() -> F) -> Result<T, TransportError>
+    where
+        F: Future<Output = Result<T, Failure>>,
+    {
         let attempts = self.settings.retry.total_attempts();
         let mut attempt = 1;
         loop {
-            match self.exchange(&target, &prepared).await {
-                Ok(response) => return Ok(response),
+            match once().await {
+                Ok(done) => return Ok(done),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(reason)) if attempt >= attempts => {
                     return Err(TransportError::Connect {
@@ -330,6 +412,7 @@ impl HttpClient {
                 header::HOST,
                 header::CONTENT_LENGTH,
                 header::TRANSFER_ENCODING,
+                header::CONTENT_ENCODING,
             ]
             .contains(&name)
             {
@@ -350,6 +433,13 @@ impl HttpClient {
             && !headers.contains_key(header::AUTHORIZATION)
         {
             headers.insert(header::AUTHORIZATION, basic.clone());
+        }
+        if !headers.contains_key(header::ACCEPT_ENCODING) {
+            let accepted = match req.coding {
+                Coding::Negotiated => "gzip",
+                Coding::Identity => "identity",
+            };
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(accepted));
         }
         let uri = target
             .path_and_query
@@ -394,43 +484,62 @@ impl HttpClient {
         let limit = self.settings.max_body_bytes;
         let url = target.url.as_str();
         let roots_empty = self.roots_empty;
-        let exchange =
-            async {
-                sender.send.ready().await.map_err(|e| {
-                    conn::classify(&e, url, "before the request was sent", roots_empty)
+        let exchange = async {
+            sender
+                .send
+                .ready()
+                .await
+                .map_err(|e| conn::classify(&e, url, "before the request was sent", roots_empty))?;
+            let response = sender
+                .send
+                .send_request(prepared.build())
+                .await
+                .map_err(|e| before_response(&e, url, roots_empty))?;
+            let (mut parts, mut body) = response.into_parts();
+            let coding =
+                ContentCoding::parse(joined(&parts.headers, header::CONTENT_ENCODING).as_deref())
+                    .map_err(|coding| {
+                    Failure::Fatal(TransportError::Coding(format!(
+                        "{url}: the response body is coded {coding:?}, which was not asked \
+                         for (only gzip is decoded)"
+                    )))
                 })?;
-                let response = sender
-                    .send
-                    .send_request(prepared.build())
-                    .await
-                    .map_err(|e| before_response(&e, url, roots_empty))?;
-                let (parts, mut body) = response.into_parts();
-                let declared = parts
-                    .headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                if declared.is_some_and(|len| len > limit as u64) {
-                    return Err(Failure::Fatal(TransportError::TooLarge { limit }));
+            let mut decoder = Decoder::new(coding, limit);
+            let declared = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|len| len > decoder.coded_limit() as u64) {
+                return Err(Failure::Fatal(TransportError::TooLarge { limit }));
+            }
+            let undecodable = |e| match e {
+                coding::DecodeError::TooLarge { limit } => {
+                    Failure::Fatal(TransportError::TooLarge { limit })
                 }
-                let mut data = Vec::new();
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| match conn::find_rustls(&e) {
-                        Some(_) => conn::classify(&e, url, "", roots_empty),
-                        None => Failure::Fatal(TransportError::Io(format!(
-                            "{url}: the connection failed while reading the response body: {}",
-                            conn::chain(&e)
-                        ))),
-                    })?;
-                    if let Ok(chunk) = frame.into_data() {
-                        if data.len() + chunk.len() > limit {
-                            return Err(Failure::Fatal(TransportError::TooLarge { limit }));
-                        }
-                        data.extend_from_slice(&chunk);
-                    }
-                }
-                Ok((parts, data))
+                coding::DecodeError::Corrupt(why) => Failure::Fatal(TransportError::Coding(
+                    format!("{url}: the gzip-coded response body cannot be decoded: {why}"),
+                )),
             };
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| match conn::find_rustls(&e) {
+                    Some(_) => conn::classify(&e, url, "", roots_empty),
+                    None => Failure::Fatal(TransportError::Io(format!(
+                        "{url}: the connection failed while reading the response body: {}",
+                        conn::chain(&e)
+                    ))),
+                })?;
+                if let Ok(chunk) = frame.into_data() {
+                    decoder.push(&chunk).map_err(undecodable)?;
+                }
+            }
+            let data = decoder.finish().map_err(undecodable)?;
+            if coding == ContentCoding::Gzip {
+                parts.headers.remove(header::CONTENT_ENCODING);
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            Ok((parts, data))
+        };
         let (parts, body) = match tokio::time::timeout(self.settings.read_timeout, exchange).await {
             Ok(result) => result?,
             Err(_) => {
@@ -443,19 +552,61 @@ impl HttpClient {
         self.pool.put(target.origin(), sender);
         Ok(Response {
             status: parts.status.as_u16(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: header_pairs(&parts.headers),
             body,
         })
     }
+}
+
+/// A response's header fields as (lower-case name, value) pairs.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `body` gzip-coded, or `None` when coding does not pay (see [`coding::gzip`]). Large
+/// bodies are coded on a blocking thread, off the runtime's workers.
+async fn gzip_body(body: &Bytes) -> Option<Bytes> {
+    const INLINE: usize = 64 * 1024;
+    if body.len() <= INLINE {
+        return coding::gzip(body).map(Bytes::from);
+    }
+    let body = body.clone();
+    match tokio::task::spawn_blocking(move || coding::gzip(&body)).await {
+        Ok(coded) => coded.map(Bytes::from),
+        Err(e) => {
+            tracing::warn!("gzip-coding a request body failed ({e}); sending it identity-coded");
+            None
+        }
+    }
+}
+
+/// Every value of field `name`, joined with `,` (`None` when there is none).
+fn joined(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The response's `Accept-Encoding` values, joined with `,`.
+fn response_accept_encoding(response: &Response) -> Option<String> {
+    let values: Vec<&str> = response
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "accept-encoding")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
 }
 
 /// The rustls configuration for a TLS connection that is not HTTPS (the MQTT notification

@@ -25,6 +25,72 @@ pub enum Value {
     Float(f64),
     /// The constructed format (DM-HLF-024): a structured JSON value.
     Json(serde_json::Value),
+    /// A `bin` value kept in a file beside the store (a large object, DM-HLF-022). Its
+    /// bytes are never held here: readers open the file (`store::objects`).
+    Object(ObjectRef),
+}
+
+/// A large object: the size and SHA-256 of a `bin` value kept in a file, which is named by
+/// the digest. In the store's `value` cell it is the text `<hex digest> <size>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+impl ObjectRef {
+    /// The digest in lower-case hex: the object file's name.
+    pub fn hex(&self) -> String {
+        hex(&self.sha256)
+    }
+
+    /// The store cell's text, `<hex digest> <size>`.
+    pub fn to_cell(&self) -> String {
+        format!("{} {}", self.hex(), self.size)
+    }
+
+    /// Reads [`ObjectRef::to_cell`]'s text.
+    pub fn from_cell(text: &str) -> Option<ObjectRef> {
+        let (digest, size) = text.split_once(' ')?;
+        Some(ObjectRef {
+            size: size.parse().ok()?,
+            sha256: unhex(digest)?,
+        })
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "large object of {} bytes, sha-256 {}",
+            self.size,
+            self.hex()
+        )
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// A 32-byte digest from its 64 hex digits.
+pub fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// An ISO 8601 calendar date, `YYYY-MM-DD` or `YYYYMMDD`, kept as written.
@@ -61,7 +127,7 @@ impl Value {
         match self {
             Value::Null => Format::Null,
             Value::B64(_) => Format::B64,
-            Value::Bin(_) => Format::Bin,
+            Value::Bin(_) | Value::Object(_) => Format::Bin,
             Value::Bool(_) => Format::Bool,
             Value::Chr(_) => Format::Chr,
             Value::Int(_) => Format::Int,
@@ -120,7 +186,8 @@ impl Value {
         })
     }
 
-    /// The textual form accepted by [`Value::parse`].
+    /// The textual form accepted by [`Value::parse`]; for a large object, which has none,
+    /// a description of it (serializations refuse large objects before they get here).
     pub fn to_text(&self) -> String {
         match self {
             Value::Null => String::new(),
@@ -132,6 +199,7 @@ impl Value {
             Value::Time(t) => t.0.clone(),
             Value::Float(f) => f.to_string(),
             Value::Json(j) => j.to_string(),
+            Value::Object(o) => o.to_string(),
         }
     }
 

@@ -352,8 +352,8 @@ pub fn reachable(nat: &Nat, ns: Ns, addr: SocketAddr, timeout: Duration) -> bool
 /// `omadmd` running as root in the device namespace, on the harness's system bus, with its
 /// own state directory; stopped (SIGKILL) on drop.
 pub struct DeviceDaemon {
-    _child: KillOnDrop,
-    _state: tempfile::TempDir,
+    child: KillOnDrop,
+    state: tempfile::TempDir,
     log: PathBuf,
 }
 
@@ -375,11 +375,7 @@ impl DeviceDaemon {
                 .stdout(Stdio::null())
                 .stderr(File::create(&log).expect("log file")),
         );
-        let daemon = DeviceDaemon {
-            _child: child,
-            _state: state,
-            log,
-        };
+        let daemon = DeviceDaemon { child, state, log };
         assert!(
             nat.bus()
                 .wait_for_name("org.omadm.Client1", Duration::from_secs(20)),
@@ -392,6 +388,16 @@ impl DeviceDaemon {
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The daemon's state directory (`store.db`, `objects/`).
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
     }
 }
 
@@ -538,6 +544,11 @@ pub const DM_PORT: u16 = 8443;
 impl DmServer {
     /// Starts the server with `scenario` (JSON text) and the certificates of `pki`.
     pub fn start(nat: &Nat, pki: &Pki, scenario: &str) -> DmServer {
+        DmServer::start_with(nat, pki, scenario, &[])
+    }
+
+    /// [`DmServer::start`] with more command-line arguments (e.g. `--object NAME=PATH`).
+    pub fn start_with(nat: &Nat, pki: &Pki, scenario: &str, args: &[&OsStr]) -> DmServer {
         let dir = tempfile::tempdir().expect("server dir");
         let scenario_file = dir.path().join("scenario.json");
         std::fs::write(&scenario_file, scenario).expect("scenario");
@@ -551,6 +562,7 @@ impl DmServer {
                 .arg(&scenario_file)
                 .arg("--transcript")
                 .arg(dir.path().join("transcript.jsonl"))
+                .args(args)
                 .stdout(File::create(dir.path().join("stdout.log")).expect("stdout.log"))
                 .stderr(File::create(dir.path().join("stderr.log")).expect("stderr.log")),
         );

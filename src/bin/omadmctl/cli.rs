@@ -13,7 +13,8 @@ use crate::failure::EXIT_STATUS;
 ///
 /// omadmctl reads and changes the Management Objects (MOs) that omadmd keeps, watches them for
 /// changes and manages who may use them, by calling org.omadm.Client1 on the D-Bus system bus.
-/// session starts DM sessions with a server and follows them; alert sends a server an alert.
+/// session starts DM sessions with a server and follows them; alert sends a server an alert;
+/// transfers lists, follows, suspends and resumes large-object transfers.
 /// The ddf and tnds commands check files offline and need no daemon.
 ///
 /// Nodes are addressed by ClientURI: MOID "/" instance "/" path. An empty instance selects the
@@ -73,8 +74,10 @@ pub enum Command {
     ///
     /// Prints one line per node: its ClientURI, its format and its value, in aligned
     /// columns. Interior nodes have the format "node" and no value; use tree to see a
-    /// subtree. Values of the b64 and bin formats are printed in base64; control characters
-    /// in text values are escaped as \n, \t, ... (use --value or --json for the exact text).
+    /// subtree. Values of the b64 and bin formats are printed in base64, values of the json
+    /// format as compact JSON (an object member omadmd holds as null is left out: D-Bus has
+    /// no null; tree shows it); control characters in text values are escaped as \n, \t,
+    /// ... (use --value or --json for the exact text).
     /// Nodes whose DDF forbids Get (secrets) are never shown.
     ///
     /// With --json, prints a JSON array of {"client_uri", "format", "value"} objects whose
@@ -99,7 +102,8 @@ pub enum Command {
     ///
     /// Sets the leaf at CLIENT_URI, which must name one node (no "*" or x-names), to VALUE,
     /// given in the text form of its format: decimal for int and float, true/false for bool,
-    /// base64 for b64 and bin, ISO 8601 for date and time. The node's format comes from its
+    /// base64 for b64 and bin, ISO 8601 for date and time, JSON text for json (holding no
+    /// null, which omadmd refuses). The node's format comes from its
     /// DDF unless --format gives one. A missing leaf is added if its DDF allows it, and so
     /// are the interior nodes above it that do not exist yet (like mkdir -p): each must be
     /// an interior node of the DDF that allows Add.
@@ -242,6 +246,27 @@ pub enum Command {
     /// polkit action, and read on the --source node.
     Alert(AlertArgs),
 
+    /// List large-object transfers; follow, suspend or resume them.
+    ///
+    /// A DM server moves a large value (a firmware image, a log bundle) between one bin node
+    /// and its data repository as a transfer: HGET downloads into the node, HPUT, HPOST and
+    /// SUB deliveries upload from it. Each runs in the background, resumes where it stopped
+    /// after a network failure or a restart of omadmd, and shows as an
+    /// org.omadm.Client1.Transfer object on the bus.
+    ///
+    /// Without a subcommand, prints one line per transfer omadmd shows (those in progress
+    /// and the most recent finished ones): its ID, direction (download or upload), state
+    /// (running, waiting: it tries again by itself, suspended, done or failed; with why in
+    /// brackets for waiting and failed), bytes done and total ("?" while the size is
+    /// unknown), rate, the ClientURI of its node and the server's SrvID. Needs no polkit
+    /// authorization.
+    ///
+    /// With --json, prints an array of {"id", "direction", "state", "bytes_done",
+    /// "bytes_total", "rate", "client_uri", "server_id", "error"} objects; bytes_total is
+    /// null while unknown, rate is bytes per second.
+    #[command(args_conflicts_with_subcommands = true)]
+    Transfers(TransfersArgs),
+
     /// Check Device Description Framework (DDF) files offline.
     #[command(subcommand)]
     Ddf(DdfCommand),
@@ -272,7 +297,8 @@ pub struct UriArgs {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// Print only the values, one per line, exactly as stored (b64 and bin in base64).
+    /// Print only the values, one per line, exactly as stored (b64 and bin in base64, json
+    /// as compact JSON).
     #[arg(long, conflicts_with_all = ["json", "holder"])]
     pub value: bool,
 
@@ -592,6 +618,57 @@ fn reason_parser() -> impl clap::builder::TypedValueParser<Value = String> {
     })
 }
 
+#[derive(Args, Debug)]
+pub struct TransfersArgs {
+    #[command(subcommand)]
+    pub command: Option<TransfersCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TransfersCommand {
+    /// Follow transfers until they end, with a progress bar each.
+    ///
+    /// Follows the transfer ID or, without ID, every transfer not finished yet and those
+    /// that start meanwhile, until each is done or failed. On a terminal, draws a progress
+    /// bar per transfer on stderr (bytes, percentage, rate, state). Elsewhere it prints a
+    /// line each time a transfer's state changes and each tenth of the way, as transfers
+    /// prints them (id, direction, state, done/total, rate, ClientURI, SrvID); with --json,
+    /// one JSON object a line, as transfers --json prints them. Prints "No transfers
+    /// running." when there is nothing to follow.
+    ///
+    /// Exits 0 when every transfer followed is done, 10 when one failed, 4 when there is no
+    /// transfer ID, 3 when omadmd leaves the bus. Ctrl-C stops following (exit status 130)
+    /// but not the transfers. Needs no polkit authorization.
+    Watch(TransfersWatchArgs),
+
+    /// Suspend a transfer.
+    ///
+    /// Asks omadmd to suspend transfer ID: it stops at its next chunk after saving where it
+    /// is, and stays suspended, across restarts of omadmd too, until transfers resume.
+    /// Suspending a suspended transfer is no error. Exits 4 when there is no transfer ID, 6
+    /// when it has finished. Needs uid 0 or the manage polkit action.
+    Suspend(TransferIdArgs),
+
+    /// Resume a suspended transfer.
+    ///
+    /// Asks omadmd to resume transfer ID from where it stopped. Resuming one that is not
+    /// suspended is no error. Exits 4 when there is no transfer ID, 6 when it has finished.
+    /// Needs uid 0 or the manage polkit action.
+    Resume(TransferIdArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TransfersWatchArgs {
+    /// The transfer to follow (as transfers lists it); every unfinished one by default.
+    pub id: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct TransferIdArgs {
+    /// The transfer's ID, as transfers lists it.
+    pub id: u64,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum DdfCommand {
     /// Validate DDF files and summarize each.
@@ -862,6 +939,28 @@ pub fn examples(path: &str) -> &'static [Example] {
                  --data-type json --data-file report.json",
             ),
         ],
+        "transfers" => &[
+            ("List the transfers", "omadmctl transfers"),
+            (
+                "The transfers that failed, for a script",
+                "omadmctl transfers --json | jq '.[] | select(.state == \"failed\")'",
+            ),
+        ],
+        "transfers watch" => &[
+            (
+                "Follow every transfer until they end",
+                "omadmctl transfers watch",
+            ),
+            (
+                "Wait for transfer 3 in a script",
+                "omadmctl transfers watch 3 > /dev/null && echo done",
+            ),
+        ],
+        "transfers suspend" => &[(
+            "Suspend transfer 3, e.g. on a metered link",
+            "omadmctl transfers suspend 3",
+        )],
+        "transfers resume" => &[("Let transfer 3 carry on", "omadmctl transfers resume 3")],
         "session status" => &[
             ("Is a DM session running?", "omadmctl session status"),
             (

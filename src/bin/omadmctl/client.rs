@@ -230,6 +230,16 @@ impl Calls {
         self.call("SendAlert", &body).await
     }
 
+    /// Suspends the large-object transfer whose object is `transfer`.
+    pub async fn suspend_transfer(&self, transfer: &OwnedObjectPath) -> zbus::Result<()> {
+        self.call("SuspendTransfer", &(transfer,)).await
+    }
+
+    /// Resumes the suspended transfer whose object is `transfer`.
+    pub async fn resume_transfer(&self, transfer: &OwnedObjectPath) -> zbus::Result<()> {
+        self.call("ResumeTransfer", &(transfer,)).await
+    }
+
     /// Calls `method` with `body` and the chosen flags; its reply.
     async fn call<B, R>(&self, method: &'static str, body: &B) -> zbus::Result<R>
     where

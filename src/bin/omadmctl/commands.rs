@@ -12,13 +12,13 @@ use omadmd::tree::json::parse_items;
 use crate::account::{self, ServerInfo};
 use crate::cli::{
     AccountCommand, ChangesArgs, Command, CreateArgs, GetArgs, GrantArgs, RevokeArgs,
-    SessionCommand, SetArgs, UriArgs,
+    SessionCommand, SetArgs, TransfersCommand, UriArgs,
 };
 use crate::client::{AskPassword, Client};
 use crate::failure::{Bus, Failure};
 use crate::output::{NodeValue, columns, emit, one_line, pretty, use_color};
 use crate::tree_view::{self, Formats};
-use crate::{alert, bootstrap, dmacc, session, watch};
+use crate::{alert, bootstrap, dmacc, session, transfers, watch};
 
 /// Runs one of the D-Bus commands on a current-thread tokio runtime.
 pub fn run_blocking(
@@ -126,6 +126,18 @@ async fn run(bus: Bus, ask: AskPassword, as_json: bool, command: Command) -> Res
         }
         Command::Session(SessionCommand::Status) => session::status(&client, as_json).await,
         Command::Alert(args) => alert::send(&client, &args, &alert_data.unwrap_or_default()).await,
+        Command::Transfers(args) => match args.command {
+            None => transfers::list(&client, as_json).await,
+            Some(TransfersCommand::Watch(args)) => {
+                transfers::watch(&client, args.id, as_json).await
+            }
+            Some(TransfersCommand::Suspend(args)) => {
+                transfers::switch(&client, args.id, true).await
+            }
+            Some(TransfersCommand::Resume(args)) => {
+                transfers::switch(&client, args.id, false).await
+            }
+        },
         // main handles the offline commands and never passes them here.
         Command::Ddf(_) | Command::Tnds(_) | Command::Completions(_) | Command::Man(_) => {
             Err(Failure::new(1, "this command does not talk to omadmd"))

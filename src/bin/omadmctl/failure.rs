@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// Every exit status omadmctl uses, with its meaning.
-pub const EXIT_STATUS: [(u8, &str); 11] = [
+pub const EXIT_STATUS: [(u8, &str); 12] = [
     (0, "Success."),
     (
         1,
@@ -34,7 +34,7 @@ pub const EXIT_STATUS: [(u8, &str); 11] = [
     (
         6,
         "Not allowed (NotAllowed): the DDF forbids the operation on that node, e.g. replacing \
-         a read-only node.",
+         a read-only node; or the transfer to suspend or resume has finished.",
     ),
     (
         7,
@@ -50,8 +50,13 @@ pub const EXIT_STATUS: [(u8, &str); 11] = [
         "Session failed: session start saw the DM session end with a status other than 200.",
     ),
     (
+        10,
+        "Transfer failed: transfers watch saw a transfer end failed.",
+    ),
+    (
         130,
-        "Interrupted: session start stopped waiting on Ctrl-C; the session goes on in omadmd.",
+        "Interrupted: session start or transfers watch stopped waiting on Ctrl-C; the session \
+         or transfers go on in omadmd.",
     ),
 ];
 
@@ -64,7 +69,10 @@ pub const ACCESS_DENIED: u8 = 5;
 /// The status of a DM session that ended with a failure.
 pub const SESSION_FAILED: u8 = 9;
 
-/// The status when Ctrl-C stops session start from waiting.
+/// The status of transfers watch when a transfer failed.
+pub const TRANSFER_FAILED: u8 = 10;
+
+/// The status when Ctrl-C stops session start (or transfers watch) from waiting.
 pub const INTERRUPTED: u8 = 130;
 
 const ERROR_PREFIX: &str = "org.omadm.Client1.Error.";

@@ -20,6 +20,7 @@ mod offline;
 mod output;
 mod progress;
 mod session;
+mod transfers;
 mod tree_view;
 mod watch;
 

@@ -5,13 +5,15 @@ use std::io::{self, IsTerminal, Write};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use omadmd::bus::variant;
 use serde_json::Value as J;
 use zbus::{OwnedVariant, Variant};
 
 use crate::failure::Failure;
 
-/// A node's value as Get delivers it (int as x, bool as b, float as d, b64/bin as ay,
-/// everything else as s; interior nodes have the format "node").
+/// A node's value as Get delivers it (int as x, bool as b, float as d, b64/bin as ay, json
+/// as the JSON value's variant, everything else as s; interior nodes have the format
+/// "node").
 #[derive(Clone, Debug, PartialEq)]
 pub enum NodeValue {
     Interior,
@@ -20,14 +22,21 @@ pub enum NodeValue {
     Float(f64),
     Bytes(Vec<u8>),
     Text(String),
+    Json(J),
 }
 
 impl NodeValue {
     /// Decodes a Get result's value; a signature the contract does not use is shown as
     /// text.
     pub fn from_dbus(format: &str, value: OwnedVariant) -> NodeValue {
-        if format == "node" {
-            return NodeValue::Interior;
+        match format {
+            "node" => return NodeValue::Interior,
+            "json" => {
+                if let Ok(json) = variant::to_json(&value) {
+                    return NodeValue::Json(json);
+                }
+            }
+            _ => {}
         }
         match &*value {
             Variant::I64(i) => return NodeValue::Int(*i),
@@ -45,9 +54,11 @@ impl NodeValue {
         }
     }
 
-    /// The exact text form: numbers in decimal, booleans as true/false, bytes in base64.
+    /// The exact text form: numbers in decimal, booleans as true/false, bytes in base64,
+    /// json values as compact JSON.
     pub fn text(&self) -> String {
         match self {
+            NodeValue::Json(j) => j.to_string(),
             NodeValue::Interior => String::new(),
             NodeValue::Int(i) => i.to_string(),
             NodeValue::Bool(b) => b.to_string(),
@@ -66,9 +77,9 @@ impl NodeValue {
             NodeValue::Bool(b) => J::from(*b),
             NodeValue::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             NodeValue::Bytes(b) => J::from(BASE64.encode(b)),
+            NodeValue::Json(j) => j.clone(),
             NodeValue::Text(s) => match format {
                 "null" => J::Null,
-                "json" => serde_json::from_str(s).unwrap_or_else(|_| J::from(s.as_str())),
                 _ => J::from(s.as_str()),
             },
         }
@@ -177,12 +188,39 @@ mod tests {
     fn values_have_json_types() {
         assert_eq!(NodeValue::Int(5).json("int"), J::from(5));
         assert_eq!(NodeValue::Bytes(vec![0, 1, 2]).json("b64"), J::from("AAEC"));
-        assert_eq!(
-            NodeValue::Text("[1,2]".into()).json("json"),
-            serde_json::json!([1, 2])
-        );
+        assert_eq!(NodeValue::Text("x".into()).json("null"), J::Null);
         assert_eq!(NodeValue::Interior.json("node"), J::Null);
         assert_eq!(one_line("a\nb"), "a\\nb");
+    }
+
+    #[test]
+    fn json_values_are_read_from_their_variants_and_printed_as_json() {
+        let mut members = std::collections::HashMap::new();
+        members.insert("tags", Variant::from(vec!["a", "b\n"]));
+        members.insert("lat", Variant::from(1.5));
+        let cases = [
+            (
+                Variant::from(members),
+                serde_json::json!({"lat": 1.5, "tags": ["a", "b\n"]}),
+                r#"{"lat":1.5,"tags":["a","b\n"]}"#,
+            ),
+            (Variant::from("x"), serde_json::json!("x"), r#""x""#),
+            (
+                Variant::from(u64::MAX),
+                serde_json::json!(u64::MAX),
+                "18446744073709551615",
+            ),
+            (Variant::from(true), serde_json::json!(true), "true"),
+        ];
+        for (variant, json, text) in cases {
+            let value = NodeValue::from_dbus("json", OwnedVariant::try_from(variant).unwrap());
+            assert_eq!(value, NodeValue::Json(json.clone()));
+            assert_eq!(value.json("json"), json);
+            assert_eq!(value.text(), text);
+        }
+        // The same variant for another format keeps its usual reading.
+        let text = NodeValue::from_dbus("chr", OwnedVariant::from(zbus::Str::from("x")));
+        assert_eq!(text, NodeValue::Text("x".into()));
     }
 
     #[test]
