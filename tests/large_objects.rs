@@ -13,7 +13,6 @@
 //! The object's size in MiB is `OMADMD_TEST_OBJECT_MIB` (default 256).
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -33,38 +32,10 @@ use omadmd::tree::uri::NodeAddr;
 use omadmd::tree::value::{ObjectRef, Value, hex};
 use sha2::{Digest as _, Sha256};
 
+use crate::support::object;
+
 const ENV: &str = "OMADMD_LARGE_OBJECT_CHILD";
 const FW: &str = "urn:oma:mo:ext-omadmd-fw:1.0";
-
-fn mib() -> u64 {
-    std::env::var("OMADMD_TEST_OBJECT_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
-/// Writes `size` pseudo-random bytes to `path`; returns their SHA-256.
-fn make_object(path: &Path, size: u64, seed: u64) -> [u8; 32] {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut hasher = Sha256::new();
-    let mut x = seed | 1;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        for chunk in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-        let n = left.min(block.len() as u64) as usize;
-        file.write_all(&block[..n]).unwrap();
-        hasher.update(&block[..n]);
-        left -= n as u64;
-    }
-    file.flush().unwrap();
-    hasher.finalize().into()
-}
 
 fn scenario(commands: serde_json::Value, expect: serde_json::Value) -> Scenario {
     let item = serde_json::json!([{"ClientURI": format!("{FW}/fw/"),
@@ -198,10 +169,10 @@ async fn session(engine: &Arc<Engine>) -> omadmd::session::engine::Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_lands_whole_through_a_cut_and_a_503_and_goes_back_by_hput() {
-    let size = mib() << 20;
+    let size = object::size(256);
     let (certs, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let object = dir.path().join("fw.img");
-    let digest = make_object(&object, size, 7);
+    let digest = object::make(&object, size, 7);
     let cut = size * 2 / 5;
     let srv = server(certs.path(), &object, serde_json::json!([200, 200]), |c| {
         c.object_faults.cut_after = Some(cut);
@@ -289,7 +260,7 @@ async fn a_digest_mismatch_is_refused_and_leaves_nothing_behind() {
     let size = 8 << 20;
     let (certs, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let object = dir.path().join("fw.img");
-    make_object(&object, size, 9);
+    object::make(&object, size, 9);
     let srv = server(certs.path(), &object, serde_json::json!([200, 400]), |_| {}).await;
     // The server computed its digest at start; the bytes change under it, with the same
     // size and modification time (so the same ETag): its Repr-Digest is now wrong.
@@ -343,10 +314,10 @@ async fn large_object_client_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_transfer_resumes_from_the_last_checkpoint() {
-    let size = mib() << 20;
+    let size = object::size(256);
     let (certs, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let object = dir.path().join("fw.img");
-    let first = make_object(&object, size, 11);
+    let first = object::make(&object, size, 11);
     let srv = server(
         certs.path(),
         &object,
@@ -435,7 +406,7 @@ async fn a_changed_object_starts_over_and_ends_as_the_new_one() {
     let size = 16 << 20;
     let (certs, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let object = dir.path().join("fw.img");
-    make_object(&object, size, 13);
+    object::make(&object, size, 13);
     let srv = server(certs.path(), &object, serde_json::json!([200, 200]), |c| {
         c.object_faults.cut_after = Some(size / 3);
         c.object_faults.cut_times = 1;
@@ -460,7 +431,7 @@ async fn a_changed_object_starts_over_and_ends_as_the_new_one() {
         waited += 1;
     }
     let next = dir.path().join("fw.next");
-    let second = make_object(&next, size, 17);
+    let second = object::make(&next, size, 17);
     std::fs::rename(&next, &object).unwrap();
     let outcome = running.await.unwrap();
     assert_eq!(outcome.status, 200, "{outcome:?}");
@@ -483,10 +454,10 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_transfer_stays_suspended_across_a_restart_and_reports_when_resumed() {
-    let size = mib() << 20;
+    let size = object::size(256);
     let (certs, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let object = dir.path().join("fw.img");
-    let digest = make_object(&object, size, 19);
+    let digest = object::make(&object, size, 19);
     let srv = server(certs.path(), &object, serde_json::json!([200, 202]), |_| {}).await;
     let db = dir.path().join("state/store.db");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
@@ -576,10 +547,10 @@ async fn a_suspended_transfer_stays_suspended_across_a_restart_and_reports_when_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_beyond_its_owners_quota_is_refused_with_413_before_it_is_fetched() {
-    let size = mib() << 20;
+    let size = object::size(256);
     let (certs, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let object = dir.path().join("fw.img");
-    make_object(&object, size, 23);
+    object::make(&object, size, 23);
     let srv = server(certs.path(), &object, serde_json::json!([200, 413]), |_| {}).await;
     let db = dir.path().join("state/store.db");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();

@@ -17,7 +17,7 @@
 //! shared one of tests/nat.rs is private to that file.
 
 use std::ffi::OsStr;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,7 @@ use serde_json::{Value as J, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::support::nat::{DM_PORT, DeviceDaemon, DmServer, Nat, Ns, PATIENCE, Pki, SERVER, Site};
+use crate::support::object;
 use crate::support::sysbus::{show, wait_until};
 
 const CTL: &str = env!("CARGO_BIN_EXE_omadmctl");
@@ -37,36 +38,6 @@ const SRV: &str = "fwsrv";
 const OBJECT_PATH: &str = "/repo/objects/fw";
 /// The rate of home's path: 128 MiB take about 5 s.
 const HOME_RATE: &str = "200mbit";
-
-fn mib() -> u64 {
-    std::env::var("OMADMD_TEST_OBJECT_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(128)
-}
-
-/// Writes `size` pseudo-random bytes to `path`; returns their SHA-256.
-fn make_object(path: &Path, size: u64) -> [u8; 32] {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut hasher = Sha256::new();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        for chunk in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-        let n = left.min(block.len() as u64) as usize;
-        file.write_all(&block[..n]).unwrap();
-        hasher.update(&block[..n]);
-        left -= n as u64;
-    }
-    file.flush().unwrap();
-    hasher.finalize().into()
-}
 
 /// The SHA-256 of the file at `path`, read in pieces.
 fn sha256_of(path: &Path) -> [u8; 32] {
@@ -182,7 +153,7 @@ fn wait(daemon: &DeviceDaemon, server: &DmServer, what: &str, f: impl FnMut() ->
 
 #[test]
 fn nat_transfer_interrupted_by_a_network_move_resumes_where_it_stopped() {
-    let size = mib() << 20;
+    let size = object::size(128);
     let mut nat = Nat::start();
     assert_eq!(nat.site(), Site::Home);
     let home = IpAddr::V4(Site::Home.public_address());
@@ -190,7 +161,7 @@ fn nat_transfer_interrupted_by_a_network_move_resumes_where_it_stopped() {
 
     let files = tempfile::tempdir().unwrap();
     let object = files.path().join("fw.img");
-    let digest = make_object(&object, size);
+    let digest = object::make(&object, size, 0x9e37_79b9_7f4a_7c15);
     let ddf = files.path().join("ddf");
     std::fs::create_dir(&ddf).unwrap();
     std::fs::copy(

@@ -30,7 +30,7 @@ use crate::protocol::alert::{Alert, TRANSFER_RESULT};
 use crate::store::{Checkpoint, Objects, Pool, StoreError, TransferRow, Txn};
 use crate::transfer::fetch::{Download, Fetched, Refused, Saved};
 use crate::transfer::send::Upload;
-use crate::transfer::steer::Steer;
+use crate::transfer::steer::{self, Steer};
 use crate::transfer::{Direction, Progress, State};
 use crate::transport::{HttpClient, Method, Request, Streaming};
 use crate::tree::format::Format;
@@ -56,7 +56,8 @@ const ACCEPT: &str =
 type Ended = Result<Option<ObjectRef>, Refused>;
 
 /// `HGET ServerURI ClientURI` into a `bin` leaf: `None` when the answer is not an object
-/// (the caller goes the MO-serialization way), else the command's status.
+/// (the caller goes the MO-serialization way, asking once more), else the command's
+/// status.
 pub(super) async fn hget(
     ctx: &Context<'_>,
     server_uri: &str,
@@ -275,7 +276,7 @@ fn start(
             ended
                 .as_ref()
                 .err()
-                .map(|r| r.reason.clone())
+                .map(|r| steer::public(&r.reason, &row.server_uri))
                 .unwrap_or_default(),
         );
         finish(&engine, &objects, &row, &ended).await;
@@ -333,7 +334,7 @@ async fn run(
             })
         };
         Upload {
-            steer: steer(engine, row.id, suspended),
+            steer: steer(engine, row, suspended),
             client,
             method: if row.post { Method::Post } else { Method::Put },
             url: &row.server_uri,
@@ -379,7 +380,7 @@ async fn run(
             .and_then(|e| <[u8; 32]>::try_from(e).ok()),
     };
     let fetched = Download {
-        steer: steer(engine, row.id, suspended),
+        steer: steer(engine, row, suspended),
         client,
         url: &row.server_uri,
         part: objects.part(row.id),
@@ -395,9 +396,14 @@ async fn run(
 }
 
 /// What transfer `id` answers to: the engine's board and network moves.
-fn steer(engine: &Engine, id: u64, suspended: watch::Receiver<bool>) -> Steer<'_> {
+fn steer<'a>(
+    engine: &'a Engine,
+    row: &'a TransferRow,
+    suspended: watch::Receiver<bool>,
+) -> Steer<'a> {
     Steer {
-        id,
+        id: row.id,
+        url: &row.server_uri,
         board: &engine.board,
         suspended,
         network: engine.network_moves.subscribe(),

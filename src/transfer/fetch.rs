@@ -18,6 +18,9 @@ use super::part::Part;
 use super::steer::{FIRST_WAIT, Steer};
 use crate::transport::{HttpClient, Request, Streaming, TransportError};
 
+/// Checkpoints over an object of known size, at most (see [`Download::checkpoint_bytes`]).
+const CHECKPOINTS: u64 = 40;
+
 /// Bytes handed to the blocking pool at a time (written and hashed while the next ones
 /// are read).
 const BATCH: usize = 1024 * 1024;
@@ -41,7 +44,9 @@ pub struct Download<'a> {
     /// The most bytes the object may have (`[limits] object_bytes`, or less when its owner's
     /// `owner_bytes` leave less room).
     pub max_bytes: u64,
-    /// Bytes between checkpoints.
+    /// Bytes between checkpoints at least; for a large object of known size, a fortieth
+    /// of it (what a crash may cost to fetch again stays within 2.5 %, with far fewer
+    /// syncs on a fast link).
     pub checkpoint_bytes: u64,
     /// Persists a checkpoint (and whether the download is suspended).
     pub save: &'a (dyn Fn(Saved, bool) -> BoxFuture<'static, Result<(), String>> + Sync),
@@ -269,9 +274,12 @@ impl Download<'_> {
         response: &mut Streaming,
     ) -> Result<Part, Stop> {
         let mut received = saved.done;
-        let mut slot = Slot::Idle(part);
+        let mut slot = Slot::Idle(part, None);
         let mut failed = None;
         let mut batch = Vec::with_capacity(BATCH);
+        let every = self
+            .checkpoint_bytes
+            .max(saved.total.unwrap_or(0) / CHECKPOINTS);
         loop {
             let read = tokio::select! {
                 read = read_batch(response, &mut batch, &mut failed) => read,
@@ -279,7 +287,7 @@ impl Download<'_> {
                 // The connection may be bound to an address the device no longer has.
                 Ok(()) = self.steer.network.changed() => Err(Stop::Moved),
             };
-            let mut part = slot.settle().await?;
+            let (mut part, spare) = slot.settle().await?;
             if !batch.is_empty() {
                 received += batch.len() as u64;
                 if received > self.max_bytes {
@@ -292,26 +300,33 @@ impl Download<'_> {
                         ),
                     )));
                 }
-                if part.done() - saved.done >= self.checkpoint_bytes {
+                if part.done() - saved.done >= every {
                     part = self.checkpoint(part, saved).await?;
                 }
                 self.steer
                     .board
                     .advance(self.steer.id, received, saved.total);
-                let bytes = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                let write = move || part.write(&bytes).map(|()| part);
+                let next = spare.unwrap_or_else(|| Vec::with_capacity(BATCH));
+                let mut bytes = std::mem::replace(&mut batch, next);
+                let write = move || {
+                    part.write(&bytes)?;
+                    bytes.clear();
+                    Ok((part, bytes))
+                };
                 if matches!(read, Ok(false)) {
-                    // More to come: written while the next batch is read.
+                    // More to come: written while the next batch is read; the buffer
+                    // comes back for the one after.
                     slot = Slot::Writing(tokio::task::spawn_blocking(write));
                     continue;
                 }
                 part = blocking(write)
                     .await
-                    .map_err(|e| Stop::Refused(refused(500, format!("part file: {e}"))))?;
+                    .map_err(|e| Stop::Refused(refused(500, format!("part file: {e}"))))?
+                    .0;
             }
             let stop = match read {
                 Ok(false) => {
-                    slot = Slot::Idle(part);
+                    slot = Slot::Idle(part, None);
                     continue;
                 }
                 Ok(true) if saved.total.is_some_and(|t| part.done() < t) => {
@@ -369,21 +384,23 @@ impl Download<'_> {
     }
 }
 
-/// The part file, idle or being written on the blocking pool.
+/// The part file, idle or being written on the blocking pool (with the batch buffer,
+/// given back emptied for the next batch).
 enum Slot {
-    Idle(Part),
-    Writing(tokio::task::JoinHandle<std::io::Result<Part>>),
+    Idle(Part, Option<Vec<u8>>),
+    Writing(tokio::task::JoinHandle<std::io::Result<(Part, Vec<u8>)>>),
 }
 
 impl Slot {
-    /// The part file once its write is done.
-    async fn settle(self) -> Result<Part, Stop> {
+    /// The part file once its write is done, and a spare buffer if one came back.
+    async fn settle(self) -> Result<(Part, Option<Vec<u8>>), Stop> {
         match self {
-            Slot::Idle(part) => Ok(part),
+            Slot::Idle(part, spare) => Ok((part, spare)),
             Slot::Writing(handle) => handle
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))
                 .and_then(|r| r)
+                .map(|(part, spare)| (part, Some(spare)))
                 .map_err(|e| Stop::Refused(refused(500, format!("part file: {e}")))),
         }
     }

@@ -13,6 +13,9 @@ pub const FIRST_WAIT: Duration = Duration::from_secs(1);
 /// A transfer's handles on the world around it.
 pub struct Steer<'a> {
     pub id: u64,
+    /// The ServerURI: logged, but never shown on the board, which everyone may read (it
+    /// may carry a token).
+    pub url: &'a str,
     pub board: &'a Board,
     /// `true` while suspended (the board's switch).
     pub suspended: watch::Receiver<bool>,
@@ -50,12 +53,33 @@ impl Steer<'_> {
             self.id,
             wait.as_secs()
         );
-        self.board.set_state(self.id, State::Waiting, reason);
+        self.board
+            .set_state(self.id, State::Waiting, public(&reason, self.url));
         tokio::select! {
             () = tokio::time::sleep(*wait) => {}
             Ok(()) = self.network.changed() => {}
             Ok(()) = self.suspended.changed() => {}
         }
         *wait = (*wait * 2).min(self.max_wait);
+    }
+}
+
+/// `reason` without `url` in it, for the board.
+pub fn public(reason: &str, url: &str) -> String {
+    reason.replace(url, "the server")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_uri_never_reaches_the_board() {
+        let url = "https://repo.example/fw?token=secret";
+        let reason = format!("I/O: {url}: the connection failed");
+        assert_eq!(
+            public(&reason, url),
+            "I/O: the server: the connection failed"
+        );
     }
 }

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod mosquitto;
 pub mod nat;
 pub mod network;
+pub mod object;
 pub mod session_bus;
 pub mod sysbus;
 pub mod unit;
