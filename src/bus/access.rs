@@ -332,6 +332,28 @@ impl Access {
         action: Action,
         client_uri: &str,
     ) -> Result<Caller, Error> {
+        self.authorize_as(header, action, client_uri, true).await
+    }
+
+    /// As [`Access::authorize`], never letting polkit ask anyone, whatever the call allows:
+    /// for property reads that only decide how much to show (nobody should be asked for a
+    /// password to read a property).
+    pub async fn authorize_without_asking(
+        &self,
+        header: &Header<'_>,
+        action: Action,
+        client_uri: &str,
+    ) -> Result<Caller, Error> {
+        self.authorize_as(header, action, client_uri, false).await
+    }
+
+    async fn authorize_as(
+        &self,
+        header: &Header<'_>,
+        action: Action,
+        client_uri: &str,
+        may_ask: bool,
+    ) -> Result<Caller, Error> {
         let sender = header
             .sender()
             .ok_or_else(|| Error::AccessDenied("message has no sender".into()))?
@@ -352,7 +374,7 @@ impl Access {
                 .is_some_and(|k| k.yes.contains(&key));
         if !cached {
             let verdict = self
-                .polkit(header, &sender, action, client_uri, &caller)
+                .polkit(header, &sender, action, client_uri, &caller, may_ask)
                 .await?;
             if action.cacheable() && verdict == Verdict::Standing {
                 self.remember(&sender, key);
@@ -452,6 +474,7 @@ impl Access {
         action: Action,
         client_uri: &str,
         caller: &Caller,
+        may_ask: bool,
     ) -> Result<Verdict, Error> {
         let who = caller.principal.to_string();
         let denied = |why: &str| {
@@ -486,7 +509,7 @@ impl Access {
             )
             .await
             .map_err(unreachable)?;
-        let interaction_allowed = allows_interaction(header);
+        let interaction_allowed = may_ask && allows_interaction(header);
         let mut verdict = Verdict::of(&result, false);
         if verdict == Verdict::Challenge && interaction_allowed {
             let left = self
