@@ -299,20 +299,22 @@ fn omadmctl_with_no_ask_password_never_prompts() {
     assert!(!log.contains("Operator of"), "{log}");
 }
 
-/// A caller with a real pkttyagent registered for its process (as omadmctl has), calling
-/// `CreateInstance` with `busctl --allow-interactive-authorization=<$2>`; it writes its pid
-/// to `<$1>/caller.pid`. The caller waits (fifo `go`) until the agent has registered (it
-/// closes its notify fd: fifo `registered` reaches its end), so no call can beat the
-/// agent. The agent is not a `--fallback` one: there is no logind session here. With `$5`
-/// `linger`, the agent outlives the caller (until the terminal goes); else it is stopped
-/// when the caller is done, and the script exits with the caller's status.
+/// A caller with a real pkttyagent registered for its process (as omadmctl has), running
+/// `busctl --allow-interactive-authorization=<$2>` with the arguments after `$3` (by
+/// default a `CreateInstance` call); it writes its pid to `<$1>/caller.pid`. The caller
+/// waits (fifo `go`) until the agent has registered (it closes its notify fd: fifo
+/// `registered` reaches its end), so no call can beat the agent. The agent is not a
+/// `--fallback` one: there is no logind session here. With `$3` `linger`, the agent
+/// outlives the caller (until the terminal goes); else it is stopped when the caller is
+/// done, and the script exits with the caller's status.
 const CALLER_WITH_AGENT: &str = r#"#!/bin/sh
 set -eu
-dir=$1 interactive=$2 moid=$3 modata=$4 linger=$5
+dir=$1 interactive=$2 linger=$3
+shift 3
 mkfifo "$dir/go" "$dir/registered"
-sh -c 'read -r _ < "$0"; exec busctl --allow-interactive-authorization="$1" call \
-    org.omadm.Client1 /org/omadm/Client1 org.omadm.Client1 CreateInstance ss "$2" "$3"' \
-    "$dir/go" "$interactive" "$moid" "$modata" &
+sh -c 'go=$1 interactive=$2; shift 2; read -r _ < "$go"; \
+    exec busctl --allow-interactive-authorization="$interactive" "$@"' \
+    sh "$dir/go" "$interactive" "$@" &
 caller=$!
 echo "$caller" > "$dir/caller.pid"
 pkttyagent --process "$caller" --notify-fd 3 3>"$dir/registered" &
@@ -326,13 +328,34 @@ kill "$agent" 2>/dev/null || true
 exit "$status"
 "#;
 
-/// Runs [`CALLER_WITH_AGENT`] as `user` on a terminal; the terminal and the directory of
-/// its fifos and pid file.
+/// Runs [`CALLER_WITH_AGENT`] as `user` on a terminal, creating an instance; the terminal
+/// and the directory of its fifos and pid file.
 fn caller_with_agent(
     bus: &SysBus,
     user: &TestUser,
     interactive: bool,
     linger: bool,
+) -> (Terminal, tempfile::TempDir) {
+    let call = [
+        "call",
+        "org.omadm.Client1",
+        "/org/omadm/Client1",
+        "org.omadm.Client1",
+        "CreateInstance",
+        "ss",
+        MOID,
+        MODATA,
+    ];
+    busctl_with_agent(bus, user, interactive, linger, &call)
+}
+
+/// Runs [`CALLER_WITH_AGENT`] as `user` on a terminal with the busctl arguments `args`.
+fn busctl_with_agent(
+    bus: &SysBus,
+    user: &TestUser,
+    interactive: bool,
+    linger: bool,
+    args: &[&str],
 ) -> (Terminal, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix("omadmd-pk-")
@@ -345,9 +368,49 @@ fn caller_with_agent(
     let mut cmd = bus.command_in_namespace(Some(user), &script);
     cmd.arg(dir.path())
         .arg(if interactive { "yes" } else { "no" })
-        .args([MOID, MODATA])
-        .arg(if linger { "linger" } else { "" });
+        .arg(if linger { "linger" } else { "" })
+        .args(args);
     (Terminal::spawn(cmd), dir)
+}
+
+#[test]
+fn a_property_read_never_asks_for_a_password() {
+    let bus = SysBus::start();
+    let daemon = Daemon::start(&bus);
+    let admin = Admin::new(&bus, "omadmd-t-pkprop");
+    let account = r#"{"DMAcc": {"SrvID": "ma.one", "SrvURI": "https://127.0.0.1:9/dm",
+        "Perm": {"p": {"MOID": "urn:oma:mo:ext-example-weather:1.0"}}}}"#;
+    let made = call(
+        &bus,
+        None,
+        "CreateInstance",
+        &["'urn:oma:mo:oma-dm-dmacc:1.2'", &format!("'{account}'")],
+    );
+    assert!(made.status.success(), "{made:?}\n{}", daemon.log());
+    // An administrator who could authenticate (its agent stands ready, the call allows
+    // interaction) reads PermittedMoids: refused at once, nobody asked.
+    // (`busctl get-property` never sets the flag; a Properties.Get call does.)
+    let read = [
+        "call",
+        "org.omadm.Client1",
+        "/org/omadm/Client1/server/ma_2eone",
+        "org.freedesktop.DBus.Properties",
+        "Get",
+        "ss",
+        "org.omadm.Client1.Server",
+        "PermittedMoids",
+    ];
+    let (term, _dir) = busctl_with_agent(&bus, &admin.user, true, false, &read);
+    let (status, screen) = term.finish();
+    assert!(!status.success(), "{screen}");
+    assert!(
+        screen.contains("the call did not allow interactive authorization"),
+        "{screen}"
+    );
+    assert!(!screen.contains("AUTHENTICATING"), "{screen}");
+    let log = polkitd_log(&bus);
+    assert!(log.contains("Registered Authentication Agent"), "{log}");
+    assert!(!log.contains("Operator of"), "{log}");
 }
 
 #[test]
