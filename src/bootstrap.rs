@@ -301,10 +301,7 @@ impl Bootstrap {
     /// `None` when it was.
     fn apply(&self, path: &Path, force: bool) -> Result<Option<Vec<NodeAddr>>, FileError> {
         let bytes = read(path)?;
-        let digest: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = crate::tree::value::hex(&Sha256::digest(&bytes));
         let key = path.to_string_lossy();
         if !force && self.store.reader().bootstrap_digest(&key)?.as_deref() == Some(&digest) {
             return Ok(None);

@@ -99,7 +99,7 @@ fn dev_id(machine_id: &str) -> String {
         .chain_update(machine_id.as_bytes())
         .chain_update(b"omadmd DevID")
         .finalize();
-    let h: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let h = crate::tree::value::hex(&digest[..16]);
     format!(
         "urn:uuid:{}-{}-{}-{}-{}",
         &h[0..8],

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use omadmd::devserver::certs::CA_CERT;
 use omadmd::devserver::{DevServer, DevServerConfig, ObjectSpec};
+use omadmd::tree::value::hex;
 use sha2::{Digest as _, Sha256};
 
 const MIB: u64 = 1 << 20;
@@ -64,10 +65,6 @@ fn repr_digest(sha: &[u8; 32]) -> String {
         "sha-256=:{}:",
         base64::engine::general_purpose::STANDARD.encode(sha)
     )
-}
-
-fn hex(sha: &[u8; 32]) -> String {
-    sha.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The built omadm-devserver, killed when dropped.

@@ -22,6 +22,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use omadmd::devserver::{Direction, Record};
+use omadmd::tree::value::hex;
 use serde_json::{Value as J, json};
 use sha2::{Digest as _, Sha256};
 
@@ -51,10 +52,6 @@ fn sha256_of(path: &Path) -> [u8; 32] {
         }
         hasher.update(&buf[..n]);
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The first session creates the firmware MO and HGETs the object into its `PkgData` (`200`

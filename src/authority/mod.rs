@@ -49,7 +49,7 @@ use crate::tree::node::Node;
 use crate::tree::registry::Registry;
 use crate::tree::resolve::{TreeRead as _, resolve};
 use crate::tree::uri::{ClientUri, InstanceSel, Moid, NodeAddr, NvField, Segment, UriError};
-use crate::tree::value::Value;
+use crate::tree::value::{ObjectRef, Value};
 use dacl::DaclWrite;
 use view::{Purpose, Reach, View};
 
@@ -148,7 +148,7 @@ pub enum Input {
     /// node the value itself; for another format read as the MO serialization reads it.
     Json(J),
     /// A large object already in the store's object files, for a `bin` node.
-    Object(crate::tree::value::ObjectRef),
+    Object(ObjectRef),
 }
 
 /// A node returned by [`Authority::get`]: its address and its value (`None`: interior).
@@ -710,6 +710,28 @@ impl Authority {
     /// The journal's newest sequence number: what a change committed from now on exceeds.
     pub fn last_seq(&self) -> Result<u64, AccessError> {
         Ok(self.reader().last_seq()?)
+    }
+
+    /// The large object in the one leaf `uri` names, when it holds one that `who` may
+    /// read: one row read, so that an HPUT or a SUB delivery of a subtree is not read whole
+    /// first to find out. `None` for anything else (several nodes, an interior node, an
+    /// inline value, a node `who` may not read), which the caller reads as usual.
+    pub fn object_at(
+        &self,
+        who: &Principal,
+        uri: &ClientUri,
+    ) -> Result<Option<(NodeAddr, ObjectRef)>, AccessError> {
+        let store = self.reader();
+        let Ok(addr) = self.single_target(who, &store, uri, Rights::READ) else {
+            return Ok(None);
+        };
+        if !self.view(&store, who, Purpose::Read)?.sees(&addr)? {
+            return Ok(None);
+        }
+        Ok(match store.leaf(&addr)? {
+            Some((Value::Object(object), _)) => Some((addr, object)),
+            _ => None,
+        })
     }
 
     /// Whether `who` may read the node at `addr` (Read right on its instance, not No-Get).

@@ -476,10 +476,7 @@ fn record_key(miid: &str) -> String {
 }
 
 fn digest(server_uri: &str) -> String {
-    Sha256::digest(server_uri.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::tree::value::hex(&Sha256::digest(server_uri.as_bytes()))
 }
 
 /// A DER certificate as PEM.

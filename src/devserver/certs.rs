@@ -265,10 +265,7 @@ pub(crate) fn subject_of(der: &[u8]) -> Option<String> {
 
 fn generate_ca() -> Result<(String, String), DevServerError> {
     let key = KeyPair::generate().map_err(cert_err)?;
-    let tag: String = Sha256::digest(key.public_key_raw())[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let tag = crate::tree::value::hex(&Sha256::digest(key.public_key_raw())[..4]);
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params

@@ -316,11 +316,10 @@ fn reply(status: u16, body: Vec<u8>) -> RepoReply {
 }
 
 fn etag(body: &[u8]) -> String {
-    let hex: String = Sha256::digest(body)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("\"{hex}\"")
+    format!(
+        "\"{}\"",
+        crate::tree::value::hex(&Sha256::digest(body)[..8])
+    )
 }
 
 /// The media type of a header value: before any `;`, trimmed, lower case.

@@ -34,7 +34,7 @@ use crate::store::{self, Lane, Offload};
 use crate::transport::{HttpClient, Request};
 use crate::tree::json::parse_items;
 use crate::tree::uri::{ClientUri, NodeAddr};
-use crate::tree::value::{ObjectRef, Value};
+use crate::tree::value::ObjectRef;
 
 /// What a command runs with.
 pub struct Context<'a> {
@@ -389,14 +389,7 @@ async fn large_object(
     uri: &ClientUri,
 ) -> Result<Option<(NodeAddr, ObjectRef)>, Failure> {
     let (who, uri) = (ctx.principal.clone(), uri.clone());
-    let found = blocking(&ctx.engine.auth, move |auth| auth.get(&who, &uri)).await;
-    Ok(match found.ok().as_deref() {
-        Some([one]) => match &one.value {
-            Some(Value::Object(object)) => Some((one.addr.clone(), *object)),
-            _ => None,
-        },
-        _ => None,
-    })
+    blocking(&ctx.engine.auth, move |auth| auth.object_at(&who, &uri)).await
 }
 
 /// PUTs or POSTs an MO serialization; on `415` with `OMADM-Accept` naming a format we

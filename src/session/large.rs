@@ -316,12 +316,12 @@ async fn run(
     let principal = Principal::Server(account.srv_id.clone());
     let (who, target) = (principal.clone(), row.client_uri.clone());
     if row.upload {
-        let found = blocking(&engine.auth, move |auth| auth.get(&who, target.as_str()))
-            .await
-            .map_err(|f| refused(f.status(), f.to_string()))?;
-        let Some(crate::tree::value::Value::Object(object)) =
-            found.into_iter().next().and_then(|f| f.value)
-        else {
+        let found = blocking(&engine.auth, move |auth| {
+            auth.object_at(&who, &recorded_uri(&target)?)
+        })
+        .await
+        .map_err(|f| refused(f.status(), f.to_string()))?;
+        let Some((_, object)) = found else {
             return Err(refused(
                 409,
                 format!("{} no longer holds a large object", row.client_uri),
@@ -347,9 +347,7 @@ async fn run(
         return Ok(None);
     }
     let (addr, room) = blocking(&engine.auth, move |auth| {
-        let uri = ClientUri::parse(&target)
-            .map_err(|e| crate::authority::AccessError::InvalidUri(e.to_string()))?;
-        auth.object_target(&who, &uri)
+        auth.object_target(&who, &recorded_uri(&target)?)
     })
     .await
     .map_err(|f| refused(f.status(), f.to_string()))?;
@@ -426,6 +424,11 @@ fn persist(
         .map_err(|e| e.to_string())
     }
     .boxed()
+}
+
+/// A transfer's recorded ClientURI, parsed again (it was a node's address when recorded).
+fn recorded_uri(text: &str) -> Result<ClientUri, crate::authority::AccessError> {
+    ClientUri::parse(text).map_err(|e| crate::authority::AccessError::InvalidUri(e.to_string()))
 }
 
 /// Publishes a complete download and writes the leaf.

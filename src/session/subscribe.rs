@@ -31,7 +31,7 @@ use crate::store::{Change, Subscription};
 use crate::transfer::send;
 use crate::transport::{HttpClient, Method};
 use crate::tree::uri::ClientUri;
-use crate::tree::value::{ObjectRef, Value};
+use crate::tree::value::ObjectRef;
 
 /// One PUT to make: the subscription, its server's account and the subtree to send.
 struct Delivery {
@@ -206,16 +206,10 @@ fn deliveries(engine: &Engine, which: Due<'_>) -> Result<Vec<Delivery>, SessionE
         let Some(account) = accounts.iter().find(|a| a.srv_id == sub.srv_id) else {
             continue;
         };
-        let object = match engine.auth.get(&principal, &uri).as_deref() {
-            Ok([one]) => match one.value {
-                Some(Value::Object(object)) => Some(object),
-                _ => None,
-            },
-            _ => None,
-        };
-        let body = match object {
-            Some(object) => Ok(Body::Object(object)),
-            None => engine.auth.get_json(&principal, &uri).map(Body::Json),
+        let body = match engine.auth.object_at(&principal, &uri) {
+            Ok(Some((_, object))) => Ok(Body::Object(object)),
+            Ok(None) => engine.auth.get_json(&principal, &uri).map(Body::Json),
+            Err(e) => Err(e),
         };
         let body = match body {
             Ok(body) => body,

@@ -43,10 +43,11 @@ use super::repository::{Upload, UploadedFile, accepts, if_range_allows, media_ty
 use super::scenario::repo_key;
 use super::transcript::{Direction, Record, lock};
 use crate::protocol::ACCEPT_HEADER;
+use crate::tree::value::hex;
 use body::Ending;
 use file::{Digests, Opened, repr_digest};
 use stats::Counters;
-use upload::{UploadError, hex};
+use upload::UploadError;
 
 /// The media type of large objects.
 pub const OCTET_STREAM: &str = "application/octet-stream";
