@@ -24,6 +24,126 @@ pub struct Config {
     pub exec: BTreeMap<String, ExecConfig>,
     pub limits: Limits,
     pub notification: NotificationConfig,
+    pub gateway: GatewayConfig,
+}
+
+/// `[gateway]`: devices managed through omadmd (docs/gateway.md).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// What every child instance grants at creation: principal (`srv:*`, `app:*`, `srv:<id>`,
+    /// `app:<name>`, `user:<name>`) → rights (`Read`, `Write`, `Exec`, `Delegate`).
+    pub grants: BTreeMap<String, Vec<String>>,
+    /// Longest wait for a child's answer, in seconds (at most [`COMMAND_TIMEOUT_MAX`]).
+    pub command_timeout_s: u64,
+    /// How long past its lifetime a registration stays `online` without an Update.
+    pub grace_s: u64,
+    /// `LastSeen` is written at most this often per child, in seconds.
+    pub last_seen_granularity_s: u64,
+    /// A child `unreachable` this long is detached, in seconds.
+    pub forget_after_s: u64,
+    pub lwm2m: Lwm2mConfig,
+}
+
+/// Most seconds `[gateway] command_timeout_s` may be: under D-Bus's default method-call
+/// timeout, so a D-Bus `Set` on a child answers before its caller gives up.
+pub const COMMAND_TIMEOUT_MAX: u64 = 20;
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            grants: BTreeMap::from([
+                (
+                    "srv:*".to_owned(),
+                    vec!["Read".to_owned(), "Write".to_owned(), "Exec".to_owned()],
+                ),
+                ("app:*".to_owned(), vec!["Read".to_owned()]),
+            ]),
+            command_timeout_s: 15,
+            grace_s: 60,
+            last_seen_granularity_s: 300,
+            forget_after_s: 7 * 24 * 3600,
+            lwm2m: Lwm2mConfig::default(),
+        }
+    }
+}
+
+/// `[gateway.lwm2m]`: the LwM2M adapter, off until `listen` names an address.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lwm2mConfig {
+    /// `"host:port"` addresses to serve LwM2M on (plain CoAP over UDP); a wildcard address
+    /// is refused.
+    pub listen: Vec<String>,
+    /// The network interface the sockets are bound to (`SO_BINDTODEVICE`), if any.
+    pub interface: Option<String>,
+    /// The endpoint names allowed to register; every name when unset.
+    pub endpoints: Option<Vec<String>>,
+    /// Directories of LwM2M object XML, in order (a later definition of a URN wins).
+    pub object_dirs: Vec<PathBuf>,
+    /// Observe attributes asked of each child: least and most seconds between notifications.
+    pub pmin_s: u64,
+    pub pmax_s: u64,
+}
+
+impl Default for Lwm2mConfig {
+    fn default() -> Self {
+        Lwm2mConfig {
+            listen: Vec::new(),
+            interface: None,
+            endpoints: None,
+            object_dirs: vec![
+                PathBuf::from("/usr/share/omadmd/lwm2m"),
+                PathBuf::from("/etc/omadmd/lwm2m"),
+            ],
+            pmin_s: 10,
+            pmax_s: 300,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Refuses bounds that cannot work, rights that do not exist and wildcard listen
+    /// addresses.
+    fn check(&self) -> Result<(), String> {
+        if !(1..=COMMAND_TIMEOUT_MAX).contains(&self.command_timeout_s) {
+            return Err(format!(
+                "[gateway] command_timeout_s = {} must be between 1 and {COMMAND_TIMEOUT_MAX}",
+                self.command_timeout_s
+            ));
+        }
+        for (key, value) in [
+            ("last_seen_granularity_s", self.last_seen_granularity_s),
+            ("forget_after_s", self.forget_after_s),
+        ] {
+            if value == 0 {
+                return Err(format!("[gateway] {key} must be at least 1"));
+            }
+        }
+        for (principal, rights) in &self.grants {
+            crate::store::Rights::parse(rights.iter().map(String::as_str))
+                .map_err(|e| format!("[gateway] grants.{principal:?}: {e}"))?;
+        }
+        let lwm2m = &self.lwm2m;
+        if lwm2m.pmin_s > lwm2m.pmax_s || lwm2m.pmax_s == 0 {
+            return Err(format!(
+                "[gateway.lwm2m] pmin_s = {} and pmax_s = {} must satisfy pmin_s <= pmax_s, pmax_s >= 1",
+                lwm2m.pmin_s, lwm2m.pmax_s
+            ));
+        }
+        for listen in &lwm2m.listen {
+            let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+                format!("[gateway.lwm2m] listen: {listen:?} is not an address:port")
+            })?;
+            if addr.ip().is_unspecified() {
+                return Err(format!(
+                    "[gateway.lwm2m] listen: {listen:?} is a wildcard; LwM2M runs unauthenticated, \
+                     name the address of the devices' link"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[notification]`: how server notifications (Package#0) are checked, and the channels they
@@ -178,9 +298,13 @@ impl Default for AccessConfig {
     fn default() -> Self {
         AccessConfig {
             // Invariant: a built-in MOID is well-formed.
-            public_moids: Moid::parse(crate::tree::builtin::DEVINFO)
-                .into_iter()
-                .collect(),
+            public_moids: [
+                crate::tree::builtin::DEVINFO,
+                crate::tree::builtin::FEATURES_MO,
+            ]
+            .into_iter()
+            .flat_map(Moid::parse)
+            .collect(),
         }
     }
 }
@@ -312,6 +436,7 @@ impl Config {
         config.session.check()?;
         config.notification.check()?;
         config.notification.mqtt.check()?;
+        config.gateway.check()?;
         Ok(config)
     }
 }
@@ -432,10 +557,13 @@ mod tests {
     }
 
     #[test]
-    fn public_moids_default_to_devinfo_and_must_be_moids() {
+    fn public_moids_default_to_devinfo_and_features_and_must_be_moids() {
         assert_eq!(
             Config::default().access.public_moids,
-            [Moid::parse(crate::tree::builtin::DEVINFO).unwrap()]
+            [
+                Moid::parse(crate::tree::builtin::DEVINFO).unwrap(),
+                Moid::parse(crate::tree::builtin::FEATURES_MO).unwrap()
+            ]
         );
         let c = Config::parse("[access]\npublic_moids = [\"urn:x:1.0\"]\n").unwrap();
         assert_eq!(c.access.public_moids, [Moid::parse("urn:x:1.0").unwrap()]);

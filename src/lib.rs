@@ -30,6 +30,8 @@
 //!   NetworkManager over D-Bus: the follower and its `watch` channel, the network MO, the
 //!   `NetworkChanged` alert on a move.
 //! - [`device`] → `tree` — DevInfo facts read from the host.
+//! - [`features`] → `authority`, `config`, `tree` — the optional features built in
+//!   (DM-HLF-019): the one list the D-Bus `Features` property and the Features MO show.
 //! - [`config`] → `tree` (`Moid`) — `/etc/omadmd/omadmd.toml`.
 //! - [`transfer`] → `transport`, `store` (object files), `tree` (`ObjectRef`) — large-object
 //!   transfers (DM-HLF-022): resumable downloads into part files with ranges, validators
@@ -45,14 +47,15 @@
 //! - [`bus`] → `authority`, `bootstrap`, `session` (the scheduler's public API, and the
 //!   `exec::AppHandlers` trait it implements for apps' EXEC handlers), `store`'s
 //!   async boundary (`offload`), `network`'s channel (for `State` and `AccessTechnology`),
-//!   and the data types of `tree`, `store` (`Change`) and `config` (`Limits`) — the D-Bus
+//!   `features` (the list `Features` shows), and the data types of `tree`, `store` (`Change`) and `config` (`Limits`) — the D-Bus
 //!   face:
 //!   `org.omadm.Client1`, polkit, watches, session events as signals. Nothing inward knows
 //!   about D-Bus.
 //!
-//! - [`service`] → `authority`, `bootstrap`, `config`, `session` (`Tasks`), `store`'s async
-//!   boundary, `tree` (the registry) — the daemon's life under systemd: sd_notify states,
-//!   the watchdog, and SIGHUP reloads of the configuration, DDF and bootstrap dirs.
+//! - [`service`] → `authority`, `bootstrap`, `config`, `features`, `session` (`Tasks`),
+//!   `store`'s async boundary, `tree` (the registry) — the daemon's life under systemd:
+//!   sd_notify states, the watchdog, and SIGHUP reloads of the configuration, DDF and
+//!   bootstrap dirs (and the Features MO written again).
 //!
 //! - [`manpage`] — the man pages, rendered from the binaries' help texts and the example
 //!   configuration (`packaging/omadmd.toml`); used by the binaries only.
@@ -66,6 +69,8 @@ pub mod bus;
 pub mod config;
 pub mod device;
 pub mod devserver;
+pub mod features;
+pub mod gateway;
 pub mod manpage;
 pub mod network;
 pub mod notification;

@@ -171,12 +171,15 @@ impl Authority {
             types: RwLock::new(Arc::new(types)),
             observer,
             bounds: Bounds::default(),
-            public_moids: RwLock::new(Arc::from([crate::tree::builtin::DEVINFO.to_owned()])),
+            public_moids: RwLock::new(Arc::from([
+                crate::tree::builtin::DEVINFO.to_owned(),
+                crate::tree::builtin::FEATURES_MO.to_owned(),
+            ])),
         }
     }
 
     /// Lets every server read instances of `moids` (their grants permitting), whatever its
-    /// `Perm` list; DevInfo by default.
+    /// `Perm` list; DevInfo and the Features MO by default.
     pub fn with_public_moids(self, moids: Vec<Moid>) -> Authority {
         self.set_public_moids(moids);
         self
@@ -995,37 +998,7 @@ impl Authority {
                 (self.observer)(&changes);
                 return Ok(vec![addr]);
             }
-            let def = def_checked(&types, &addr)?;
-            let node = node_from_json(json, def, name)
-                .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
-            // What the DDF says of the node (PROTOCOL.md §4: before rights and priority):
-            // its access types allow the write (an instance root takes the instance's
-            // content whole), and the content fits its definition.
-            if let Some(d) = def {
-                let exists = store.kind(&addr.moid, &addr.miid, &addr.path)?.is_some();
-                let needed = if exists {
-                    AccessTypes::REPLACE
-                } else {
-                    AccessTypes::ADD
-                };
-                if *who != Principal::Admin && !addr.path.is_empty() && !d.access.contains(needed) {
-                    return Err(AccessError::NotAllowed(format!(
-                        "{addr}: the DDF allows only {}",
-                        d.access
-                    )));
-                }
-                let problems: Vec<String> = d
-                    .check(&node)
-                    .into_iter()
-                    .map(|m| format!("{addr}: {}: {}", m.path, m.reason))
-                    .collect();
-                if !problems.is_empty() {
-                    return Err(AccessError::InvalidValue(problems.join("; ")));
-                }
-            }
-            self.require(who, &store, &addr, Rights::WRITE)?;
-            self.account_guard(who, &store, &addr)?;
-            self.priority_guard(who, &store, &addr, true)?;
+            let node = self.check_put(&types, &store, who, &addr, name, json)?;
             if let Some(info) = store.instance(&addr.moid, &addr.miid)? {
                 charges.add(&info.owner, 0, bounds::footprint(json, &addr.path, &owner));
             }
@@ -1141,6 +1114,78 @@ impl Authority {
         drop(store);
         (self.observer)(&changes);
         Ok(written)
+    }
+
+    /// What a write of the MO serialization `json` (named `name`) at `addr` puts there, once
+    /// every check of PROTOCOL.md §4 passes for `who`: the DDF's access types and content,
+    /// the right, DM accounts, priority. Writes nothing.
+    fn check_put(
+        &self,
+        types: &Registry,
+        store: &Store,
+        who: &Principal,
+        addr: &NodeAddr,
+        name: &str,
+        json: &J,
+    ) -> Result<Node, AccessError> {
+        let def = def_checked(types, addr)?;
+        let node = node_from_json(json, def, name)
+            .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
+        // What the DDF says of the node (PROTOCOL.md §4: before rights and priority):
+        // its access types allow the write (an instance root takes the instance's
+        // content whole), and the content fits its definition.
+        if let Some(d) = def {
+            let exists = store.kind(&addr.moid, &addr.miid, &addr.path)?.is_some();
+            let needed = if exists {
+                AccessTypes::REPLACE
+            } else {
+                AccessTypes::ADD
+            };
+            if *who != Principal::Admin && !addr.path.is_empty() && !d.access.contains(needed) {
+                return Err(AccessError::NotAllowed(format!(
+                    "{addr}: the DDF allows only {}",
+                    d.access
+                )));
+            }
+            let problems: Vec<String> = d
+                .check(&node)
+                .into_iter()
+                .map(|m| format!("{addr}: {}: {}", m.path, m.reason))
+                .collect();
+            if !problems.is_empty() {
+                return Err(AccessError::InvalidValue(problems.join("; ")));
+            }
+        }
+        self.require(who, store, addr, Rights::WRITE)?;
+        self.account_guard(who, store, addr)?;
+        self.priority_guard(who, store, addr, true)?;
+        Ok(node)
+    }
+
+    /// The write an HGET's data at `target` asks for (one item), checked as
+    /// [`Authority::import_items`] checks it, but not made: the node and its address, for a
+    /// write that must first be made elsewhere (on a device behind the gateway) and then
+    /// through [`Authority::import_items`], which checks it again.
+    pub fn plan_write(
+        &self,
+        who: &Principal,
+        items: &[MoItem],
+        target: &ClientUri,
+    ) -> Result<(NodeAddr, Node), AccessError> {
+        let types = self.types();
+        let store = self.reader();
+        let [item] = items else {
+            return Err(AccessError::InvalidValue(format!(
+                "{target}: expected one MO serialization item, got {}",
+                items.len()
+            )));
+        };
+        let addr = self.single_target(who, &store, target, Rights::WRITE)?;
+        let (name, json) = item
+            .single()
+            .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
+        let node = self.check_put(&types, &store, who, &addr, name, json)?;
+        Ok((addr, node))
     }
 
     /// A ClientURI fit for a read or a watch: parsed (if it is text), and refused when an

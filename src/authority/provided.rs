@@ -80,6 +80,52 @@ impl Authority {
         Ok(())
     }
 
+    /// Keeps the instance `moid`/`miid` as a device reports it (docs/gateway.md §3): created
+    /// when missing — owned by the admin, holding `content`, with `grants` — else every
+    /// leaf of `content` written where it differs, each keeping its holder, and interior
+    /// nodes `content` adds created; nodes `content` leaves out are kept (a report may
+    /// cover part of an instance). Returns whether the instance was created.
+    pub fn mirror(
+        &self,
+        moid: &str,
+        miid: &str,
+        root_name: &str,
+        content: &Node,
+        grants: &[(String, Rights)],
+    ) -> Result<bool, AccessError> {
+        let root = NodeAddr::root(moid, miid);
+        let owner = Principal::Admin.to_string();
+        let mut store = self.writer();
+        let exists = store.instance(moid, miid)?.is_some();
+        let (_, changes) = store.write(|tx| {
+            if !exists {
+                tx.create_instance(moid, Some(miid), root_name, content, &owner)?;
+                for (principal, rights) in grants {
+                    tx.set_grant(&root, principal, *rights, &owner)?;
+                }
+                return Ok::<_, crate::store::StoreError>(());
+            }
+            let mut steps = Vec::new();
+            content.walk(&mut |path, node| steps.push((path.to_owned(), node)));
+            for (path, node) in steps {
+                let at = root.child(&path);
+                match node {
+                    Node::Leaf(value) => {
+                        tx.report(&at, value, &owner)?;
+                    }
+                    Node::Interior(_) if !tx.exists(&at)? => {
+                        tx.put(&at, &Node::empty(), &owner)?;
+                    }
+                    Node::Interior(_) => {}
+                }
+            }
+            Ok(())
+        })?;
+        drop(store);
+        (self.observer)(&changes);
+        Ok(!exists)
+    }
+
     /// Removes the instances of `moid` that `keep` does not want (all of them for
     /// `|_| false`); returns how many went.
     pub fn withdraw(&self, moid: &str, keep: impl Fn(&str) -> bool) -> Result<usize, AccessError> {

@@ -43,6 +43,8 @@ use omadmd::bus::exec_handlers::ExecApps;
 use omadmd::bus::{self, Bus};
 use omadmd::config::{self, Config};
 use omadmd::device::HostFacts;
+use omadmd::features;
+use omadmd::gateway;
 use omadmd::network;
 use omadmd::notification::mqtt::{self, Mqtt};
 use omadmd::notification::udp::Udp;
@@ -249,6 +251,7 @@ async fn run(args: Args) -> Result<(), String> {
         Rights::READ,
     )
     .map_err(|e| format!("providing DevInfo: {e}"))?;
+    features::provide(&auth, &config).map_err(|e| format!("providing the Features MO: {e}"))?;
     auth.mirror_grants()
         .map_err(|e| format!("writing the grants into the DACL MO: {e}"))?;
 
@@ -393,14 +396,22 @@ async fn run(args: Args) -> Result<(), String> {
             Account::forget_connections();
         },
     ));
+    // The gateway (docs/gateway.md): the LwM2M adapter where `[gateway.lwm2m] listen` puts
+    // it, its children's writes and EXECs handed to it by the sessions.
+    let lwm2m_types = gateway::start(&config.gateway, auth.clone(), engine.clone(), &tasks)
+        .await
+        .map_err(|e| e.to_string())?;
     // SIGHUP (`systemctl reload`): the configuration, DDF and bootstrap dirs read again.
-    let reloader = Arc::new(Reloader::new(
-        config_path,
-        explicit,
-        config.clone(),
-        auth.clone(),
-        bootstrap.clone(),
-    ));
+    let reloader = Arc::new(
+        Reloader::new(
+            config_path,
+            explicit,
+            config.clone(),
+            auth.clone(),
+            bootstrap.clone(),
+        )
+        .with_types(lwm2m_types),
+    );
     tasks.spawn(reload::on_hangup(reloader, hangups, tasks.clone()));
     if let Some(period) = notify::period() {
         tracing::info!(

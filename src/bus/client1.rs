@@ -31,18 +31,6 @@ use crate::tree::builtin;
 use crate::tree::format::Format;
 use crate::tree::uri::{ClientUri, Moid};
 
-/// The optional features this client offers (DM-HLF-019), as listed in `Features`.
-pub const FEATURES: [&str; 8] = [
-    "mo-serialization-json",
-    "tnds",
-    "client-uri-nv",
-    "cache-validator",
-    "watch",
-    "constructed-format-json",
-    "large-object-resume",
-    "content-coding-gzip",
-];
-
 /// The interface object.
 pub struct Client1 {
     /// The store the writes go to: each is durable before it is answered.
@@ -549,7 +537,10 @@ impl Client1 {
 
     #[zbus(property)]
     fn features(&self) -> Vec<String> {
-        FEATURES.iter().map(|f| (*f).to_owned()).collect()
+        crate::features::FEATURES
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect()
     }
 
     /// The objects of the DM server accounts (`org.omadm.Client1.Server`).

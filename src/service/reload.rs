@@ -8,6 +8,8 @@
 //!   `[bootstrap]` and `[access]` take effect at once; a change to any other section is
 //!   named in the log line as taking effect at the next start (those sections size queues,
 //!   sockets and bounds set up once).
+//! - **The Features MO** is written again for the configuration now running
+//!   ([`features::provide`]), so a server sees what it turns on or off.
 //! - **DDF dirs**: every file read again; a bad file is logged and left out, as at start.
 //!   The new types replace the old ones whole; commands already running finish with the
 //!   types they started with.
@@ -31,10 +33,12 @@ use tokio::signal::unix::Signal;
 use super::notify::notify;
 use crate::authority::Authority;
 use crate::bootstrap::{Bootstrap, Report};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, GatewayConfig};
+use crate::features;
 use crate::session::Tasks;
 use crate::store::{self, Lane, Offload, StoreError};
 use crate::tree::ddf::DdfError;
+use crate::tree::mo_type::MoType;
 use crate::tree::registry::Registry;
 
 /// What a reload changes, and where it reads the configuration from.
@@ -47,6 +51,11 @@ pub struct Reloader {
     running: Mutex<Config>,
     auth: Arc<Authority>,
     bootstrap: Arc<Bootstrap>,
+    /// MO types from elsewhere than the DDF dirs (the gateway's LwM2M objects, read at
+    /// start), kept on top of them.
+    kept_types: Vec<MoType>,
+    /// `[gateway]` as the daemon started with it.
+    started_gateway: GatewayConfig,
 }
 
 /// What one reload did.
@@ -90,12 +99,23 @@ impl Reloader {
         auth: Arc<Authority>,
         bootstrap: Arc<Bootstrap>,
     ) -> Reloader {
+        let started_gateway = running.gateway.clone();
         Reloader {
             path,
             explicit,
             running: Mutex::new(running),
             auth,
             bootstrap,
+            started_gateway,
+            kept_types: Vec::new(),
+        }
+    }
+
+    /// The reloader keeping `types` on top of the DDF dirs' at every reload.
+    pub fn with_types(self, types: Vec<MoType>) -> Reloader {
+        Reloader {
+            kept_types: types,
+            ..self
         }
     }
 
@@ -108,12 +128,24 @@ impl Reloader {
             *running = new;
             applied
         });
-        let (types, refused_ddfs) = Registry::with_dirs(&running.ddf.dirs);
+        let (mut types, refused_ddfs) = Registry::with_dirs(&running.ddf.dirs);
+        for t in &self.kept_types {
+            types.insert(t.clone());
+        }
         let known = types.types().len();
         self.auth.set_types(types);
         self.auth
             .set_public_moids(running.access.public_moids.clone());
         self.bootstrap.set_dirs(running.bootstrap.dirs.clone());
+        // `[gateway]` takes effect at the next start: the features it turns on stay as
+        // they started.
+        let shown = Config {
+            gateway: self.started_gateway.clone(),
+            ..running.clone()
+        };
+        if let Err(e) = features::provide(&self.auth, &shown) {
+            tracing::error!("reload: cannot write the Features MO: {e}");
+        }
         drop(running);
         let bootstrap = self.bootstrap.apply_dirs()?;
         Ok(Outcome {
@@ -156,7 +188,7 @@ async fn reload(reloader: &Arc<Reloader>) -> Result<Outcome, ReloadError> {
 /// Which sections differ between `old` and `new`, by when the difference takes effect.
 fn changes(old: &Config, new: &Config) -> Applied {
     let mut applied = Applied::default();
-    let sections: [(&'static str, bool, bool); 8] = [
+    let sections: [(&'static str, bool, bool); 9] = [
         ("[access]", old.access != new.access, true),
         ("[bootstrap]", old.bootstrap != new.bootstrap, true),
         ("[ddf]", old.ddf != new.ddf, true),
@@ -169,6 +201,7 @@ fn changes(old: &Config, new: &Config) -> Applied {
             old.notification != new.notification,
             false,
         ),
+        ("[gateway]", old.gateway != new.gateway, false),
     ];
     for (name, changed, live) in sections {
         match (changed, live) {

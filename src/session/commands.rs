@@ -281,11 +281,12 @@ async fn hget(
         }
     }
     let written = fetch_into_tree(
-        &ctx.engine.auth,
+        ctx.engine,
         ctx.client,
         ctx.account,
         server_uri,
         target,
+        ctx.deadline,
     )
     .await?;
     Ok(Status {
@@ -297,12 +298,16 @@ async fn hget(
 
 /// HGET's work: GET the MO serialization at `server_uri` and write it into the tree as
 /// `account`'s server (replacing the node at `target`, or where the items say).
+///
+/// A target in a child's instance (docs/gateway.md §4) is checked first, written on the child
+/// (its answer due by `until`), and only then written into the mirror, checked again.
 pub(super) async fn fetch_into_tree(
-    auth: &Arc<Authority>,
+    engine: &Engine,
     client: &HttpClient,
     account: &Account,
     server_uri: &str,
     target: Option<&ClientUri>,
+    until: Instant,
 ) -> Result<Vec<NodeAddr>, Failure> {
     let request = Request::get(server_uri).with_header("Accept", ACCEPTED.join(", "));
     let response = client
@@ -332,10 +337,25 @@ pub(super) async fn fetch_into_tree(
     let text = std::str::from_utf8(&response.body)
         .map_err(|_| Failure::Status(400, "MO data is not UTF-8".into()))?;
     let items = parse_items(text).map_err(|e| Failure::Status(400, e.to_string()))?;
+    let principal = Principal::Server(account.srv_id.clone());
+    if let Some(target) = target
+        && engine.has_children()
+    {
+        let (who, items, target) = (principal.clone(), items.clone(), target.clone());
+        let (addr, node) = blocking(&engine.auth, move |auth| {
+            auth.plan_write(&who, &items, &target)
+        })
+        .await?;
+        if let Some(children) = engine.child_of(&addr) {
+            children
+                .write(addr, node, until)
+                .await
+                .map_err(|f| Failure::Status(f.status, f.message))?;
+        }
+    }
     let account = account.clone();
     let target = target.cloned();
-    blocking(auth, move |auth| {
-        let principal = Principal::Server(account.srv_id.clone());
+    blocking(&engine.auth, move |auth| {
         auth.import_items(&principal, &items, target.as_ref(), &|moid| {
             account.may_manage(moid)
         })
@@ -444,12 +464,17 @@ async fn run_exec(
 ) -> Result<Status, Failure> {
     let who = ctx.principal.clone();
     let addr = blocking(&ctx.engine.auth, move |auth| auth.exec_target(&who, &uri)).await?;
-    let Some(handler) = ctx.engine.exec.handler(&addr) else {
-        return Err(Failure::Status(501, format!("{addr}: no EXEC handler")));
+    let handler = match ctx.engine.child_of(&addr) {
+        Some(children) => exec::Handler::Child(children.clone()),
+        None => ctx
+            .engine
+            .exec
+            .handler(&addr)
+            .ok_or_else(|| Failure::Status(501, format!("{addr}: no EXEC handler")))?,
     };
     let data = match handler {
         exec::Handler::App(_) => exec_data(ctx, &addr).await,
-        exec::Handler::Command(_) => String::new(),
+        exec::Handler::Command(_) | exec::Handler::Child(_) => String::new(),
     };
     let srv_id = ctx.account.srv_id.clone();
     match result_uri {

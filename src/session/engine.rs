@@ -181,6 +181,8 @@ pub struct Engine {
     /// Counts network moves: transfers go on at once on a new connection (see
     /// [`super::large`]).
     pub(super) network_moves: tokio::sync::watch::Sender<u64>,
+    /// The devices behind the gateway, once it runs.
+    children: std::sync::OnceLock<Arc<dyn super::children::Children>>,
 }
 
 /// A running asynchronous EXEC's place in its server's `exec_concurrent`, given back when
@@ -229,12 +231,31 @@ impl Engine {
             subs_owed: Notify::new(),
             board: Arc::default(),
             network_moves: tokio::sync::watch::Sender::new(0),
+            children: std::sync::OnceLock::new(),
         }
     }
 
     /// The engine with its large-object transfers shown on `board`.
     pub fn with_board(self, board: Arc<crate::transfer::Board>) -> Engine {
         Engine { board, ..self }
+    }
+
+    /// Hands writes and EXECs on children's instances to `children` from now on (set once;
+    /// a second call is ignored).
+    pub fn set_children(&self, children: Arc<dyn super::children::Children>) {
+        if self.children.set(children).is_err() {
+            tracing::warn!("the gateway was plugged in twice; keeping the first");
+        }
+    }
+
+    /// Whether a gateway is plugged in.
+    pub(super) fn has_children(&self) -> bool {
+        self.children.get().is_some()
+    }
+
+    /// The gateway when `addr` is in one of its children's instances.
+    pub(super) fn child_of(&self, addr: &NodeAddr) -> Option<&Arc<dyn super::children::Children>> {
+        self.children.get().filter(|c| c.owns(addr))
     }
 
     /// The engine with its background work (asynchronous EXEC handlers) owned by `tasks`.
@@ -837,8 +858,9 @@ impl Engine {
             .client(&self.extra_ca_files, self.limits.max_package_bytes)
             .await
             .map_err(|e| e.to_string())?;
+        let until = Instant::now() + Duration::from_secs(self.limits.session_seconds);
         let written =
-            super::commands::fetch_into_tree(&self.auth, &client, account, &server_uri, None)
+            super::commands::fetch_into_tree(self, &client, account, &server_uri, None, until)
                 .await
                 .map_err(|e| e.to_string())?;
         tracing::info!(srv_id = %srv_id, "fetched {moid} from its DEFAULT source {server_uri}: {} item(s)", written.len());

@@ -43,6 +43,7 @@ use tokio::io::AsyncReadExt as _;
 use tokio::process::Child;
 use tokio::time::Instant;
 
+use super::children::Children;
 use crate::protocol::{Alert, Items, Status, alert};
 use crate::tree::json::MoItem;
 use crate::tree::uri::{ClientUri, NodeAddr};
@@ -87,6 +88,9 @@ pub enum Handler {
     Command(Vec<String>),
     /// The app registered for the node's MOID.
     App(Arc<dyn AppHandlers>),
+    /// The device behind the gateway whose instance the node is in: it runs its own
+    /// resource (docs/gateway.md §4).
+    Child(Arc<dyn Children>),
 }
 
 /// The statuses an app's answer may give an EXEC: those of PROTOCOL.md §4 but `202` (an
@@ -181,7 +185,7 @@ impl ExecHandlers {
 
 impl Handler {
     /// Runs the EXEC of `addr` on behalf of `srv_id`. An app is called with `data` and must
-    /// answer by `until`; a configured command runs to its end.
+    /// answer by `until`, and so must a child; a configured command runs to its end.
     pub async fn run(
         &self,
         addr: &NodeAddr,
@@ -191,6 +195,19 @@ impl Handler {
     ) -> ExecResult {
         match self {
             Handler::Command(command) => run(command, addr, srv_id).await,
+            Handler::Child(children) => match children.exec(addr.clone(), until).await {
+                Ok(()) => ExecResult {
+                    status: 200,
+                    output: String::new(),
+                },
+                Err(failure) => {
+                    tracing::warn!(srv_id = %srv_id, "EXEC {addr}: {failure}");
+                    ExecResult {
+                        status: failure.status,
+                        output: failure.message,
+                    }
+                }
+            },
             Handler::App(apps) => {
                 let call = apps.execute(&addr.moid, &addr.to_string(), data);
                 match tokio::time::timeout_at(until, call).await {

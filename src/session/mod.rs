@@ -13,6 +13,7 @@
 //! - [`engine`] — the package loop;
 //! - [`error`] — why a session ended early, and its status;
 //! - [`info`] — the SessionInfo MO of running sessions;
+//! - [`children`] — writes and EXECs on devices behind the gateway, handed to it;
 //! - [`commands`] — executing one command into its status;
 //! - [`large`] — large objects: HGET into a `bin` leaf and HPUT/HPOST of one as transfers
 //!   that outlive their command, resumed after a restart;
@@ -22,6 +23,7 @@
 //! - [`tasks`] — who owns background work, and stopping it (SIGTERM).
 
 pub mod account;
+pub mod children;
 pub mod commands;
 pub mod engine;
 pub mod error;

@@ -13,6 +13,7 @@ use super::{Rights, Store, StoreError, codec, run};
 use crate::tree::node::Node;
 use crate::tree::resolve::NodeKind;
 use crate::tree::uri::{NodeAddr, join};
+use crate::tree::value::Value;
 
 /// An open write transaction. Dropped without commit (an error in the closure), it rolls
 /// back.
@@ -181,6 +182,52 @@ impl Txn<'_> {
         };
         self.journal(inst, addr, kind, writer)?;
         Ok(kind)
+    }
+
+    /// Whether the node at `addr` exists.
+    pub fn exists(&self, addr: &NodeAddr) -> Result<bool, StoreError> {
+        let inst = self.inst(addr)?;
+        Ok(kind_in(&self.tx, inst, &addr.path)?.is_some())
+    }
+
+    /// Writes `value` into the leaf at `addr` as a device reports it (docs/gateway.md §3):
+    /// an existing leaf keeps the principal that last wrote it — its holder, for priorities —
+    /// and a missing one (its parent must exist) is added, held by `writer`. The journal names
+    /// `writer`. An unchanged leaf is not written: `None`.
+    pub fn report(
+        &mut self,
+        addr: &NodeAddr,
+        value: &Value,
+        writer: &str,
+    ) -> Result<Option<ChangeKind>, StoreError> {
+        let inst = self.inst(addr)?;
+        let (parent, name) = split(&addr.path);
+        let current: Option<(String, rusqlite::types::Value)> = self
+            .tx
+            .prepare_cached(
+                "SELECT format, value FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![inst, parent, name], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(StoreError::db("reading a reported leaf"))?;
+        let (format, cell) = (value.format().as_str(), codec::to_sql(value));
+        match current {
+            Some((f, v)) if f == format && v == cell => Ok(None),
+            Some((f, _)) if f == "node" => Err(StoreError::NoParent(addr.clone())),
+            Some(_) => {
+                self.tx
+                    .prepare_cached(
+                        "UPDATE nodes SET format = ?4, value = ?5 WHERE inst = ?1 AND parent = ?2 AND name = ?3",
+                    )
+                    .and_then(|mut s| s.execute(params![inst, parent, name, format, cell]))
+                    .map_err(StoreError::db("writing a reported leaf"))?;
+                self.journal(inst, addr, ChangeKind::Replaced, writer)?;
+                Ok(Some(ChangeKind::Replaced))
+            }
+            None => self.put(addr, &Node::Leaf(value.clone()), writer).map(Some),
+        }
     }
 
     /// Deletes the node at `addr` with everything under it; at an instance root, the

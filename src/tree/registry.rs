@@ -67,7 +67,9 @@ impl Registry {
         &self.types
     }
 
-    fn insert(&mut self, t: MoType) {
+    /// Adds `t`, replacing the type with the same MOID, if any (LwM2M object types join the
+    /// DDF types this way).
+    pub fn insert(&mut self, t: MoType) {
         match self.types.iter_mut().find(|e| e.moid == t.moid) {
             Some(existing) => *existing = t,
             None => self.types.push(t),

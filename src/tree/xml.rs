@@ -1,4 +1,4 @@
-//! A small, bounded element tree over quick-xml, shared by the DDF and TNDS readers.
+//! A small, bounded element tree over quick-xml, shared by the DDF, TNDS and LwM2M readers.
 //!
 //! Safety properties the readers rely on: no external DTD is ever fetched and no entity is
 //! expanded beyond the five predefined ones and character references (a DOCTYPE internal
@@ -8,8 +8,9 @@
 //! written raw or as a character reference, refuses the document.
 
 use quick_xml::Reader;
+use quick_xml::XmlVersion;
 use quick_xml::escape::{EscapeError, ParseCharRefError};
-use quick_xml::events::Event;
+use quick_xml::events::{BytesStart, Event};
 
 /// Largest document accepted.
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -27,6 +28,8 @@ pub struct Element {
     pub prefix: Option<String>,
     pub line: usize,
     pub text: String,
+    /// Attributes as written: (qualified name, value with references resolved).
+    pub attributes: Vec<(String, String)>,
     pub children: Vec<Element>,
 }
 
@@ -56,6 +59,14 @@ impl Element {
     /// The trimmed text of the first child named `name`.
     pub fn child_text(&self, name: &str) -> Option<&str> {
         self.child(name).map(|c| c.text.trim())
+    }
+
+    /// The value of the attribute named `name` (as written, prefix included), if present.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -132,6 +143,7 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
                     prefix,
                     line: start,
                     text: String::new(),
+                    attributes: attributes(e).map_err(fail)?,
                     children: Vec::new(),
                 };
                 if matches!(ev, Event::Start(_)) {
@@ -239,6 +251,27 @@ impl<'a> LineCounter<'a> {
     }
 }
 
+/// The attributes of a start tag, duplicates refused, values normalized as XML 1.0 says
+/// (predefined entities and character references resolved, whitespace turned to spaces).
+fn attributes(e: &BytesStart<'_>) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for attr in e.attributes() {
+        let attr = attr.map_err(|err| err.to_string())?;
+        let name = attr.key.into_inner().to_owned();
+        let value = attr
+            .normalized_value(XmlVersion::Implicit1_0)
+            .map_err(|err| format!("attribute {name}: {err}"))?;
+        if let Some(c) = value.chars().find(|&c| !is_xml_char(c)) {
+            return Err(format!(
+                "attribute {name}: character U+{:04X} is not allowed in an XML 1.0 document",
+                u32::from(c)
+            ));
+        }
+        out.push((name, value.into_owned()));
+    }
+    Ok(out)
+}
+
 fn close(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(element),
@@ -321,6 +354,18 @@ mod tests {
         }
         let ok = parse("<a>\t&#9;&#10;&#13;&#x85;&#xFFFD;&#x10FFFF;\u{7f}</a>").unwrap();
         assert_eq!(ok.text, "\t\t\n\r\u{85}\u{fffd}\u{10ffff}\u{7f}");
+    }
+
+    #[test]
+    fn attributes_are_read_resolved_and_checked() {
+        let root = parse("<a x:k='1' ID=\"4&amp;&#65;\"><b/></a>").unwrap();
+        assert_eq!(root.attribute("ID"), Some("4&A"));
+        assert_eq!(root.attribute("x:k"), Some("1"));
+        assert_eq!(root.attribute("k"), None);
+        assert!(root.children[0].attributes.is_empty());
+        for doc in ["<a ID='1' ID='2'/>", "<a ID='&#1;'/>", "<a ID='&x;'/>"] {
+            assert!(parse(doc).is_err(), "{doc}");
+        }
     }
 
     #[test]

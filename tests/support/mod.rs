@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 pub mod client;
 pub mod daemon;
+pub mod lwm2m;
 pub mod mosquitto;
 pub mod nat;
 pub mod network;

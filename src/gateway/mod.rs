@@ -1,0 +1,122 @@
+//! The gateway (docs/gateway.md): devices managed through omadmd. Their MO instances are
+//! ordinary instances (MIID `<key>.<instance>`), listed in the device inventory MO; DM
+//! writes and EXECs on them are handed to the adapter that reaches the device
+//! ([`crate::session::children`]).
+//!
+//! - [`inventory`]: the device inventory MO, child keys and states, and the alerts;
+//! - [`lwm2m`]: the LwM2M adapter (CoAP, TLV, SenML JSON, registrations).
+
+pub mod inventory;
+pub mod lwm2m;
+
+use std::os::fd::AsRawFd as _;
+use std::sync::Arc;
+
+use crate::authority::Authority;
+use crate::config::GatewayConfig;
+use crate::session::{Engine, Tasks};
+use crate::store::{self, Lane};
+use crate::tree::lwm2m::Catalog;
+use inventory::Inventory;
+use lwm2m::adapter::Adapter;
+use lwm2m::coap::Endpoint;
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("[gateway.lwm2m] listen {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("[gateway.lwm2m] interface {interface:?}: {source}")]
+    Interface {
+        interface: String,
+        source: std::io::Error,
+    },
+    #[error("reading the device inventory: {0}")]
+    Inventory(String),
+}
+
+/// Starts the LwM2M adapter when `[gateway.lwm2m] listen` names addresses: the object
+/// definitions loaded (their MO types added to the authority's), the inventory read, the
+/// sockets bound, writes and EXECs on children handed to it by `engine`. Off: nothing runs.
+/// Returns the MO types of the loaded objects (kept across reloads of the DDF dirs).
+pub async fn start(
+    config: &GatewayConfig,
+    auth: Arc<Authority>,
+    engine: Arc<Engine>,
+    tasks: &Tasks,
+) -> Result<Vec<crate::tree::mo_type::MoType>, GatewayError> {
+    let lwm2m = &config.lwm2m;
+    if lwm2m.listen.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (catalog, refused) = Catalog::load_dirs(&lwm2m.object_dirs);
+    for e in refused {
+        tracing::warn!("skipping LwM2M object {e}");
+    }
+    let types = catalog.mo_types();
+    let mut registry = (*auth.types()).clone();
+    for t in &types {
+        registry.insert(t.clone());
+    }
+    auth.set_types(registry);
+    let granularity = config.last_seen_granularity_s;
+    let (a, e) = (auth.clone(), engine.clone());
+    let inventory =
+        match store::offload(Lane::Background, move || Inventory::load(a, e, granularity)).await {
+            Ok(Ok(i)) => Arc::new(i),
+            Ok(Err(e)) => return Err(GatewayError::Inventory(e.to_string())),
+            Err(e) => return Err(GatewayError::Inventory(e.to_string())),
+        };
+    let mut endpoints = Vec::new();
+    for addr in &lwm2m.listen {
+        let socket = bind(addr, lwm2m.interface.as_deref())?;
+        let endpoint = Endpoint::new(socket);
+        match endpoint.local_addr() {
+            Ok(local) => tracing::info!(
+                "LwM2M adapter: listening on coap://{local} ({} object definitions)",
+                catalog.objects().len()
+            ),
+            Err(e) => tracing::info!("LwM2M adapter: listening on {addr} ({e})"),
+        }
+        endpoints.push(Arc::new(endpoint));
+    }
+    let adapter = Adapter::new(endpoints, catalog, inventory, config.clone());
+    engine.set_children(adapter.clone());
+    tasks.spawn(adapter.run(tasks.clone()));
+    Ok(types)
+}
+
+/// A UDP socket on `addr` (checked when the configuration was read), bound to `interface`
+/// when one is named.
+fn bind(addr: &str, interface: Option<&str>) -> Result<tokio::net::UdpSocket, GatewayError> {
+    let bind_error = |source| GatewayError::Bind {
+        addr: addr.to_owned(),
+        source,
+    };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+    if let Some(interface) = interface {
+        let name = interface.as_bytes();
+        // SAFETY: the descriptor is the socket's, open for this call; the option value is
+        // `name`'s bytes and its length, which setsockopt reads and does not keep.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                name.as_ptr().cast(),
+                libc::socklen_t::try_from(name.len()).unwrap_or(libc::socklen_t::MAX),
+            )
+        };
+        if rc != 0 {
+            return Err(GatewayError::Interface {
+                interface: interface.to_owned(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    socket.set_nonblocking(true).map_err(bind_error)?;
+    tokio::net::UdpSocket::from_std(socket).map_err(bind_error)
+}
