@@ -398,7 +398,7 @@ async fn run(args: Args) -> Result<(), String> {
     ));
     // The gateway (docs/gateway.md): the LwM2M adapter where `[gateway.lwm2m] listen` puts
     // it, its children's writes and EXECs handed to it by the sessions.
-    let lwm2m_types = gateway::start(&config.gateway, auth.clone(), engine.clone(), &tasks)
+    let gateway = gateway::start(&config.gateway, auth.clone(), engine.clone(), &tasks)
         .await
         .map_err(|e| e.to_string())?;
     // SIGHUP (`systemctl reload`): the configuration, DDF and bootstrap dirs read again.
@@ -410,7 +410,7 @@ async fn run(args: Args) -> Result<(), String> {
             auth.clone(),
             bootstrap.clone(),
         )
-        .with_types(lwm2m_types),
+        .with_types(gateway.types),
     );
     tasks.spawn(reload::on_hangup(reloader, hangups, tasks.clone()));
     if let Some(period) = notify::period() {

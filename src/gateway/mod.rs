@@ -4,10 +4,12 @@
 //! ([`crate::session::children`]).
 //!
 //! - [`inventory`]: the device inventory MO, child keys and states, and the alerts;
-//! - [`lwm2m`]: the LwM2M adapter (CoAP, TLV, SenML JSON, registrations).
+//! - [`lwm2m`]: the LwM2M adapter (CoAP, TLV, SenML JSON, registrations);
+//! - [`route`]: writes and EXECs handed to the adapter of the child's protocol.
 
 pub mod inventory;
 pub mod lwm2m;
+pub mod route;
 
 use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
@@ -38,19 +40,27 @@ pub enum GatewayError {
     Inventory(String),
 }
 
+/// What a running gateway gives the rest of the daemon.
+#[derive(Default)]
+pub struct Started {
+    /// The MO types of the loaded LwM2M objects (kept across reloads of the DDF dirs).
+    pub types: Vec<crate::tree::mo_type::MoType>,
+    /// The children, for the D-Bus face; `None` when the gateway is off.
+    pub inventory: Option<Arc<Inventory>>,
+}
+
 /// Starts the LwM2M adapter when `[gateway.lwm2m] listen` names addresses: the object
 /// definitions loaded (their MO types added to the authority's), the inventory read, the
 /// sockets bound, writes and EXECs on children handed to it by `engine`. Off: nothing runs.
-/// Returns the MO types of the loaded objects (kept across reloads of the DDF dirs).
 pub async fn start(
     config: &GatewayConfig,
     auth: Arc<Authority>,
     engine: Arc<Engine>,
     tasks: &Tasks,
-) -> Result<Vec<crate::tree::mo_type::MoType>, GatewayError> {
+) -> Result<Started, GatewayError> {
     let lwm2m = &config.lwm2m;
     if lwm2m.listen.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Started::default());
     }
     let (catalog, refused) = Catalog::load_dirs(&lwm2m.object_dirs);
     for e in refused {
@@ -83,10 +93,16 @@ pub async fn start(
         }
         endpoints.push(Arc::new(endpoint));
     }
-    let adapter = Adapter::new(endpoints, catalog, inventory, config.clone());
-    engine.set_children(adapter.clone());
+    let adapter = Adapter::new(endpoints, catalog, inventory.clone(), config.clone());
+    engine.set_children(Arc::new(route::Route {
+        inventory: inventory.clone(),
+        lwm2m: Some(adapter.clone()),
+    }));
     tasks.spawn(adapter.run(tasks.clone()));
-    Ok(types)
+    Ok(Started {
+        types,
+        inventory: Some(inventory),
+    })
 }
 
 /// A UDP socket on `addr` (checked when the configuration was read), bound to `interface`

@@ -26,7 +26,7 @@ use crate::authority::Rights;
 use crate::config::GatewayConfig;
 use crate::gateway::inventory::{self, Child, Inventory, Protocol, Reason, State};
 use crate::session::Tasks;
-use crate::session::children::{ChildCall, ChildFailure, Children};
+use crate::session::children::ChildFailure;
 use crate::store::{self, Lane};
 use crate::tree::lwm2m::{Catalog, Kind, Object};
 use crate::tree::node::Node;
@@ -53,8 +53,6 @@ pub struct Adapter {
     grants: Vec<(String, Rights)>,
     /// Registrations by their location (`/rd/<id>`).
     regs: Mutex<HashMap<String, Arc<Reg>>>,
-    /// The adapter itself, for the calls sessions make ([`Children`]) to outlive them.
-    me: std::sync::Weak<Adapter>,
 }
 
 /// One registered child.
@@ -100,14 +98,13 @@ impl Adapter {
                     .map(|r| (p.clone(), r))
             })
             .collect();
-        Arc::new_cyclic(|me| Adapter {
+        Arc::new(Adapter {
             endpoints,
             catalog,
             inventory,
             config,
             grants,
             regs: Mutex::default(),
-            me: me.clone(),
         })
     }
 
@@ -670,7 +667,10 @@ impl Adapter {
         Ok((reg, object, path))
     }
 
-    async fn write_child(
+    /// Writes `node` at `addr` on its child: LwM2M Write-Replace of the resource (or
+    /// resource instance) the address names, in the format the child reads in; the answer
+    /// due by `until` and at most `command_timeout_s` from now.
+    pub async fn write(
         &self,
         addr: NodeAddr,
         node: Node,
@@ -729,7 +729,8 @@ impl Adapter {
         }
     }
 
-    async fn exec_child(&self, addr: NodeAddr, until: Instant) -> Result<(), ChildFailure> {
+    /// Executes the resource at `addr` on its child (LwM2M Execute, no arguments).
+    pub async fn exec(&self, addr: NodeAddr, until: Instant) -> Result<(), ChildFailure> {
         let (reg, _, path) = self.target(&addr)?;
         let post = request(RequestType::Post, path);
         let _turn = reg.turn.lock().await;
@@ -738,42 +739,6 @@ impl Adapter {
             MessageClass::Response(ResponseType::Changed | ResponseType::Content) => Ok(()),
             other => Err(failure_of(&reg.key, other)),
         }
-    }
-}
-
-impl Children for Adapter {
-    fn owns(&self, addr: &NodeAddr) -> bool {
-        addr.miid
-            .split_once('.')
-            .is_some_and(|(key, _)| self.inventory.get(key).is_some())
-    }
-
-    fn write(&self, addr: NodeAddr, node: Node, until: Instant) -> ChildCall {
-        let me = self.me.upgrade();
-        Box::pin(async move {
-            match me {
-                Some(me) => me.write_child(addr, node, until).await,
-                None => Err(stopped()),
-            }
-        })
-    }
-
-    fn exec(&self, addr: NodeAddr, until: Instant) -> ChildCall {
-        let me = self.me.upgrade();
-        Box::pin(async move {
-            match me {
-                Some(me) => me.exec_child(addr, until).await,
-                None => Err(stopped()),
-            }
-        })
-    }
-}
-
-/// The adapter is gone: omadmd is stopping.
-fn stopped() -> ChildFailure {
-    ChildFailure {
-        status: 503,
-        message: "the LwM2M adapter has stopped".to_owned(),
     }
 }
 

@@ -1,0 +1,64 @@
+//! Where a write or EXEC on a child's instance goes (docs/gateway.md §4): to the adapter of
+//! the child's protocol. What sessions call as [`Children`].
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::inventory::{Inventory, Protocol};
+use super::lwm2m::adapter::Adapter;
+use crate::session::children::{ChildCall, ChildFailure, Children};
+use crate::tree::node::Node;
+use crate::tree::uri::NodeAddr;
+
+/// The inventory and the adapters that reach its children.
+pub struct Route {
+    pub inventory: Arc<Inventory>,
+    pub lwm2m: Option<Arc<Adapter>>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("lwm2m", &self.lwm2m.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Route {
+    /// The adapter for the child whose instance `addr` is in: the protocol it speaks.
+    fn adapter(&self, addr: &NodeAddr) -> Result<Arc<Adapter>, ChildFailure> {
+        let key = key_of(addr);
+        let child = self.inventory.get(key).ok_or_else(|| ChildFailure {
+            status: 404,
+            message: format!("{addr}: no such child"),
+        })?;
+        match child.protocol {
+            Protocol::Lwm2m => self.lwm2m.clone().ok_or_else(|| ChildFailure {
+                status: 503,
+                message: format!("child {key} speaks LwM2M, and the LwM2M adapter is off"),
+            }),
+        }
+    }
+}
+
+impl Children for Route {
+    fn owns(&self, addr: &NodeAddr) -> bool {
+        addr.miid.contains('.') && self.inventory.get(key_of(addr)).is_some()
+    }
+
+    fn write(&self, addr: NodeAddr, node: Node, until: Instant) -> ChildCall {
+        let adapter = self.adapter(&addr);
+        Box::pin(async move { adapter?.write(addr, node, until).await })
+    }
+
+    fn exec(&self, addr: NodeAddr, until: Instant) -> ChildCall {
+        let adapter = self.adapter(&addr);
+        Box::pin(async move { adapter?.exec(addr, until).await })
+    }
+}
+
+/// The child key of an instance's MIID: what comes before its first dot.
+pub fn key_of(addr: &NodeAddr) -> &str {
+    addr.miid.split_once('.').map_or(&addr.miid, |(key, _)| key)
+}
