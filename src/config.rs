@@ -25,6 +25,7 @@ pub struct Config {
     pub limits: Limits,
     pub notification: NotificationConfig,
     pub gateway: GatewayConfig,
+    pub subagent: SubagentConfig,
 }
 
 /// `[gateway]`: devices managed through omadmd (docs/gateway.md).
@@ -42,7 +43,97 @@ pub struct GatewayConfig {
     pub last_seen_granularity_s: u64,
     /// A child `unreachable` this long is detached, in seconds.
     pub forget_after_s: u64,
+    /// Largest frame on a guest's socket, in bytes (docs/gateway.md §6.2), both ways; on a
+    /// guest, the bound of frames from its host.
+    pub guest_frame_bytes: usize,
     pub lwm2m: Lwm2mConfig,
+    /// `[gateway.guests.<name>]`: other environments' omadmd managed as children, by name.
+    pub guests: BTreeMap<String, GuestConfig>,
+}
+
+/// The range `[gateway] guest_frame_bytes` must lie in.
+pub const GUEST_FRAME_BYTES: std::ops::RangeInclusive<usize> = 65_536..=67_108_864;
+
+/// `[gateway.guests.<name>]`: one guest omadmd (docs/gateway.md §6.1).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestConfig {
+    /// The socket the host serves the guest on; `/run/omadmd/guests/<name>/host.sock`
+    /// when unset.
+    pub socket: Option<PathBuf>,
+    /// The uid the guest's omadmd has as the host sees it (`SO_PEERCRED`).
+    pub uid: u32,
+    /// Where the guest's token is kept (written on first start);
+    /// `/var/lib/omadmd/guests/<name>.token` when unset.
+    pub token_file: Option<PathBuf>,
+}
+
+impl GuestConfig {
+    /// The socket of the guest `name`.
+    pub fn socket_path(&self, name: &str) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| Path::new("/run/omadmd/guests").join(name).join("host.sock"))
+    }
+
+    /// The token file of the guest `name`.
+    pub fn token_path(&self, name: &str) -> PathBuf {
+        self.token_file
+            .clone()
+            .unwrap_or_else(|| Path::new("/var/lib/omadmd/guests").join(format!("{name}.token")))
+    }
+}
+
+/// `[subagent]`: this omadmd as a guest of a host omadmd (docs/gateway.md §6); off until
+/// `host_socket` is set.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubagentConfig {
+    /// The host's socket, as this environment sees it.
+    pub host_socket: Option<PathBuf>,
+    /// The token the host's admin provisioned (64 hex digits).
+    pub token_file: PathBuf,
+    /// The MOIDs whose instances the host is shown.
+    pub export_moids: Vec<Moid>,
+}
+
+impl Default for SubagentConfig {
+    fn default() -> Self {
+        SubagentConfig {
+            host_socket: None,
+            token_file: PathBuf::from("/etc/omadmd/subagent.token"),
+            // Invariant: a built-in MOID is well-formed.
+            export_moids: Moid::parse(crate::tree::builtin::DEVINFO)
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+/// MOIDs a guest never exports: its DM accounts, its DACL MO, its sessions and its own
+/// children (no nesting).
+pub const NEVER_EXPORTED: [&str; 4] = [
+    crate::tree::builtin::DMACC,
+    crate::tree::builtin::DACL,
+    crate::tree::builtin::SESSIONINFO,
+    crate::tree::builtin::GATEWAY,
+];
+
+impl SubagentConfig {
+    /// Refuses an export of what a guest never shows its host.
+    fn check(&self) -> Result<(), String> {
+        match self
+            .export_moids
+            .iter()
+            .find(|m| NEVER_EXPORTED.contains(&m.as_str()))
+        {
+            Some(m) => Err(format!(
+                "[subagent] export_moids: {m} is never exported (DM accounts, the DACL MO, \
+                 SessionInfo and the gateway inventory stay the guest's)"
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Most seconds `[gateway] command_timeout_s` may be: under D-Bus's default method-call
@@ -63,7 +154,9 @@ impl Default for GatewayConfig {
             grace_s: 60,
             last_seen_granularity_s: 300,
             forget_after_s: 7 * 24 * 3600,
+            guest_frame_bytes: 8 * 1024 * 1024,
             lwm2m: Lwm2mConfig::default(),
+            guests: BTreeMap::new(),
         }
     }
 }
@@ -119,6 +212,25 @@ impl GatewayConfig {
             if value == 0 {
                 return Err(format!("[gateway] {key} must be at least 1"));
             }
+        }
+        if let Some(name) = self.guests.keys().find(|n| {
+            n.is_empty()
+                || n.len() > 64
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }) {
+            return Err(format!(
+                "[gateway.guests.{name:?}]: a guest's name is 1 to 64 of A-Z, a-z, 0-9, - and _"
+            ));
+        }
+        if !GUEST_FRAME_BYTES.contains(&self.guest_frame_bytes) {
+            return Err(format!(
+                "[gateway] guest_frame_bytes = {} must be between {} and {}",
+                self.guest_frame_bytes,
+                GUEST_FRAME_BYTES.start(),
+                GUEST_FRAME_BYTES.end()
+            ));
         }
         for (principal, rights) in &self.grants {
             crate::store::Rights::parse(rights.iter().map(String::as_str))
@@ -437,6 +549,7 @@ impl Config {
         config.notification.check()?;
         config.notification.mqtt.check()?;
         config.gateway.check()?;
+        config.subagent.check()?;
         Ok(config)
     }
 }
@@ -694,5 +807,36 @@ mod tests {
             err.to_string().starts_with("/nonexistent/omadmd.toml: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn guests_and_the_subagent_have_their_defaults_and_bounds() {
+        let c = Config::parse("[gateway.guests.web1]\nuid = 100000\n").unwrap();
+        let g = &c.gateway.guests["web1"];
+        assert_eq!(g.uid, 100000);
+        assert_eq!(
+            g.socket_path("web1"),
+            Path::new("/run/omadmd/guests/web1/host.sock")
+        );
+        assert_eq!(
+            g.token_path("web1"),
+            Path::new("/var/lib/omadmd/guests/web1.token")
+        );
+        let e = Config::parse("[gateway.guests.\"a.b\"]\n").unwrap_err();
+        assert!(e.contains("a.b"), "{e}");
+        let e = Config::parse("[gateway]\nguest_frame_bytes = 10\n").unwrap_err();
+        assert!(e.contains("guest_frame_bytes"), "{e}");
+
+        assert_eq!(Config::default().subagent.host_socket, None);
+        assert_eq!(
+            Config::default().subagent.export_moids[0].as_str(),
+            crate::tree::builtin::DEVINFO
+        );
+        let e = Config::parse(&format!(
+            "[subagent]\nexport_moids = [\"{}\"]\n",
+            crate::tree::builtin::DMACC
+        ))
+        .unwrap_err();
+        assert!(e.contains("export_moids"), "{e}");
     }
 }

@@ -21,9 +21,12 @@ use crate::tree::value::Value;
 pub const GATEWAY: &str = "gateway";
 /// The gateway's LwM2M adapter; on when `[gateway.lwm2m] listen` names an address.
 pub const GATEWAY_LWM2M: &str = "gateway-lwm2m";
+/// Sub-agents (docs/gateway.md §6): on when guests are configured (`[gateway.guests.<name>]`)
+/// on a host, or `[subagent] host_socket` on a guest.
+pub const GATEWAY_SUBAGENT: &str = "gateway-subagent";
 
 /// Every optional feature built in, by name. A feature that is not built in is not listed.
-pub const FEATURES: [&str; 10] = [
+pub const FEATURES: [&str; 11] = [
     "mo-serialization-json",
     "tnds",
     "client-uri-nv",
@@ -34,6 +37,7 @@ pub const FEATURES: [&str; 10] = [
     "content-coding-gzip",
     GATEWAY,
     GATEWAY_LWM2M,
+    GATEWAY_SUBAGENT,
 ];
 
 /// MIID of the one Features MO instance.
@@ -42,12 +46,17 @@ pub const MIID: &str = "0";
 /// Name of the Features MO's root node.
 pub const ROOT: &str = "Features";
 
-/// Which features `config` has on: the gateway's only with an LwM2M address to listen on,
-/// every other one always.
+/// Which features `config` has on: the gateway with an LwM2M address to listen on or a
+/// guest configured, its adapters each with its own, sub-agents also on a guest; every
+/// other one always.
 pub fn enabled(config: &Config) -> impl Fn(&str) -> bool + use<> {
     let lwm2m = !config.gateway.lwm2m.listen.is_empty();
+    let guests = !config.gateway.guests.is_empty();
+    let guest = config.subagent.host_socket.is_some();
     move |feature| match feature {
-        GATEWAY | GATEWAY_LWM2M => lwm2m,
+        GATEWAY => lwm2m || guests,
+        GATEWAY_LWM2M => lwm2m,
+        GATEWAY_SUBAGENT => guests || guest,
         _ => true,
     }
 }
@@ -98,16 +107,24 @@ mod tests {
             children.keys().map(String::as_str).collect::<Vec<_>>(),
             names
         );
+        let gateway = [GATEWAY, GATEWAY_LWM2M, GATEWAY_SUBAGENT];
         for name in FEATURES {
-            let gateway = name == GATEWAY || name == GATEWAY_LWM2M;
-            assert_eq!(leaf(&off, name), Some(!gateway), "{name}");
+            assert_eq!(leaf(&off, name), Some(!gateway.contains(&name)), "{name}");
         }
 
-        let config = Config::parse("[gateway.lwm2m]\nlisten = [\"127.0.0.1:5683\"]\n").unwrap();
+        let config = Config::parse(
+            "[gateway.lwm2m]\nlisten = [\"127.0.0.1:5683\"]\n[gateway.guests.web1]\nuid = 0\n",
+        )
+        .unwrap();
         let on = node(enabled(&config));
         for name in FEATURES {
             assert_eq!(leaf(&on, name), Some(true), "{name}");
         }
+        let guest =
+            Config::parse("[subagent]\nhost_socket = \"/run/omadmd-host/host.sock\"\n").unwrap();
+        let sub = node(enabled(&guest));
+        assert_eq!(leaf(&sub, GATEWAY_SUBAGENT), Some(true));
+        assert_eq!(leaf(&sub, GATEWAY), Some(false));
     }
 
     #[test]

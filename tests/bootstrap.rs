@@ -66,8 +66,9 @@ fn srv_ids(bus: &SessionBus) -> Vec<String> {
     ids
 }
 
-/// Grants on instances other than DevInfo and the network MO (which omadmd grants itself),
-/// read from the store the daemon is running on (WAL: readers do not disturb it).
+/// Grants on instances other than DevInfo, the network MO and the Features MO (which omadmd
+/// grants itself), read from the store the daemon is running on (WAL: readers do not disturb
+/// it).
 fn foreign_grants(dir: &Path) -> i64 {
     let conn = rusqlite::Connection::open_with_flags(
         dir.join("state/store.db"),
@@ -76,8 +77,12 @@ fn foreign_grants(dir: &Path) -> i64 {
     .unwrap();
     conn.query_row(
         "SELECT count(*) FROM grants g JOIN instances i ON g.inst = i.id \
-         WHERE i.moid NOT IN (?1, ?2)",
-        [DEVINFO, "urn:oma:mo:ext-omadmd-network:1.0"],
+         WHERE i.moid NOT IN (?1, ?2, ?3)",
+        [
+            DEVINFO,
+            "urn:oma:mo:ext-omadmd-network:1.0",
+            "urn:oma:mo:ext-omadmd-features:1.0",
+        ],
         |r| r.get(0),
     )
     .unwrap()

@@ -244,6 +244,7 @@ async fn inward(
         notifications: bus::servers::Notifications::default(),
         network,
         transfers: board,
+        gateway: None,
     }
 }
 

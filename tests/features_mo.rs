@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use omadmd::features::{FEATURES, GATEWAY, GATEWAY_LWM2M};
+use omadmd::features::{FEATURES, GATEWAY, GATEWAY_LWM2M, GATEWAY_SUBAGENT};
 use omadmd::tree::builtin;
 use serde_json::Value as J;
 
@@ -106,11 +106,15 @@ fn every_server_reads_the_features_the_bus_lists_and_the_gateway_is_on_with_an_a
         "one leaf per listed feature, and no other"
     );
     for (name, on) in &read {
-        let gateway = name == GATEWAY || name == GATEWAY_LWM2M;
-        assert_eq!(*on, !gateway, "{name} without [gateway.lwm2m] listen");
+        let gateway = [GATEWAY, GATEWAY_LWM2M, GATEWAY_SUBAGENT].contains(&name.as_str());
+        assert_eq!(
+            *on, !gateway,
+            "{name} without [gateway.lwm2m] listen or guests"
+        );
     }
 
-    // Started again with an address to listen on for LwM2M: the MO shows the gateway on.
+    // Started again with an address to listen on for LwM2M and a guest: the MO shows the
+    // gateway on.
     drop(daemon);
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -118,7 +122,12 @@ fn every_server_reads_the_features_the_bus_lists_and_the_gateway_is_on_with_an_a
         .port();
     std::fs::write(
         dir.path().join("omadmd.toml"),
-        format!("[gateway.lwm2m]\nlisten = [\"127.0.0.1:{port}\"]\n"),
+        format!(
+            "[gateway.lwm2m]\nlisten = [\"127.0.0.1:{port}\"]\n[gateway.guests.g]\n\
+             socket = {:?}\ntoken_file = {:?}\n",
+            dir.path().join("g/host.sock"),
+            dir.path().join("g.token")
+        ),
     )
     .unwrap();
     let _daemon = bus.daemon(dir.path());

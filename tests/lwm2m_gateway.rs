@@ -3,7 +3,7 @@
 //! that is not ours, `tests/support/lwm2m_client.py`), and a DM server played by
 //! `omadm-devserver` over TLS. A sensor registers; the server is told (`ChildAttached`),
 //! reads its temperature with a plain GET and the inventory, writes its time zone with
-//! HGET, reboots it with EXEC; an Observe notification reaches the mirror; a sensor that
+//! HGET (a resource, then a partial update of the instance), reboots it with EXEC; an Observe notification reaches the mirror; a sensor that
 //! vanishes mid-command gives `504` and then `503`, never a hang, and the server hears it
 //! became unreachable; a De-register removes the child and its instances.
 
@@ -31,7 +31,9 @@ fn scenario() -> String {
     let reboot = format!("{DEVICE}/thermo-42.0/4");
     let end = json!({"packages": [{"commands": [["END"]]}]});
     json!({"name": "lwm2m-gateway",
-    "repository": {"tz": [{"ClientURI": tz, "MOData": {"15": "Europe/Berlin"}}]},
+    "repository": {"tz": [{"ClientURI": tz, "MOData": {"15": "Europe/Berlin"}}],
+                   "offset": [{"ClientURI": format!("{DEVICE}/thermo-42.0/"),
+                               "MOData": {"3": {"14": "+02:00"}}}]},
     "sessions": [
         end,
         {"packages": [
@@ -40,7 +42,9 @@ fn scenario() -> String {
                           ["HGET", "{repo}/tz", tz],
                           ["EXEC", reboot],
                           ["GET", format!("{DEVICE}/thermo-42.0/15")],
-                          ["EXEC", format!("{TEMPERATURE}/thermo-42.0/5700")]]},
+                          ["EXEC", format!("{TEMPERATURE}/thermo-42.0/5700")],
+                          ["HGET", "{repo}/offset", format!("{DEVICE}/thermo-42.0/")],
+                          ["GET", format!("{DEVICE}/thermo-42.0/")]]},
             {"commands": [["END"]]}]},
         {"packages": [
             {"commands": [["EXEC", reboot], ["EXEC", reboot]]},
@@ -51,7 +55,7 @@ fn scenario() -> String {
 }
 
 /// A UDP port free on loopback now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -59,11 +63,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn corpus() -> std::path::PathBuf {
+/// The LwM2M object XML of the shared corpus.
+pub(crate) fn corpus() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/lwm2m")
 }
 
-fn fixtures() -> std::path::PathBuf {
+/// The test's own LwM2M object XML (IPSO Temperature).
+pub(crate) fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lwm2m")
 }
 
@@ -179,6 +185,15 @@ fn a_dm_server_reads_writes_and_runs_an_lwm2m_sensor_through_the_gateway() {
     assert_eq!(write["values"]["/3/0/15"], "Europe/Berlin", "{write}");
     let exec = sensor.wait_for("execute", WAIT);
     assert_eq!(exec["path"], "/3/0/4");
+    // HGET onto the instance root: a partial update naming one resource; the others stay.
+    assert_eq!(st[6]["sc"], 200, "HGET of the instance: {st:?}");
+    let device = &st[7]["Data"][0]["MOData"]["3"];
+    assert_eq!(device["14"], "+02:00", "{st:?}");
+    assert_eq!(device["15"], "Europe/Berlin", "{st:?}");
+    assert_eq!(device["0"], "Example Sensors", "{st:?}");
+    let partial = sensor.wait_for("write", WAIT);
+    assert_eq!(partial["path"], "/3/0", "{partial}");
+    assert_eq!(partial["values"]["/3/0/14"], "+02:00", "{partial}");
 
     // An Observe notification reaches the mirror.
     sensor.send(json!({"cmd": "set", "path": "/3303/0/5700", "value": 23.25}));

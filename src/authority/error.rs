@@ -28,6 +28,22 @@ pub enum AccessError {
     Store(StoreError),
 }
 
+impl AccessError {
+    /// The DM status a server (or a host omadmd, for a guest) gets for this error
+    /// (PROTOCOL.md §4).
+    pub fn status(&self) -> u16 {
+        match self {
+            AccessError::NotFound(_) => 404,
+            AccessError::Denied(_) => 403,
+            AccessError::InvalidUri(_) | AccessError::InvalidValue(_) => 400,
+            AccessError::NotAllowed(_) => 405,
+            AccessError::Conflict(_) => 409,
+            AccessError::Limit(_) => 413,
+            AccessError::Store(_) => 500,
+        }
+    }
+}
+
 impl From<UriError> for AccessError {
     fn from(e: UriError) -> Self {
         AccessError::InvalidUri(e.to_string())

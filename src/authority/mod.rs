@@ -47,7 +47,7 @@ use crate::tree::json::{MoItem, node_from_json};
 use crate::tree::mo_type::{AccessTypes, NodeDef, Scope};
 use crate::tree::node::Node;
 use crate::tree::registry::Registry;
-use crate::tree::resolve::{TreeRead as _, resolve};
+use crate::tree::resolve::{TreeRead as _, is_child_miid, resolve};
 use crate::tree::uri::{ClientUri, InstanceSel, Moid, NodeAddr, NvField, Segment, UriError};
 use crate::tree::value::{ObjectRef, Value};
 use dacl::DaclWrite;
@@ -491,25 +491,7 @@ impl Authority {
             (self.observer)(&changes);
             return Ok(changes);
         }
-        if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
-            return Err(AccessError::NotFound(format!("{addr}: no such node")));
-        }
-        if let Some(d) = def(&types, &addr) {
-            if d.scope == Scope::Permanent {
-                return Err(AccessError::NotAllowed(format!(
-                    "{addr}: permanent nodes cannot be deleted"
-                )));
-            }
-            if *who != Principal::Admin && !d.access.contains(AccessTypes::DELETE) {
-                return Err(AccessError::NotAllowed(format!(
-                    "{addr}: the DDF allows only {}",
-                    d.access
-                )));
-            }
-        }
-        self.require(who, &store, &addr, Rights::WRITE)?;
-        self.account_guard(who, &store, &addr)?;
-        self.priority_guard(who, &store, &addr, true)?;
+        self.check_delete(&types, &store, who, &addr)?;
         // A DM account going: its server's session history goes with it.
         let gone_server = if addr.moid == crate::tree::builtin::DMACC && addr.path.is_empty() {
             store.leaf(&addr.child("SrvID"))?.map(|(v, _)| v.to_text())
@@ -527,6 +509,47 @@ impl Authority {
         drop(store);
         (self.observer)(&changes);
         Ok(changes)
+    }
+
+    /// The node a DELETE of `uri` by `who` would remove, once every check of PROTOCOL.md
+    /// §4 passes; removes nothing (a node on a device behind the gateway is deleted there
+    /// first, then through [`Authority::delete`], which checks again).
+    pub fn plan_delete(&self, who: &Principal, uri: &ClientUri) -> Result<NodeAddr, AccessError> {
+        let types = self.types();
+        let store = self.reader();
+        let addr = self.single_target(who, &store, uri, Rights::WRITE)?;
+        self.check_delete(&types, &store, who, &addr)?;
+        Ok(addr)
+    }
+
+    /// What a DELETE of `addr` by `who` must pass: the node exists, the DDF allows it, the
+    /// right, DM accounts, priority.
+    fn check_delete(
+        &self,
+        types: &Registry,
+        store: &Store,
+        who: &Principal,
+        addr: &NodeAddr,
+    ) -> Result<(), AccessError> {
+        if store.kind(&addr.moid, &addr.miid, &addr.path)?.is_none() {
+            return Err(AccessError::NotFound(format!("{addr}: no such node")));
+        }
+        if let Some(d) = def(types, addr) {
+            if d.scope == Scope::Permanent {
+                return Err(AccessError::NotAllowed(format!(
+                    "{addr}: permanent nodes cannot be deleted"
+                )));
+            }
+            if *who != Principal::Admin && !d.access.contains(AccessTypes::DELETE) {
+                return Err(AccessError::NotAllowed(format!(
+                    "{addr}: the DDF allows only {}",
+                    d.access
+                )));
+            }
+        }
+        self.require(who, store, addr, Rights::WRITE)?;
+        self.account_guard(who, store, addr)?;
+        self.priority_guard(who, store, addr, true)
     }
 
     /// Creates an instance of `moid` from `modata` (`{"RootName": {...}}`), owned by `who`.
@@ -946,7 +969,19 @@ impl Authority {
         target: Option<&ClientUri>,
         may_create: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<NodeAddr>, AccessError> {
-        self.import(who, items, target, may_create, &|_| true)
+        self.import(who, items, target, may_create, &|_| true, false)
+    }
+
+    /// [`Authority::import_items`] of one item at `target`, except that an instance root
+    /// keeps the children the item does not name (each named one is replaced): a device's
+    /// partial update, as a child behind the gateway takes it (docs/gateway.md §2.6).
+    pub fn merge_items(
+        &self,
+        who: &Principal,
+        items: &[MoItem],
+        target: &ClientUri,
+    ) -> Result<Vec<NodeAddr>, AccessError> {
+        self.import(who, items, Some(target), &|_| false, &|_| true, true)
     }
 
     /// [`Authority::import_items`] without a target that creates instances and replaces
@@ -959,7 +994,7 @@ impl Authority {
         items: &[MoItem],
         except: &NodeAddr,
     ) -> Result<Vec<NodeAddr>, AccessError> {
-        self.import(who, items, None, &|_| true, &|root| root == except)
+        self.import(who, items, None, &|_| true, &|root| root == except, false)
     }
 
     fn import(
@@ -969,6 +1004,7 @@ impl Authority {
         target: Option<&ClientUri>,
         may_create: &dyn Fn(&str) -> bool,
         may_replace: &dyn Fn(&NodeAddr) -> bool,
+        merge_root: bool,
     ) -> Result<Vec<NodeAddr>, AccessError> {
         let types = self.types();
         let mut store = self.writer();
@@ -1002,7 +1038,12 @@ impl Authority {
             if let Some(info) = store.instance(&addr.moid, &addr.miid)? {
                 charges.add(&info.owner, 0, bounds::footprint(json, &addr.path, &owner));
             }
-            plan.push(Planned::Put(addr, node));
+            plan.push(match node {
+                Node::Interior(children) if merge_root && addr.path.is_empty() => {
+                    Planned::Merge(addr, children)
+                }
+                node => Planned::Put(addr, node),
+            });
         } else {
             let view = self.view(&store, who, Purpose::Act)?;
             for item in items {
@@ -1079,10 +1120,11 @@ impl Authority {
                                 item.client_uri, placement.moid
                             )));
                         }
-                        // A named MIID that is taken (by an instance `who` cannot see) gives
-                        // way to a fresh one.
+                        // A named MIID that is taken (by an instance `who` cannot see), or
+                        // that has the form of a child's behind the gateway, gives way to a
+                        // fresh one.
                         if let Some(m) = &placement.miid
-                            && store.instance(&placement.moid, m)?.is_some()
+                            && (is_child_miid(m) || store.instance(&placement.moid, m)?.is_some())
                         {
                             placement.miid = None;
                         }
@@ -1105,6 +1147,12 @@ impl Authority {
                     Planned::Put(addr, node) => {
                         tx.put(addr, node, &owner)?;
                         written.push(addr.clone());
+                    }
+                    Planned::Merge(root, children) => {
+                        for (name, child) in children {
+                            tx.put(&root.child(name), child, &owner)?;
+                        }
+                        written.push(root.clone());
                     }
                     Planned::Item(placement) => written.push(tx.place(placement, &owner)?),
                 }
@@ -1520,6 +1568,9 @@ impl Charges {
 enum Planned {
     /// Replace the node at the address with this subtree.
     Put(NodeAddr, Node),
+    /// Replace each of these children of the instance root at the address, keeping the
+    /// others.
+    Merge(NodeAddr, std::collections::BTreeMap<String, Node>),
     /// Write the item where its placement says.
     Item(Placement),
 }

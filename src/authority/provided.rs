@@ -93,11 +93,53 @@ impl Authority {
         content: &Node,
         grants: &[(String, Rights)],
     ) -> Result<bool, AccessError> {
+        self.mirror_as(moid, miid, root_name, content, grants, false)
+    }
+
+    /// [`Authority::mirror`] of a whole instance (a guest's snapshot, docs/gateway.md
+    /// §6.2): nodes of the instance that `content` leaves out are removed as well.
+    pub fn mirror_whole(
+        &self,
+        moid: &str,
+        miid: &str,
+        root_name: &str,
+        content: &Node,
+        grants: &[(String, Rights)],
+    ) -> Result<bool, AccessError> {
+        self.mirror_as(moid, miid, root_name, content, grants, true)
+    }
+
+    fn mirror_as(
+        &self,
+        moid: &str,
+        miid: &str,
+        root_name: &str,
+        content: &Node,
+        grants: &[(String, Rights)],
+        whole: bool,
+    ) -> Result<bool, AccessError> {
         let root = NodeAddr::root(moid, miid);
         let owner = Principal::Admin.to_string();
         let mut store = self.writer();
         let exists = store.instance(moid, miid)?.is_some();
+        // The topmost nodes the mirror has and a whole `content` lacks.
+        let mut gone = Vec::new();
+        if exists && whole {
+            let current = store.subtree(&root)?;
+            current.walk(&mut |path, _| {
+                let parent_gone = gone.iter().any(|g: &String| {
+                    path.strip_prefix(g.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+                });
+                if !parent_gone && content.get(path).is_none() {
+                    gone.push(path.to_owned());
+                }
+            });
+        }
         let (_, changes) = store.write(|tx| {
+            for path in &gone {
+                tx.delete(&root.child(path), &owner)?;
+            }
             if !exists {
                 tx.create_instance(moid, Some(miid), root_name, content, &owner)?;
                 for (principal, rights) in grants {

@@ -282,6 +282,51 @@ fn provide_keeps_the_cache_validator_when_nothing_changed() {
 }
 
 #[test]
+fn a_whole_mirror_removes_what_the_report_leaves_out_and_a_partial_one_keeps_it() {
+    let f = fixture();
+    let leaf = |v: &str| Node::Leaf(Value::Chr(v.into()));
+    let node = |entries: Vec<(&str, Node)>| {
+        Node::Interior(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        )
+    };
+    let full = node(vec![
+        ("A", leaf("a")),
+        ("B", node(vec![("x", leaf("x")), ("y", leaf("y"))])),
+        ("C", leaf("c")),
+    ]);
+    let grants = [(ANY_APP.to_owned(), Rights::READ)];
+    assert!(
+        f.auth
+            .mirror_whole(SETTINGS, "k.0", "S", &full, &grants)
+            .unwrap()
+    );
+    let read = |f: &Fixture| {
+        f.auth
+            .read_internal(&NodeAddr::root(SETTINGS, "k.0"))
+            .unwrap()
+    };
+    assert_eq!(read(&f), full);
+    let part = node(vec![("A", leaf("a2"))]);
+    assert!(!f.auth.mirror(SETTINGS, "k.0", "S", &part, &grants).unwrap());
+    assert_eq!(
+        read(&f).get("B/y"),
+        Some(&leaf("y")),
+        "a partial report keeps"
+    );
+    let less = node(vec![("A", leaf("a3")), ("B", node(vec![("x", leaf("x"))]))]);
+    assert!(
+        !f.auth
+            .mirror_whole(SETTINGS, "k.0", "S", &less, &grants)
+            .unwrap()
+    );
+    assert_eq!(read(&f), less);
+}
+
+#[test]
 fn values_are_converted_and_checked() {
     let f = fixture();
     let a = app("A");

@@ -45,6 +45,7 @@ use omadmd::config::{self, Config};
 use omadmd::device::HostFacts;
 use omadmd::features;
 use omadmd::gateway;
+use omadmd::gateway::subagent::guest::{self as subagent, Changes};
 use omadmd::network;
 use omadmd::notification::mqtt::{self, Mqtt};
 use omadmd::notification::udp::Udp;
@@ -208,10 +209,20 @@ async fn run(args: Args) -> Result<(), String> {
     // ... and the MQTT channel, which follows the accounts' Push entries.
     let push_changed = Arc::new(tokio::sync::Notify::new());
     let poke_push = push_changed.clone();
+    // ... and, on a guest (`[subagent]`), the sync of the exported MOs to the host.
+    let exported = config
+        .subagent
+        .host_socket
+        .is_some()
+        .then(|| Changes::new(&config.subagent));
+    let to_host = exported.clone();
     // The factory reset's deletions take the same way.
     let observer: ChangeSink = Arc::new(move |changes: &[Change]| {
         offer(&watch_tx, changes, &watch_dropped, "the D-Bus watchers");
         offer(&sub_tx, changes, &sub_dropped, "SUB deliveries");
+        if let Some(to_host) = &to_host {
+            to_host.offer(changes);
+        }
         if changes.iter().any(|c| c.addr.moid == builtin::DMACC) {
             poke.notify_one();
             poke_bootstrap.notify_one();
@@ -279,6 +290,7 @@ async fn run(args: Args) -> Result<(), String> {
             .collect(),
     )?
     .with_apps(exec_apps.clone());
+    let guest_exec = exec.clone();
     let (followup_tx, followup_rx) = follow_up_queue();
     let limits = Limits::from_config(&config);
     // The large-object transfers: the D-Bus face shows and switches what their runners
@@ -397,10 +409,23 @@ async fn run(args: Args) -> Result<(), String> {
         },
     ));
     // The gateway (docs/gateway.md): the LwM2M adapter where `[gateway.lwm2m] listen` puts
-    // it, its children's writes and EXECs handed to it by the sessions.
+    // it and the guests' sockets, its children's writes and EXECs handed to them by the
+    // sessions.
     let gateway = gateway::start(&config.gateway, auth.clone(), engine.clone(), &tasks)
         .await
         .map_err(|e| e.to_string())?;
+    // A guest: the host shown the exported MOs, its calls run here as `app:omadmd-host`.
+    if let Some(exported) = exported {
+        let guest = subagent::Guest::new(
+            config.subagent.clone(),
+            config.gateway.guest_frame_bytes,
+            auth.clone(),
+            guest_exec,
+            facts.dev_id.clone(),
+            exported,
+        );
+        tasks.spawn(guest.run(tasks.clone()));
+    }
     // SIGHUP (`systemctl reload`): the configuration, DDF and bootstrap dirs read again.
     let reloader = Arc::new(
         Reloader::new(
@@ -435,6 +460,7 @@ async fn run(args: Args) -> Result<(), String> {
             exec_apps,
             network: network.clone(),
             transfers,
+            gateway: gateway.inventory.clone(),
             notifications: bus::servers::Notifications {
                 udp: config.notification.udp.listen.is_some(),
                 mqtt: Some(mqtt.status()),

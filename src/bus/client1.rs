@@ -12,6 +12,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Signature, Variant, interface};
 
 use super::access::{Access, Action};
+use super::children;
 use super::error::Error;
 use super::exec_handlers::ExecApps;
 use super::nodes::Nodes;
@@ -23,6 +24,7 @@ use super::variant;
 use super::watch::Watches;
 use crate::authority::{AccessError, Authority, Input, Principal, Rights};
 use crate::bootstrap::{Bootstrap, FileError};
+use crate::gateway::inventory::Inventory;
 use crate::session::Scheduler;
 use crate::session::send_alert::{AlertError, AlertRequest};
 use crate::store::{self, Lane, Pool};
@@ -47,6 +49,8 @@ pub struct Client1 {
     pub(super) network: tokio::sync::watch::Receiver<crate::network::NetworkState>,
     /// The large-object transfers `SuspendTransfer` and `ResumeTransfer` switch.
     pub(super) transfers: Arc<Board>,
+    /// The gateway's children (`Children`, `DetachChild`); `None` when the gateway is off.
+    pub(super) gateway: Option<Arc<Inventory>>,
 }
 
 #[interface(name = "org.omadm.Client1")]
@@ -465,6 +469,23 @@ impl Client1 {
         Ok(())
     }
 
+    /// Detaches the gateway's child `key` ([`children::detach`]): its instances and inventory
+    /// node go, and servers are told (`ChildDetached`, Reason `removed`). `NotFound` for a
+    /// key the inventory does not hold (checked first: `Children` is public, and a wrong key
+    /// costs no prompt). Only `manage`.
+    async fn detach_child(
+        &self,
+        key: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), Error> {
+        let inventory = children::holding(self.gateway.as_ref(), &key)?.clone();
+        let caller = self.access.authorize(&header, Action::Manage, "").await?;
+        children::detach(inventory, key.clone()).await?;
+        self.durable().await?;
+        tracing::info!(by = %caller.principal, "child {key} detached");
+        Ok(())
+    }
+
     /// One leaf's value as a read-only descriptor ([`super::value_fd`]), for a caller who
     /// may `Get` it, under the same rules (polkit `read`, then the MO access model).
     #[zbus(out_args("fd"))]
@@ -566,6 +587,12 @@ impl Client1 {
     #[zbus(property)]
     fn access_technology(&self) -> String {
         self.network.borrow().access_technology().to_owned()
+    }
+
+    /// The gateway's children ([`children`]): for every caller, as `State` is.
+    #[zbus(property)]
+    fn children(&self) -> Vec<children::Entry> {
+        children::entries(self.gateway.as_deref())
     }
 }
 

@@ -11,6 +11,8 @@
 //!   (`org.omadm.Client1.Transfer`), with its progress as `PropertiesChanged`;
 //! - [`value_fd`]: `OpenValue`'s read-only descriptor of a leaf's value;
 //! - [`network`]: `AccessTechnology` and `State` following the network;
+//! - [`children`]: the gateway's children (`Children`, `DetachChild`'s work), announced as
+//!   the device inventory changes;
 //! - [`nodes`]: the answer of `Get`, serialized once from the store's rows;
 //! - [`variant`]: `json` values as D-Bus variants, both ways;
 //! - [`watch`]: watches and unicast `Changed` delivery;
@@ -20,14 +22,16 @@
 //! Within the face, `client1` uses `servers`, `sessions`, `network`, `watch` and
 //! `exec_handlers`; `network` uses `sessions`; `client1` and `nodes` use `variant`;
 //! `servers` uses
-//! `sessions`; `watch` uses `servers`; `client1` uses `transfers` and `value_fd`;
-//! nothing points back. Outside it, `bus` uses the
+//! `sessions`; `watch` uses `servers`; `client1` uses `transfers`, `children` and
+//! `value_fd`; nothing points back. Outside it, `bus` uses the
 //! [`Authority`], the session [`Scheduler`]'s public API, the transfer
-//! [`Board`](crate::transfer::Board), the session's
+//! [`Board`](crate::transfer::Board), the gateway's
+//! [`Inventory`](crate::gateway::inventory::Inventory), the session's
 //! [`AppHandlers`](crate::session::exec::AppHandlers) trait (which `exec_handlers` implements
 //! for the engine) and the factory [`Bootstrap`] only.
 
 pub mod access;
+pub mod children;
 pub mod client1;
 pub mod error;
 pub mod exec_handlers;
@@ -101,6 +105,8 @@ pub struct Inward {
     pub network: tokio::sync::watch::Receiver<crate::network::NetworkState>,
     /// The large-object transfers: one object each, and `SuspendTransfer`/`ResumeTransfer`.
     pub transfers: Arc<crate::transfer::Board>,
+    /// The gateway's children (`Children`, `DetachChild`); `None` when the gateway is off.
+    pub gateway: Option<Arc<crate::gateway::inventory::Inventory>>,
 }
 
 /// Connects to `bus`, exports the interface and the object manager, starts change
@@ -124,6 +130,7 @@ pub async fn serve(
         notifications,
         network,
         transfers: board,
+        gateway,
     } = inward;
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
@@ -156,6 +163,7 @@ pub async fn serve(
         dev_id,
         network: network.clone(),
         transfers: board.clone(),
+        gateway: gateway.clone(),
     };
     let server = conn.object_server();
     server.at(PATH, iface).await.map_err(ServeError::Export)?;
@@ -186,6 +194,11 @@ pub async fn serve(
         tasks,
         network::announce(conn.clone(), scheduler.clone(), network),
     );
+    if let Some(inventory) = gateway {
+        // Subscribed before the name is taken: every change a caller could see is announced.
+        let saves = inventory.subscribe();
+        until_stopped(tasks, children::announce(conn.clone(), inventory, saves));
+    }
     until_stopped(
         tasks,
         watch::dispatch(

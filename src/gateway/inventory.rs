@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
 
 use crate::authority::{AccessError, Authority, Rights};
 use crate::protocol::Alert;
@@ -34,19 +35,28 @@ pub const CHILD_DETACHED: &str = "urn:oma:at:ext-omadmd:1.0:ChildDetached";
 /// Most children attached at once; a device beyond is refused.
 pub const MAX_CHILDREN: usize = 1024;
 /// Longest child key.
-const MAX_KEY: usize = 64;
+pub const MAX_KEY: usize = 64;
 
 /// How the gateway reaches a child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     Lwm2m,
+    /// A guest omadmd over its socket (docs/gateway.md §6).
+    Omadmd,
 }
 
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Lwm2m => "lwm2m",
+            Protocol::Omadmd => "omadmd",
         }
+    }
+
+    fn parse(text: &str) -> Option<Protocol> {
+        [Protocol::Lwm2m, Protocol::Omadmd]
+            .into_iter()
+            .find(|p| p.as_str() == text)
     }
 }
 
@@ -81,6 +91,8 @@ pub enum Reason {
     Deregistered,
     /// It stayed unreachable for `[gateway] forget_after_s`.
     Expired,
+    /// An administrator detached it (D-Bus `DetachChild`, `omadmctl children detach`).
+    Removed,
 }
 
 impl Reason {
@@ -88,6 +100,7 @@ impl Reason {
         match self {
             Reason::Deregistered => "deregistered",
             Reason::Expired => "expired",
+            Reason::Removed => "removed",
         }
     }
 }
@@ -117,6 +130,8 @@ pub struct Inventory {
     engine: Arc<Engine>,
     children: Mutex<BTreeMap<String, Child>>,
     granularity: i64,
+    /// Counts the saves: bumped after each, so that the D-Bus face can follow the list.
+    saves: watch::Sender<u64>,
 }
 
 impl Inventory {
@@ -139,6 +154,7 @@ impl Inventory {
             engine,
             children: Mutex::new(children),
             granularity: i64::try_from(last_seen_granularity_s).unwrap_or(i64::MAX),
+            saves: watch::Sender::new(0),
         };
         inventory.save()?;
         Ok(inventory)
@@ -147,6 +163,12 @@ impl Inventory {
     /// The authority the inventory and the mirrors are written through.
     pub fn authority(&self) -> Arc<Authority> {
         self.auth.clone()
+    }
+
+    /// Told of every change of the children from now on: the count of saves, bumped after
+    /// each attach, state change, `LastSeen`, new instance and detach.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.saves.subscribe()
     }
 
     /// The children, in key order.
@@ -257,6 +279,22 @@ impl Inventory {
         if added { self.save() } else { Ok(()) }
     }
 
+    /// Records that `key`'s child no longer has the instance whose root is `uri` (the
+    /// instance itself is the caller's to remove).
+    pub fn remove_mo(&self, key: &str, uri: &str) -> Result<(), AccessError> {
+        let removed = {
+            let mut children = self.lock();
+            match children.get_mut(key) {
+                Some(c) if c.mos.iter().any(|m| m == uri) => {
+                    c.mos.retain(|m| m != uri);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if removed { self.save() } else { Ok(()) }
+    }
+
     /// Removes `key`'s child: its instances and its node in one go, then [`CHILD_DETACHED`].
     pub fn detach(&self, key: &str, reason: Reason) -> Result<(), AccessError> {
         let Some(child) = self.lock().remove(key) else {
@@ -285,8 +323,12 @@ impl Inventory {
 
     fn save(&self) -> Result<(), AccessError> {
         let node = node(&self.list());
-        self.auth
-            .provide(GATEWAY, MIID, "Gateway", &node, Rights::READ)
+        let saved = self
+            .auth
+            .provide(GATEWAY, MIID, "Gateway", &node, Rights::READ);
+        // The list in memory changed whether or not the store took it: its readers are told.
+        self.saves.send_modify(|n| *n = n.wrapping_add(1));
+        saved
     }
 
     /// Keeps `alert` for every server whose account has the inventory MOID and asks for
@@ -295,9 +337,19 @@ impl Inventory {
         let json = serde_json::to_string(alert)
             .map_err(|e| AccessError::InvalidValue(format!("{}: {e}", alert.alert_type)))?;
         let mut told = 0;
+        // At most one ChildState per child waits for a server: the newest.
+        let source = alert.source_uri.clone();
+        let older_state = |waiting: &str| {
+            alert.alert_type == CHILD_STATE
+                && serde_json::from_str::<Alert>(waiting)
+                    .is_ok_and(|w| w.alert_type == CHILD_STATE && w.source_uri == source)
+        };
         for account in account::load_all(&self.auth)? {
             if account.may_manage(GATEWAY) {
-                match self.engine.keep_alert(&account.srv_id, &json) {
+                match self
+                    .engine
+                    .keep_alert_replacing(&account.srv_id, &json, &older_state)
+                {
                     Ok(()) => told += 1,
                     Err(e) => tracing::error!(
                         srv_id = %account.srv_id,
@@ -363,8 +415,8 @@ fn from_node(node: &Node, now: i64) -> BTreeMap<String, Child> {
     };
     entries
         .iter()
-        .filter(|(_, n)| text(n, "Protocol") == Protocol::Lwm2m.as_str())
-        .map(|(key, n)| {
+        .filter_map(|(key, n)| Some((key, n, Protocol::parse(&text(n, "Protocol"))?)))
+        .map(|(key, n, protocol)| {
             let mos = match n.get("MOs") {
                 Some(Node::Interior(m)) => {
                     let mut m: Vec<(u64, String)> = m
@@ -383,7 +435,7 @@ fn from_node(node: &Node, now: i64) -> BTreeMap<String, Child> {
             let child = Child {
                 key: key.clone(),
                 id: text(n, "Id"),
-                protocol: Protocol::Lwm2m,
+                protocol,
                 address: text(n, "Address"),
                 state: State::Unreachable,
                 last_seen: text(n, "LastSeen").parse().unwrap_or(0),
@@ -524,5 +576,12 @@ mod tests {
         assert_eq!(d["Reason"], "deregistered");
         let at = attached(&c).data.unwrap();
         assert_eq!(at["MOs"][0], "urn:oma:lwm2m:oma:3:1.2/thermo-42.0/");
+    }
+
+    #[test]
+    fn an_administrators_detach_says_removed_and_is_no_warning() {
+        let a = detached(&child("thermo-42", State::Online), Reason::Removed);
+        assert_eq!(a.mark, Some(Mark::Informational));
+        assert_eq!(a.data.unwrap()["Reason"], "removed");
     }
 }

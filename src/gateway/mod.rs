@@ -5,11 +5,13 @@
 //!
 //! - [`inventory`]: the device inventory MO, child keys and states, and the alerts;
 //! - [`lwm2m`]: the LwM2M adapter (CoAP, TLV, SenML JSON, registrations);
-//! - [`route`]: writes and EXECs handed to the adapter of the child's protocol.
+//! - [`route`]: writes and EXECs handed to the adapter of the child's protocol;
+//! - [`subagent`]: guest omadmd instances of other environments, both ends of their wire.
 
 pub mod inventory;
 pub mod lwm2m;
 pub mod route;
+pub mod subagent;
 
 use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::tree::lwm2m::Catalog;
 use inventory::Inventory;
 use lwm2m::adapter::Adapter;
 use lwm2m::coap::Endpoint;
+use subagent::host::{Guests, HostError};
 
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,8 @@ pub enum GatewayError {
     },
     #[error("reading the device inventory: {0}")]
     Inventory(String),
+    #[error(transparent)]
+    Guest(#[from] HostError),
 }
 
 /// What a running gateway gives the rest of the daemon.
@@ -49,9 +54,11 @@ pub struct Started {
     pub inventory: Option<Arc<Inventory>>,
 }
 
-/// Starts the LwM2M adapter when `[gateway.lwm2m] listen` names addresses: the object
-/// definitions loaded (their MO types added to the authority's), the inventory read, the
-/// sockets bound, writes and EXECs on children handed to it by `engine`. Off: nothing runs.
+/// Starts the gateway when `[gateway.lwm2m] listen` names addresses or guests are
+/// configured: the inventory read, writes and EXECs on children handed to the adapters by
+/// `engine`. The LwM2M adapter: the object definitions loaded (their MO types added to the
+/// authority's), the sockets bound. Guests: their sockets bound ([`Guests::start`]). Off:
+/// nothing runs.
 pub async fn start(
     config: &GatewayConfig,
     auth: Arc<Authority>,
@@ -59,19 +66,24 @@ pub async fn start(
     tasks: &Tasks,
 ) -> Result<Started, GatewayError> {
     let lwm2m = &config.lwm2m;
-    if lwm2m.listen.is_empty() {
+    if lwm2m.listen.is_empty() && config.guests.is_empty() {
         return Ok(Started::default());
     }
-    let (catalog, refused) = Catalog::load_dirs(&lwm2m.object_dirs);
-    for e in refused {
-        tracing::warn!("skipping LwM2M object {e}");
+    let catalog = (!lwm2m.listen.is_empty()).then(|| {
+        let (catalog, refused) = Catalog::load_dirs(&lwm2m.object_dirs);
+        for e in refused {
+            tracing::warn!("skipping LwM2M object {e}");
+        }
+        catalog
+    });
+    let types = catalog.as_ref().map(Catalog::mo_types).unwrap_or_default();
+    if !types.is_empty() {
+        let mut registry = (*auth.types()).clone();
+        for t in &types {
+            registry.insert(t.clone());
+        }
+        auth.set_types(registry);
     }
-    let types = catalog.mo_types();
-    let mut registry = (*auth.types()).clone();
-    for t in &types {
-        registry.insert(t.clone());
-    }
-    auth.set_types(registry);
     let granularity = config.last_seen_granularity_s;
     let (a, e) = (auth.clone(), engine.clone());
     let inventory =
@@ -80,6 +92,36 @@ pub async fn start(
             Ok(Err(e)) => return Err(GatewayError::Inventory(e.to_string())),
             Err(e) => return Err(GatewayError::Inventory(e.to_string())),
         };
+    let adapter = match catalog {
+        Some(catalog) => Some(lwm2m_adapter(config, catalog, inventory.clone())?),
+        None => None,
+    };
+    let guests = if config.guests.is_empty() {
+        None
+    } else {
+        Some(Guests::start(config, inventory.clone(), tasks).await?)
+    };
+    engine.set_children(Arc::new(route::Route {
+        inventory: inventory.clone(),
+        lwm2m: adapter.clone(),
+        guests,
+    }));
+    if let Some(adapter) = adapter {
+        tasks.spawn(adapter.run(tasks.clone()));
+    }
+    Ok(Started {
+        types,
+        inventory: Some(inventory),
+    })
+}
+
+/// The LwM2M adapter on the sockets of `[gateway.lwm2m] listen`.
+fn lwm2m_adapter(
+    config: &GatewayConfig,
+    catalog: Catalog,
+    inventory: Arc<Inventory>,
+) -> Result<Arc<Adapter>, GatewayError> {
+    let lwm2m = &config.lwm2m;
     let mut endpoints = Vec::new();
     for addr in &lwm2m.listen {
         let socket = bind(addr, lwm2m.interface.as_deref())?;
@@ -93,16 +135,7 @@ pub async fn start(
         }
         endpoints.push(Arc::new(endpoint));
     }
-    let adapter = Adapter::new(endpoints, catalog, inventory.clone(), config.clone());
-    engine.set_children(Arc::new(route::Route {
-        inventory: inventory.clone(),
-        lwm2m: Some(adapter.clone()),
-    }));
-    tasks.spawn(adapter.run(tasks.clone()));
-    Ok(Started {
-        types,
-        inventory: Some(inventory),
-    })
+    Ok(Adapter::new(endpoints, catalog, inventory, config.clone()))
 }
 
 /// A UDP socket on `addr` (checked when the configuration was read), bound to `interface`
@@ -135,4 +168,23 @@ fn bind(addr: &str, interface: Option<&str>) -> Result<tokio::net::UdpSocket, Ga
     }
     socket.set_nonblocking(true).map_err(bind_error)?;
     tokio::net::UdpSocket::from_std(socket).map_err(bind_error)
+}
+
+/// Runs store work `f` on the blocking pool ([`store::offload`]); its error, or the pool's,
+/// as text for the log.
+pub(crate) async fn offload<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::authority::AccessError> + Send + 'static,
+) -> Result<T, String> {
+    match store::offload(Lane::Background, f).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Takes `m`. Every change the gateway makes under its locks is one assignment, insert or
+/// removal, so a panic elsewhere never leaves the data half-changed: a poisoned lock is
+/// taken over.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

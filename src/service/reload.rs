@@ -33,7 +33,7 @@ use tokio::signal::unix::Signal;
 use super::notify::notify;
 use crate::authority::Authority;
 use crate::bootstrap::{Bootstrap, Report};
-use crate::config::{Config, ConfigError, GatewayConfig};
+use crate::config::{Config, ConfigError, GatewayConfig, SubagentConfig};
 use crate::features;
 use crate::session::Tasks;
 use crate::store::{self, Lane, Offload, StoreError};
@@ -56,6 +56,8 @@ pub struct Reloader {
     kept_types: Vec<MoType>,
     /// `[gateway]` as the daemon started with it.
     started_gateway: GatewayConfig,
+    /// `[subagent]` as the daemon started with it.
+    started_subagent: SubagentConfig,
 }
 
 /// What one reload did.
@@ -100,6 +102,7 @@ impl Reloader {
         bootstrap: Arc<Bootstrap>,
     ) -> Reloader {
         let started_gateway = running.gateway.clone();
+        let started_subagent = running.subagent.clone();
         Reloader {
             path,
             explicit,
@@ -107,6 +110,7 @@ impl Reloader {
             auth,
             bootstrap,
             started_gateway,
+            started_subagent,
             kept_types: Vec::new(),
         }
     }
@@ -137,10 +141,11 @@ impl Reloader {
         self.auth
             .set_public_moids(running.access.public_moids.clone());
         self.bootstrap.set_dirs(running.bootstrap.dirs.clone());
-        // `[gateway]` takes effect at the next start: the features it turns on stay as
-        // they started.
+        // `[gateway]` and `[subagent]` take effect at the next start: the features they
+        // turn on stay as they started.
         let shown = Config {
             gateway: self.started_gateway.clone(),
+            subagent: self.started_subagent.clone(),
             ..running.clone()
         };
         if let Err(e) = features::provide(&self.auth, &shown) {
@@ -188,7 +193,7 @@ async fn reload(reloader: &Arc<Reloader>) -> Result<Outcome, ReloadError> {
 /// Which sections differ between `old` and `new`, by when the difference takes effect.
 fn changes(old: &Config, new: &Config) -> Applied {
     let mut applied = Applied::default();
-    let sections: [(&'static str, bool, bool); 9] = [
+    let sections: [(&'static str, bool, bool); 10] = [
         ("[access]", old.access != new.access, true),
         ("[bootstrap]", old.bootstrap != new.bootstrap, true),
         ("[ddf]", old.ddf != new.ddf, true),
@@ -202,6 +207,7 @@ fn changes(old: &Config, new: &Config) -> Applied {
             false,
         ),
         ("[gateway]", old.gateway != new.gateway, false),
+        ("[subagent]", old.subagent != new.subagent, false),
     ];
     for (name, changed, live) in sections {
         match (changed, live) {

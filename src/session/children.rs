@@ -1,6 +1,6 @@
-//! Devices behind the gateway as sessions see them (docs/gateway.md §4): a write or EXEC on
-//! a child's instance is checked here like any other, then handed to the gateway, which
-//! asks the child and answers with a status. Sessions know only this trait; the gateway
+//! Devices behind the gateway as sessions see them (docs/gateway.md §4): a write, DELETE or
+//! EXEC on a child's instance is checked here like any other, then handed to the gateway,
+//! which asks the child and answers with a status. Sessions know only this trait; the gateway
 //! implements it (`crate::gateway`) and is plugged in once it runs
 //! ([`super::Engine::set_children`]).
 
@@ -25,6 +25,10 @@ pub trait Children: Send + Sync + std::fmt::Debug {
     /// Asks the child to execute the node at `addr` (checked already); the answer comes by
     /// `until`.
     fn exec(&self, addr: NodeAddr, until: Instant) -> ChildCall;
+
+    /// Asks the child to delete the node at `addr` (checked already); the answer comes by
+    /// `until`.
+    fn delete(&self, addr: NodeAddr, until: Instant) -> ChildCall;
 }
 
 /// A call to a child under way.

@@ -72,12 +72,7 @@ pub async fn execute(ctx: &mut Context<'_>, command: Command) -> Status {
 async fn run(ctx: &mut Context<'_>, command: Command) -> Result<Status, Failure> {
     match command {
         Command::Get { client_uri } => get(ctx, client_uri).await,
-        Command::Delete { client_uri } => {
-            let who = ctx.principal.clone();
-            blocking(&ctx.engine.auth, move |auth| auth.delete(&who, &client_uri))
-                .await
-                .map(|_| Status::code(200))
-        }
+        Command::Delete { client_uri } => delete(ctx, client_uri).await,
         Command::Hget {
             server_uri,
             client_uri,
@@ -196,19 +191,33 @@ pub(super) enum Failure {
 impl Failure {
     pub(super) fn status(&self) -> u16 {
         match self {
-            Failure::Access(e) => match e {
-                AccessError::NotFound(_) => 404,
-                AccessError::Denied(_) => 403,
-                AccessError::InvalidUri(_) | AccessError::InvalidValue(_) => 400,
-                AccessError::NotAllowed(_) => 405,
-                AccessError::Conflict(_) => 409,
-                AccessError::Limit(_) => 413,
-                AccessError::Store(_) => 500,
-            },
+            Failure::Access(e) => e.status(),
             Failure::Status(sc, _) => *sc,
             Failure::Local(_) => 500,
         }
     }
+}
+
+/// DELETE: on a node of a child behind the gateway, checked, deleted on the child, then in
+/// the mirror (checked again).
+async fn delete(ctx: &Context<'_>, uri: ClientUri) -> Result<Status, Failure> {
+    if ctx.engine.has_children() {
+        let (who, planned) = (ctx.principal.clone(), uri.clone());
+        let addr = blocking(&ctx.engine.auth, move |auth| {
+            auth.plan_delete(&who, &planned)
+        })
+        .await?;
+        if let Some(children) = ctx.engine.child_of(&addr) {
+            children
+                .delete(addr, ctx.deadline)
+                .await
+                .map_err(|f| Failure::Status(f.status, f.message))?;
+        }
+    }
+    let who = ctx.principal.clone();
+    blocking(&ctx.engine.auth, move |auth| auth.delete(&who, &uri))
+        .await
+        .map(|_| Status::code(200))
 }
 
 /// One GET: a run of one.
@@ -338,6 +347,8 @@ pub(super) async fn fetch_into_tree(
         .map_err(|_| Failure::Status(400, "MO data is not UTF-8".into()))?;
     let items = parse_items(text).map_err(|e| Failure::Status(400, e.to_string()))?;
     let principal = Principal::Server(account.srv_id.clone());
+    // A child's instance root takes a partial update: what the data names is replaced.
+    let mut merge = false;
     if let Some(target) = target
         && engine.has_children()
     {
@@ -347,6 +358,7 @@ pub(super) async fn fetch_into_tree(
         })
         .await?;
         if let Some(children) = engine.child_of(&addr) {
+            merge = addr.path.is_empty();
             children
                 .write(addr, node, until)
                 .await
@@ -355,10 +367,11 @@ pub(super) async fn fetch_into_tree(
     }
     let account = account.clone();
     let target = target.cloned();
-    blocking(&engine.auth, move |auth| {
-        auth.import_items(&principal, &items, target.as_ref(), &|moid| {
+    blocking(&engine.auth, move |auth| match &target {
+        Some(target) if merge => auth.merge_items(&principal, &items, target),
+        target => auth.import_items(&principal, &items, target.as_ref(), &|moid| {
             account.may_manage(moid)
-        })
+        }),
     })
     .await
 }

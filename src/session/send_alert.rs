@@ -304,6 +304,31 @@ impl Engine {
         Ok(())
     }
 
+    /// As [`Engine::keep_alert`], first dropping the alerts waiting for `srv_id` that
+    /// `replaces` picks (older news the new alert makes moot), all in one write.
+    pub fn keep_alert_replacing(
+        &self,
+        srv_id: &str,
+        alert_json: &str,
+        replaces: &dyn Fn(&str) -> bool,
+    ) -> Result<(), SessionError> {
+        let keep = self.limits.pending_alerts_per_server;
+        let mut store = self.store.writer();
+        let stale: Vec<i64> = store
+            .pending_alerts(srv_id)?
+            .into_iter()
+            .filter(|p| replaces(&p.alert_json))
+            .map(|p| p.id)
+            .collect();
+        let (dropped, _) = store.write(|tx| {
+            tx.drop_alerts(&stale)?;
+            tx.queue_alert(srv_id, alert_json, keep)
+        })?;
+        drop(store);
+        self.log_dropped(srv_id, dropped);
+        Ok(())
+    }
+
     /// Moves one alert `alert_json` waiting for `from` to `to` (a client-chosen server
     /// falling over), in one transaction; whether one was waiting. Identical alerts are
     /// interchangeable, so any one of them moves. Blocking: call it in [`Engine::blocking`].
@@ -588,6 +613,64 @@ mod tests {
                 recipient(&auth, &Principal::Admin, "", None),
                 Err(AlertError::NoAccounts)
             ));
+        }
+    }
+
+    mod replacing {
+        use std::sync::Arc;
+
+        use crate::authority::Authority;
+        use crate::config::Config;
+        use crate::session::engine::follow_up_queue;
+        use crate::session::exec::ExecHandlers;
+        use crate::session::{Engine, Limits};
+        use crate::store::{self, Pool};
+        use crate::tree::registry::Registry;
+
+        #[test]
+        fn a_newer_alert_replaces_the_waiting_ones_it_names_and_only_those() {
+            let dir = tempfile::tempdir().unwrap();
+            let pool = Arc::new(
+                Pool::open(&dir.path().join("store.db"), store::Bounds::default(), 1).unwrap(),
+            );
+            let auth = Arc::new(Authority::new(
+                pool.clone(),
+                Registry::with_builtin(),
+                Box::new(|_| {}),
+            ));
+            let engine = Engine::new(
+                auth,
+                pool,
+                "dev".into(),
+                Limits::from_config(&Config::default()),
+                ExecHandlers::default(),
+                Vec::new(),
+                follow_up_queue().0,
+            );
+            let none = |_: &str| false;
+            engine
+                .keep_alert_replacing("a", r#"{"n":1,"k":"x"}"#, &none)
+                .unwrap();
+            engine
+                .keep_alert_replacing("a", r#"{"n":2,"k":"y"}"#, &none)
+                .unwrap();
+            engine
+                .keep_alert_replacing("b", r#"{"n":3,"k":"x"}"#, &none)
+                .unwrap();
+            let same_k = |w: &str| w.contains(r#""k":"x""#);
+            engine
+                .keep_alert_replacing("a", r#"{"n":4,"k":"x"}"#, &same_k)
+                .unwrap();
+            let waiting = |srv: &str| -> Vec<String> {
+                engine
+                    .with_state(|s| s.pending_alerts(srv))
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| p.alert_json)
+                    .collect()
+            };
+            assert_eq!(waiting("a"), [r#"{"n":2,"k":"y"}"#, r#"{"n":4,"k":"x"}"#]);
+            assert_eq!(waiting("b"), [r#"{"n":3,"k":"x"}"#]);
         }
     }
 }

@@ -59,6 +59,12 @@ pub enum ResolveError<E> {
     Tree(E),
 }
 
+/// Whether `miid` names an instance of a device behind the gateway: `<key>.<instance>`
+/// (docs/gateway.md §1.2). The device's own instances never have a dot in their MIID.
+pub fn is_child_miid(miid: &str) -> bool {
+    miid.contains('.')
+}
+
 /// Resolves `uri` against `tree`: every addressed node, in instance and name order; more
 /// than `limit` nodes at any step is [`ResolveError::TooMany`].
 pub fn resolve<T: TreeRead>(
@@ -95,7 +101,10 @@ pub fn resolve<T: TreeRead>(
             None => return Err(not_found()),
         },
         InstanceSel::Only => {
-            let all = tree.instances(moid).map_err(ResolveError::Tree)?;
+            // The device's own instances only: a child's (behind the gateway) is named by
+            // MIID, x-name or `*` (docs/gateway.md §1.4).
+            let mut all = tree.instances(moid).map_err(ResolveError::Tree)?;
+            all.retain(|miid| !is_child_miid(miid));
             match all.len() {
                 0 => {
                     return Err(ResolveError::NoInstance {
@@ -364,6 +373,25 @@ mod tests {
                 "right/Data/2/Value",
             ],
         );
+    }
+
+    #[test]
+    fn the_empty_mo_inst_names_the_devices_own_instance_never_a_childs() {
+        let mut tree = fixture();
+        tree.0.remove("right");
+        let left = tree.0["left"].clone();
+        tree.0.insert("thermo-42.0".into(), left);
+        let only = ClientUri::parse("urn:oma:mo:moid:1.0//ID").unwrap();
+        let found = resolve(&only, &tree, usize::MAX).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].miid, "left");
+        let all = ClientUri::parse("urn:oma:mo:moid:1.0/*/ID").unwrap();
+        assert_eq!(resolve(&all, &tree, usize::MAX).unwrap().len(), 2);
+        tree.0.remove("left");
+        assert!(matches!(
+            resolve(&only, &tree, usize::MAX),
+            Err(ResolveError::NoInstance { .. })
+        ));
     }
 
     #[test]

@@ -14,7 +14,8 @@ use crate::failure::EXIT_STATUS;
 /// omadmctl reads and changes the Management Objects (MOs) that omadmd keeps, watches them for
 /// changes and manages who may use them, by calling org.omadm.Client1 on the D-Bus system bus.
 /// session starts DM sessions with a server and follows them; alert sends a server an alert;
-/// transfers lists, follows, suspends and resumes large-object transfers.
+/// transfers lists, follows, suspends and resumes large-object transfers; children lists the
+/// devices managed through omadmd's gateway and detaches them.
 /// The ddf and tnds commands check files offline and need no daemon.
 ///
 /// Nodes are addressed by ClientURI: MOID "/" instance "/" path. An empty instance selects the
@@ -266,6 +267,33 @@ pub enum Command {
     /// null while unknown, rate is bytes per second.
     #[command(args_conflicts_with_subcommands = true)]
     Transfers(TransfersArgs),
+
+    /// List the devices managed through omadmd's gateway; detach one.
+    ///
+    /// With [gateway.lwm2m] listen or [gateway.guests.NAME] configured, omadmd is a
+    /// gateway: devices that hang off this machine (LwM2M sensors speaking CoAP) and other
+    /// OS environments on it (containers or VMs running omadmd as a sub-agent) attach to it
+    /// as children, and DM servers
+    /// manage their MO instances as if they were omadmd's own. Each child has a key in the
+    /// device inventory MO (urn:oma:mo:ext-omadmd-gateway:1.0/0/Children/KEY), and its MO
+    /// instances have the MIIDs KEY.INSTANCE.
+    ///
+    /// Without a subcommand, prints one line per child, in key order: its KEY, its own ID
+    /// (the LwM2M endpoint name, or the guest's name), its PROTOCOL (lwm2m or omadmd), its
+    /// STATE (online; sleeping: an LwM2M device in queue mode between its wake-ups;
+    /// unreachable: it stopped answering or its connection closed),
+    /// when it was LAST-SEEN (UTC; updated at most every [gateway] last_seen_granularity_s)
+    /// and its ADDRESS (coap://HOST:PORT: plain CoAP, not authenticated; unix:PATH: a
+    /// guest's socket); below each,
+    /// indented, the ClientURI of every MO instance it has. Reads of a child's instances
+    /// answer with the values it last reported whatever its state; a DM server's writes and
+    /// EXECs need it online (503 otherwise). Prints "No children." when there are none or the
+    /// gateway is off. Needs no polkit authorization.
+    ///
+    /// With --json, prints an array of {"key", "id", "protocol", "address", "state",
+    /// "last_seen", "mos"} objects; last_seen is POSIX seconds, mos an array of ClientURIs.
+    #[command(args_conflicts_with_subcommands = true)]
+    Children(ChildrenArgs),
 
     /// Check Device Description Framework (DDF) files offline.
     #[command(subcommand)]
@@ -669,6 +697,34 @@ pub struct TransferIdArgs {
     pub id: u64,
 }
 
+#[derive(Args, Debug)]
+pub struct ChildrenArgs {
+    #[command(subcommand)]
+    pub command: Option<ChildrenCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChildrenCommand {
+    /// Detach a child: remove it and its MO instances.
+    ///
+    /// Asks omadmd to detach the child KEY (as children lists it): its MO instances and its
+    /// node in the device inventory are removed in one transaction, watchers are told of
+    /// each removal, and every DM server whose account may manage the inventory
+    /// (urn:oma:mo:ext-omadmd-gateway:1.0) is sent the alert
+    /// urn:oma:at:ext-omadmd:1.0:ChildDetached with Reason "removed". Its LwM2M
+    /// registration ends too: a device that is still there learns it at its next Update
+    /// (4.04) and registers, and attaches, anew (keep it out with [gateway.lwm2m]
+    /// endpoints). Exits 4 when there is no child KEY or the gateway is off. Needs uid 0 or
+    /// the manage polkit action.
+    Detach(ChildKeyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ChildKeyArgs {
+    /// The child's key, as children lists it.
+    pub key: String,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum DdfCommand {
     /// Validate DDF files and summarize each.
@@ -961,6 +1017,21 @@ pub fn examples(path: &str) -> &'static [Example] {
             "omadmctl transfers suspend 3",
         )],
         "transfers resume" => &[("Let transfer 3 carry on", "omadmctl transfers resume 3")],
+        "children" => &[
+            ("List the devices behind the gateway", "omadmctl children"),
+            (
+                "The keys of the unreachable children, for a script",
+                "omadmctl children --json | jq -r '.[] | select(.state == \"unreachable\") | .key'",
+            ),
+            (
+                "Read a child's temperature (its instance's MIID is KEY.INSTANCE)",
+                "omadmctl get 'urn:oma:lwm2m:ext:3303/thermo-42.0/5700'",
+            ),
+        ],
+        "children detach" => &[(
+            "Remove the child thermo-42 and its instances",
+            "omadmctl children detach thermo-42",
+        )],
         "session status" => &[
             ("Is a DM session running?", "omadmctl session status"),
             (

@@ -76,6 +76,10 @@ pub trait Client1 {
     /// One `org.omadm.Client1.Server` object per DM account.
     #[zbus(property)]
     fn servers(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
+
+    /// The gateway's children: (key, id, protocol, address, state, last_seen, mos).
+    #[zbus(property)]
+    fn children(&self) -> zbus::Result<Vec<omadmd::bus::children::Entry>>;
 }
 
 /// One DM server account (the contract is `dbus/org.omadm.Client1.Server.xml`).
@@ -238,6 +242,11 @@ impl Calls {
     /// Resumes the suspended transfer whose object is `transfer`.
     pub async fn resume_transfer(&self, transfer: &OwnedObjectPath) -> zbus::Result<()> {
         self.call("ResumeTransfer", &(transfer,)).await
+    }
+
+    /// Detaches the gateway's child `key`.
+    pub async fn detach_child(&self, key: &str) -> zbus::Result<()> {
+        self.call("DetachChild", &(key,)).await
     }
 
     /// Calls `method` with `body` and the chosen flags; its reply.

@@ -11,14 +11,14 @@ use omadmd::tree::json::parse_items;
 
 use crate::account::{self, ServerInfo};
 use crate::cli::{
-    AccountCommand, ChangesArgs, Command, CreateArgs, GetArgs, GrantArgs, RevokeArgs,
-    SessionCommand, SetArgs, TransfersCommand, UriArgs,
+    AccountCommand, ChangesArgs, ChildrenCommand, Command, CreateArgs, GetArgs, GrantArgs,
+    RevokeArgs, SessionCommand, SetArgs, TransfersCommand, UriArgs,
 };
 use crate::client::{AskPassword, Client};
 use crate::failure::{Bus, Failure};
 use crate::output::{NodeValue, columns, emit, one_line, pretty, use_color};
 use crate::tree_view::{self, Formats};
-use crate::{alert, bootstrap, dmacc, session, transfers, watch};
+use crate::{alert, bootstrap, children, dmacc, session, transfers, watch};
 
 /// Runs one of the D-Bus commands on a current-thread tokio runtime.
 pub fn run_blocking(
@@ -137,6 +137,10 @@ async fn run(bus: Bus, ask: AskPassword, as_json: bool, command: Command) -> Res
             Some(TransfersCommand::Resume(args)) => {
                 transfers::switch(&client, args.id, false).await
             }
+        },
+        Command::Children(args) => match args.command {
+            None => children::list(&client, as_json).await,
+            Some(ChildrenCommand::Detach(args)) => children::detach(&client, &args.key).await,
         },
         // main handles the offline commands and never passes them here.
         Command::Ddf(_) | Command::Tnds(_) | Command::Completions(_) | Command::Man(_) => {

@@ -24,7 +24,7 @@ pub const EXIT_STATUS: [(u8, &str); 12] = [
     ),
     (
         4,
-        "No such node, MO instance or DM server account (NotFound).",
+        "No such node, MO instance, DM server account, transfer or child (NotFound).",
     ),
     (
         5,

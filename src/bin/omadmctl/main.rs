@@ -10,6 +10,7 @@ mod account;
 mod agent;
 mod alert;
 mod bootstrap;
+mod children;
 mod cli;
 mod client;
 mod commands;

@@ -32,6 +32,8 @@ FILES
     DDF files: the MO types shipped with omadmd, then the administrator's ([ddf] dirs).
   /var/lib/omadmd/store.db
     The store (SQLite, with its store.db-wal and store.db-shm): MOs, grants, DM accounts, session state and the change journal. --state-dir names another directory.
+  /run/omadmd/guests/<name>/host.sock, /var/lib/omadmd/guests/<name>.token
+    A guest's socket and token ([gateway.guests.<name>]): another environment's omadmd, given that directory and a copy of the token as its [subagent] token_file, shows this omadmd its MOs.
   /usr/lib/systemd/system/omadmd.service
     The systemd unit. Local changes go in a drop-in (systemctl edit omadmd).
   /usr/share/dbus-1/system.d/org.omadm.Client1.conf

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
@@ -25,9 +25,9 @@ use super::{link, senml, tlv};
 use crate::authority::Rights;
 use crate::config::GatewayConfig;
 use crate::gateway::inventory::{self, Child, Inventory, Protocol, Reason, State};
+use crate::gateway::{lock, offload};
 use crate::session::Tasks;
 use crate::session::children::ChildFailure;
-use crate::store::{self, Lane};
 use crate::tree::lwm2m::{Catalog, Kind, Object};
 use crate::tree::node::Node;
 use crate::tree::uri::NodeAddr;
@@ -129,10 +129,13 @@ impl Adapter {
         }
         drop(tx);
         let mut tick = tokio::time::interval(TICK);
+        let mut saves = self.inventory.subscribe();
         loop {
             tokio::select! {
                 () = tasks.stopped() => return,
                 _ = tick.tick() => self.clone().tick().await,
+                // An administrator's detach (`DetachChild`) ends the child's registration.
+                Ok(()) = saves.changed() => self.forget_detached(),
                 got = rx.recv() => match got {
                     Some((endpoint, Incoming::Request { peer, packet })) => {
                         self.clone().request(&endpoint, peer, packet, &tasks).await;
@@ -262,7 +265,7 @@ impl Adapter {
             unreachable_since: None,
         };
         let inv = self.inventory.clone();
-        blocking(move || inv.attach(child)).await.map_err(|e| {
+        offload(move || inv.attach(child)).await.map_err(|e| {
             tracing::error!("LwM2M: cannot attach {ep:?}: {e}");
             ResponseType::ServiceUnavailable
         })?;
@@ -277,6 +280,10 @@ impl Adapter {
         let Some(reg) = lock(&self.regs).get(&format!("/rd/{id}")).cloned() else {
             return ResponseType::NotFound;
         };
+        if self.inventory.get(&reg.key).is_none() {
+            self.forget_detached();
+            return ResponseType::NotFound;
+        }
         let query = uri_query(packet);
         let seconds = match query.contains_key("lt").then(|| lifetime(&query)) {
             Some(Ok(s)) => Some(s),
@@ -299,7 +306,7 @@ impl Adapter {
         };
         self.unobserve(&reg);
         let (inv, key) = (self.inventory.clone(), reg.key.clone());
-        match blocking(move || inv.detach(&key, Reason::Deregistered)).await {
+        match offload(move || inv.detach(&key, Reason::Deregistered)).await {
             Ok(()) => tracing::info!("LwM2M: child {} de-registered", reg.key),
             Err(e) => tracing::error!("LwM2M: detaching child {}: {e}", reg.key),
         }
@@ -454,6 +461,25 @@ impl Adapter {
         }
     }
 
+    /// Forgets the registrations of children an administrator detached (no longer in the
+    /// inventory): their notifications are not mirrored any more, and their next Update gets
+    /// `4.04`, so a device that is still there registers, and attaches, anew.
+    fn forget_detached(&self) {
+        let held: Vec<(String, String)> = lock(&self.regs)
+            .iter()
+            .map(|(location, r)| (location.clone(), r.key.clone()))
+            .collect();
+        for (location, key) in held {
+            if self.inventory.get(&key).is_some() {
+                continue;
+            }
+            if let Some(reg) = lock(&self.regs).remove(&location) {
+                self.unobserve(&reg);
+                tracing::info!("LwM2M: child {key} was detached: registration {location} ended");
+            }
+        }
+    }
+
     async fn notification(self: Arc<Self>, peer: SocketAddr, packet: Packet) {
         let token = packet.get_token().to_vec();
         let found = lock(&self.regs).values().find_map(|r| {
@@ -522,7 +548,11 @@ impl Adapter {
         let uri = NodeAddr::root(&moid, &miid).to_string();
         let (inv, key, grants) = (self.inventory.clone(), reg.key.clone(), self.grants.clone());
         let auth = inv.authority();
-        let done = blocking(move || {
+        let done = offload(move || {
+            // A child detached meanwhile is not brought back by its last report.
+            if inv.get(&key).is_none() {
+                return Ok(());
+            }
             auth.mirror(&moid, &miid, &root, &Node::Interior(content), &grants)?;
             inv.add_mo(&key, &uri)
         })
@@ -558,7 +588,7 @@ impl Adapter {
         };
         if status == 504 {
             let (inv, key) = (self.inventory.clone(), reg.key.clone());
-            if let Err(e) = blocking(move || inv.set_state(&key, State::Unreachable)).await {
+            if let Err(e) = offload(move || inv.set_state(&key, State::Unreachable)).await {
                 tracing::error!("LwM2M: {e}");
             }
         }
@@ -571,7 +601,7 @@ impl Adapter {
     /// A message from `key`'s child: it is online and was seen now.
     async fn touch(&self, key: &str) {
         let (inv, key) = (self.inventory.clone(), key.to_owned());
-        let done = blocking(move || {
+        let done = offload(move || {
             inv.set_state(&key, State::Online)?;
             inv.seen(&key)
         })
@@ -593,7 +623,7 @@ impl Adapter {
             .collect();
         for reg in lapsed {
             let (inv, key) = (self.inventory.clone(), reg.key.clone());
-            if let Err(e) = blocking(move || inv.set_state(&key, State::Unreachable)).await {
+            if let Err(e) = offload(move || inv.set_state(&key, State::Unreachable)).await {
                 tracing::error!("LwM2M: {e}");
             }
         }
@@ -614,7 +644,7 @@ impl Adapter {
             }
             let inv = inv.clone();
             let k = key.clone();
-            match blocking(move || inv.detach(&k, Reason::Expired)).await {
+            match offload(move || inv.detach(&k, Reason::Expired)).await {
                 Ok(()) => tracing::info!("LwM2M: child {key} forgotten after being unreachable"),
                 Err(e) => tracing::error!("LwM2M: forgetting child {key}: {e}"),
             }
@@ -667,8 +697,9 @@ impl Adapter {
         Ok((reg, object, path))
     }
 
-    /// Writes `node` at `addr` on its child: LwM2M Write-Replace of the resource (or
-    /// resource instance) the address names, in the format the child reads in; the answer
+    /// Writes `node` at `addr` on its child, in the format the child reads in: LwM2M
+    /// Write-Replace of the resource (or resource instance) the address names, or
+    /// Write-Partial-Update of an instance root with the resources `node` names; the answer
     /// due by `until` and at most `command_timeout_s` from now.
     pub async fn write(
         &self,
@@ -677,29 +708,40 @@ impl Adapter {
         until: Instant,
     ) -> Result<(), ChildFailure> {
         let (reg, object, path) = self.target(&addr)?;
-        let Some(rid) = path.rid() else {
-            return Err(ChildFailure {
-                status: 405,
-                message: format!(
-                    "{addr}: a child's instance is written a resource at a time (name the resource in the ClientURI)"
-                ),
-            });
-        };
-        let kind = object.resource(rid).map_or(Kind::String, |r| r.kind);
+        let kind_of = |rid: u16| object.resource(rid).map_or(Kind::String, |r| r.kind);
         let mut entries = Vec::new();
-        match node {
-            Node::Leaf(value) => entries.push((path, value, kind)),
-            Node::Interior(children) => {
-                for (name, child) in children {
-                    let (Ok(riid), Node::Leaf(value)) = (name.parse::<u16>(), child) else {
-                        continue;
-                    };
-                    if let Ok(p) = path.child(riid) {
-                        entries.push((p, value, kind));
-                    }
+        let method = match (path.rid(), node) {
+            // An instance root: Write-Partial-Update of the resources the data names.
+            (None, Node::Interior(resources)) => {
+                for (name, node) in resources {
+                    let at = name
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|rid| path.child(rid).ok())
+                        .ok_or_else(|| ChildFailure {
+                            status: 404,
+                            message: format!("{addr}: {name} is no resource id"),
+                        })?;
+                    entries_of(
+                        at,
+                        node,
+                        kind_of(at.rid().unwrap_or_default()),
+                        &mut entries,
+                    );
                 }
+                RequestType::Post
             }
-        }
+            (Some(rid), node) => {
+                entries_of(path, node, kind_of(rid), &mut entries);
+                RequestType::Put
+            }
+            (None, Node::Leaf(_)) => {
+                return Err(ChildFailure {
+                    status: 400,
+                    message: format!("{addr}: an instance root takes resources, not a value"),
+                });
+            }
+        };
         let senml = *lock(&reg.senml);
         let payload = if senml {
             senml::encode(&entries)
@@ -710,7 +752,7 @@ impl Adapter {
             status: 400,
             message: format!("{addr}: {e}"),
         })?;
-        let mut put = request(RequestType::Put, path);
+        let mut put = request(method, path);
         set_uint(
             &mut put,
             CoapOption::ContentFormat,
@@ -738,6 +780,23 @@ impl Adapter {
         match answer.header.code {
             MessageClass::Response(ResponseType::Changed | ResponseType::Content) => Ok(()),
             other => Err(failure_of(&reg.key, other)),
+        }
+    }
+}
+
+/// The write entries for `node` at `at` (a resource, or a multiple resource's instances)
+/// of type `kind`.
+fn entries_of(at: LwPath, node: Node, kind: Kind, out: &mut Vec<(LwPath, Value, Kind)>) {
+    match node {
+        Node::Leaf(value) => out.push((at, value, kind)),
+        Node::Interior(instances) => {
+            for (name, child) in instances {
+                if let (Ok(riid), Node::Leaf(value)) = (name.parse::<u16>(), child)
+                    && let Ok(p) = at.child(riid)
+                {
+                    out.push((p, value, kind));
+                }
+            }
         }
     }
 }
@@ -856,19 +915,4 @@ fn hex_id() -> String {
         b.copy_from_slice(&n[2..]);
     }
     crate::tree::value::hex(&b)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::authority::AccessError> + Send + 'static,
-) -> Result<T, String> {
-    match store::offload(Lane::Background, f).await {
-        Ok(Ok(t)) => Ok(t),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every change under these locks is one assignment, insert or removal.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

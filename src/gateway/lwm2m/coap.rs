@@ -24,6 +24,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::gateway::lock;
+
 /// Largest datagram read; a longer one is dropped (LwM2M payloads go in blocks beyond).
 pub const MAX_DATAGRAM: usize = 4096;
 /// Most requests of ours waiting for an answer at once.
@@ -380,12 +382,6 @@ impl Endpoint {
     fn mid(&self) -> u16 {
         self.next_mid.fetch_add(1, Ordering::Relaxed)
     }
-}
-
-/// The maps are left consistent at every step, so a panic elsewhere never leaves them
-/// half-written: a poisoned lock is taken over.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn random_token() -> Vec<u8> {
