@@ -29,6 +29,12 @@
 //!   `store`'s async boundary (`offload`), `tree` — the device's network from
 //!   NetworkManager over D-Bus: the follower and its `watch` channel, the network MO, the
 //!   `NetworkChanged` alert on a move.
+//! - [`gateway`] → `authority`, `session` (DM accounts, the engine's alert queue, the
+//!   `children::Children` trait it implements, `Tasks`, EXEC handlers for a guest's calls),
+//!   `store`'s async boundary, `config`, `tree` — devices behind omadmd (docs/gateway.md):
+//!   the device inventory MO and its alerts, the LwM2M adapter over CoAP (TLV, SenML JSON,
+//!   registrations, mirrored instances), sub-agents (both ends of the guest socket), and the
+//!   route that hands a child's writes, DELETEs and EXECs to the adapter of its protocol.
 //! - [`device`] → `tree` — DevInfo facts read from the host.
 //! - [`features`] → `authority`, `config`, `tree` — the optional features built in
 //!   (DM-HLF-019): the one list the D-Bus `Features` property and the Features MO show.
@@ -47,8 +53,9 @@
 //! - [`bus`] → `authority`, `bootstrap`, `session` (the scheduler's public API, and the
 //!   `exec::AppHandlers` trait it implements for apps' EXEC handlers), `store`'s
 //!   async boundary (`offload`), `network`'s channel (for `State` and `AccessTechnology`),
-//!   `features` (the list `Features` shows), and the data types of `tree`, `store` (`Change`) and `config` (`Limits`) — the D-Bus
-//!   face:
+//!   `features` (the list `Features` shows), `gateway`'s inventory (`Children`,
+//!   `DetachChild`), and the data types of `tree`, `store` (`Change`) and `config`
+//!   (`Limits`) — the D-Bus face:
 //!   `org.omadm.Client1`, polkit, watches, session events as signals. Nothing inward knows
 //!   about D-Bus.
 //!

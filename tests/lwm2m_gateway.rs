@@ -5,7 +5,7 @@
 //! reads its temperature with a plain GET and the inventory, writes its time zone with
 //! HGET (a resource, then a partial update of the instance), reboots it with EXEC; an Observe notification reaches the mirror; a sensor that
 //! vanishes mid-command gives `504` and then `503`, never a hang, and the server hears it
-//! became unreachable; a De-register removes the child and its instances.
+//! became unreachable; SUB deliveries follow the sensor's notifications and the inventory; a De-register removes the child and its instances.
 
 use std::time::Duration;
 
@@ -44,7 +44,9 @@ fn scenario() -> String {
                           ["GET", format!("{DEVICE}/thermo-42.0/15")],
                           ["EXEC", format!("{TEMPERATURE}/thermo-42.0/5700")],
                           ["HGET", "{repo}/offset", format!("{DEVICE}/thermo-42.0/")],
-                          ["GET", format!("{DEVICE}/thermo-42.0/")]]},
+                          ["GET", format!("{DEVICE}/thermo-42.0/")],
+                          ["SUB", temp, "{repo}/sub/temp"],
+                          ["SUB", format!("{GATEWAY}/0/Children"), "{repo}/sub/children"]]},
             {"commands": [["END"]]}]},
         {"packages": [
             {"commands": [["EXEC", reboot], ["EXEC", reboot]]},
@@ -199,10 +201,25 @@ fn a_dm_server_reads_writes_and_runs_an_lwm2m_sensor_through_the_gateway() {
     sensor.send(json!({"cmd": "set", "path": "/3303/0/5700", "value": 23.25}));
     sensor.wait_for("notified", WAIT);
     let temp = format!("{TEMPERATURE}/thermo-42.0/5700");
+    assert_eq!(st[8]["sc"], 200, "SUB on the temperature: {st:?}");
+    assert_eq!(st[9]["sc"], 200, "SUB on the inventory: {st:?}");
     assert!(
         wait_until(WAIT, || value(&bus, &temp).as_deref() == Some("23.25")),
         "the notification did not reach the mirror: {:?}\n{}",
         value(&bus, &temp),
+        daemon_log(dir.path())
+    );
+
+    // The notification went out to the server that subscribed to the temperature.
+    let delivered = |key: &str, needle: &str| {
+        srv.server
+            .received(key)
+            .iter()
+            .any(|u| String::from_utf8_lossy(&u.body).contains(needle))
+    };
+    assert!(
+        wait_until(WAIT, || delivered("sub/temp", "23.25")),
+        "no SUB delivery of the new temperature: {}",
         daemon_log(dir.path())
     );
 
@@ -223,6 +240,11 @@ fn a_dm_server_reads_writes_and_runs_an_lwm2m_sensor_through_the_gateway() {
     assert_eq!(
         value(&bus, &format!("{GATEWAY}/0/Children/thermo-42/State")).as_deref(),
         Some("unreachable")
+    );
+    assert!(
+        wait_until(WAIT, || delivered("sub/children", "unreachable")),
+        "no SUB delivery of the inventory's change: {}",
+        daemon_log(dir.path())
     );
     assert!(
         wait_until(WAIT, || {
