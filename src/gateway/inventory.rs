@@ -34,6 +34,9 @@ pub const CHILD_STATE: &str = "urn:oma:at:ext-omadmd:1.0:ChildState";
 pub const CHILD_DETACHED: &str = "urn:oma:at:ext-omadmd:1.0:ChildDetached";
 /// Most children attached at once; a device beyond is refused.
 pub const MAX_CHILDREN: usize = 1024;
+/// Most MO instances one child may have in the gateway's store (an LwM2M registration lists
+/// at most 1024 links anyway; a guest could otherwise add instances without end).
+pub const MAX_MOS: usize = 1024;
 /// Longest child key.
 pub const MAX_KEY: usize = 64;
 
@@ -262,6 +265,20 @@ impl Inventory {
             }
         };
         if stale { self.save() } else { Ok(()) }
+    }
+
+    /// Whether `key`'s child may have the instance whose root is `uri`: one it has, or a
+    /// new one while it has fewer than [`MAX_MOS`]; refused ([`AccessError::Limit`]) beyond.
+    pub fn room_for(&self, key: &str, uri: &str) -> Result<(), AccessError> {
+        let children = self.lock();
+        match children.get(key) {
+            Some(c) if c.mos.len() >= MAX_MOS && !c.mos.iter().any(|m| m == uri) => {
+                Err(AccessError::Limit(format!(
+                    "child {key} has {MAX_MOS} instances already: {uri} is not mirrored"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Records that `key`'s child has the instance whose root is `uri`.
@@ -583,5 +600,45 @@ mod tests {
         let a = detached(&child("thermo-42", State::Online), Reason::Removed);
         assert_eq!(a.mark, Some(Mark::Informational));
         assert_eq!(a.data.unwrap()["Reason"], "removed");
+    }
+
+    #[test]
+    fn a_child_holds_at_most_max_mos_instances() {
+        use crate::config::Config;
+        use crate::session::Limits;
+        use crate::session::engine::follow_up_queue;
+        use crate::session::exec::ExecHandlers;
+        use crate::store::{self, Pool};
+        use crate::tree::registry::Registry;
+
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(
+            Pool::open(&dir.path().join("store.db"), store::Bounds::default(), 1).unwrap(),
+        );
+        let auth = Arc::new(Authority::new(
+            pool.clone(),
+            Registry::with_builtin(),
+            Box::new(|_| {}),
+        ));
+        let engine = Arc::new(Engine::new(
+            auth.clone(),
+            pool,
+            "dev".into(),
+            Limits::from_config(&Config::default()),
+            ExecHandlers::default(),
+            Vec::new(),
+            follow_up_queue().0,
+        ));
+        let inventory = Inventory::load(auth, engine, 300).unwrap();
+        let uri = |i: usize| format!("urn:oma:mo:ext-test:1.0/web1.{i}/");
+        let mut full = child("web1", State::Online);
+        full.mos = (0..MAX_MOS).map(uri).collect();
+        inventory.attach(full).unwrap();
+        assert!(inventory.room_for("web1", &uri(0)).is_ok(), "one it has");
+        assert!(matches!(
+            inventory.room_for("web1", &uri(MAX_MOS)),
+            Err(AccessError::Limit(_))
+        ));
+        assert!(inventory.room_for("other", &uri(MAX_MOS)).is_ok());
     }
 }

@@ -553,6 +553,7 @@ impl Adapter {
             if inv.get(&key).is_none() {
                 return Ok(());
             }
+            inv.room_for(&key, &uri)?;
             auth.mirror(&moid, &miid, &root, &Node::Interior(content), &grants)?;
             inv.add_mo(&key, &uri)
         })

@@ -514,8 +514,9 @@ fn mirror(
         let node = node_from_json(json, def, name)
             .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
         let miid = format!("{key}.{miid}");
-        auth.mirror_whole(&moid, &miid, name, &node, grants)?;
         let root = NodeAddr::root(&moid, &miid).to_string();
+        inv.room_for(key, &root)?;
+        auth.mirror_whole(&moid, &miid, name, &node, grants)?;
         inv.add_mo(key, &root)?;
         kept.push(root);
     }
