@@ -73,6 +73,9 @@ struct Server {
     /// `https://127.0.0.1:PORT`
     base: String,
     ca: PathBuf,
+    /// The server's standard output, drained for as long as it runs: were its pipe closed,
+    /// the server's next line would fail to print (EPIPE) and end it.
+    _stdout: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -110,6 +113,7 @@ impl Server {
             child,
             base,
             ca: certs.join(CA_CERT),
+            _stdout: rx,
         }
     }
 
