@@ -1012,16 +1012,8 @@ impl Authority {
         let mut plan: Vec<Planned> = Vec::with_capacity(items.len());
         let mut charges = Charges::default();
         if let Some(target) = target {
-            let [item] = items else {
-                return Err(AccessError::InvalidValue(format!(
-                    "{target}: expected one MO serialization item, got {}",
-                    items.len()
-                )));
-            };
+            let (name, json) = one_item(items, target)?;
             let addr = self.single_target(who, &store, target, Rights::WRITE)?;
-            let (name, json) = item
-                .single()
-                .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
             if addr.moid == DACL {
                 let node = node_from_json(json, def(&types, &addr), name)
                     .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
@@ -1222,16 +1214,8 @@ impl Authority {
     ) -> Result<(NodeAddr, Node), AccessError> {
         let types = self.types();
         let store = self.reader();
-        let [item] = items else {
-            return Err(AccessError::InvalidValue(format!(
-                "{target}: expected one MO serialization item, got {}",
-                items.len()
-            )));
-        };
+        let (name, json) = one_item(items, target)?;
         let addr = self.single_target(who, &store, target, Rights::WRITE)?;
-        let (name, json) = item
-            .single()
-            .map_err(|e| AccessError::InvalidValue(e.to_string()))?;
         let node = self.check_put(&types, &store, who, &addr, name, json)?;
         Ok((addr, node))
     }
@@ -1573,6 +1557,18 @@ enum Planned {
     Merge(NodeAddr, std::collections::BTreeMap<String, Node>),
     /// Write the item where its placement says.
     Item(Placement),
+}
+
+/// The one item an HGET's data at `target` must be, as its node name and value.
+fn one_item<'a>(items: &'a [MoItem], target: &ClientUri) -> Result<(&'a str, &'a J), AccessError> {
+    let [item] = items else {
+        return Err(AccessError::InvalidValue(format!(
+            "{target}: expected one MO serialization item, got {}",
+            items.len()
+        )));
+    };
+    item.single()
+        .map_err(|e| AccessError::InvalidValue(e.to_string()))
 }
 
 /// The first `nv=` field of `uri` that can test a No-Get node of the MO type rooted at
