@@ -88,7 +88,7 @@ fn alerts(srv: &TestServer, kind: &str) -> Vec<J> {
 }
 
 /// The statuses of the last Package#3 the server received.
-fn statuses(srv: &TestServer) -> Vec<J> {
+pub(crate) fn statuses(srv: &TestServer) -> Vec<J> {
     let bodies: Vec<J> = srv
         .server
         .transcript()

@@ -16,8 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use omadmd::gateway::subagent::wire::{Frame, encode};
-use serde_json::{Value as J, json};
+use serde_json::json;
 
+use crate::lwm2m_gateway::statuses;
 use crate::omadmctl_cli::TestServer;
 use crate::support::session_bus::{SessionBus, daemon_log};
 use crate::support::sysbus::{KillOnDrop, show, wait_until};
@@ -40,21 +41,6 @@ fn value(bus: &SessionBus, uri: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// The statuses of the last Package#3 the server received.
-fn statuses(srv: &TestServer) -> Vec<J> {
-    let bodies: Vec<J> = srv
-        .server
-        .transcript()
-        .into_iter()
-        .filter(|r| r.kind == "package#3" && r.direction == omadmd::devserver::Direction::In)
-        .filter_map(|r| r.body)
-        .collect();
-    bodies.last().expect("a Package#3")["Status"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Starts omadmd on `bus` as [`SessionBus::daemon`] does, but in a network namespace of its
