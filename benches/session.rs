@@ -505,6 +505,17 @@ fn throughput(rt: &Runtime, certs: &Path) -> Result<Vec<Row>> {
     let net = whole.median().saturating_sub(fixed.median());
 
     let per_get = |d: Duration| d.as_secs_f64() * 1e6 / COMMANDS as f64;
+    let floor = per_get(exec_base.median());
+    println!(
+        "part 1: the store's floor: raw rusqlite, one prepared SELECT per leaf (no URI, no \
+         access check, no serialization), {floor:.2} µs per read on one thread; the \
+         {GET_GOAL_US} µs goal for a whole GET is {} it in this run",
+        if floor > GET_GOAL_US {
+            "below"
+        } else {
+            "above"
+        },
+    );
     Ok(vec![
         Row {
             name: "1a. one leaf GET (wall, per command)".into(),
@@ -817,6 +828,56 @@ fn wire_session(
     })
 }
 
+/// The TLS part of a resumed session on its own: a rustls client (ring, ALPN and RFC 9149
+/// ticket request as omadmd's) connects to `srv` through `relay` twice with one configuration, the second time resuming
+/// the first connection's session, and closes each at once (`close_notify`), sending no
+/// data. The bytes both ways of the resumed connection.
+fn resumed_handshake_bytes(rt: &Runtime, srv: &RunningServer, relay: &Relay) -> Result<u64> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::AsyncReadExt as _;
+    use tokio::io::AsyncWriteExt as _;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(srv.ca_pem().as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // What omadmd's client sends too (src/transport/tls.rs).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.send_ticket_request = Some(rustls::client::TicketRequest {
+        new_session_count: 1,
+        resumption_count: 1,
+    });
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = ServerName::IpAddress(relay.addr().ip().into());
+    rt.block_on(async {
+        let mut resumed = 0;
+        for round in 0..2 {
+            srv.close_connections().await;
+            let (before, shook) = (relay.wire(), srv.handshakes());
+            let tcp = tokio::net::TcpStream::connect(relay.addr()).await?;
+            let mut tls = connector.connect(name.clone(), tcp).await?;
+            tls.shutdown().await?;
+            // The server's session tickets and its close_notify: read to the end, so the
+            // next connection can resume.
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest).await?;
+            drop(tls);
+            relay.closed().await;
+            resumed = relay.wire().since(before).total();
+            if round == 1 && srv.handshakes().resumed != shook.resumed + 1 {
+                return Err("the second handshake-only connection did not resume".into());
+            }
+        }
+        Ok::<_, Box<dyn Error>>(resumed)
+    })
+}
+
 /// curl sending the requests of session `n` of `srv` (same bodies, same `Content-Type`,
 /// `Accept` and `OMADM-DevID`) on one connection through `relay`, measured like
 /// [`wire_session`]; a new curl process has no TLS session to resume, so its handshake is
@@ -942,6 +1003,17 @@ fn on_the_wire(
             Some(w) => println!("  B.1 {label}: curl, the same requests: {}", show(w)),
             None => println!("  B.1 {label}: curl is not installed: no baseline"),
         }
+        let handshake = resumed_handshake_bytes(rt, srv, &relay)?;
+        println!(
+            "  B.1 {label}: of the repeat's {} B, {} B are DM bodies; the rest is TLS and \
+             HTTP/1.1 headers. A resumed TLS handshake alone, nothing sent, closed at once \
+             (rustls with ring, through the same relay): {} B; with the DM bodies {} B, \
+             before any HTTP header or record framing",
+            common::group(&median.wire.total().to_string()),
+            common::group(&dm.to_string()),
+            common::group(&handshake.to_string()),
+            common::group(&(handshake + dm as u64).to_string()),
+        );
         let base = curl.map(|w| w.total() as f64);
         let goal = (label == "?cv=").then_some(Target::AtMost(WIRE_GOAL));
         totals.push(WireTotals {

@@ -301,6 +301,12 @@ fn run() -> Result<()> {
             m.ping_cpu.per(m.ping.len(), 1e-6),
         );
     }
+    let floor = eight.ping.median().as_secs_f64() * 1e3;
+    println!(
+        "the bus's floor with {WRITERS} callers: Peer.Ping (no work in omadmd) median {floor:.2} ms; \
+         the {GOAL_MS} ms goal for a durable create is {} it in this run",
+        if floor > GOAL_MS { "below" } else { "above" },
+    );
     let slowest = |s: &Samples| s.last().map_or(0.0, |d| d.as_secs_f64() * 1e3);
     println!(
         "in process, {} creates each: slowest commit {:.2} ms (Pool: checkpoints on their own \

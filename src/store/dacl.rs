@@ -94,19 +94,20 @@ impl Txn<'_> {
         entry: Option<&str>,
     ) -> Result<(), StoreError> {
         let inst = self.inst(root)?;
-        let result = if rights == Rights::NONE {
-            self.tx().execute(
+        if rights == Rights::NONE {
+            self.execute(
                 "DELETE FROM grants WHERE inst = ?1 AND principal = ?2",
                 params![inst, principal],
-            )
+                "writing a grant",
+            )?;
         } else {
-            self.tx().execute(
+            self.execute(
                 "INSERT INTO grants (inst, principal, rights) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (inst, principal) DO UPDATE SET rights = excluded.rights",
                 params![inst, principal, rights.bits()],
-            )
-        };
-        result.map_err(StoreError::db("writing a grant"))?;
+                "writing a grant",
+            )?;
+        }
         if root.moid != DACL {
             self.mirror(root, principal, rights, by, entry)?;
         }

@@ -342,11 +342,16 @@ impl Rows {
         name: &str,
     ) -> Result<Option<Row>, StoreError> {
         let before = self.rows.len();
-        self.read(
-            store,
-            "SELECT parent, name, format, value FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3",
-            params![inst, parent, name],
-        )?;
+        match store.with_seen_node(inst, parent, name, |format, value| {
+            self.push_cells(parent, name, format, value)
+        }) {
+            Some(kept) => kept?,
+            None => self.read(
+                store,
+                "SELECT parent, name, format, value FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3",
+                params![inst, parent, name],
+            )?,
+        }
         Ok(if self.rows.len() > before {
             self.rows.pop()
         } else {
@@ -378,12 +383,23 @@ impl Rows {
     fn push(&mut self, r: &rusqlite::Row<'_>, first: usize) -> Result<(), StoreError> {
         let read = StoreError::db("reading a node");
         let cell = |i: usize| r.get_ref(first + i).map_err(read);
-        let parent = self.keep(text(cell(0)?)?.as_bytes());
-        let name = self.keep(text(cell(1)?)?.as_bytes());
-        let format: Format = text(cell(2)?)?
+        self.push_cells(text(cell(0)?)?, text(cell(1)?)?, text(cell(2)?)?, cell(3)?)
+    }
+
+    /// Appends the row of the node `parent`/`name` holding `value` in `format`.
+    fn push_cells(
+        &mut self,
+        parent: &str,
+        name: &str,
+        format: &str,
+        value: ValueRef<'_>,
+    ) -> Result<(), StoreError> {
+        let parent = self.keep(parent.as_bytes());
+        let name = self.keep(name.as_bytes());
+        let format: Format = format
             .parse()
             .map_err(|e| StoreError::Corrupt(format!("{e}")))?;
-        let cell = match cell(3)? {
+        let cell = match value {
             ValueRef::Null => Cell::Null,
             ValueRef::Integer(i) => Cell::Int(i),
             ValueRef::Real(f) => Cell::Real(f),

@@ -35,9 +35,28 @@ pub(super) struct InstanceRow {
     pub cv_seq: i64,
 }
 
-/// The instances looked up during one snapshot (absent ones too), by MOID then MIID with
-/// borrowed names: each is read once per snapshot however many queries name it.
-pub(super) type Seen = HashMap<String, HashMap<String, Option<InstanceRow>>>;
+/// What one snapshot has read already.
+#[derive(Default)]
+pub(super) struct Seen {
+    /// The instances looked up (absent ones too), by MOID then MIID: each is read once per
+    /// snapshot however many queries name it.
+    instances: HashMap<String, HashMap<String, Option<InstanceRow>>>,
+    /// The last node whose kind was asked ([`TreeRead::kind`]), with its format and a small
+    /// value: resolving a ClientURI asks for the node a GET then serializes, so the GET
+    /// reads its row once.
+    node: Option<SeenNode>,
+}
+
+/// A node row kept by [`Seen`].
+pub(super) struct SeenNode {
+    inst: i64,
+    path: String,
+    format: String,
+    value: rusqlite::types::Value,
+}
+
+/// Largest text or blob value [`Seen`] keeps (a larger one is read again when serialized).
+const SEEN_VALUE_BYTES: usize = 4096;
 
 /// What one owner holds: instances and their size in bytes (each node row's parent path,
 /// name, value and writer, plus [`super::ROW_OVERHEAD`]).
@@ -119,7 +138,7 @@ impl Store {
     /// Instances are looked up once per snapshot.
     pub fn snapshot<T>(&self, f: impl FnOnce(&Store) -> T) -> Result<T, StoreError> {
         run(&self.conn, "BEGIN DEFERRED", "starting a read transaction")?;
-        *self.seen.borrow_mut() = Some(Seen::new());
+        *self.seen.borrow_mut() = Some(Seen::default());
         let out = f(self);
         *self.seen.borrow_mut() = None;
         run(&self.conn, "COMMIT", "ending a read transaction")?;
@@ -133,7 +152,7 @@ impl Store {
         miid: &str,
     ) -> Result<Option<InstanceRow>, StoreError> {
         if let Some(seen) = self.seen.borrow().as_ref()
-            && let Some(row) = seen.get(moid).and_then(|m| m.get(miid))
+            && let Some(row) = seen.instances.get(moid).and_then(|m| m.get(miid))
         {
             return Ok(row.clone());
         }
@@ -155,11 +174,71 @@ impl Store {
             })
             .map_err(StoreError::db("reading an instance"))?;
         if let Some(seen) = self.seen.borrow_mut().as_mut() {
-            seen.entry(moid.to_owned())
+            seen.instances
+                .entry(moid.to_owned())
                 .or_default()
                 .insert(miid.to_owned(), row.clone());
         }
         Ok(row)
+    }
+
+    /// The kind of the node `path` (not the root) of instance `inst`, inside a
+    /// [`Store::snapshot`]: its row is read whole and kept, with a small value, for
+    /// [`Store::with_seen_node`].
+    fn kind_seen(&self, inst: i64, path: &str) -> Result<Option<NodeKind>, StoreError> {
+        let (parent, name) = split(path);
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT format, value FROM nodes WHERE inst = ?1 AND parent = ?2 AND name = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![inst, parent, name], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, rusqlite::types::Value>(1)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(StoreError::db("reading a node"))?;
+        let Some((format, value)) = row else {
+            return Ok(None);
+        };
+        let kind = if format == "node" {
+            NodeKind::Interior
+        } else {
+            NodeKind::Leaf
+        };
+        let small = match &value {
+            rusqlite::types::Value::Text(t) => t.len() <= SEEN_VALUE_BYTES,
+            rusqlite::types::Value::Blob(b) => b.len() <= SEEN_VALUE_BYTES,
+            _ => true,
+        };
+        if let Some(seen) = self.seen.borrow_mut().as_mut() {
+            seen.node = small.then(|| SeenNode {
+                inst,
+                path: path.to_owned(),
+                format,
+                value,
+            });
+        }
+        Ok(Some(kind))
+    }
+
+    /// Runs `f` on the format and value of the node `parent`/`name` of instance `inst` if
+    /// this snapshot kept its row ([`Seen`]); `None` otherwise.
+    pub(super) fn with_seen_node<T>(
+        &self,
+        inst: i64,
+        parent: &str,
+        name: &str,
+        f: impl FnOnce(&str, rusqlite::types::ValueRef<'_>) -> T,
+    ) -> Option<T> {
+        let seen = self.seen.borrow();
+        let node = seen.as_ref()?.node.as_ref()?;
+        (node.inst == inst && split(&node.path) == (parent, name))
+            .then(|| f(&node.format, rusqlite::types::ValueRef::from(&node.value)))
     }
 
     /// Counts for status output.
@@ -628,7 +707,9 @@ impl TreeRead for Store {
             })
             .map_err(StoreError::db("listing instances"))?;
         let mut seen = self.seen.borrow_mut();
-        let mut of_moid = seen.as_mut().map(|s| s.entry(moid.to_owned()).or_default());
+        let mut of_moid = seen
+            .as_mut()
+            .map(|s| s.instances.entry(moid.to_owned()).or_default());
         rows.map(|row| {
             let (miid, row) = row.map_err(StoreError::db("listing instances"))?;
             if let Some(m) = of_moid.as_mut() {
@@ -644,6 +725,7 @@ impl TreeRead for Store {
             return Ok(self.instance_id(moid, miid)?.map(|_| NodeKind::Interior));
         }
         match self.instance_id(moid, miid)? {
+            Some(inst) if self.seen.borrow().is_some() => self.kind_seen(inst, path),
             Some(inst) => self.kind_in(inst, path),
             None => Ok(None),
         }

@@ -481,6 +481,79 @@ impl Store {
     }
 }
 
+/// Inside a snapshot a node whose kind was asked is serialized from the row that answered:
+/// one query for a small value; a value past the kept size is read again, whole; the row
+/// of another node is never taken for it.
+#[test]
+fn a_resolved_node_is_serialized_from_its_kept_row() {
+    let mut store = Store::open_in_memory().unwrap();
+    let root = create(&mut store, "a");
+    let big = "x".repeat(5000);
+    store
+        .write(|tx| tx.put(&root.child("Big"), &leaf(&big), "local"))
+        .unwrap();
+    let id = root.child("ID");
+    let date = root.child("Data").child("1").child("Date");
+    let node_reads = |store: &Store| -> i32 {
+        store
+            .take_statement_runs()
+            .iter()
+            .filter(|(sql, _)| sql.contains("FROM nodes"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    store.take_statement_runs();
+    for (asked, shown, value, reads) in [
+        (&id, &id, "GPS", 1),
+        (&root.child("Big"), &root.child("Big"), big.as_str(), 2),
+        (&id, &date, "12.1", 2),
+    ] {
+        let item = store
+            .snapshot(|s| {
+                s.kind(&asked.moid, &asked.miid, &asked.path).unwrap();
+                json::tests::item(s, shown)
+            })
+            .unwrap();
+        let name = shown.path.rsplit('/').next().unwrap();
+        assert_eq!(item.mo_data[name], serde_json::json!(value), "{shown}");
+        assert_eq!(node_reads(&store), reads, "{asked} then {shown}");
+    }
+}
+
+/// A create with a fresh MIID, a grant, its revocation and a replacement of the whole
+/// instance run only statements the connection keeps prepared: none is compiled per call.
+#[test]
+fn writes_run_from_cached_statements() {
+    let mut store = Store::open_in_memory().unwrap();
+    let root = create(&mut store, "first");
+    store.take_statement_runs();
+    for round in 0..3 {
+        let (fresh, _) = store
+            .write(|tx| tx.create_instance(MOID, None, "Test", &sample(), "app:x"))
+            .unwrap();
+        store
+            .write(|tx| {
+                tx.set_grant(&fresh, "app:y", Rights::READ, "admin")?;
+                tx.set_grant(&fresh, "app:y", Rights::NONE, "admin")?;
+                tx.put(&root, &sample(), "app:x")
+            })
+            .unwrap();
+        let ran = store.take_statement_runs();
+        for sql in [
+            "INSERT INTO instances",
+            "UPDATE meta SET value = value + 1",
+            "INSERT INTO grants",
+            "DELETE FROM grants",
+            "DELETE FROM nodes WHERE inst = ?1",
+        ] {
+            assert!(
+                ran.iter().any(|(held, _)| held.starts_with(sql)),
+                "round {round}: {sql:?} did not run from the statement cache: {ran:#?}"
+            );
+        }
+    }
+}
+
 /// The hot queries run again and again with other bound values (instance ids from 1,
 /// paths, principals, LIMITs) on one connection: SQLite never compiles a cached statement
 /// again, and the cache holds them all (none was evicted).

@@ -121,12 +121,11 @@ impl Txn<'_> {
                 miid,
             });
         }
-        self.tx
-            .execute(
-                "INSERT INTO instances (moid, miid, root_name, owner, cv_seq) VALUES (?1, ?2, ?3, ?4, 0)",
-                params![moid, miid, root_name, owner],
-            )
-            .map_err(StoreError::db("creating an instance"))?;
+        self.execute(
+            "INSERT INTO instances (moid, miid, root_name, owner, cv_seq) VALUES (?1, ?2, ?3, ?4, 0)",
+            params![moid, miid, root_name, owner],
+            "creating an instance",
+        )?;
         let inst = self.tx.last_insert_rowid();
         self.insert_children(inst, "", content, owner)?;
         self.journal(inst, &root, ChangeKind::Added, owner)?;
@@ -146,9 +145,11 @@ impl Txn<'_> {
             if !matches!(node, Node::Interior(_)) {
                 return Err(StoreError::RootIsLeaf(addr.clone()));
             }
-            self.tx
-                .execute("DELETE FROM nodes WHERE inst = ?1", [inst])
-                .map_err(StoreError::db("clearing an instance"))?;
+            self.execute(
+                "DELETE FROM nodes WHERE inst = ?1",
+                params![inst],
+                "clearing an instance",
+            )?;
             self.insert_children(inst, "", node, writer)?;
             self.journal(inst, addr, ChangeKind::Replaced, writer)?;
             return Ok(ChangeKind::Replaced);
@@ -344,11 +345,10 @@ impl Txn<'_> {
         loop {
             let n: i64 = self
                 .tx
-                .query_row(
+                .prepare_cached(
                     "UPDATE meta SET value = value + 1 WHERE key = 'next_miid' RETURNING value - 1",
-                    [],
-                    |r| r.get(0),
                 )
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
                 .map_err(StoreError::db("assigning a MIID"))?;
             let miid = n.to_string();
             if instance_id(&self.tx, moid, &miid)?.is_none() {

@@ -252,14 +252,19 @@ impl NodeAddr {
 
 impl fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/", self.moid, escape(&self.miid))?;
-        let names: Vec<String> = self
-            .path
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(escape)
-            .collect();
-        f.write_str(&names.join("/"))
+        write!(
+            f,
+            "{}/{}/",
+            self.moid,
+            utf8_percent_encode(&self.miid, NAME_ESCAPES)
+        )?;
+        for (i, name) in self.path.split('/').filter(|s| !s.is_empty()).enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            write!(f, "{}", utf8_percent_encode(name, NAME_ESCAPES))?;
+        }
+        Ok(())
     }
 }
 
