@@ -48,7 +48,7 @@ pub(super) struct Seen {
 }
 
 /// A node row kept by [`Seen`].
-pub(super) struct SeenNode {
+struct SeenNode {
     inst: i64,
     path: String,
     format: String,

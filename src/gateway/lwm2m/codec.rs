@@ -321,12 +321,77 @@ pub(super) fn write_target(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod fixtures {
+    //! What the codecs' tests share: the TS's Device object example and resource kinds.
+
     use super::*;
 
-    fn p(text: &str) -> LwPath {
+    pub fn p(text: &str) -> LwPath {
         text.parse().unwrap()
     }
+
+    pub fn chr(s: &str) -> Value {
+        Value::Chr(s.to_owned())
+    }
+
+    /// Object 3 (Device, TS Core Appendix E.3) as far as the examples use it.
+    pub fn device(rid: u16) -> Option<Kind> {
+        Some(match rid {
+            0..=3 | 14..=19 => Kind::String,
+            4 | 5 | 12 => Kind::None,
+            6..=11 | 20 | 21 => Kind::Integer,
+            13 => Kind::Time,
+            22 => Kind::Objlnk,
+            _ => return None,
+        })
+    }
+
+    /// A resource of each kind, by id.
+    pub fn every_kind(rid: u16) -> Option<Kind> {
+        [
+            Kind::String,
+            Kind::Integer,
+            Kind::Unsigned,
+            Kind::Float,
+            Kind::Boolean,
+            Kind::Opaque,
+            Kind::Time,
+            Kind::Objlnk,
+            Kind::Corelnk,
+            Kind::None,
+        ]
+        .get(usize::from(rid))
+        .copied()
+    }
+
+    /// The values of the TS's example of a Read on the Device object's instance
+    /// (`GET /3/0`), which each codec's own example encodes.
+    pub fn device_values() -> Vec<(LwPath, Value)> {
+        vec![
+            (p("/3/0/0"), chr("Open Mobile Alliance")),
+            (p("/3/0/1"), chr("Lightweight M2M Client")),
+            (p("/3/0/2"), chr("345000123")),
+            (p("/3/0/3"), chr("1.0")),
+            (p("/3/0/6/0"), Value::Int(1)),
+            (p("/3/0/6/1"), Value::Int(5)),
+            (p("/3/0/7/0"), Value::Int(3800)),
+            (p("/3/0/7/1"), Value::Int(5000)),
+            (p("/3/0/8/0"), Value::Int(125)),
+            (p("/3/0/8/1"), Value::Int(900)),
+            (p("/3/0/9"), Value::Int(100)),
+            (p("/3/0/10"), Value::Int(15)),
+            (p("/3/0/11/0"), Value::Int(0)),
+            (p("/3/0/13"), Value::Int(1367491215)),
+            (p("/3/0/14"), chr("+02:00")),
+            (p("/3/0/16"), chr("U")),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::p;
+    use super::*;
 
     #[test]
     fn objlnk_text() {

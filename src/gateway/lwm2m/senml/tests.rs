@@ -1,43 +1,6 @@
 use super::*;
+use crate::gateway::lwm2m::codec::fixtures::{chr, device, device_values, every_kind, p};
 use crate::gateway::lwm2m::path::PathError;
-
-fn p(text: &str) -> LwPath {
-    text.parse().unwrap()
-}
-
-fn chr(s: &str) -> Value {
-    Value::Chr(s.to_owned())
-}
-
-/// Object 3 (Device) as far as the examples use it.
-fn device(rid: u16) -> Option<Kind> {
-    Some(match rid {
-        0..=3 | 14..=19 => Kind::String,
-        4 | 5 | 12 => Kind::None,
-        6..=11 | 20 | 21 => Kind::Integer,
-        13 => Kind::Time,
-        22 => Kind::Objlnk,
-        _ => return None,
-    })
-}
-
-/// A resource of each kind, by id.
-fn every_kind(rid: u16) -> Option<Kind> {
-    [
-        Kind::String,
-        Kind::Integer,
-        Kind::Unsigned,
-        Kind::Float,
-        Kind::Boolean,
-        Kind::Opaque,
-        Kind::Time,
-        Kind::Objlnk,
-        Kind::Corelnk,
-        Kind::None,
-    ]
-    .get(usize::from(rid))
-    .copied()
-}
 
 fn read(json: &str, base: &str) -> Result<Decoded, CodecError> {
     decode(json.as_bytes(), p(base), &every_kind)
@@ -61,27 +24,6 @@ const DEVICE_READ: &str = r#"[
     {"n":"13","v":1367491215},
     {"n":"14","vs":"+02:00"},
     {"n":"16","vs":"U"}]"#;
-
-fn device_values() -> Vec<(LwPath, Value)> {
-    vec![
-        (p("/3/0/0"), chr("Open Mobile Alliance")),
-        (p("/3/0/1"), chr("Lightweight M2M Client")),
-        (p("/3/0/2"), chr("345000123")),
-        (p("/3/0/3"), chr("1.0")),
-        (p("/3/0/6/0"), Value::Int(1)),
-        (p("/3/0/6/1"), Value::Int(5)),
-        (p("/3/0/7/0"), Value::Int(3800)),
-        (p("/3/0/7/1"), Value::Int(5000)),
-        (p("/3/0/8/0"), Value::Int(125)),
-        (p("/3/0/8/1"), Value::Int(900)),
-        (p("/3/0/9"), Value::Int(100)),
-        (p("/3/0/10"), Value::Int(15)),
-        (p("/3/0/11/0"), Value::Int(0)),
-        (p("/3/0/13"), Value::Int(1367491215)),
-        (p("/3/0/14"), chr("+02:00")),
-        (p("/3/0/16"), chr("U")),
-    ]
-}
 
 #[test]
 fn reads_the_device_object_instance_of_the_spec() {

@@ -1,43 +1,10 @@
 use super::*;
+use crate::gateway::lwm2m::codec::fixtures::{chr, device, device_values, every_kind, p};
 use crate::gateway::lwm2m::path::PathError;
-
-fn p(text: &str) -> LwPath {
-    text.parse().unwrap()
-}
-
-/// Object 3 (Device, TS Core Appendix E.3) as far as the examples use it.
-fn device(rid: u16) -> Option<Kind> {
-    Some(match rid {
-        0..=3 | 14..=19 => Kind::String,
-        4 | 5 | 12 => Kind::None,
-        6..=11 | 20 | 21 => Kind::Integer,
-        13 => Kind::Time,
-        22 => Kind::Objlnk,
-        _ => return None,
-    })
-}
 
 /// Object 2 (Access Control): every resource is an Integer.
 fn access_control(rid: u16) -> Option<Kind> {
     (rid <= 3).then_some(Kind::Integer)
-}
-
-/// A resource of each kind, by id.
-fn every_kind(rid: u16) -> Option<Kind> {
-    [
-        Kind::String,
-        Kind::Integer,
-        Kind::Unsigned,
-        Kind::Float,
-        Kind::Boolean,
-        Kind::Opaque,
-        Kind::Time,
-        Kind::Objlnk,
-        Kind::Corelnk,
-        Kind::None,
-    ]
-    .get(usize::from(rid))
-    .copied()
 }
 
 fn hex(text: &str) -> Vec<u8> {
@@ -46,10 +13,6 @@ fn hex(text: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap())
         .collect()
-}
-
-fn chr(s: &str) -> Value {
-    Value::Chr(s.to_owned())
 }
 
 /// The TS's example of a Read on the Device object's instance (`GET /3/0`), TLV.
@@ -67,27 +30,6 @@ const DEVICE_READ: &str = "
     C4 0D 51 82 42 8F
     C6 0E 2B 30 32 3A 30 30
     C1 10 55";
-
-fn device_values() -> Vec<(LwPath, Value)> {
-    vec![
-        (p("/3/0/0"), chr("Open Mobile Alliance")),
-        (p("/3/0/1"), chr("Lightweight M2M Client")),
-        (p("/3/0/2"), chr("345000123")),
-        (p("/3/0/3"), chr("1.0")),
-        (p("/3/0/6/0"), Value::Int(1)),
-        (p("/3/0/6/1"), Value::Int(5)),
-        (p("/3/0/7/0"), Value::Int(3800)),
-        (p("/3/0/7/1"), Value::Int(5000)),
-        (p("/3/0/8/0"), Value::Int(125)),
-        (p("/3/0/8/1"), Value::Int(900)),
-        (p("/3/0/9"), Value::Int(100)),
-        (p("/3/0/10"), Value::Int(15)),
-        (p("/3/0/11/0"), Value::Int(0)),
-        (p("/3/0/13"), Value::Int(1367491215)),
-        (p("/3/0/14"), chr("+02:00")),
-        (p("/3/0/16"), chr("U")),
-    ]
-}
 
 fn with_kinds(
     values: &[(LwPath, Value)],
