@@ -196,6 +196,19 @@ impl Default for Lwm2mConfig {
 }
 
 impl GatewayConfig {
+    /// `grants` as rights: what a child's instances grant at creation. [`Config::load`]
+    /// refuses a file where this is an error.
+    pub fn grant_rights(&self) -> Result<Vec<(String, crate::store::Rights)>, String> {
+        self.grants
+            .iter()
+            .map(|(principal, rights)| {
+                crate::store::Rights::parse(rights.iter().map(String::as_str))
+                    .map(|r| (principal.clone(), r))
+                    .map_err(|e| format!("[gateway] grants.{principal:?}: {e}"))
+            })
+            .collect()
+    }
+
     /// Refuses bounds that cannot work, rights that do not exist and wildcard listen
     /// addresses.
     fn check(&self) -> Result<(), String> {
@@ -232,10 +245,7 @@ impl GatewayConfig {
                 GUEST_FRAME_BYTES.end()
             ));
         }
-        for (principal, rights) in &self.grants {
-            crate::store::Rights::parse(rights.iter().map(String::as_str))
-                .map_err(|e| format!("[gateway] grants.{principal:?}: {e}"))?;
-        }
+        self.grant_rights()?;
         let lwm2m = &self.lwm2m;
         if lwm2m.pmin_s > lwm2m.pmax_s || lwm2m.pmax_s == 0 {
             return Err(format!(

@@ -604,31 +604,9 @@ mod tests {
 
     #[test]
     fn a_child_holds_at_most_max_mos_instances() {
-        use crate::config::Config;
-        use crate::session::Limits;
-        use crate::session::engine::follow_up_queue;
-        use crate::session::exec::ExecHandlers;
-        use crate::store::{self, Pool};
-        use crate::tree::registry::Registry;
-
         let dir = tempfile::tempdir().unwrap();
-        let pool = Arc::new(
-            Pool::open(&dir.path().join("store.db"), store::Bounds::default(), 1).unwrap(),
-        );
-        let auth = Arc::new(Authority::new(
-            pool.clone(),
-            Registry::with_builtin(),
-            Box::new(|_| {}),
-        ));
-        let engine = Arc::new(Engine::new(
-            auth.clone(),
-            pool,
-            "dev".into(),
-            Limits::from_config(&Config::default()),
-            ExecHandlers::default(),
-            Vec::new(),
-            follow_up_queue().0,
-        ));
+        let (auth, engine) = Engine::for_tests(dir.path());
+        let engine = Arc::new(engine);
         let inventory = Inventory::load(auth, engine, 300).unwrap();
         let uri = |i: usize| format!("urn:oma:mo:ext-test:1.0/web1.{i}/");
         let mut full = child("web1", State::Online);

@@ -235,6 +235,29 @@ impl Engine {
         }
     }
 
+    /// An engine on a fresh store file in `dir`, with the built-in MO types, default limits
+    /// and no EXEC handlers, and its authority (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &std::path::Path) -> (Arc<Authority>, Engine) {
+        let pool =
+            Arc::new(Pool::open(&dir.join("store.db"), store::Bounds::default(), 1).unwrap());
+        let auth = Arc::new(Authority::new(
+            pool.clone(),
+            crate::tree::registry::Registry::with_builtin(),
+            Box::new(|_| {}),
+        ));
+        let engine = Engine::new(
+            auth.clone(),
+            pool,
+            "dev".into(),
+            Limits::from_config(&Config::default()),
+            ExecHandlers::default(),
+            Vec::new(),
+            follow_up_queue().0,
+        );
+        (auth, engine)
+    }
+
     /// The engine with its large-object transfers shown on `board`.
     pub fn with_board(self, board: Arc<crate::transfer::Board>) -> Engine {
         Engine { board, ..self }

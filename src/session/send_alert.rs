@@ -617,36 +617,12 @@ mod tests {
     }
 
     mod replacing {
-        use std::sync::Arc;
-
-        use crate::authority::Authority;
-        use crate::config::Config;
-        use crate::session::engine::follow_up_queue;
-        use crate::session::exec::ExecHandlers;
-        use crate::session::{Engine, Limits};
-        use crate::store::{self, Pool};
-        use crate::tree::registry::Registry;
+        use crate::session::Engine;
 
         #[test]
         fn a_newer_alert_replaces_the_waiting_ones_it_names_and_only_those() {
             let dir = tempfile::tempdir().unwrap();
-            let pool = Arc::new(
-                Pool::open(&dir.path().join("store.db"), store::Bounds::default(), 1).unwrap(),
-            );
-            let auth = Arc::new(Authority::new(
-                pool.clone(),
-                Registry::with_builtin(),
-                Box::new(|_| {}),
-            ));
-            let engine = Engine::new(
-                auth,
-                pool,
-                "dev".into(),
-                Limits::from_config(&Config::default()),
-                ExecHandlers::default(),
-                Vec::new(),
-                follow_up_queue().0,
-            );
+            let (_, engine) = Engine::for_tests(dir.path());
             let none = |_: &str| false;
             engine
                 .keep_alert_replacing("a", r#"{"n":1,"k":"x"}"#, &none)

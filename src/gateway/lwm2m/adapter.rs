@@ -89,15 +89,8 @@ impl Adapter {
         inventory: Arc<Inventory>,
         config: GatewayConfig,
     ) -> Arc<Adapter> {
-        let grants = config
-            .grants
-            .iter()
-            .filter_map(|(p, r)| {
-                Rights::parse(r.iter().map(String::as_str))
-                    .ok()
-                    .map(|r| (p.clone(), r))
-            })
-            .collect();
+        // Checked when the configuration was read: never an error here.
+        let grants = config.grant_rights().unwrap_or_default();
         Arc::new(Adapter {
             endpoints,
             catalog,

@@ -102,15 +102,8 @@ impl Guests {
         inventory: Arc<Inventory>,
         tasks: &Tasks,
     ) -> Result<Arc<Guests>, HostError> {
-        let grants = config
-            .grants
-            .iter()
-            .filter_map(|(p, r)| {
-                Rights::parse(r.iter().map(String::as_str))
-                    .ok()
-                    .map(|r| (p.clone(), r))
-            })
-            .collect();
+        // Checked when the configuration was read: never an error here.
+        let grants = config.grant_rights().unwrap_or_default();
         let gone: Vec<String> = inventory
             .list()
             .into_iter()
