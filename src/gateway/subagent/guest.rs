@@ -140,7 +140,9 @@ impl Guest {
         socket: &std::path::Path,
         tasks: &Tasks,
     ) -> Result<(), GuestError> {
-        let token = std::fs::read_to_string(&self.config.token_file).map_err(GuestError::Token)?;
+        let token = read_token(&self.config.token_file)
+            .await
+            .map_err(GuestError::Token)?;
         let stream = UnixStream::connect(socket)
             .await
             .map_err(GuestError::Connect)?;
@@ -358,4 +360,17 @@ fn snapshot(auth: &Authority, moids: &[String]) -> Result<BTreeMap<String, MoIte
         }
     }
     Ok(out)
+}
+
+/// The host's token from `path` (one line; a file longer than a few of them is read no
+/// further, and the hello it makes is refused).
+async fn read_token(path: &std::path::Path) -> std::io::Result<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut text = String::new();
+    tokio::fs::File::open(path)
+        .await?
+        .take(8 * wire::TOKEN_BYTES as u64)
+        .read_to_string(&mut text)
+        .await?;
+    Ok(text)
 }

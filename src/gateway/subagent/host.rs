@@ -8,7 +8,7 @@
 //! child `unreachable`; reads go on answering from the mirror.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,11 +122,15 @@ impl Guests {
         let mut listeners = Vec::new();
         for (name, g) in &config.guests {
             let token_path = g.token_path(name);
-            let token = token(&token_path).map_err(|source| HostError::Token {
-                name: name.clone(),
-                path: token_path,
-                source,
-            })?;
+            let read = token_path.clone();
+            let token = tokio::task::spawn_blocking(move || token(&read))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                .map_err(|source| HostError::Token {
+                    name: name.clone(),
+                    path: token_path,
+                    source,
+                })?;
             let socket = g.socket_path(name);
             let listener = listen(&socket).map_err(|source| HostError::Socket {
                 name: name.clone(),
@@ -560,7 +564,14 @@ fn guest_uri(addr: &NodeAddr) -> String {
 
 /// The guest's token from `path` (64 hex digits); written there, `0600`, when missing.
 fn token(path: &Path) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
+    // A token file holds one line; more than a few of its sizes is not one.
+    let read = std::fs::File::open(path).and_then(|file| {
+        let mut text = String::new();
+        file.take(8 * TOKEN_BYTES as u64)
+            .read_to_string(&mut text)?;
+        Ok(text)
+    });
+    match read {
         Ok(text) => {
             let text = text.trim();
             if text.len() == 2 * TOKEN_BYTES && text.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -649,6 +660,11 @@ mod tests {
         assert_eq!(token(&path).unwrap(), first);
         std::fs::write(&path, "short\n").unwrap();
         assert!(token(&path).is_err());
+        std::fs::write(&path, format!("{first}\n").repeat(1000)).unwrap();
+        assert!(
+            token(&path).is_err(),
+            "a file of many tokens is not a token"
+        );
     }
 
     #[tokio::test]
