@@ -48,8 +48,9 @@ fn entry(child: Child) -> Entry {
 }
 
 /// Announces `Children` after each change `saves` reports, until the daemon's tasks end it
-/// (it holds the inventory, so `saves` never closes by itself). Take `saves` ([`Inventory::subscribe`]) before the bus name, so that no change a caller
-/// could see is left unannounced.
+/// (it holds the inventory, so `saves` never closes by itself). Take `saves`
+/// ([`Inventory::subscribe`]) before the bus name, so that no change a caller could see is
+/// left unannounced.
 pub async fn announce(
     conn: zbus::Connection,
     inventory: Arc<Inventory>,
